@@ -1,0 +1,1 @@
+"""Installers: put the daemon, the weights and the editor plugins in place."""
