@@ -1,0 +1,742 @@
+"""maskd client: the one file the GIMP and Krita plugins carry (standard library only).
+
+It talks to the maskd daemon over ZeroMQ. When ``pyzmq`` is importable it is used; otherwise the
+client speaks ZMTP 3 itself over TCP or a Unix socket, so it runs in any Python 3.10+ (GIMP's
+bundled Python on Windows/macOS/Flatpak, Krita's) without numpy or compiled modules.
+
+Usage::
+
+    import maskd_client as mc
+
+    config = mc.load_plugin_config(os.path.dirname(__file__))      # maskd_config.json
+    try:
+        client = mc.ensure_daemon(config, progress=lambda stage, f: print(stage, f))
+        result = client.segment(rgba_bytes, width, height, layout="RGBA", dtype="u8",
+                                options={"quality": "default", "decontaminate": True},
+                                alpha_dtype="u8", foreground=False,
+                                progress=lambda stage, fraction: None)
+        alpha = result.alpha           # bytes, width*height samples of alpha_dtype, row-major
+        print(result.info["timings"], result.info["model"], result.info["device"])
+    except mc.MaskdClientError as exc:
+        show_message(str(exc))         # exc.code, exc.retryable
+    finally:
+        client.close()
+
+Pixel conventions: buffers are row-major, tightly packed, little-endian samples; ``layout`` is one
+of RGBA, BGRA, RGB, GRAY, GRAYA and ``dtype`` one of u8, u16, f16, f32 (f16 needs no numpy:
+``struct`` format ``'e'``). Integer samples are sRGB-encoded; float samples from editors are usually
+linear light, so say which with ``transfer="linear"`` (default ``"srgb"``). The daemon converts.
+An existing alpha channel in the pixels is respected (the result never exceeds it).
+
+Timeouts: "daemon not running" is reported in well under a second; once a request is sent, the
+daemon streams progress at least every second, and the client gives up after ``timeout`` seconds of
+silence (plus time to move the payload at a pessimistic 20 MB/s). A connection that dies before the
+reply is reopened once (the connection file is re-read) and the request resent with the same job
+id; the daemon never runs one job id twice.
+
+Environment: ``MASKD_CONNECTION_FILE`` (where the daemon's connection file is),
+``MASKD_CLIENT_BACKEND=pyzmq|zmtp`` (force a transport implementation),
+``MASKD_TRANSPORT=tcp|ipc`` (force an endpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+__all__ = [
+    "MaskdClientError", "Client", "Result", "connect", "ensure_daemon", "load_plugin_config",
+    "default_connection_file", "read_connection_file", "PROTOCOL_VERSION",
+]
+
+CLIENT_VERSION = "0.1.0"
+PROTOCOL_TAG = b"MASKD/1"  # first frame of every message; the major version lives in it
+PROTOCOL_VERSION = (1, 0)  # (major, minor); minor versions only add fields
+CONFIG_NAME = "maskd_config.json"
+LAYOUT_CHANNELS = {"RGBA": 4, "BGRA": 4, "RGB": 3, "GRAY": 1, "GRAYA": 2}
+DTYPE_BYTES = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
+ALPHA_DTYPES = ("u8", "u16", "f32")
+
+PROBE_TIMEOUT = 0.5  # seconds to decide "nothing listens"
+DEFAULT_TIMEOUT = 15.0  # seconds of silence from the daemon before giving up
+PESSIMISTIC_BYTES_PER_S = 20e6
+
+
+class MaskdClientError(Exception):
+    """A failure the plugin shows to the user: ``code`` (stable), ``message``, ``retryable``.
+
+    Codes: ``unavailable`` (daemon not running / unreachable), ``timeout``, ``connection_lost``,
+    ``bad_request``, ``auth``, ``too_large``, ``busy``, ``cancelled``, ``out_of_memory``,
+    ``model_unavailable``, ``internal``, ``version``.
+    """
+
+    def __init__(self, code: str, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class _ConnectionLost(Exception):
+    """The transport died before a reply came (internal: triggers the one reconnect)."""
+
+
+class Result:
+    """A finished ``segment``/``refine``: ``alpha`` bytes (W×H of ``alpha_dtype``), optional
+    ``foreground`` bytes (W×H×3 straight colours, ``foreground_dtype``, same transfer as the
+    input), and ``info`` (``timings``, ``model``, ``device``, ...)."""
+
+    def __init__(self, alpha, foreground, info, width, height, alpha_dtype, foreground_dtype=None):
+        self.alpha = alpha
+        self.foreground = foreground
+        self.info = info
+        self.width = width
+        self.height = height
+        self.alpha_dtype = alpha_dtype
+        self.foreground_dtype = foreground_dtype
+
+    def __repr__(self) -> str:
+        return (f"Result({self.width}x{self.height} alpha={self.alpha_dtype}, "
+                f"foreground={'yes' if self.foreground is not None else 'no'})")
+
+
+# --------------------------------------------------------------------------- connection file
+
+def default_connection_file() -> str:
+    """``$MASKD_CONNECTION_FILE``, else ``$XDG_RUNTIME_DIR/maskd/connection.json``, else
+    ``<tmp>/maskd-<uid>/connection.json``."""
+    override = os.environ.get("MASKD_CONNECTION_FILE")
+    if override:
+        return override
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and os.path.isdir(runtime):
+        return os.path.join(runtime, "maskd", "connection.json")
+    uid = os.getuid() if hasattr(os, "getuid") else (os.environ.get("USERNAME") or "user")
+    return os.path.join(tempfile.gettempdir(), f"maskd-{uid}", "connection.json")
+
+
+def read_connection_file(path: str | None = None) -> dict:
+    path = path or default_connection_file()
+    try:
+        with open(path, encoding="utf-8") as fh:
+            info = json.load(fh)
+    except FileNotFoundError:
+        raise MaskdClientError("unavailable", f"maskd is not running (no connection file at {path}). "
+                               "Start it with `maskd serve`.", True) from None
+    except (OSError, ValueError) as exc:
+        raise MaskdClientError("unavailable", f"cannot read the maskd connection file {path}: {exc}",
+                               True) from None
+    if not isinstance(info, dict) or "key" not in info or "endpoints" not in info:
+        raise MaskdClientError("unavailable", f"{path} is not a maskd connection file", True)
+    info["_path"] = path
+    return info
+
+
+def load_plugin_config(folder: str) -> dict:
+    """The plugin's ``maskd_config.json`` (written by the installer), with defaults filled in."""
+    config = {"daemon_command": [], "connection_file": None, "autostart": True}
+    path = os.path.join(folder, CONFIG_NAME)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            loaded = json.load(fh)
+        if isinstance(loaded, dict):
+            config.update(loaded)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        raise MaskdClientError("bad_request", f"the plugin configuration {path} is unreadable: {exc}. "
+                               "Reinstall the plugins with `maskd install-plugins`.") from None
+    return config
+
+
+# --------------------------------------------------------------------------- signing / framing
+
+def sign(key: bytes, header: bytes) -> bytes:
+    """HMAC-SHA256 over the tag and the JSON header frame (buffers are covered by their declared sizes)."""
+    return hmac.new(key, PROTOCOL_TAG + header, hashlib.sha256).digest()
+
+
+def _encode_header(fields: dict) -> bytes:
+    return json.dumps(fields, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _split_endpoint(endpoint: str):
+    if endpoint.startswith("tcp://"):
+        host, _, port = endpoint[6:].rpartition(":")
+        return "tcp", (host.strip("[]"), int(port))
+    if endpoint.startswith("ipc://"):
+        return "ipc", endpoint[6:]
+    raise MaskdClientError("bad_request", f"unsupported endpoint {endpoint!r}")
+
+
+def _probe(endpoint: str, timeout: float = PROBE_TIMEOUT) -> None:
+    """Fail in well under a second when nothing listens at ``endpoint`` (plain socket connect)."""
+    kind, addr = _split_endpoint(endpoint)
+    try:
+        if kind == "tcp":
+            s = socket.create_connection(addr, timeout=timeout)
+        else:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect(addr)
+        s.close()
+    except OSError as exc:
+        raise MaskdClientError("unavailable", f"maskd is not running (nothing listens at {endpoint}: "
+                               f"{exc.strerror or exc}). Start it with `maskd serve`.", True) from None
+
+
+# --------------------------------------------------------------------------- transports
+
+class _ZmtpTransport:
+    """A ZMTP 3.1 DEALER peer over a plain socket (NULL mechanism)."""
+
+    def __init__(self, endpoint: str, timeout: float):
+        kind, addr = _split_endpoint(endpoint)
+        self.endpoint = endpoint
+        try:
+            if kind == "tcp":
+                self.sock = socket.create_connection(addr, timeout=timeout)
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            else:
+                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.sock.settimeout(timeout)
+                self.sock.connect(addr)
+            self._handshake()
+        except (OSError, _ConnectionLost) as exc:
+            self.close()
+            raise MaskdClientError("unavailable", f"cannot reach maskd at {endpoint}: {exc}", True) from None
+
+    def _handshake(self) -> None:
+        greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 1]) + b"NULL".ljust(20, b"\x00") + b"\x00" * 32
+        self.sock.sendall(greeting)
+        peer = self._read_exact(64)
+        if peer[0] != 0xFF or peer[9] != 0x7F or peer[10] < 3:
+            raise _ConnectionLost("the peer does not speak ZMTP 3")
+        if bytes(peer[12:32]).rstrip(b"\x00") != b"NULL":
+            raise _ConnectionLost("the peer wants a security mechanism other than NULL")
+        props = b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
+        self._send_frame(b"\x05READY" + props, command=True)
+        name, _body = self._read_command()
+        if name == b"ERROR":
+            raise _ConnectionLost(f"the peer refused the handshake: {_body[1:].decode('utf-8', 'replace')}")
+        if name != b"READY":
+            raise _ConnectionLost(f"unexpected ZMTP command {name!r}")
+
+    def _read_exact(self, n: int):
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            try:
+                k = self.sock.recv_into(view[got:], min(n - got, 1 << 22))
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise _ConnectionLost(str(exc)) from None
+            if k == 0:
+                raise _ConnectionLost("the daemon closed the connection")
+            got += k
+        return buf
+
+    def _frame_header(self, size: int, more: bool = False, command: bool = False) -> bytes:
+        flags = (1 if more else 0) | (4 if command else 0)
+        if size > 255:
+            return struct.pack(">BQ", flags | 2, size)
+        return struct.pack(">BB", flags, size)
+
+    def _send_frame(self, body: bytes, command: bool = False) -> None:
+        self.sock.sendall(self._frame_header(len(body), command=command) + body)
+
+    def _read_frame(self):
+        flags = self._read_exact(1)[0]
+        if flags & 2:
+            size = struct.unpack(">Q", self._read_exact(8))[0]
+        else:
+            size = self._read_exact(1)[0]
+        body = self._read_exact(size) if size else bytearray()
+        return flags, body
+
+    def _read_command(self):
+        flags, body = self._read_frame()
+        if not flags & 4:
+            raise _ConnectionLost("expected a ZMTP command frame")
+        n = body[0]
+        return bytes(body[1:1 + n]), body[1 + n:]
+
+    def send(self, frames) -> None:
+        try:
+            pending = []
+            last = len(frames) - 1
+            for i, frame in enumerate(frames):
+                size = memoryview(frame).nbytes
+                pending.append(self._frame_header(size, more=i < last))
+                if size > 65536:
+                    self.sock.sendall(b"".join(pending))
+                    self.sock.sendall(frame)
+                    pending = []
+                else:
+                    pending.append(bytes(frame))
+            if pending:
+                self.sock.sendall(b"".join(pending))
+        except TimeoutError:
+            raise _ConnectionLost("sending to the daemon timed out") from None
+        except OSError as exc:
+            raise _ConnectionLost(str(exc)) from None
+
+    def recv(self, timeout: float):
+        """One message (list of bytes-like frames), or None after ``timeout`` seconds of silence."""
+        self.sock.settimeout(max(timeout, 0.001))
+        frames = []
+        try:
+            while True:
+                flags, body = self._read_frame()
+                if flags & 4:  # command: PING -> PONG, ERROR is fatal, others ignored
+                    n = body[0] if body else 0
+                    name = bytes(body[1:1 + n])
+                    if name == b"PING":
+                        self._send_frame(b"\x04PONG" + bytes(body[1 + n + 2:]), command=True)
+                    elif name == b"ERROR":
+                        raise _ConnectionLost("the daemon reported a protocol error")
+                    continue
+                frames.append(body)
+                if not flags & 1:
+                    return frames
+        except TimeoutError:
+            if frames:
+                raise _ConnectionLost("the daemon stopped sending in the middle of a message") from None
+            return None
+
+    def close(self) -> None:
+        sock = getattr(self, "sock", None)
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+            self.sock = None
+
+
+class _PyzmqTransport:
+    """A pyzmq DEALER (zero-copy sends, a monitor to notice a vanished daemon at once)."""
+
+    def __init__(self, endpoint: str, timeout: float):
+        import zmq
+
+        self.zmq = zmq
+        self.endpoint = endpoint
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.IMMEDIATE, 1)
+        self.mon = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED)
+        self.sock.connect(endpoint)
+        if not self.sock.poll(int(timeout * 1000), zmq.POLLOUT):
+            self.close()
+            raise MaskdClientError("unavailable", f"cannot reach maskd at {endpoint} "
+                                   f"(no handshake within {timeout:.1f} s)", True)
+        self.poller = zmq.Poller()
+        self.poller.register(self.sock, zmq.POLLIN)
+        self.poller.register(self.mon, zmq.POLLIN)
+
+    def _check_monitor(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        while self.mon.poll(0):
+            event = recv_monitor_message(self.mon)
+            if event["event"] & (self.zmq.EVENT_DISCONNECTED | self.zmq.EVENT_CLOSED):
+                raise _ConnectionLost("the daemon closed the connection")
+
+    def send(self, frames) -> None:
+        zmq = self.zmq
+        self._check_monitor()
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            raise _ConnectionLost("the daemon is not connected") from None
+        except zmq.ZMQError as exc:
+            raise _ConnectionLost(str(exc)) from None
+
+    def recv(self, timeout: float):
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            events = dict(self.poller.poll(int(left * 1000) + 1))
+            if self.sock in events:
+                return [f.bytes if len(f) < 65536 else f.buffer for f in self.sock.recv_multipart(copy=False)]
+            if self.mon in events:
+                self._check_monitor()
+
+    def close(self) -> None:
+        for s in ("mon", "sock"):
+            sock = getattr(self, s, None)
+            if sock is not None:
+                try:
+                    if s == "sock":
+                        sock.disable_monitor()
+                except Exception:
+                    pass
+                sock.close(0)
+                setattr(self, s, None)
+        if getattr(self, "ctx", None) is not None:
+            self.ctx.term()
+            self.ctx = None
+
+
+def _pick_backend(backend: str | None) -> str:
+    backend = (backend or os.environ.get("MASKD_CLIENT_BACKEND") or "auto").lower()
+    if backend in ("auto", "pyzmq"):
+        try:
+            import zmq  # noqa: F401
+
+            return "pyzmq"
+        except Exception:
+            if backend == "pyzmq":
+                raise MaskdClientError("bad_request",
+                                       "MASKD_CLIENT_BACKEND=pyzmq but pyzmq is not importable") from None
+    return "zmtp"
+
+
+def _pick_endpoint(info: dict, transport: str | None) -> str:
+    endpoints = info.get("endpoints") or {}
+    transport = (transport or os.environ.get("MASKD_TRANSPORT") or "auto").lower()
+    ipc = endpoints.get("ipc")
+    ipc_ok = bool(ipc) and hasattr(socket, "AF_UNIX") and os.path.exists(ipc[6:])
+    if transport == "ipc":
+        if not ipc_ok:
+            raise MaskdClientError("unavailable", "the daemon offers no usable ipc endpoint", True)
+        return ipc
+    if transport == "auto" and ipc_ok:
+        return ipc
+    if not endpoints.get("tcp"):
+        raise MaskdClientError("unavailable", "the connection file lists no endpoint", True)
+    return endpoints["tcp"]
+
+
+# --------------------------------------------------------------------------- client
+
+class Client:
+    """One connection to the daemon. Not shared between threads, except ``cancel`` (thread-safe)."""
+
+    def __init__(self, connection_file: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 backend: str | None = None, transport: str | None = None):
+        self.connection_file = connection_file or default_connection_file()
+        self.timeout = float(timeout)
+        self.backend = _pick_backend(backend)
+        self._transport_choice = transport
+        self._conn = None
+        self.info: dict = {}
+        self.hello_info: dict = {}
+        self._current_job = None
+        self._open()
+
+    # -- connection
+    def _open(self) -> None:
+        self.info = read_connection_file(self.connection_file)
+        self.key = bytes.fromhex(self.info["key"])
+        self.endpoint = _pick_endpoint(self.info, self._transport_choice)
+        _probe(self.endpoint)
+        cls = _PyzmqTransport if self.backend == "pyzmq" else _ZmtpTransport
+        self._conn = cls(self.endpoint, max(2.0, PROBE_TIMEOUT))
+        try:
+            self.hello_info = self._request({"op": "hello", "client": f"maskd_client/{CLIENT_VERSION}"},
+                                            timeout=min(self.timeout, 10.0))[0]
+        except _ConnectionLost as exc:
+            self.close()
+            raise MaskdClientError("unavailable", f"maskd at {self.endpoint} did not answer: {exc}", True) \
+                from None
+
+    def _reopen(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._open()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def limits(self) -> dict:
+        return self.hello_info.get("limits", {})
+
+    # -- one request
+    def _request(self, fields: dict, buffers=(), progress=None, timeout=None, job_id=None):
+        """Send one signed request and wait for its reply; returns (header, buffers)."""
+        if self._conn is None:
+            raise _ConnectionLost("not connected")
+        req_id = uuid.uuid4().hex
+        sizes = [memoryview(b).nbytes for b in buffers]
+        header = dict(fields, v=list(PROTOCOL_VERSION), id=req_id, ts=time.time(), buffers=sizes)
+        if job_id:
+            header["job"] = job_id
+        raw = _encode_header(header)
+        self._conn.send([PROTOCOL_TAG, sign(self.key, raw), raw, *buffers])
+        silence = (timeout or self.timeout) + sum(sizes) / PESSIMISTIC_BYTES_PER_S
+        while True:
+            frames = self._conn.recv(silence)
+            if frames is None:
+                self._conn.close()  # the stream may be mid-message: never reuse it
+                self._conn = None
+                raise MaskdClientError("timeout", f"maskd did not answer for {silence:.0f} s "
+                                       f"({fields.get('op')}); it may be overloaded or stuck", True)
+            if len(frames) < 3 or bytes(frames[0]) != PROTOCOL_TAG:
+                continue
+            head = bytes(frames[2])
+            if not hmac.compare_digest(bytes(frames[1]), sign(self.key, head)):
+                raise MaskdClientError("auth", "a reply from maskd failed signature verification "
+                                       "(a different daemon owns this endpoint?)")
+            reply = json.loads(head)
+            if reply.get("id") != req_id:
+                continue  # a late reply to an earlier, abandoned request
+            kind = reply.get("kind")
+            if kind == "progress":
+                if progress is not None:
+                    try:
+                        progress(reply.get("stage", ""), float(reply.get("fraction", 0.0)))
+                    except BaseException:
+                        if job_id:
+                            try:
+                                self.cancel(job_id)
+                            except MaskdClientError:
+                                pass
+                        raise
+                continue
+            if kind == "error":
+                raise MaskdClientError(reply.get("code", "internal"), reply.get("message", "maskd failed"),
+                                       bool(reply.get("retryable", False)))
+            return reply, frames[3:]
+
+    def _call(self, fields, buffers=(), progress=None, timeout=None, job_id=None):
+        try:
+            return self._request(fields, buffers, progress, timeout, job_id)
+        except _ConnectionLost:
+            pass
+        try:  # one reconnect (the daemon may have restarted with a new key/port) and retry
+            self._reopen()
+        except MaskdClientError as exc:
+            raise MaskdClientError(exc.code if exc.code != "unavailable" else "connection_lost",
+                                   f"lost the connection to maskd during {fields.get('op')} and could not "
+                                   f"reconnect: {exc.message}", True) from None
+        try:
+            return self._request(fields, buffers, progress, timeout, job_id)
+        except _ConnectionLost as exc:
+            raise MaskdClientError("connection_lost", f"lost the connection to maskd twice during "
+                                   f"{fields.get('op')}: {exc}", True) from None
+
+    # -- small ops
+    def hello(self) -> dict:
+        """Protocol version, capabilities, limits, model and device."""
+        self.hello_info = self._call({"op": "hello", "client": f"maskd_client/{CLIENT_VERSION}"})[0]
+        return self.hello_info
+
+    def ping(self) -> float:
+        """Round-trip time in seconds."""
+        t0 = time.perf_counter()
+        self._call({"op": "ping"}, timeout=min(self.timeout, 5.0))
+        return time.perf_counter() - t0
+
+    def status(self) -> dict:
+        """Model state (loading/ready/unloaded), device, queue length, current job, counters."""
+        return self._call({"op": "status"})[0]
+
+    def shutdown(self) -> dict:
+        return self._call({"op": "shutdown"})[0]
+
+    def cancel(self, job_id: str | None = None) -> bool:
+        """Cancel a queued or running job (default: this client's current one). Safe from any thread:
+        it uses its own short connection. Returns whether the daemon knew the job."""
+        job_id = job_id or self._current_job
+        if not job_id:
+            return False
+        other = Client.__new__(Client)
+        other.connection_file, other.timeout, other.backend = self.connection_file, 5.0, self.backend
+        other._transport_choice, other._conn, other._current_job = self._transport_choice, None, None
+        other._open()
+        try:
+            return bool(other._call({"op": "cancel", "target": job_id})[0].get("found"))
+        finally:
+            other.close()
+
+    # -- pixel ops
+    def _check_image(self, pixels, width, height, layout, dtype):
+        if layout not in LAYOUT_CHANNELS:
+            raise MaskdClientError("bad_request",
+                                   f"layout {layout!r} is not one of {sorted(LAYOUT_CHANNELS)}")
+        if dtype not in DTYPE_BYTES:
+            raise MaskdClientError("bad_request", f"dtype {dtype!r} is not one of {sorted(DTYPE_BYTES)}")
+        width, height = int(width), int(height)
+        if width <= 0 or height <= 0:
+            raise MaskdClientError("bad_request", f"image size {width}x{height} is empty")
+        expected = width * height * LAYOUT_CHANNELS[layout] * DTYPE_BYTES[dtype]
+        nbytes = memoryview(pixels).nbytes
+        if nbytes != expected:
+            raise MaskdClientError("bad_request", f"pixel buffer has {nbytes} bytes; {width}x{height} "
+                                   f"{layout} {dtype} needs {expected}")
+        limits = self.limits
+        if limits.get("max_pixels") and width * height > limits["max_pixels"]:
+            raise MaskdClientError("too_large", f"{width}x{height} is over the daemon's limit of "
+                                   f"{limits['max_pixels']:,} pixels (maskd serve --max-pixels)")
+        if limits.get("max_message_bytes") and nbytes > limits["max_message_bytes"]:
+            raise MaskdClientError("too_large", f"a {nbytes:,}-byte image is over the daemon's message "
+                                   f"limit of {limits['max_message_bytes']:,} bytes")
+        return width, height
+
+    def _pixel_op(self, op, buffers, fields, alpha_dtype, progress, job_id, timeout):
+        if alpha_dtype not in ALPHA_DTYPES:
+            raise MaskdClientError("bad_request", f"alpha_dtype {alpha_dtype!r} is not one of {ALPHA_DTYPES}")
+        job_id = job_id or uuid.uuid4().hex
+        self._current_job = job_id
+        try:
+            reply, out = self._call(dict(fields, op=op, alpha_dtype=alpha_dtype), buffers, progress,
+                                    timeout, job_id)
+        finally:
+            self._current_job = None
+        sizes = reply.get("buffers") or []
+        bad = any(memoryview(b).nbytes != n for b, n in zip(out, sizes))
+        if len(out) < 1 or len(out) != len(sizes) or bad:
+            raise MaskdClientError("internal", "maskd sent a malformed result (buffer sizes differ)", True)
+        alpha = bytes(out[0])
+        fg = bytes(out[1]) if len(out) > 1 else None
+        fg_meta = reply.get("foreground") or {}
+        return Result(alpha, fg, reply.get("info", {}), reply.get("width"), reply.get("height"),
+                      reply.get("alpha_dtype", alpha_dtype), fg_meta.get("dtype"))
+
+    def segment(self, pixels, width, height, layout="RGBA", dtype="u8", options=None, roi=None,
+                alpha_dtype="u8", foreground=False, progress=None, job_id=None, transfer="srgb",
+                timeout=None) -> Result:
+        """Cut out the subject: pixels in, full-resolution alpha out.
+
+        ``options``: the pipeline options (``refine``, ``quality`` fast/default/quality,
+        ``decontaminate``, ``threshold``, ``grow``, ``feather``, ``fill_holes``, ``invert``).
+        ``roi``: (x, y, w, h) in image pixels; alpha outside it is 0. ``foreground=True`` also
+        returns decontaminated colours. ``progress(stage, fraction)`` may raise to cancel.
+        """
+        width, height = self._check_image(pixels, width, height, layout, dtype)
+        fields = {"width": width, "height": height, "layout": layout, "dtype": dtype, "transfer": transfer,
+                  "options": dict(options or {}), "roi": list(roi) if roi else None,
+                  "foreground": bool(foreground)}
+        return self._pixel_op("segment", [pixels], fields, alpha_dtype, progress, job_id, timeout)
+
+    def refine(self, pixels, width, height, mask, mask_width=None, mask_height=None, mask_dtype="u8",
+               layout="RGBA", dtype="u8", options=None, roi=None, alpha_dtype="u8", foreground=False,
+               progress=None, job_id=None, transfer="srgb", timeout=None) -> Result:
+        """Refine a rough single-channel ``mask`` (any size, ``mask_dtype`` u8/u16/f16/f32) into a
+        full-resolution alpha that follows the image's edges; no model is needed."""
+        width, height = self._check_image(pixels, width, height, layout, dtype)
+        mask_width, mask_height = int(mask_width or width), int(mask_height or height)
+        if mask_dtype not in DTYPE_BYTES:
+            raise MaskdClientError("bad_request",
+                                   f"mask_dtype {mask_dtype!r} is not one of {sorted(DTYPE_BYTES)}")
+        need = mask_width * mask_height * DTYPE_BYTES[mask_dtype]
+        if memoryview(mask).nbytes != need:
+            raise MaskdClientError("bad_request", f"mask buffer has {memoryview(mask).nbytes} bytes; "
+                                   f"{mask_width}x{mask_height} {mask_dtype} needs {need}")
+        fields = {"width": width, "height": height, "layout": layout, "dtype": dtype, "transfer": transfer,
+                  "options": dict(options or {}), "roi": list(roi) if roi else None,
+                  "foreground": bool(foreground),
+                  "mask": {"width": mask_width, "height": mask_height, "dtype": mask_dtype}}
+        return self._pixel_op("refine", [pixels, mask], fields, alpha_dtype, progress, job_id, timeout)
+
+
+def connect(connection_file: str | None = None, timeout: float = DEFAULT_TIMEOUT, backend: str | None = None,
+            transport: str | None = None) -> Client:
+    """Connect to the running daemon (raises ``MaskdClientError("unavailable")`` in < 1 s if none)."""
+    return Client(connection_file, timeout=timeout, backend=backend, transport=transport)
+
+
+# --------------------------------------------------------------------------- autostart
+
+def _wait_ready(client: Client, progress, deadline: float) -> Client:
+    while True:
+        st = client.status()
+        state = st.get("model_state")
+        if state in ("ready", "unloaded", None):
+            return client
+        if state == "failed":
+            raise MaskdClientError("model_unavailable",
+                                   st.get("model_error") or "maskd could not load its model")
+        if progress is not None:
+            progress("loading model", 0.0)
+        if time.monotonic() > deadline:
+            raise MaskdClientError("timeout", "maskd is still loading its model; try again in a moment", True)
+        time.sleep(0.25)
+
+
+def ensure_daemon(config: dict | None = None, progress=None, timeout: float = DEFAULT_TIMEOUT,
+                  start_timeout: float = 300.0) -> Client:
+    """Connect to the daemon, starting it from ``config["daemon_command"]`` when it is not running
+    and ``config["autostart"]`` is true. ``progress(stage, fraction)`` hears "starting engine" and
+    "loading model". Without autostart a missing daemon is reported in under a second."""
+    config = dict(config or {})
+    cfile = config.get("connection_file") or default_connection_file()
+    deadline = time.monotonic() + start_timeout
+    try:
+        return _wait_ready(connect(cfile, timeout=timeout), progress, deadline)
+    except MaskdClientError as exc:
+        if exc.code != "unavailable":
+            raise
+        command = config.get("daemon_command") or []
+        if not config.get("autostart", True) or not command:
+            raise MaskdClientError("unavailable", "maskd is not running. Start it with `maskd serve` "
+                                   "(or enable autostart in the plugin settings).", True) from None
+    if progress is not None:
+        progress("starting engine", 0.0)
+    env = dict(os.environ, MASKD_CONNECTION_FILE=cfile)
+    log_dir = os.path.dirname(cfile) or "."
+    try:
+        os.makedirs(log_dir, mode=0o700, exist_ok=True)
+        log = open(os.path.join(log_dir, "autostart.log"), "ab")
+    except OSError:
+        log = subprocess.DEVNULL
+    kwargs = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": log, "env": env, "close_fds": True}
+    if sys.platform == "win32":
+        kwargs["creationflags"] = 0x00000008 | 0x00000200  # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
+    else:
+        kwargs["start_new_session"] = True
+    try:
+        proc = subprocess.Popen([str(c) for c in command], **kwargs)
+    except OSError as exc:
+        raise MaskdClientError("unavailable", f"could not start maskd with {command[0]!r}: {exc}. "
+                               "Reinstall with `maskd install-plugins`.") from None
+    finally:
+        if log is not subprocess.DEVNULL:
+            log.close()
+    stage = "starting engine"
+    while True:
+        try:
+            client = connect(cfile, timeout=timeout)
+            return _wait_ready(client, progress, deadline)
+        except MaskdClientError as exc:
+            if exc.code != "unavailable":
+                raise
+        code = proc.poll()
+        if code not in (None, 0):
+            raise MaskdClientError("unavailable", f"maskd failed to start (exit {code}); see "
+                                   f"{os.path.join(log_dir, 'autostart.log')}")
+        if time.monotonic() > deadline:
+            raise MaskdClientError("timeout", f"maskd did not start within {start_timeout:.0f} s", True)
+        if progress is not None:
+            progress(stage, 0.0)
+        time.sleep(0.2)
+
