@@ -1,0 +1,201 @@
+"""Krita pixel buffers ↔ what the maskd daemon takes, in the standard library only.
+
+Krita hands out ``pixelData`` as tightly packed, row-major, little-endian samples whose order
+depends on the colour depth: integer RGBA (U8, U16) is **B,G,R,A**, float RGBA (F16, F32) is
+**R,G,B,A**, GRAYA is gray, alpha. The daemon converts any of these itself, so this module only
+names the layout, picks out or replaces the alpha channel with slice assignments (fast: a
+4000×4000 layer takes tens of milliseconds), and turns the daemon's result into the transparency
+mask value. No Krita import here, so it is unit-tested outside Krita.
+"""
+
+from __future__ import annotations
+
+import struct
+from operator import add
+
+# (colour model, depth) -> (daemon layout, daemon dtype)
+_LAYOUTS = {
+    ("RGBA", "U8"): ("BGRA", "u8"),
+    ("RGBA", "U16"): ("BGRA", "u16"),
+    ("RGBA", "F16"): ("RGBA", "f16"),
+    ("RGBA", "F32"): ("RGBA", "f32"),
+    ("GRAYA", "U8"): ("GRAYA", "u8"),
+    ("GRAYA", "U16"): ("GRAYA", "u16"),
+    ("GRAYA", "F16"): ("GRAYA", "f16"),
+    ("GRAYA", "F32"): ("GRAYA", "f32"),
+}
+CHANNELS = {"BGRA": 4, "RGBA": 4, "GRAYA": 2}
+SAMPLE_BYTES = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
+_STRUCT = {"u16": "H", "f16": "e", "f32": "f"}
+# colour models the plugin converts to RGBA before reading (Krita does the conversion)
+CONVERTIBLE_MODELS = ("CMYKA", "LABA", "XYZA", "YCbCrA")
+# depth to convert to when the layer's own model cannot be sent
+CONVERT_DEPTH = {"U8": "U8", "U16": "U16", "F16": "F32", "F32": "F32"}
+SRGB_PROFILE = "sRGB-elle-V2-srgbtrc.icc"
+
+
+class UnsupportedLayer(Exception):
+    """The layer's colour space cannot be sent as is (the caller converts or refuses)."""
+
+
+class PixelFormat:
+    """How one Krita layer's bytes are laid out, and what to tell the daemon about them."""
+
+    __slots__ = ("model", "depth", "layout", "dtype", "transfer")
+
+    def __init__(self, model: str, depth: str, profile: str = ""):
+        key = (model, depth)
+        if key not in _LAYOUTS:
+            raise UnsupportedLayer(f"{model}/{depth}")
+        self.model, self.depth = model, depth
+        self.layout, self.dtype = _LAYOUTS[key]
+        self.transfer = "linear" if is_linear_profile(profile) else "srgb"
+
+    @property
+    def channels(self) -> int:
+        return CHANNELS[self.layout]
+
+    @property
+    def sample_bytes(self) -> int:
+        return SAMPLE_BYTES[self.dtype]
+
+    @property
+    def pixel_bytes(self) -> int:
+        return self.channels * self.sample_bytes
+
+    @property
+    def alpha_offset(self) -> int:
+        """Byte offset of the alpha sample inside one pixel."""
+        return (self.channels - 1) * self.sample_bytes
+
+    def __repr__(self) -> str:
+        return f"PixelFormat({self.model}/{self.depth} -> {self.layout} {self.dtype} {self.transfer})"
+
+
+def is_linear_profile(profile: str) -> bool:
+    """Krita's linear-light profiles: the elle ``-g10`` family, "scRGB (linear)", "... linear gamma ..."."""
+    name = (profile or "").lower()
+    return "g10" in name or "linear" in name
+
+
+# ----------------------------------------------------------------------------- rectangles
+
+def intersect(a, b):
+    """Intersection of two (x, y, w, h) rectangles, or None when they do not overlap."""
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return (x0, y0, x1 - x0, y1 - y0)
+
+
+def relative_roi(region, selection):
+    """The selection's bounding box in the coordinates of ``region`` (both image rectangles)."""
+    overlap = intersect(region, selection)
+    if overlap is None:
+        return None
+    return (overlap[0] - region[0], overlap[1] - region[1], overlap[2], overlap[3])
+
+
+# ----------------------------------------------------------------------------- alpha channel
+
+def _sample_columns(pixels, fmt: PixelFormat):
+    """The alpha samples' bytes, one byte-column per byte of the sample (each a bytes object)."""
+    step, base = fmt.pixel_bytes, fmt.alpha_offset
+    return [bytes(memoryview(pixels)[base + i::step]) for i in range(fmt.sample_bytes)]
+
+
+def _interleave(columns) -> bytearray:
+    n = len(columns)
+    out = bytearray(len(columns[0]) * n)
+    for i, col in enumerate(columns):
+        out[i::n] = col
+    return out
+
+
+_ONE = {"u16": struct.pack("<H", 65535), "f16": struct.pack("<e", 1.0), "f32": struct.pack("<f", 1.0)}
+
+
+def is_opaque(pixels, fmt: PixelFormat) -> bool:
+    """Whether every alpha sample is fully opaque (the common case: a photo layer)."""
+    cols = _sample_columns(pixels, fmt)
+    if fmt.dtype == "u8":
+        return cols[0].count(255) == len(cols[0])
+    one = _ONE[fmt.dtype]
+    return all(col.count(one[i]) == len(col) for i, col in enumerate(cols))
+
+
+def alpha_u8(pixels, fmt: PixelFormat) -> bytes:
+    """The layer's alpha as one byte per pixel (U16 keeps the high byte; floats are clamped)."""
+    cols = _sample_columns(pixels, fmt)
+    if fmt.dtype == "u8":
+        return cols[0]
+    if fmt.dtype == "u16":
+        return cols[1]
+    values = struct.unpack(f"<{len(cols[0])}{_STRUCT[fmt.dtype]}", _interleave(cols))
+    return bytes(0 if not v > 0 else 255 if v >= 1 else int(v * 255 + 0.5) for v in values)
+
+
+# LUT[(a << 8) | r]: the mask value m with a * m / 255 == r (0 where the layer is transparent)
+_DIVIDE = bytes(
+    0 if a == 0 else min(255, (r * 255 + a // 2) // a) for a in range(256) for r in range(256)
+)
+_SHIFT8 = [a << 8 for a in range(256)]
+
+
+def mask_from_result(result_alpha: bytes, layer_alpha: bytes | None) -> bytes:
+    """Transparency-mask bytes that make the layer show exactly the daemon's alpha.
+
+    The daemon's alpha already respects the layer's own alpha (it never exceeds it) and Krita
+    multiplies the layer's alpha by the mask, so the mask is result / layer alpha. For an opaque
+    layer (``layer_alpha`` None) that is the result itself.
+    """
+    if layer_alpha is None:
+        return bytes(result_alpha)
+    if len(layer_alpha) != len(result_alpha):
+        raise ValueError(f"alpha sizes differ: {len(layer_alpha)} vs {len(result_alpha)}")
+    return bytes(map(_DIVIDE.__getitem__, map(add, map(_SHIFT8.__getitem__, layer_alpha), result_alpha)))
+
+
+def convert_alpha(alpha: bytes, src_dtype: str, dst_dtype: str) -> bytes:
+    """Alpha samples from one dtype to another (only for the cut-out outputs, not the mask)."""
+    if src_dtype == dst_dtype:
+        return bytes(alpha)
+    n = len(alpha) // SAMPLE_BYTES[src_dtype]
+    if src_dtype == "u8":
+        values = [v / 255.0 for v in alpha]
+    else:
+        values = struct.unpack(f"<{n}{_STRUCT[src_dtype]}", alpha)
+        if src_dtype == "u16":
+            values = [v / 65535.0 for v in values]
+    if dst_dtype == "u8":
+        return bytes(min(255, max(0, int(v * 255 + 0.5))) for v in values)
+    if dst_dtype == "u16":
+        return struct.pack(f"<{n}H", *(min(65535, max(0, int(v * 65535 + 0.5))) for v in values))
+    return struct.pack(f"<{n}{_STRUCT[dst_dtype]}", *values)
+
+
+def cutout_pixels(pixels, fmt: PixelFormat, alpha: bytes, foreground: bytes | None = None,
+                  foreground_dtype: str | None = None) -> bytearray:
+    """The layer's pixels with their alpha replaced by ``alpha`` (``fmt.dtype`` samples) and, when
+    ``foreground`` (W×H×3 straight R,G,B from the daemon) is given, the colours replaced too."""
+    out = bytearray(pixels)
+    step, size = fmt.pixel_bytes, fmt.sample_bytes
+    base = fmt.alpha_offset
+    for i in range(size):
+        out[base + i::step] = alpha[i::size]
+    if foreground is not None:
+        fg = foreground
+        if (foreground_dtype or fmt.dtype) != fmt.dtype:
+            fg = convert_alpha(fg, foreground_dtype, fmt.dtype)  # same per-sample conversion
+        fstep = 3 * size
+        if fmt.layout == "GRAYA":
+            # gray layers keep one channel: the decontaminated green is the closest single value
+            for i in range(size):
+                out[i::step] = fg[size + i::fstep]
+        else:
+            order = (2, 1, 0) if fmt.layout == "BGRA" else (0, 1, 2)  # slot -> R,G,B index
+            for slot, rgb_index in enumerate(order):
+                for i in range(size):
+                    out[slot * size + i::step] = fg[rgb_index * size + i::fstep]
+    return out

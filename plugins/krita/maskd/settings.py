@@ -1,0 +1,85 @@
+"""The docker's choices, kept in kritarc's ``[maskd]`` section.
+
+Krita's "Import Python Plugin from File" deletes the plugin folder, so nothing the user chose may
+live there; ``Krita.writeSetting`` stores it in kritarc next to Krita's own settings. The daemon
+config (``maskd_config.json``) is the installer's and stays in the plugin folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+OUTPUTS = {
+    "transparency-mask": "Transparency mask (editable)",
+    "selection": "Selection",
+    "new-layer": "New layer with the cut-out",
+    "apply": "Apply to the layer",
+}
+QUALITIES = {"fast": "Fast", "default": "Balanced", "quality": "Best edges"}
+MODELS = {
+    "": "Engine default",
+    "general": "General (BiRefNet)",
+    "lite": "Lite (fast)",
+    "portrait": "Portrait",
+    "matting": "Matting (hair, fur)",
+    "hr": "High resolution",
+    "hr-matting": "High resolution matting",
+}
+DEFAULTS = {
+    "output": "transparency-mask",
+    "refine": True,
+    "decontaminate": True,
+    "quality": "default",
+    "model": "",
+}
+SECTION = "maskd"
+PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _krita():
+    try:
+        from krita import Krita
+
+        return Krita.instance()
+    except Exception:  # outside Krita (unit tests)
+        return None
+
+
+def load() -> dict:
+    """The saved choices, falling back to the defaults for anything missing or invalid."""
+    values = dict(DEFAULTS)
+    app = _krita()
+    if app is None:
+        return values
+    raw = app.readSetting(SECTION, "settings", "")
+    try:
+        saved = json.loads(raw) if raw else {}
+    except ValueError:
+        saved = {}
+    if isinstance(saved, dict):
+        for key, default in DEFAULTS.items():
+            if isinstance(saved.get(key), type(default)):
+                values[key] = saved[key]
+    if values["output"] not in OUTPUTS:
+        values["output"] = DEFAULTS["output"]
+    if values["quality"] not in QUALITIES:
+        values["quality"] = DEFAULTS["quality"]
+    return values
+
+
+def save(values: dict) -> None:
+    app = _krita()
+    if app is None:
+        return
+    clean = {key: values.get(key, default) for key, default in DEFAULTS.items()}
+    app.writeSetting(SECTION, "settings", json.dumps(clean, sort_keys=True))
+
+
+def daemon_options(values: dict) -> dict:
+    """The pipeline options the daemon takes, from the docker's choices."""
+    options = {"refine": bool(values.get("refine", True)), "quality": values.get("quality", "default"),
+               "decontaminate": bool(values.get("decontaminate", True))}
+    if values.get("model"):
+        options["model"] = values["model"]
+    return options
