@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""GIMP 3 plug-in: Layer ▸ Transparency ▸ Remove Background… (PDB ``plug-in-maskd-remove-background``).
+
+The plug-in stays thin: it reads the active layer's pixels in a format the maskd daemon understands,
+sends them through the shared standard-library client (``maskd_client.py``, installed next to this
+file), and turns the full-resolution alpha the daemon returns into one of four outputs — a layer
+mask (default, non-destructive), the layer's alpha channel, a new cut-out layer or a selection.
+Everything the daemon can refuse happens before the image is touched, and every change is made
+inside one undo group, so a failure leaves the image as it was and one Ctrl+Z undoes a success.
+
+Imports: standard library, GObject introspection (Gimp, GimpUi, Gegl, GLib, GObject) and
+``maskd_client`` only — GIMP's bundled Python on Windows/macOS/Flatpak has nothing else.
+"""
+
+import os
+import sys
+import time
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+
+HERE = os.path.dirname(os.path.realpath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+
+import maskd_client  # noqa: E402
+
+PROC_NAME = "plug-in-maskd-remove-background"
+TITLE = "Remove Background"
+
+# (nick, label, help) — the nick is what scripts pass; the order is the dialog's order.
+OUTPUTS = [
+    ("mask", "Layer mask", "Add the matte as a layer mask you can keep painting on (non-destructive)"),
+    ("alpha", "Apply to alpha channel", "Multiply the layer's alpha channel by the matte (destructive)"),
+    ("layer", "New cut-out layer", "Add a new layer above with the cut-out (decontaminated colours)"),
+    ("selection", "Selection", "Replace the selection with the matte"),
+]
+EXISTING_MASK = [
+    ("intersect", "Combine (keep what the old mask hides)",
+     "New mask = the old mask intersected with the matte: nothing painted out comes back"),
+    ("replace", "Replace", "Discard the old mask and use the matte instead"),
+]
+QUALITIES = [
+    ("default", "Default", "Guided-filter refinement at full resolution"),
+    ("fast", "Fast", "Cheaper refinement"),
+    ("quality", "Best", "Slower refinement with trimap matting of the edges"),
+]
+
+
+def _choice(entries):
+    choice = Gimp.Choice.new()
+    for index, (nick, label, help_text) in enumerate(entries):
+        choice.add(nick, index, label, help_text)
+    return choice
+
+
+class PluginError(Exception):
+    """A failure shown to the user as one clear message (the image has not been changed)."""
+
+
+# ----------------------------------------------------------------------------------------- pixel formats
+
+class PixelFormat:
+    """How this image's pixels travel to the daemon and how the matte comes back.
+
+    Integer precisions travel as sRGB-encoded ("R'G'B'A") samples — 8-bit as u8, 16/32-bit as u16 —
+    and float precisions as 32-bit float in the image's own transfer (linear "RGBA float" or
+    perceptual "R'G'B'A float"), declared to the daemon with ``transfer``. The matte is written back
+    through a *linear* gray format ("Y u8", "Y u16", "Y float"): layer masks and channels are stored
+    linear, and writing alpha through "Y'" would apply the sRGB curve and thin every soft edge.
+    """
+
+    def __init__(self, image):
+        precision = image.get_precision()
+        name = precision.value_name.upper()  # e.g. GIMP_PRECISION_U16_NON_LINEAR
+        self.precision_name = name.replace("GIMP_PRECISION_", "").lower()
+        self.linear = name.endswith("_LINEAR") and not name.endswith("NON_LINEAR")
+        self.gray = image.get_base_type() == Gimp.ImageBaseType.GRAY
+        if "_U8_" in name:
+            self.dtype, babl_type, self.transfer, trc = "u8", "u8", "srgb", "'"
+        elif "_U16_" in name or "_U32_" in name:
+            self.dtype, babl_type, self.transfer, trc = "u16", "u16", "srgb", "'"
+        else:  # half, float, double
+            self.dtype, babl_type = "f32", "float"
+            self.transfer, trc = ("linear", "") if self.linear else ("srgb", "'")
+        self.alpha_dtype = self.dtype
+        self.sample_bytes = maskd_client.DTYPE_BYTES[self.dtype]
+        if self.gray:
+            self.layout, self.channels = "GRAYA", 2
+            self.pixels = f"Y{trc}A {babl_type}"
+            self.colour = f"Y{trc} {babl_type}"
+        else:
+            self.layout, self.channels = "RGBA", 4
+            self.pixels = f"R{trc}G{trc}B{trc}A {babl_type}"
+            self.colour = f"R{trc}G{trc}B{trc} {babl_type}"
+        self.mask = "Y " + babl_type  # linear, on purpose (see the class docstring)
+
+    def colour_format(self, dtype, channels):
+        """The babl format of colour-only samples the daemon returned (decontaminated foreground)."""
+        babl_type = {"u8": "u8", "u16": "u16", "f32": "float", "f16": "half"}.get(dtype)
+        if babl_type is None:
+            raise PluginError(f"maskd returned foreground colours as {dtype!r}, which this plug-in "
+                              "does not know; update the plug-in (`maskd install-plugins`).")
+        trc = "" if self.transfer == "linear" else "'"
+        return (f"Y{trc} " if channels == 1 else f"R{trc}G{trc}B{trc} ") + babl_type
+
+
+def strip_alpha(pixels, fmt):
+    """Colour samples without the alpha channel (C speed: an extended-slice delete)."""
+    import array
+
+    typecode = {"u8": "B", "u16": "H", "f32": "f"}[fmt.dtype]
+    samples = array.array(typecode)
+    samples.frombytes(pixels)
+    del samples[fmt.channels - 1::fmt.channels]
+    return samples.tobytes()
+
+
+# ----------------------------------------------------------------------------------------- geometry
+
+def _offsets(drawable):
+    """``get_offsets`` returns (ok, x, y) or (x, y) depending on the binding version."""
+    result = drawable.get_offsets()
+    if len(result) == 3:
+        return int(result[1]), int(result[2])
+    return int(result[0]), int(result[1])
+
+
+def selection_roi(image, layer, use_selection):
+    """The part of the layer to process, in layer coordinates: (x, y, w, h), or None for all of it."""
+    if not use_selection or Gimp.Selection.is_empty(image):
+        return None
+    result = layer.mask_intersect()
+    ok, x, y, w, h = result if len(result) == 5 else (True, *result)
+    if not ok or w <= 0 or h <= 0:
+        raise PluginError("The selection does not overlap the layer. Select part of the layer, or "
+                          "Select ▸ None to process the whole layer.")
+    if (x, y, w, h) == (0, 0, layer.get_width(), layer.get_height()):
+        return None
+    return int(x), int(y), int(w), int(h)
+
+
+def target_layer(image, drawables):
+    """The one layer to process, or a PluginError saying why this drawable cannot be processed."""
+    if len(drawables) != 1:
+        raise PluginError(f"{TITLE} works on exactly one layer; {len(drawables)} are selected. "
+                          "Select a single layer in the Layers dialog.")
+    drawable = drawables[0]
+    if isinstance(drawable, Gimp.LayerMask):  # the mask is being edited: work on its layer
+        drawable = Gimp.Layer.from_mask(drawable)
+    if not isinstance(drawable, Gimp.Layer):
+        raise PluginError(f"“{drawable.get_name()}” is a channel, not a layer. Select a layer.")
+    if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
+        raise PluginError("Indexed images are not supported: convert the image with "
+                          "Image ▸ Mode ▸ RGB first (the mask needs more than a palette).")
+    if drawable.is_group():
+        raise PluginError(f"“{drawable.get_name()}” is a layer group. Select one of its layers, or merge "
+                          "the group (Layer ▸ Merge Layer Group) first.")
+    if drawable.is_text_layer():
+        raise PluginError(f"“{drawable.get_name()}” is a text layer. Turn it into pixels first "
+                          "(Layer ▸ Discard Text Information).")
+    return drawable
+
+
+# ----------------------------------------------------------------------------------------- the work
+
+class Progress:
+    """GIMP's progress bar with stage text; the daemon's stages map onto the middle of the bar."""
+
+    def __init__(self):
+        Gimp.progress_init(TITLE + "…")
+        self.stage = None
+
+    def set(self, stage, fraction):
+        if stage != self.stage:
+            Gimp.progress_set_text(f"{TITLE}: {stage}…")
+            self.stage = stage
+        Gimp.progress_update(max(0.0, min(1.0, fraction)))
+
+    def daemon(self, stage, fraction):
+        """Progress reported by the daemon (queued / loading model / model / refine …)."""
+        if stage in ("starting engine", "loading model", "queued"):
+            self.set(stage, 0.05)
+            Gimp.progress_pulse()
+        else:
+            self.set(stage, 0.15 + 0.75 * max(0.0, min(1.0, fraction)))
+
+
+def read_pixels(layer, fmt, roi):
+    x, y, w, h = roi or (0, 0, layer.get_width(), layer.get_height())
+    buffer = layer.get_buffer()
+    data = buffer.get(Gegl.Rectangle.new(x, y, w, h), 1.0, fmt.pixels, Gegl.AbyssPolicy.CLAMP)
+    return bytes(data), (x, y, w, h)
+
+
+def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress):
+    """Segment ``pixels`` with the daemon (starting it if the config allows); returns the Result."""
+    try:
+        config = maskd_client.load_plugin_config(HERE)
+        client = maskd_client.ensure_daemon(config, progress=progress.daemon)
+    except maskd_client.MaskdClientError as exc:
+        raise PluginError(_daemon_message(exc)) from None
+    try:
+        served = (client.hello_info or {}).get("model")
+        served_name = served.get("name") if isinstance(served, dict) else served
+        if model and served_name and model != served_name:
+            raise PluginError(f"maskd serves the model “{served_name}”, not “{model}”. Restart it with "
+                              f"`maskd stop` and `maskd serve --model {model}`, or leave the model option "
+                              "empty to use the running one.")
+        _x, _y, w, h = rect
+        progress.set("sending pixels", 0.1)
+        opts = dict(options)
+        if model:
+            opts["model"] = model
+        return client.segment(pixels, w, h, layout=fmt.layout, dtype=fmt.dtype, transfer=fmt.transfer,
+                              options=opts, alpha_dtype=fmt.alpha_dtype, foreground=want_foreground,
+                              progress=progress.daemon)
+    except maskd_client.MaskdClientError as exc:
+        raise PluginError(_daemon_message(exc)) from None
+    finally:
+        client.close()
+
+
+def _daemon_message(exc):
+    hints = {
+        "unavailable": "",
+        "timeout": " The daemon may be overloaded; try again, or check `maskd status`.",
+        "out_of_memory": " Try a smaller layer or selection, or `maskd serve --device cpu`.",
+        "model_unavailable": " Run `maskd doctor` to see which weights are missing (`maskd fetch`).",
+        "too_large": " Process a selection of the layer, or raise `maskd serve --max-pixels`.",
+        "busy": " Another image is being processed; try again in a moment.",
+    }
+    return f"maskd: {exc.message}{hints.get(exc.code, '')}"
+
+
+def _write_rect(drawable, rect, fmt_name, data):
+    x, y, w, h = rect
+    buffer = drawable.get_buffer()
+    buffer.set(Gegl.Rectangle.new(x, y, w, h), fmt_name, data)
+    buffer.flush()
+    drawable.update(x, y, w, h)
+
+
+def new_mask_channel(image, layer, rect, fmt, alpha):
+    """A layer-sized channel (not in the image) holding the matte in ``rect`` and black elsewhere."""
+    w, h = layer.get_width(), layer.get_height()
+    black = Gegl.Color.new("black")
+    channel = Gimp.Channel.new(image, "maskd matte", w, h, 100.0, black)
+    if rect != (0, 0, w, h):  # the rest of the matte is black (masked out)
+        _write_rect(channel, (0, 0, w, h), fmt.mask, bytes(w * h * fmt.sample_bytes))
+    _write_rect(channel, rect, fmt.mask, alpha)
+    return channel
+
+
+def add_matte_mask(image, layer, rect, fmt, alpha, existing):
+    """Output "mask": a layer mask from the matte (black outside ``rect``)."""
+    old = layer.get_mask()
+    w, h = layer.get_width(), layer.get_height()
+    if old is not None and existing == "intersect":
+        channel = new_mask_channel(image, layer, rect, fmt, alpha)
+        try:
+            old.combine_masks(channel, Gimp.ChannelOps.INTERSECT, 0, 0)
+        finally:
+            channel.delete()
+        old.update(0, 0, w, h)
+        return old
+    if old is not None:
+        layer.remove_mask(Gimp.MaskApplyMode.DISCARD)
+    full = rect == (0, 0, w, h)
+    mask = layer.create_mask(Gimp.AddMaskType.WHITE if full else Gimp.AddMaskType.BLACK)
+    layer.add_mask(mask)
+    _write_rect(mask, rect, fmt.mask, alpha)
+    return mask
+
+
+def apply_to_alpha(image, layer, rect, fmt, alpha):
+    """Output "alpha": the same as the mask output, applied (alpha × matte); GIMP does the maths."""
+    if layer.get_mask() is not None:
+        raise PluginError(f"“{layer.get_name()}” already has a layer mask. Apply or delete it first "
+                          "(Layer ▸ Mask), or choose the “Layer mask” output.")
+    if not layer.has_alpha():
+        layer.add_alpha()
+    add_matte_mask(image, layer, rect, fmt, alpha, "replace")
+    layer.remove_mask(Gimp.MaskApplyMode.APPLY)
+
+
+def add_cutout_layer(image, layer, rect, fmt, alpha, pixels, result):
+    """Output "layer": a new layer above, colours (decontaminated when asked) with the matte as alpha."""
+    x, y, w, h = rect
+    off_x, off_y = _offsets(layer)
+    kind = Gimp.ImageType.GRAYA_IMAGE if fmt.gray else Gimp.ImageType.RGBA_IMAGE
+    new = Gimp.Layer.new(image, f"{layer.get_name()} (cut-out)", w, h, kind, 100.0, Gimp.LayerMode.NORMAL)
+    parent = layer.get_parent()
+    position = image.get_item_position(layer)
+    image.insert_layer(new, parent, position)
+    new.set_offsets(off_x + x, off_y + y)
+    if result.foreground is not None:
+        sample = maskd_client.DTYPE_BYTES.get(result.foreground_dtype, 1)
+        channels = len(result.foreground) // (w * h * sample)
+        colour, colour_fmt = result.foreground, fmt.colour_format(result.foreground_dtype, channels)
+    else:
+        colour, colour_fmt = strip_alpha(pixels, fmt), fmt.colour
+    # Colours first (alpha becomes opaque), then the matte as a mask applied to that alpha: the
+    # result's alpha is exactly the daemon's, whatever the sample type, with no per-pixel Python.
+    _write_rect(new, (0, 0, w, h), colour_fmt, colour)
+    mask = new.create_mask(Gimp.AddMaskType.WHITE)
+    new.add_mask(mask)
+    _write_rect(mask, (0, 0, w, h), fmt.mask, alpha)
+    new.remove_mask(Gimp.MaskApplyMode.APPLY)
+    image.set_selected_layers([new])
+    return new
+
+
+def select_matte(image, layer, rect, fmt, alpha):
+    """Output "selection": the matte, at the layer's position, replaces the selection."""
+    x, y, w, h = rect
+    off_x, off_y = _offsets(layer)
+    img_w, img_h = image.get_width(), image.get_height()
+    # the part of the processed rectangle that lies on the canvas
+    x0, y0 = max(off_x + x, 0), max(off_y + y, 0)
+    x1, y1 = min(off_x + x + w, img_w), min(off_y + y + h, img_h)
+    channel = Gimp.Channel.new(image, "maskd matte", img_w, img_h, 100.0, Gegl.Color.new("black"))
+    try:
+        _write_rect(channel, (0, 0, img_w, img_h), fmt.mask, bytes(img_w * img_h * fmt.sample_bytes))
+        if x1 > x0 and y1 > y0:
+            sx, sy, cw = x0 - (off_x + x), y0 - (off_y + y), x1 - x0
+            row, size = w * fmt.sample_bytes, fmt.sample_bytes
+            part = b"".join(alpha[(sy + r) * row + sx * size:(sy + r) * row + (sx + cw) * size]
+                            for r in range(y1 - y0))
+            _write_rect(channel, (x0, y0, cw, y1 - y0), fmt.mask, part)
+        image.select_item(Gimp.ChannelOps.REPLACE, channel)
+    finally:
+        channel.delete()
+
+
+def remove_background(image, drawables, settings, progress):
+    """The whole operation; raises PluginError (image untouched) or returns a timing breakdown."""
+    t0 = time.perf_counter()
+    layer = target_layer(image, drawables)
+    fmt = PixelFormat(image)
+    output = settings["output"]
+    if output == "alpha" and layer.get_mask() is not None:  # refuse before any work is done
+        raise PluginError(f"“{layer.get_name()}” already has a layer mask. Apply or delete it first "
+                          "(Layer ▸ Mask), or choose the “Layer mask” output.")
+    roi = selection_roi(image, layer, settings["use_selection"])
+    progress.set("reading pixels", 0.02)
+    pixels, rect = read_pixels(layer, fmt, roi)
+    t_read = time.perf_counter()
+    options = {"refine": settings["refine"], "decontaminate": settings["decontaminate"],
+               "quality": settings["quality"]}
+    want_foreground = output == "layer" and settings["decontaminate"]
+    result = ask_daemon(pixels, rect, fmt, options, want_foreground, settings["model"], progress)
+    t_daemon = time.perf_counter()
+    alpha = result.alpha
+    expected = rect[2] * rect[3] * fmt.sample_bytes
+    if result.alpha_dtype != fmt.alpha_dtype or len(alpha) != expected:
+        raise PluginError(f"maskd returned a {result.alpha_dtype} matte of {len(alpha)} bytes; expected "
+                          f"{fmt.alpha_dtype} with {expected} bytes. Update maskd and the plug-in together.")
+    progress.set("writing " + output, 0.92)
+    image.undo_group_start()
+    try:
+        if output == "mask":
+            add_matte_mask(image, layer, rect, fmt, alpha, settings["existing_mask"])
+        elif output == "alpha":
+            apply_to_alpha(image, layer, rect, fmt, alpha)
+        elif output == "layer":
+            add_cutout_layer(image, layer, rect, fmt, alpha, pixels, result)
+        else:
+            select_matte(image, layer, rect, fmt, alpha)
+    finally:
+        image.undo_group_end()
+    Gimp.displays_flush()
+    t_write = time.perf_counter()
+    progress.set("done", 1.0)
+    timings = dict(result.info.get("timings") or {})
+    return {"read": t_read - t0, "daemon": t_daemon - t_read, "write": t_write - t_daemon,
+            "total": t_write - t0, "daemon_timings": timings}
+
+
+# ----------------------------------------------------------------------------------------- registration
+
+def _settings(config):
+    return {
+        "output": config.get_property("output"),
+        "existing_mask": config.get_property("existing-mask"),
+        "refine": bool(config.get_property("refine")),
+        "decontaminate": bool(config.get_property("decontaminate")),
+        "quality": config.get_property("quality"),
+        "model": (config.get_property("model") or "").strip(),
+        "use_selection": bool(config.get_property("use-selection")),
+    }
+
+
+def _error(procedure, message):
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR,
+                                       GLib.Error.new_literal(GLib.quark_from_string("maskd"), message, 0))
+
+
+def _show_dialog(procedure, config):
+    gi.require_version("GimpUi", "3.0")
+    from gi.repository import GimpUi
+
+    GimpUi.init(PROC_NAME)
+    dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
+    dialog.fill(None)
+    try:
+        return dialog.run()
+    finally:
+        dialog.destroy()
+
+
+class RemoveBackground(Gimp.PlugIn):
+    def do_query_procedures(self):
+        return [PROC_NAME]
+
+    def do_set_i18n(self, name):
+        return False
+
+    def do_create_procedure(self, name):
+        proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
+        proc.set_image_types("RGB*, GRAY*")
+        proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
+        proc.set_menu_label("Remove _Background…")
+        proc.add_menu_path("<Image>/Layer/Transparency")
+        proc.set_documentation(
+            "Remove the background of the layer with BiRefNet (maskd)",
+            "Computes a soft, full-resolution matte of the layer's subject with the local maskd daemon "
+            "and makes a layer mask (default), applies it to the alpha channel, adds a cut-out layer or "
+            "selects it. With a selection, only the selection's bounding box is processed and the rest of "
+            "the mask is black. The daemon is started from maskd_config.json when it is not running.",
+            name)
+        proc.set_attribution("maskd", "maskd contributors (MIT)", "2026")
+        flags = GObject.ParamFlags.READWRITE
+        proc.add_choice_argument("output", "_Output", "What to make from the matte", _choice(OUTPUTS),
+                                 "mask", flags)
+        proc.add_choice_argument("existing-mask", "If the layer has a _mask",
+                                 "What the mask output does with a mask the layer already has",
+                                 _choice(EXISTING_MASK), "intersect", flags)
+        proc.add_boolean_argument("refine", "_Refine edges",
+                                  "Refine the model's matte at full resolution (hair, soft edges)",
+                                  True, flags)
+        proc.add_boolean_argument("decontaminate", "_Decontaminate colours",
+                                  "Remove the old background's colour from edge pixels (cut-out layer)",
+                                  True, flags)
+        proc.add_choice_argument("quality", "_Quality", "Refinement quality", _choice(QUALITIES),
+                                 "default", flags)
+        proc.add_string_argument("model", "_Model preset",
+                                 "Model preset the daemon must serve (empty: whichever it serves)", "", flags)
+        proc.add_boolean_argument("use-selection", "Only the _selection",
+                                  "With a selection, process only its bounding box (the rest is masked out)",
+                                  True, flags)
+        return proc
+
+    def run(self, procedure, run_mode, image, drawables, config, run_data):
+        if run_mode == Gimp.RunMode.INTERACTIVE:
+            try:
+                if not _show_dialog(procedure, config):
+                    return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
+            except Exception as exc:  # no display (batch) — run with the remembered values
+                Gimp.message(f"{TITLE}: could not open the dialog ({exc}); using the last values.")
+        try:
+            settings = _settings(config)
+            timings = remove_background(image, drawables, settings, Progress())
+        except PluginError as exc:
+            return _error(procedure, str(exc))
+        except Exception as exc:  # a bug: say what, not a traceback wall; the log has the details
+            import traceback
+
+            traceback.print_exc()
+            return _error(procedure, f"{TITLE} failed unexpectedly: {exc.__class__.__name__}: {exc}. "
+                                     "Please report this with `maskd doctor` output.")
+        if os.environ.get("MASKD_GIMP_TIMINGS"):  # benchmarks: where the time went
+            with open(os.environ["MASKD_GIMP_TIMINGS"], "a", encoding="utf-8") as fh:
+                import json
+
+                fh.write(json.dumps(timings) + "\n")
+        return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, None)
+
+
+if __name__ == "__main__":
+    Gimp.main(RemoveBackground.__gtype__, sys.argv)
