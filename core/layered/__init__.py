@@ -1,0 +1,252 @@
+"""Layered files in, layered files out: XCF (GIMP), OpenRaster and KRA (Krita).
+
+Each format module opens a file into a ``LayeredDocument``: a flat list of ``Layer`` records
+(top of the stack first, groups before their children, like the editors' layer panels), a way to
+read one layer's own pixels as RGBA uint8, and a way to write a copy of the file with a mask
+added to chosen layers. Everything the mask does not need is carried over byte for byte: layer
+pixels, offsets, opacity, blend modes, groups, parasites, metadata.
+
+Which layers get a mask (``select_layers``), the same in every format:
+
+- default: the bottom-most visible paint layer that is not one flat colour (the photo, not the
+  white "Background" both editors start with); if every visible paint layer is flat, the
+  bottom-most visible one;
+- ``all``: every paint layer; ``visible``: every paint layer that is visible with all its groups;
+- names: the paint layers with these names (``group/name`` paths also match).
+
+Layers that already have a mask are left alone and reported, so running twice never stacks
+masks and never loses a hand-painted one. Groups are never masked (their pixels are a composite).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import InputError
+
+LAYERED_SUFFIXES = (".xcf", ".ora", ".kra")
+
+AlphaFn = Callable[[np.ndarray], np.ndarray]  # RGBA uint8 H×W×4 -> alpha float32 H×W in [0, 1]
+
+
+class LayeredFileError(InputError):
+    """A layered file that cannot be parsed (truncated, corrupt, or an unsupported variant)."""
+
+
+@dataclass
+class Layer:
+    """One entry of a layer stack, as the editors show it."""
+
+    name: str
+    kind: str  # "paint", "group", or what the format calls anything else ("vectorlayer", ...)
+    visible: bool  # the layer's own eye
+    shown: bool  # visible, and every group above it visible too
+    depth: int  # 0 for top-level layers
+    path: str  # group names and the layer name joined with "/"
+    has_mask: bool
+    size: tuple[int, int]  # (width, height) of the pixels read_rgba returns
+    offset: tuple[int, int]  # where those pixels sit on the canvas
+    key: object = None  # format-specific handle
+    note: str = ""  # why a layer cannot be processed ("" when it can)
+
+
+@dataclass
+class MaskResult:
+    """What happened to one file."""
+
+    source: Path
+    output: Path | None = None
+    masked: list[str] = field(default_factory=list)  # layer paths that got a mask
+    skipped: list[str] = field(default_factory=list)  # "layer: reason"
+    seconds_alpha: float = 0.0  # time inside alpha_fn (the model and its transport)
+    seconds_total: float = 0.0
+
+
+class LayeredDocument:
+    """Interface shared by the format modules."""
+
+    format_name = "layered"
+    path: Path
+    width: int
+    height: int
+    layers: list[Layer]
+
+    _last_read: tuple[int, np.ndarray] | None = None
+
+    def read_rgba(self, layer: Layer) -> np.ndarray:
+        """The layer's own pixels (no mask, no opacity), RGBA uint8, ``layer.size``.
+
+        The last layer read is kept, so choosing the default layer and masking it decode it once.
+        """
+        if self._last_read is not None and self._last_read[0] == id(layer):
+            return self._last_read[1]
+        rgba = self._read_rgba(layer)
+        self._last_read = (id(layer), rgba)
+        return rgba
+
+    def _read_rgba(self, layer: Layer) -> np.ndarray:
+        raise NotImplementedError
+
+    def with_masks(self, masks: dict[int, np.ndarray]) -> bytes:
+        """The whole file with a mask added to each layer index in ``masks`` (alpha float32)."""
+        raise NotImplementedError
+
+
+def open_layered(path: str | os.PathLike) -> LayeredDocument:
+    """Open an XCF, ORA or KRA file; ``LayeredFileError`` when it cannot be parsed."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".xcf":
+        from core.layered.xcf import XcfDocument as cls
+    elif suffix == ".ora":
+        from core.layered.ora import OraDocument as cls
+    elif suffix == ".kra":
+        from core.layered.kra import KraDocument as cls
+    else:
+        raise InputError(f"{path}: not a layered file (expected one of {', '.join(LAYERED_SUFFIXES)})")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return cls(path, data)
+    except LayeredFileError:
+        raise
+    except Exception as exc:  # any parser failure on a damaged file: one clear line, no traceback
+        raise LayeredFileError(f"{path}: cannot parse this {cls.format_name} file ({type(exc).__name__}: "
+                               f"{exc}); it may be truncated or damaged — it was skipped") from None
+
+
+def is_layered(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in LAYERED_SUFFIXES
+
+
+def _is_flat(rgba: np.ndarray) -> bool:
+    """One colour everywhere it is visible (a fill layer such as a white Background)."""
+    visible = rgba[rgba[..., 3] > 0]
+    return visible.size == 0 or bool((visible == visible[0]).all())
+
+
+def select_layers(doc: LayeredDocument, spec: str | list[str] | None = None) -> tuple[list[int], list[str]]:
+    """Indices of the layers to mask for ``spec`` (None/"default", "all", "visible" or names).
+
+    Returns ``(indices, skipped)`` where ``skipped`` says which requested layers were left alone and
+    why. Unknown names raise ``InputError`` listing the names the file has.
+    """
+    if isinstance(spec, (list, tuple)) and len(spec) == 1 and spec[0] in ("all", "visible", "default"):
+        spec = spec[0]
+    layers = doc.layers
+    candidates: list[int]
+    skipped: list[str] = []
+    if spec in (None, "default"):
+        paint = [i for i, ly in enumerate(layers) if ly.kind == "paint" and ly.shown and not ly.note]
+        if not paint:
+            raise InputError(f"{doc.path}: no visible paint layer to mask; name one with --layers")
+        # layers are listed top first: the bottom-most is the last one
+        chosen = next((i for i in reversed(paint) if not _is_flat(doc.read_rgba(layers[i]))), paint[-1])
+        candidates = [chosen]
+    elif spec in ("all", "visible"):
+        candidates = [i for i, ly in enumerate(layers) if ly.kind == "paint" and (spec == "all" or ly.shown)]
+    else:
+        names = list(spec) if isinstance(spec, (list, tuple)) else [spec]
+        candidates = []
+        for name in names:
+            found = [i for i, ly in enumerate(layers) if name in (ly.name, ly.path)]
+            if not found:
+                known = ", ".join(repr(ly.path) for ly in layers)
+                raise InputError(f"{doc.path}: no layer named {name!r} (layers: {known})")
+            candidates += [i for i in found if i not in candidates]
+    chosen_ids = []
+    for i in candidates:
+        ly = layers[i]
+        if ly.kind == "group":
+            skipped.append(f"{ly.path}: is a group (groups are not masked; name a layer inside it)")
+        elif ly.kind != "paint":
+            skipped.append(f"{ly.path}: is a {ly.kind}, not a paint layer")
+        elif ly.note:
+            skipped.append(f"{ly.path}: {ly.note}")
+        elif ly.has_mask:
+            skipped.append(f"{ly.path}: already has a mask (left as it is)")
+        else:
+            chosen_ids.append(i)
+    return chosen_ids, skipped
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A crash or a full disk leaves either the old file or no file, never half of one.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def add_masks(source: str | os.PathLike, output: str | os.PathLike, alpha_fn: AlphaFn,
+              layers: str | list[str] | None = None) -> MaskResult:
+    """Read ``source``, compute a mask for each selected layer with ``alpha_fn``, write ``output``.
+
+    ``output`` may equal ``source`` (in-place); the file is replaced atomically only after the new
+    one has been built completely. Nothing is written when no layer needs a mask.
+    """
+    t0 = time.perf_counter()
+    doc = open_layered(source)
+    result = MaskResult(source=Path(source))
+    indices, result.skipped = select_layers(doc, layers)
+    masks: dict[int, np.ndarray] = {}
+    for i in indices:
+        rgba = doc.read_rgba(doc.layers[i])
+        t1 = time.perf_counter()
+        alpha = np.asarray(alpha_fn(rgba), dtype=np.float32)
+        result.seconds_alpha += time.perf_counter() - t1
+        if alpha.shape != rgba.shape[:2]:
+            raise InputError(f"{source}: the alpha for layer {doc.layers[i].path!r} is {alpha.shape}, "
+                             f"expected {rgba.shape[:2]}")
+        masks[i] = np.clip(alpha, 0.0, 1.0)
+        result.masked.append(doc.layers[i].path)
+    if masks:
+        data = doc.with_masks(masks)
+        atomic_write(Path(output), data)
+        result.output = Path(output)
+    result.seconds_total = time.perf_counter() - t0
+    return result
+
+
+def to_uint8(values: np.ndarray, *, linear: bool) -> np.ndarray:
+    """Float colour in [0, 1] (``linear`` light or sRGB-encoded) to sRGB uint8."""
+    v = np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, 1.0)
+    if linear:
+        v = np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(v, 1 / 2.4) - 0.055)
+    return np.rint(v * 255.0).astype(np.uint8)
+
+
+def mask_name(layer_name: str) -> str:
+    return f"{layer_name} (maskd)"
