@@ -48,8 +48,24 @@ def download(repo_id: str, filename: str = "model.safetensors", preset: Preset |
     hint = _fix_download(preset, repo_id, filename)
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
         os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    cached = cached_path(repo_id, filename)
+    if cached is not None:  # no network round trip (and no retries when offline) for a cached file
+        return cached
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if not offline:
+        unreachable = _unreachable_reason()
+        if unreachable:
+            raise WeightsError(f"weights {what} are not in the local cache ({cache}) and the "
+                               f"Hugging Face hub cannot be reached ({unreachable}). Fix: connect and run "
+                               f"`maskd fetch {preset.name if preset else repo_id}`, or {hint}")
     try:
         return Path(hf_hub_download(repo_id, filename))
+    except errors["LocalEntryNotFoundError"] as exc:
+        why = ("HF_HUB_OFFLINE is set" if offline
+               else "the Hugging Face hub could not be reached (no network, proxy or firewall?)")
+        raise WeightsError(f"weights {what} are not in the local cache ({cache}) and {why}. "
+                           f"Fix: connect and run `maskd fetch {preset.name if preset else repo_id}`, "
+                           f"or {hint}") from exc
     except errors["GatedRepoError"] as exc:
         raise WeightsError(
             f"{repo_id} is a gated repository: accept its licence at https://huggingface.co/{repo_id} "
@@ -60,13 +76,6 @@ def download(repo_id: str, filename: str = "model.safetensors", preset: Preset |
     except errors["EntryNotFoundError"] as exc:
         raise WeightsError(f"{repo_id} has no file {filename!r}; pass the weights file directly with "
                            "--weights FILE --variant NAME") from exc
-    except errors["LocalEntryNotFoundError"] as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        why = ("HF_HUB_OFFLINE is set" if offline
-               else "the Hugging Face hub could not be reached (no network, proxy or firewall?)")
-        raise WeightsError(f"weights {what} are not in the local cache ({cache}) and {why}. "
-                           f"Fix: connect and run `maskd fetch {preset.name if preset else repo_id}`, "
-                           f"or {hint}") from exc
     except (errors["HfHubHTTPError"], OSError, ValueError) as exc:
         raise WeightsError(f"could not download {what}: {_short(exc)}. Fix: retry later, or {hint}") from exc
     except Exception as exc:  # network libraries raise their own connection errors
@@ -84,6 +93,33 @@ def cached_path(repo_id: str, filename: str = "model.safetensors") -> Path | Non
         return None
     found = try_to_load_from_cache(repo_id, filename)
     return Path(found) if isinstance(found, str) and os.path.exists(found) else None
+
+
+def _unreachable_reason(timeout: float = 5.0) -> str | None:
+    """Why the hub endpoint cannot be reached, found in one quick TCP connect (None: reachable).
+
+    huggingface_hub retries an unreachable host for about 25 s; a direct check fails at once.
+    Skipped behind an HTTP(S) proxy, where a direct connection proves nothing.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+    if any(os.environ.get(v) for v in proxies):
+        return None
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except Exception:  # pragma: no cover
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    parts = urlsplit(endpoint)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{parts.hostname}:{port}: {exc.strerror or exc}"
 
 
 def _hub_errors() -> dict:
@@ -278,9 +314,9 @@ def check_compatible(state: dict, model, located: Located, preset: Preset) -> No
                        f"(e.g. {k}: file {list(got[k])}, expected {list(expected[k])})")
     if detected and detected != preset.backbone:
         closest = [p for p in presets_with_backbone(detected)]
-        fix = (f"pass --variant {closest[0].name}" if closest else
-               f"this backbone has no preset; train/export with {BACKBONE_NAMES[preset.backbone]}")
-        fix += (f" (or download the right file: {preset.url})" if preset.repo_id else "")
+        fix = (f"if the file is a {closest[0].name} checkpoint, pass --variant {closest[0].name}" if closest
+               else f"this backbone has no preset; pass a {BACKBONE_NAMES[preset.backbone]} checkpoint")
+        fix += (f"; the '{preset.name}' weights are at {preset.url}" if preset.repo_id else "")
     elif detected is None:
         fix = f"use the model.safetensors of a BiRefNet release, e.g. {preset.url or PRESETS['general'].url}"
     else:
