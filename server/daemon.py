@@ -92,6 +92,7 @@ class Job:
     changed: bool = True
     last_sent: float = 0.0
     queued_at: float = field(default_factory=time.monotonic)
+    wake: object = None  # worker-side callable that wakes the I/O loop to send progress now
     _done: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -422,8 +423,7 @@ class Daemon:
                 header = json.loads(frames[2].bytes)
                 header["id"] = job.request_id
                 self._send(job.identity, header, frames[3:])
-            elif kind == b"state":
-                pass
+            # b"state" / b"wake": nothing to forward; the loop sends progress next
 
     # ------------------------------------------------------------------ worker thread
     def _worker_main(self) -> None:
@@ -471,6 +471,7 @@ class Daemon:
         started = time.monotonic()
         self.running = job
         job.state, job.stage, job.fraction, job.changed = "running", "starting", 0.0, True
+        job.wake = lambda: out.send(b"wake")
         t0 = time.perf_counter()
         fields = None
         buffers = []
@@ -595,11 +596,13 @@ def run_job(daemon: Daemon, job: Job):
         if stage != job.stage or now - last[0] > 0.1:
             job.stage, job.fraction, job.changed = str(stage), float(fraction), True
             last[0] = now
+            if job.wake is not None:
+                job.wake()
 
     progress("decoding", 0.0)
     timings = {}
     if daemon.config.worker == "null":
-        result_alpha, fg = _null_work(job, image)
+        result_alpha, fg = _null_work(job, image, progress)
     else:
         opts = _options(job)
         from core import pipeline
@@ -633,8 +636,17 @@ def run_job(daemon: Daemon, job: Job):
     return fields, buffers
 
 
-def _null_work(job: Job, image: np.ndarray):
-    """The transport stand-in: alpha = the input's alpha channel (or opaque), or the refine mask."""
+def _null_work(job: Job, image: np.ndarray, progress):
+    """The transport stand-in: alpha = the input's alpha channel (or opaque), or the refine mask.
+
+    ``options.null_delay_s`` makes it a slow job (progress every 10 ms) for cancel/kill tests.
+    """
+    delay = (job.header.get("options") or {}).get("null_delay_s")
+    if isinstance(delay, (int, float)) and delay > 0:
+        end = time.monotonic() + min(float(delay), 600.0)
+        while time.monotonic() < end:
+            progress("null work", 1.0 - (end - time.monotonic()) / delay)
+            time.sleep(0.01)
     if job.op == "refine":
         mask = P.decode_mask(job.buffers[1], job.header["mask"])
         if mask.shape != image.shape[:2]:

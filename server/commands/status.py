@@ -51,7 +51,7 @@ def run(args) -> int:
         print(json.dumps(st, sort_keys=True))
         return 0
     if not st["running"]:
-        print(f"maskd is not running ({st.get('reason', 'no daemon answers')}).")
+        print(st.get("reason") or "maskd is not running.")
         if st.get("stale_connection_file"):
             state = "alive but not answering" if st.get("pid_alive") else "dead"
             print(f"A stale connection file remains at {st['connection_file']} (pid {st['pid']}, "
