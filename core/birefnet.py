@@ -367,7 +367,7 @@ def preprocess(rgb: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
 
     h, w = size
     if rgb.shape[:2] != (h, w):
-        rgb = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+        rgb = np.array(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
     x = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
