@@ -1,0 +1,145 @@
+"""Guided filtering (He, Sun & Tang 2010/2013) and guided joint upsampling of a low-resolution matte.
+
+The filter fits, in every window of radius ``r``, a local linear model ``q = aᵀ·I + b`` from the
+guide ``I`` to the input ``p``; averaged coefficients are then applied to the guide. With a colour
+guide the edges of ``q`` follow colour edges of the image, which is what carries a 1024² matte's
+edges onto a 4000² photo's hair.
+
+All box sums use ``cv2.boxFilter`` in float32 (O(N), independent of ``r``). ``eps`` is in guide
+units² with the guide in [0, 1].
+
+Joint upsampling (the fast guided filter of He & Sun 2015 used as in Wu et al.'s Deep Guided
+Filter): solve ``a, b`` at the matte's resolution against the image downsampled to that size,
+average them there, and apply the bilinearly upsampled coefficients to the full-resolution guide.
+Only the last step touches full-resolution pixels, and ``apply_coefficients_at`` does it for a
+list of pixels (the uncertain band) instead of the whole image.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def box_mean(x: np.ndarray, r: int) -> np.ndarray:
+    """Mean over a (2r+1)² window, edges mirrored (``BORDER_REFLECT_101``). float32 in, float32 out."""
+    k = 2 * int(r) + 1
+    return cv2.boxFilter(x, -1, (k, k), normalize=True, borderType=cv2.BORDER_REFLECT_101)
+
+
+def _inverse_sym3(a11, a12, a13, a22, a23, a33):
+    """Per-pixel inverse of a symmetric 3×3 matrix via its adjugate (six planes in, six out)."""
+    c11 = a22 * a33 - a23 * a23
+    c12 = a13 * a23 - a12 * a33
+    c13 = a12 * a23 - a13 * a22
+    c22 = a11 * a33 - a13 * a13
+    c23 = a12 * a13 - a11 * a23
+    c33 = a11 * a22 - a12 * a12
+    det = a11 * c11 + a12 * c12 + a13 * c13
+    inv_det = 1.0 / det  # Σ + εU is positive definite for ε > 0
+    return (c11 * inv_det, c12 * inv_det, c13 * inv_det, c22 * inv_det, c23 * inv_det, c33 * inv_det)
+
+
+def guided_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """Window-averaged coefficients ``(mean a_R, mean a_G, mean a_B, mean b)`` as an H×W×4 array.
+
+    ``guide``: H×W×3 float32 in [0, 1] (or H×W for a gray guide, then H×W×2 is returned);
+    ``src``: H×W float32 (the matte). ``q = Σ_c coef[..., c]·guide[..., c] + coef[..., -1]``.
+    """
+    guide = np.ascontiguousarray(guide, dtype=np.float32)
+    p = np.ascontiguousarray(src, dtype=np.float32)
+    mean_p = box_mean(p, r)
+    if guide.ndim == 2:
+        mean_i = box_mean(guide, r)
+        var = box_mean(guide * guide, r) - mean_i * mean_i
+        a = (box_mean(guide * p, r) - mean_i * mean_p) / (var + np.float32(eps))
+        b = mean_p - a * mean_i
+        return np.dstack([box_mean(a, r), box_mean(b, r)])
+    ch = [guide[..., c] for c in range(3)]
+    mean_i = [box_mean(c, r) for c in ch]
+    cov_ip = [box_mean(c * p, r) - m * mean_p for c, m in zip(ch, mean_i)]
+    e = np.float32(eps)
+    s11 = box_mean(ch[0] * ch[0], r) - mean_i[0] * mean_i[0] + e
+    s12 = box_mean(ch[0] * ch[1], r) - mean_i[0] * mean_i[1]
+    s13 = box_mean(ch[0] * ch[2], r) - mean_i[0] * mean_i[2]
+    s22 = box_mean(ch[1] * ch[1], r) - mean_i[1] * mean_i[1] + e
+    s23 = box_mean(ch[1] * ch[2], r) - mean_i[1] * mean_i[2]
+    s33 = box_mean(ch[2] * ch[2], r) - mean_i[2] * mean_i[2] + e
+    i11, i12, i13, i22, i23, i33 = _inverse_sym3(s11, s12, s13, s22, s23, s33)
+    a_r = i11 * cov_ip[0] + i12 * cov_ip[1] + i13 * cov_ip[2]
+    a_g = i12 * cov_ip[0] + i22 * cov_ip[1] + i23 * cov_ip[2]
+    a_b = i13 * cov_ip[0] + i23 * cov_ip[1] + i33 * cov_ip[2]
+    b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
+    out = np.empty(p.shape + (4,), dtype=np.float32)
+    for k, plane in enumerate((a_r, a_g, a_b, b)):
+        out[..., k] = box_mean(plane, r)
+    return out
+
+
+def apply_coefficients(guide: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """``q = Σ a_c·I_c + b`` at the guide's resolution (coefficients already at that size)."""
+    if guide.ndim == 2:
+        q = coef[..., 0] * guide + coef[..., 1]
+    else:
+        q = coef[..., 0] * guide[..., 0]
+        q += coef[..., 1] * guide[..., 1]
+        q += coef[..., 2] * guide[..., 2]
+        q += coef[..., 3]
+    return np.clip(q, 0.0, 1.0, out=q)
+
+
+def guided_filter(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """The plain guided filter at one resolution, clipped to [0, 1]."""
+    return apply_coefficients(np.asarray(guide, dtype=np.float32), guided_coefficients(guide, src, r, eps))
+
+
+def sample_bilinear(grid: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Bilinear samples of an h×w(×C) grid at float coordinates (pixel centres at integers), edges clamped."""
+    h, w = grid.shape[:2]
+    ys = np.clip(ys, 0.0, h - 1.0).astype(np.float32)
+    xs = np.clip(xs, 0.0, w - 1.0).astype(np.float32)
+    y0 = np.minimum(ys.astype(np.int32), h - 2) if h > 1 else np.zeros(ys.shape, np.int32)
+    x0 = np.minimum(xs.astype(np.int32), w - 2) if w > 1 else np.zeros(xs.shape, np.int32)
+    fy = ys - y0 if h > 1 else np.zeros_like(ys)
+    fx = xs - x0 if w > 1 else np.zeros_like(xs)
+    y1 = np.minimum(y0 + 1, h - 1)
+    x1 = np.minimum(x0 + 1, w - 1)
+    if grid.ndim == 3:
+        fy = fy[:, None]
+        fx = fx[:, None]
+    top = grid[y0, x0] * (1 - fx) + grid[y0, x1] * fx
+    bottom = grid[y1, x0] * (1 - fx) + grid[y1, x1] * fx
+    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+
+
+def low_to_full_coords(idx_y: np.ndarray, idx_x: np.ndarray, full_hw, low_hw):
+    """Full-resolution pixel indices → low-resolution float coordinates (centres aligned as cv2.resize)."""
+    sy = low_hw[0] / full_hw[0]
+    sx = low_hw[1] / full_hw[1]
+    return (idx_y + 0.5) * sy - 0.5, (idx_x + 0.5) * sx - 0.5
+
+
+def apply_coefficients_at(guide_pixels: np.ndarray, coef_low: np.ndarray, idx_y, idx_x,
+                          full_hw) -> np.ndarray:
+    """Joint-upsampled values at selected full-resolution pixels.
+
+    ``guide_pixels``: N×3 (or N) float32 guide values at those pixels; ``coef_low``: the
+    low-resolution coefficients from ``guided_coefficients``; ``idx_y, idx_x``: the pixels.
+    """
+    ly, lx = low_to_full_coords(idx_y, idx_x, full_hw, coef_low.shape[:2])
+    c = sample_bilinear(coef_low, ly, lx)
+    if guide_pixels.ndim == 1:
+        q = c[:, 0] * guide_pixels + c[:, 1]
+    else:
+        q = (c[:, :3] * guide_pixels).sum(axis=1) + c[:, 3]
+    return np.clip(q, 0.0, 1.0)
+
+
+def joint_upsample(guide_full: np.ndarray, matte_low: np.ndarray, r: int = 2,
+                   eps: float = 1e-4) -> np.ndarray:
+    """Whole-image guided joint upsampling of ``matte_low`` to the guide's size (reference/baseline path)."""
+    h, w = matte_low.shape
+    guide_low = cv2.resize(guide_full, (w, h), interpolation=cv2.INTER_AREA)
+    coef = guided_coefficients(guide_low, matte_low, r, eps)
+    big = cv2.resize(coef, (guide_full.shape[1], guide_full.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return apply_coefficients(guide_full, big)

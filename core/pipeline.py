@@ -1,0 +1,402 @@
+"""Image → model matte → full-resolution alpha (+ decontaminated foreground colours).
+
+Why: BiRefNet sees 1024² (2048² for HR); layers are 4000² and more. Stretching the small matte
+(Lanczos, as rembg does) turns hair into mush at full size. Here the matte is carried to the
+layer's own resolution with the layer's own colours:
+
+1. **Guided joint upsampling** (``core.guided_filter``): a colour guided filter (r = 1, ε = 1e-5)
+   is solved on the model's grid against the image downsampled to that grid; its per-pixel
+   linear colour→alpha coefficients are interpolated to full resolution and applied to the
+   full-resolution pixels, so edges follow the photo's colour edges.
+2. **Trimap** (``core.trimap``): the uncertain band (0 < matte < 1 and hard steps) on the model's
+   grid, widened by a radius in *model* pixels. Outside the band alpha is exactly 0 or 1, and
+   no full-resolution work is done there: the band is processed in tiles.
+3. **Back-projection** (band only): the matte is read as the area average of the true alpha over
+   each model pixel, so the full-resolution alpha is corrected a few times until its area
+   average matches the matte again (iterative back-projection, as in super-resolution). This
+   restores strands that joint upsampling dims.
+4. **Foreground colours** (``core.foreground``): blur-fusion, large blurs on the model's grid,
+   the per-pixel step at full resolution in the band; elsewhere F = I.
+5. **User options** (``core.mask_ops``): fill holes, grow/shrink, threshold (anti-aliased),
+   feather, invert; then pixels the input already had fully transparent are forced to 0.
+
+Transfer: the model and the guide see sRGB-encoded values (a linear input is encoded first,
+after averaging in linear light). Foreground colours are solved and returned in the input's
+own encoding (sRGB values for sRGB input, linear for ``linear=True``): that is where the
+compositing equation ``I = αF + (1 − α)B`` is applied, matching how editors blend the layer.
+
+Modes: ``fast`` (band radius 1, no back-projection), ``default`` (radius 2, 2 back-projection
+steps), ``quality`` (radius 3, 4 steps, foreground fusion's small pass at full resolution).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from core import foreground as fgmod
+from core import guided_filter as gf
+from core import imageio, mask_ops
+from core import trimap as trimapmod
+from core.errors import InputError
+
+QUALITIES = ("fast", "default", "quality")
+GUIDE_RADIUS = 1  # model pixels
+GUIDE_EPS = 1e-5  # guide units² (guide in [0, 1])
+TILE = 256  # full-resolution tile edge for band work
+REFINE_GRID = 1024  # refine(): a mask larger than this (longer side) is worked on at this size
+SNAP = 1.0 / 510.0  # alpha within half an 8-bit step of 0 or 1 becomes exactly 0 or 1
+
+_MODES = {
+    #           band radius, back-projection steps, full-resolution small fusion pass
+    "fast": (1, 0, False),
+    "default": (2, 2, False),
+    "quality": (3, 4, True),
+}
+
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class CutoutOptions:
+    """What the user asked for. Defaults are what a plain "remove background" should do."""
+
+    refine: bool = True  # False: plain bilinear upsampling of the matte (no guide, no band work)
+    quality: str = "default"  # "fast" | "default" | "quality"
+    decontaminate: bool = True  # estimate foreground colours (else ``Cutout.foreground`` is None)
+    threshold: float | None = None  # in (0, 1): hard mask at this level, anti-aliased edge
+    grow: int = 0  # pixels; negative shrinks
+    feather: float = 0.0  # pixels of Gaussian softening (σ = feather / 2)
+    fill_holes: bool = False
+    invert: bool = False
+    roi: tuple[int, int, int, int] | None = None  # (x, y, w, h) in image pixels; alpha 0 outside
+    linear: bool = False  # the input is linear light (else sRGB-encoded)
+    band_radius: int | None = None  # model pixels; None = the mode's
+    roi_margin: float = 0.1  # context around the ROI for the model, × the ROI's longer side
+
+    def validate(self) -> CutoutOptions:
+        if self.quality not in QUALITIES:
+            raise InputError(f"quality {self.quality!r} is not one of {', '.join(QUALITIES)}")
+        if self.threshold is not None and not 0.0 < float(self.threshold) < 1.0:
+            raise InputError(f"threshold {self.threshold} must lie strictly between 0 and 1 (e.g. 0.5)")
+        if self.feather < 0 or not math.isfinite(self.feather):
+            raise InputError(f"feather {self.feather} must be a number of pixels ≥ 0")
+        if self.band_radius is not None and self.band_radius < 0:
+            raise InputError(f"band radius {self.band_radius} must be ≥ 0 model pixels")
+        if self.roi is not None:
+            if len(self.roi) != 4 or self.roi[2] <= 0 or self.roi[3] <= 0:
+                raise InputError(f"roi {self.roi} must be (x, y, width, height) with a positive size")
+        return self
+
+
+@dataclass
+class Cutout:
+    alpha: np.ndarray  # float32 H×W in [0, 1], full resolution
+    foreground: np.ndarray | None  # float32 H×W×3 straight colours in [0, 1], input's transfer
+    timings: dict = field(default_factory=dict)  # stage -> seconds
+
+
+class _Clock:
+    def __init__(self, progress: Progress | None):
+        self.timings: dict[str, float] = {}
+        self.progress = progress
+        self._t = time.perf_counter()
+
+    def report(self, stage: str, fraction: float) -> None:
+        if self.progress is not None:
+            self.progress(stage, float(fraction))
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + (now - self._t)
+        self._t = now
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry points
+
+
+def cutout(image: np.ndarray, matte_fn: Callable[[np.ndarray], np.ndarray],
+           options: CutoutOptions | None = None, progress: Progress | None = None) -> Cutout:
+    """Run the model (``matte_fn(rgb_uint8) -> matte at model size``) and refine to full resolution."""
+    opts = (options or CutoutOptions()).validate()
+    clock = _Clock(progress)
+    colour, existing = imageio.split_channels(image)
+    crop, paste = _roi_boxes(opts, colour.shape[:2])
+    sub = image[crop[1]:crop[3], crop[0]:crop[2]] if crop else image
+    clock.report("model", 0.0)
+    matte = _check_matte(matte_fn(_model_input(sub, opts.linear)))
+    clock.lap("model")
+    clock.report("model", 1.0)
+    return _finish(image, sub, matte, existing, crop, paste, opts, clock)
+
+
+def refine(image: np.ndarray, mask: np.ndarray, options: CutoutOptions | None = None,
+           progress: Progress | None = None) -> Cutout:
+    """Refine a rough mask of any size (uint8/uint16/float, resized to the image) — no model.
+
+    A mask larger than the image, or than ``REFINE_GRID`` on its longer side, is first reduced
+    (area average) so the refinement has room to follow the photo's edges; with an ROI the
+    mask covers the whole image and is cropped like the image.
+    """
+    opts = (options or CutoutOptions()).validate()
+    clock = _Clock(progress)
+    colour, existing = imageio.split_channels(image)
+    m = imageio.mask_float(mask)
+    height, width = colour.shape[:2]
+    crop, paste = _roi_boxes(opts, (height, width))
+    if crop:
+        mh, mw = m.shape
+        x0, y0, x1, y1 = crop
+        cy0, cy1 = int(y0 * mh / height), max(int(y0 * mh / height) + 1, math.ceil(y1 * mh / height))
+        cx0, cx1 = int(x0 * mw / width), max(int(x0 * mw / width) + 1, math.ceil(x1 * mw / width))
+        m = m[cy0:cy1, cx0:cx1]
+        sub = image[y0:y1, x0:x1]
+    else:
+        sub = image
+    sh, sw = sub.shape[:2]
+    scale = min(1.0, REFINE_GRID / max(m.shape))
+    gh, gw = min(sh, max(1, round(m.shape[0] * scale))), min(sw, max(1, round(m.shape[1] * scale)))
+    if (gh, gw) != m.shape:
+        m = cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA)
+    clock.lap("mask")
+    return _finish(image, sub, m, existing, crop, paste, opts, clock)
+
+
+# ---------------------------------------------------------------------------------------------
+# Internals
+
+
+def _check_matte(matte) -> np.ndarray:
+    m = np.asarray(matte)
+    if m.ndim == 3 and m.shape[2] == 1:
+        m = m[..., 0]
+    if m.ndim != 2 or m.size == 0:
+        raise InputError(f"the model returned a matte of shape {m.shape}; expected H×W")
+    return imageio.to_float(m)
+
+
+def _roi_boxes(opts: CutoutOptions, hw):
+    """(crop, paste) boxes (x0, y0, x1, y1): the ROI plus margin to process, and the ROI itself."""
+    if opts.roi is None:
+        return None, None
+    height, width = hw
+    x, y, w, h = (int(round(v)) for v in opts.roi)
+    x0, y0, x1, y1 = max(0, x), max(0, y), min(width, x + w), min(height, y + h)
+    if x1 <= x0 or y1 <= y0:
+        raise InputError(f"roi {opts.roi} lies outside the {width}×{height} image")
+    margin = int(round(max(16, opts.roi_margin * max(x1 - x0, y1 - y0))))
+    crop = (max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin))
+    return crop, (x0, y0, x1, y1)
+
+
+def _composited_float(colour_part: np.ndarray, alpha_part, linear: bool) -> np.ndarray:
+    """sRGB float colours; transparent pixels composited over mid-gray (as the model sees them)."""
+    rgb = imageio.colour_float(colour_part, linear=linear)
+    if alpha_part is not None:
+        a = imageio.to_float(alpha_part)[..., None]
+        if a.min() < 1.0:
+            rgb = rgb * a + np.float32(0.5) * (1.0 - a)
+    return rgb
+
+
+def _model_input(sub: np.ndarray, linear: bool) -> np.ndarray:
+    colour, alpha = imageio.split_channels(sub)
+    opaque = alpha is None or alpha.min() == imageio.value_scale(alpha.dtype)
+    if colour.dtype == np.uint8 and colour.shape[2] == 3 and not linear and opaque:
+        return np.ascontiguousarray(colour)
+    return imageio.to_uint8(_composited_float(colour, alpha, linear))
+
+
+def _downsample(x: np.ndarray, hw) -> np.ndarray:
+    h, w = hw
+    if x.shape[:2] == (h, w):
+        return x
+    return cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def _low_guides(sub: np.ndarray, grid_hw, linear: bool):
+    """(guide in sRGB, colours in the blend space) on the model grid, float32 [0, 1]."""
+    colour, alpha = imageio.split_channels(sub)
+    native = colour if colour.shape[2] == 3 else np.repeat(colour, 3, axis=2)
+    if alpha is not None and alpha.min() < imageio.value_scale(alpha.dtype):
+        native = _composited_float(colour, alpha, False)
+    small = imageio.to_float(_downsample(np.ascontiguousarray(native), grid_hw))
+    if small.ndim == 2:
+        small = small[..., None]
+    blend = small
+    guide = imageio.linear_to_srgb(small) if linear else small
+    return np.ascontiguousarray(guide), np.ascontiguousarray(blend)
+
+
+def _tile_pixels(sub: np.ndarray, y0, y1, x0, x1, linear: bool):
+    """Full-resolution tile as (guide sRGB float, blend-space float), composited like the model input."""
+    colour, alpha = imageio.split_channels(sub)
+    t = colour[y0:y1, x0:x1]
+    a = None if alpha is None else alpha[y0:y1, x0:x1]
+    blend = imageio.to_float(t)
+    if blend.shape[2] == 1:
+        blend = np.repeat(blend, 3, axis=2)
+    if a is not None and a.min() < imageio.value_scale(a.dtype):
+        af = imageio.to_float(a)[..., None]
+        blend = blend * af + np.float32(0.5) * (1.0 - af)
+    guide = imageio.linear_to_srgb(blend) if linear else blend
+    return guide, blend
+
+
+def _warp(low: np.ndarray, box, full_hw) -> np.ndarray:
+    """Bilinear samples of a low-grid array at the full-resolution pixels of ``box`` (as cv2.resize)."""
+    y0, y1, x0, x1 = box
+    height, width = full_hw
+    h, w = low.shape[:2]
+    sy, sx = h / height, w / width
+    ly0 = max(0, int(math.floor((y0 + 0.5) * sy - 0.5)) - 1)
+    ly1 = min(h, int(math.ceil((y1 - 0.5) * sy - 0.5)) + 2)
+    lx0 = max(0, int(math.floor((x0 + 0.5) * sx - 0.5)) - 1)
+    lx1 = min(w, int(math.ceil((x1 - 0.5) * sx - 0.5)) + 2)
+    src = np.ascontiguousarray(low[ly0:ly1, lx0:lx1])
+    matrix = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5 - lx0], [0.0, sy, (y0 + 0.5) * sy - 0.5 - ly0]])
+    out = cv2.warpAffine(src, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                         borderMode=cv2.BORDER_REPLICATE)
+    if low.ndim == 3 and out.ndim == 2:
+        out = out[..., None]
+    return out
+
+
+def _band_tiles(band_full: np.ndarray):
+    height, width = band_full.shape
+    tiles = []
+    for y0 in range(0, height, TILE):
+        for x0 in range(0, width, TILE):
+            y1, x1 = min(height, y0 + TILE), min(width, x0 + TILE)
+            if band_full[y0:y1, x0:x1].any():
+                tiles.append((y0, y1, x0, x1))
+    return tiles
+
+
+def _refine_alpha(sub, matte, opts, clock, grid_guide):
+    """Full-resolution alpha for ``sub`` from ``matte`` (on its own, smaller-or-equal grid)."""
+    height, width = sub.shape[:2]
+    h, w = matte.shape
+    radius, steps, _ = _MODES[opts.quality]
+    if opts.band_radius is not None:
+        radius = int(opts.band_radius)
+    coef = gf.guided_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
+    band_low, fg_low = trimapmod.band_from_matte(matte, radius)
+    clock.lap("coefficients")
+    alpha = trimapmod.upscale_nearest(fg_low, (height, width)).astype(np.float32)
+    band = trimapmod.upscale_nearest(band_low, (height, width))
+    tiles = _band_tiles(band)
+    for k, box in enumerate(tiles):
+        y0, y1, x0, x1 = box
+        guide, _ = _tile_pixels(sub, y0, y1, x0, x1, opts.linear)
+        c = _warp(coef, box, (height, width))
+        q = c[..., 0] * guide[..., 0] + c[..., 1] * guide[..., 1] + c[..., 2] * guide[..., 2] + c[..., 3]
+        sel = band[y0:y1, x0:x1]
+        alpha[y0:y1, x0:x1][sel] = np.clip(q, 0.0, 1.0)[sel]
+        if k % 16 == 0:
+            clock.report("upsample", k / max(1, len(tiles)))
+    clock.lap("upsample")
+    for step in range(steps if (h, w) != (height, width) else 0):
+        residual = matte - _downsample(alpha, (h, w))
+        for box in tiles:
+            y0, y1, x0, x1 = box
+            sel = band[y0:y1, x0:x1]
+            view = alpha[y0:y1, x0:x1]
+            view[sel] = np.clip(view[sel] + _warp(residual, box, (height, width))[sel], 0.0, 1.0)
+        clock.report("back-projection", (step + 1) / steps)
+    clock.lap("back-projection")
+    for box in tiles:
+        y0, y1, x0, x1 = box
+        view = alpha[y0:y1, x0:x1]
+        view[view < SNAP] = 0.0
+        view[view > 1.0 - SNAP] = 1.0
+    return alpha, band, tiles
+
+
+def _foreground(sub, alpha, band, tiles, grid_blend, opts, clock):
+    """Decontaminated straight colours for ``sub`` (input's transfer), float32 H×W×3."""
+    height, width = alpha.shape
+    h, w = grid_blend.shape[:2]
+    _, _, full_small_pass = _MODES[opts.quality]
+    colour, _ = imageio.split_channels(sub)
+    fg = imageio.to_float(colour)
+    if fg.shape[2] == 1:
+        fg = np.repeat(fg, 3, axis=2)
+    if not tiles:
+        return fg
+    long_side = max(height, width)
+    r_large, r_small = fgmod.radii(long_side)
+    scale = max(h / height, w / width)
+    alpha_low = _downsample(alpha, (h, w))
+    rl, rs = max(1, round(r_large * scale)), max(1, round(r_small * scale))
+    if full_small_pass:
+        f_mean1, b_mean1 = fgmod._weighted_means(grid_blend, grid_blend, alpha_low, rl)
+    else:
+        f_mean, b_mean = fgmod.fusion_means(grid_blend, alpha_low, rl, rs)
+    clock.lap("foreground-grid")
+    for k, box in enumerate(tiles):
+        y0, y1, x0, x1 = box
+        if full_small_pass:
+            # Second pass on the full-resolution tile plus a halo of the small radius.
+            hy0, hy1 = max(0, y0 - r_small), min(height, y1 + r_small)
+            hx0, hx1 = max(0, x0 - r_small), min(width, x1 + r_small)
+            hbox = (hy0, hy1, hx0, hx1)
+            _, blend = _tile_pixels(sub, hy0, hy1, hx0, hx1, False)
+            a = alpha[hy0:hy1, hx0:hx1]
+            b1 = _warp(b_mean1, hbox, (height, width))
+            f1 = fgmod.fuse(blend, a, _warp(f_mean1, hbox, (height, width)), b1)
+            f_m, b_m = fgmod._weighted_means(f1, b1, a, r_small)
+            f = fgmod.fuse(blend, a, f_m, b_m)[y0 - hy0:y1 - hy0, x0 - hx0:x1 - hx0]
+        else:
+            _, blend = _tile_pixels(sub, y0, y1, x0, x1, False)
+            f = fgmod.fuse(blend, alpha[y0:y1, x0:x1], _warp(f_mean, box, (height, width)),
+                           _warp(b_mean, box, (height, width)))
+        sel = band[y0:y1, x0:x1]
+        fg[y0:y1, x0:x1][sel] = f[sel]
+        if k % 16 == 0:
+            clock.report("foreground", k / len(tiles))
+    clock.lap("foreground")
+    return fg
+
+
+def _finish(image, sub, matte, existing, crop, paste, opts: CutoutOptions, clock: _Clock) -> Cutout:
+    height, width = sub.shape[:2]
+    h, w = matte.shape
+    if h > height or w > width:  # a model grid finer than a small image: work at the image's size
+        matte = cv2.resize(matte, (min(w, width), min(h, height)), interpolation=cv2.INTER_AREA)
+        h, w = matte.shape
+    grid_guide, grid_blend = _low_guides(sub, (h, w), opts.linear)
+    clock.lap("guide")
+    if opts.refine:
+        alpha, band, tiles = _refine_alpha(sub, matte, opts, clock, grid_guide)
+    else:
+        alpha = np.clip(cv2.resize(matte, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+        band = np.ones((height, width), dtype=bool)
+        tiles = _band_tiles(band)
+        clock.lap("upsample")
+    clock.report("foreground", 0.0)
+    fg = _foreground(sub, alpha, band, tiles, grid_blend, opts, clock) if opts.decontaminate else None
+    alpha = mask_ops.apply_options(alpha, threshold_level=opts.threshold, grow_px=opts.grow,
+                                   feather_px=opts.feather, fill=opts.fill_holes, inverted=opts.invert)
+    if crop:
+        full_h, full_w = image.shape[:2]
+        x0, y0, x1, y1 = paste
+        cx, cy = crop[0], crop[1]
+        out = np.zeros((full_h, full_w), dtype=np.float32)
+        out[y0:y1, x0:x1] = alpha[y0 - cy:y1 - cy, x0 - cx:x1 - cx]
+        alpha = out
+        if fg is not None:
+            full_fg = imageio.colour_float(image, to_srgb=False)
+            full_fg[crop[1]:crop[3], crop[0]:crop[2]] = fg
+            fg = full_fg
+    if existing is not None:
+        alpha[imageio.split_channels(image)[1] == 0] = 0.0
+    clock.lap("options")
+    clock.report("done", 1.0)
+    return Cutout(alpha=np.ascontiguousarray(alpha, dtype=np.float32), foreground=fg, timings=clock.timings)
