@@ -1,0 +1,117 @@
+"""The daemon running the real pipeline: the weight-free stand-in model, and once the generated-weights
+``lite`` BiRefNet at a small input size (a real forward, as the editors' tests use it)."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from plugins import maskd_client as mc
+from tests.daemon_fixtures import BACKENDS, short_tmp, start_daemon
+
+W, H = 160, 120
+
+
+@pytest.fixture(scope="module")
+def stand_in(tmp_path_factory):
+    d = start_daemon(short_tmp(tmp_path_factory, "pipe"), "--resolution", "256", worker="pipeline")
+    yield d
+    d.stop()
+
+
+def disc_image() -> np.ndarray:
+    """A red disc on a grey background, RGBA u8, and where the disc is."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    inside = (yy - 60) ** 2 + (xx - 80) ** 2 < 40**2
+    img = np.empty((H, W, 4), np.uint8)
+    img[...] = (120, 120, 120, 255)
+    img[inside] = (220, 30, 30, 255)
+    return img, inside
+
+
+def alpha_of(result) -> np.ndarray:
+    dt = {"u8": np.uint8, "u16": "<u2", "f32": "<f4"}[result.alpha_dtype]
+    a = np.frombuffer(result.alpha, dtype=dt).reshape(result.height, result.width)
+    return a.astype(np.float32) / {"u8": 255.0, "u16": 65535.0, "f32": 1.0}[result.alpha_dtype]
+
+
+def check_disc(alpha: np.ndarray, inside: np.ndarray) -> None:
+    import cv2
+
+    core = cv2.erode(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    far = ~cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert alpha[core].mean() > 0.95 and alpha[far].mean() < 0.05, (alpha[core].mean(), alpha[far].mean())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_segment_through_the_pipeline(stand_in, backend):
+    img, inside = disc_image()
+    stages = []
+    with stand_in.client(backend) as c:
+        r = c.segment(memoryview(img).cast("B"), W, H, options={"quality": "fast"}, foreground=True,
+                      progress=lambda s, f: stages.append(s))
+    check_disc(alpha_of(r), inside)
+    assert len(r.foreground) == W * H * 3 and r.foreground_dtype == "u8"
+    fg = np.frombuffer(r.foreground, np.uint8).reshape(H, W, 3)
+    assert abs(int(fg[60, 80, 0]) - 220) < 8  # decontaminated colour of the subject kept
+    assert r.info["model"] == "stand-in" and r.info["device"] == "cpu" and r.info["timings"]["total"] > 0
+    assert "queued" in stages and "model" in stages
+
+
+def test_other_dtypes_layouts_and_transfers(stand_in):
+    img, inside = disc_image()
+    with stand_in.client("zmtp") as c:
+        bgra = img[..., [2, 1, 0, 3]].copy()
+        check_disc(alpha_of(c.segment(bgra.tobytes(), W, H, layout="BGRA", alpha_dtype="u16")), inside)
+        lin = ((img[..., :3].astype(np.float32) / 255.0) ** 2.2).astype("<f4")
+        r = c.segment(lin.tobytes(), W, H, layout="RGB", dtype="f32", transfer="linear", alpha_dtype="f32")
+        check_disc(alpha_of(r), inside)
+        # f16 without numpy on the client side: struct 'e'
+        flat = lin.reshape(-1).tolist()
+        f16 = struct.pack(f"<{len(flat)}e", *flat)
+        check_disc(alpha_of(c.segment(f16, W, H, layout="RGB", dtype="f16", transfer="linear")), inside)
+        gray = (img[..., 0].astype(np.uint16) * 257).astype("<u2")
+        check_disc(alpha_of(c.segment(gray.tobytes(), W, H, layout="GRAY", dtype="u16")), inside)
+
+
+def test_roi_and_options(stand_in):
+    img, inside = disc_image()
+    with stand_in.client() as c:
+        a = alpha_of(c.segment(img.tobytes(), W, H, roi=(40, 20, 80, 80)))
+        assert a[:, :40].max() == 0 and a[:, 120:].max() == 0
+        check_disc(a, inside)
+        inv = alpha_of(c.segment(img.tobytes(), W, H, options={"invert": True, "unknown_future": 1}))
+        check_disc(1.0 - inv, inside)
+        with pytest.raises(mc.MaskdClientError) as e:
+            c.segment(img.tobytes(), W, H, options={"quality": "ultra"})
+        assert e.value.code == "bad_request" and "ultra" in e.value.message
+
+
+def test_refine_a_rough_mask(stand_in):
+    img, inside = disc_image()
+    rough = np.zeros((30, 40), np.uint8)  # a blocky quarter-size mask
+    rough[5:25, 10:30] = 255
+    with stand_in.client() as c:
+        r = c.refine(img.tobytes(), W, H, rough.tobytes(), 40, 30)
+    a = alpha_of(r)
+    assert a.shape == (H, W)
+    check_disc(a, inside)  # the refined edge follows the disc, not the blocks
+
+
+def test_real_lite_model_segment(tmp_path_factory, lite_weights):
+    """Generated weights (random output): only shape, range and the forward's bookkeeping are checked."""
+    d = start_daemon(short_tmp(tmp_path_factory, "lite"), "--weights", str(lite_weights), "--variant", "lite",
+                     "--device", "cpu", "--resolution", "256", worker="pipeline", model=None)
+    try:
+        img, _ = disc_image()
+        with d.client() as c:
+            st = c.status()
+            assert st["model_state"] == "ready" and st["model"]["resolution"] == [256, 256]
+            r = c.segment(img.tobytes(), W, H, options={"quality": "fast"})
+        a = alpha_of(r)
+        assert a.shape == (H, W) and 0.0 <= a.min() <= a.max() <= 1.0
+        assert r.info["model"] == "lite" and r.info["timings"]["model"] > 0
+    finally:
+        d.stop()
