@@ -219,6 +219,8 @@ def read_mask(path) -> np.ndarray:
     Gray files are read as they are (8 or 16 bit). A colour file is converted to luma; a file
     whose colour is flat but whose alpha varies (a mask saved as transparency) gives its alpha.
     """
+    if not Path(path).is_file():
+        raise InputError(f"mask file not found: {path}")
     return mask_float(read_image(path))
 
 

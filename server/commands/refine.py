@@ -1,0 +1,161 @@
+"""``maskd refine IMAGE --mask MASK -o OUT.png [--fg-out FG.png]``: a rough mask → full-resolution alpha.
+
+No model, no daemon, no torch: the mask (any size; resized to the image) is refined against the
+image's own colours by ``core.pipeline.refine`` and written as a grayscale alpha at the image's
+size; ``--fg-out`` adds the decontaminated foreground colours (straight RGB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HELP = "Refine a rough mask to a full-resolution alpha (no model needed)"
+
+
+def _roi(text: str) -> tuple[int, int, int, int]:
+    try:
+        parts = tuple(int(p) for p in text.replace(" ", "").split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not X,Y,WIDTH,HEIGHT with a positive size (e.g. 10,20,300,400)"
+        )
+    return parts
+
+
+def _unit(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value > 1.0 and value < 255.0:  # 8-bit level, as editors show thresholds
+        value /= 255.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a level between 0 and 1 (or 1..254 on the 8-bit scale)"
+        )
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("image", metavar="IMAGE", help="the photo (PNG/JPEG/TIFF/WebP; 8/16-bit, gray, RGBA)")
+    parser.add_argument(
+        "--mask",
+        required=True,
+        metavar="MASK",
+        help="rough mask, grayscale image of any size (white = keep); resized to IMAGE",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT.png",
+        help="where to write the alpha (grayscale, IMAGE's size)",
+    )
+    parser.add_argument(
+        "--fg-out", metavar="FG.png", help="also write the decontaminated foreground colours (RGB)"
+    )
+    parser.add_argument(
+        "--rgba-out",
+        metavar="CUT.png",
+        help="also write the cut-out: foreground colours with the alpha (RGBA PNG/TIFF/WebP)",
+    )
+    parser.add_argument(
+        "--quality",
+        choices=["fast", "default", "quality"],
+        default="default",
+        help="fast: narrowest band, no back-projection; quality: wider band, more steps",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_unit,
+        metavar="LEVEL",
+        help="make the mask hard at this level (0..1, or 1..254), with an anti-aliased edge",
+    )
+    parser.add_argument(
+        "--grow", type=int, default=0, metavar="PX", help="grow (or shrink, if negative) by PX pixels"
+    )
+    parser.add_argument(
+        "--feather", type=float, default=0.0, metavar="PX", help="soften the edge by PX pixels"
+    )
+    parser.add_argument("--fill-holes", action="store_true", help="make enclosed transparent holes opaque")
+    parser.add_argument("--invert", action="store_true", help="keep the background instead of the subject")
+    parser.add_argument(
+        "--no-decontaminate",
+        action="store_true",
+        help="keep the image's own colours at soft edges (FG output = IMAGE's colours)",
+    )
+    parser.add_argument(
+        "--no-refine",
+        action="store_true",
+        help="only resize the mask smoothly to the image (no edge refinement)",
+    )
+    parser.add_argument(
+        "--roi", type=_roi, metavar="X,Y,W,H", help="work only inside this rectangle; alpha 0 outside"
+    )
+    parser.add_argument("--linear", action="store_true", help="IMAGE holds linear-light values (not sRGB)")
+    parser.add_argument(
+        "--band",
+        type=int,
+        metavar="PX",
+        help="half-width of the refined band, in pixels of the mask's working grid",
+    )
+    parser.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bit depth of the written files")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from core import imageio, pipeline
+    from core.errors import InputError
+
+    started = time.perf_counter()
+    outputs = [Path(p) for p in (args.output, args.fg_out, args.rgba_out) if p]
+    for out in outputs:
+        if not out.parent.is_dir():
+            raise InputError(f"cannot write {out}: folder {out.parent} does not exist")
+    if len({o.resolve() for o in outputs}) != len(outputs) or Path(args.image).resolve() in {
+        o.resolve() for o in outputs
+    }:
+        raise InputError("the output paths must differ from each other and from IMAGE")
+    image = imageio.read_image(args.image)
+    mask = imageio.read_mask(args.mask)
+    want_fg = bool(args.fg_out or args.rgba_out)
+    options = pipeline.CutoutOptions(
+        refine=not args.no_refine,
+        quality=args.quality,
+        decontaminate=want_fg and not args.no_decontaminate,
+        threshold=args.threshold,
+        grow=args.grow,
+        feather=args.feather,
+        fill_holes=args.fill_holes,
+        invert=args.invert,
+        roi=args.roi,
+        linear=args.linear,
+        band_radius=args.band,
+    )
+    result = pipeline.refine(image, mask, options)
+    convert = imageio.to_uint16 if args.bits == 16 else imageio.to_uint8
+    imageio.write_image(args.output, convert(result.alpha))
+    colours = None
+    if want_fg:
+        colours = result.foreground
+        if colours is None:  # --no-decontaminate: the image's own colours
+            colours = imageio.colour_float(image, to_srgb=False)
+        if args.fg_out:
+            imageio.write_image(args.fg_out, convert(colours))
+        if args.rgba_out:
+            imageio.write_image(args.rgba_out, convert(np.dstack([colours, result.alpha])))
+    if not args.quiet:
+        h, w = result.alpha.shape
+        extra = "".join(f", {p}" for p in (args.fg_out, args.rgba_out) if p)
+        print(
+            f"maskd refine: wrote {args.output}{extra} ({w}×{h}, {time.perf_counter() - started:.2f} s)",
+            file=sys.stdout,
+        )
+    return 0
