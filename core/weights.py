@@ -46,8 +46,12 @@ def download(repo_id: str, filename: str = "model.safetensors", preset: Preset |
     errors = _hub_errors()
     what = f"{repo_id}/{filename}"
     hint = _fix_download(preset, repo_id, filename)
-    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    try:
+        from huggingface_hub import constants
+
+        cache = constants.HF_HUB_CACHE
+    except (ImportError, AttributeError):  # pragma: no cover
+        cache = "the Hugging Face cache"
     cached = cached_path(repo_id, filename)
     if cached is not None:  # no network round trip (and no retries when offline) for a cached file
         return cached
