@@ -250,3 +250,37 @@ def to_uint8(values: np.ndarray, *, linear: bool) -> np.ndarray:
 
 def mask_name(layer_name: str) -> str:
     return f"{layer_name} (maskd)"
+
+
+def rewrite_zip(source: bytes, replace: dict[str, bytes], add: list[tuple[str, bytes]],
+                first: str = "mimetype") -> bytes:
+    """A copy of the zip ``source`` with members replaced and added, ``first`` kept first and stored.
+
+    Member contents are copied unchanged. Members over 256 KiB (PNG layers, Krita tiles — already
+    compressed) are stored rather than deflated again, which keeps a 3000×2000 file fast to write.
+    """
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(source)) as zin, zipfile.ZipFile(out, "w") as zout:
+        infos = zin.infolist()
+        infos.sort(key=lambda info: info.filename != first)
+        for info in infos:
+            data = replace.get(info.filename)
+            if data is None:
+                data = zin.read(info)
+            _write_member(zout, info.filename, data, stored=info.filename == first, date=info.date_time)
+        for name, data in add:
+            _write_member(zout, name, data, stored=False)
+    return out.getvalue()
+
+
+def _write_member(zout, name: str, data: bytes, *, stored: bool, date=None) -> None:
+    import zipfile
+
+    info = zipfile.ZipInfo(name, date_time=date or time.localtime()[:6])
+    info.external_attr = 0o644 << 16
+    big = len(data) > 256 * 1024
+    info.compress_type = zipfile.ZIP_STORED if stored or big else zipfile.ZIP_DEFLATED
+    zout.writestr(info, data)

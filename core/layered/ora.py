@@ -1,0 +1,152 @@
+"""OpenRaster (``.ora``): a zip of ``mimetype``, ``stack.xml`` and one PNG per layer.
+
+OpenRaster has no layer masks. maskd writes the mask the way the format composites: the layer
+is wrapped in an isolated ``<stack>`` (named like the layer) together with a new layer above it,
+``"NAME (maskd)"``, whose PNG is white with the mask as its alpha and whose ``composite-op`` is
+``svg:dst-in`` (keep the layer where the mask is opaque). Krita opens this as a group holding the
+layer and a "Destination In" mask layer, and shows the cut-out. GIMP 3's OpenRaster importer
+knows no ``svg:dst-in``: it shows the mask as an ordinary white layer — for GIMP, use XCF.
+
+Everything else is carried over: every PNG byte for byte, ``stack.xml`` edited only where the
+layer is wrapped (a non-normal ``composite-op`` moves from the layer to its new stack, so the
+layer still blends with what is below it), thumbnails and ``mergedimage.png`` as they were (they
+show the unmasked image until an editor saves the file again).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+from xml.sax.saxutils import quoteattr
+
+import numpy as np
+
+from core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, rewrite_zip
+
+DST_IN = "svg:dst-in"
+
+
+class OraDocument(LayeredDocument):
+    format_name = "OpenRaster"
+
+    def __init__(self, path: Path, data: bytes):
+        self.path = Path(path)
+        self.data = data
+        try:
+            self.zip = zipfile.ZipFile(io.BytesIO(data))
+        except zipfile.BadZipFile:
+            raise LayeredFileError(f"{path}: not an OpenRaster file (not a zip archive, or a truncated "
+                                   "one); skipped") from None
+        names = set(self.zip.namelist())
+        if "stack.xml" not in names:
+            raise LayeredFileError(f"{path}: not an OpenRaster file (no stack.xml); skipped")
+        self.stack_xml = self.zip.read("stack.xml").decode("utf-8")
+        root = ET.fromstring(self.stack_xml)
+        if root.tag != "image":
+            raise LayeredFileError(f"{path}: stack.xml does not start with <image>; skipped")
+        self.width, self.height = int(root.get("w", "0")), int(root.get("h", "0"))
+        self.members = names
+        self.layers: list[Layer] = []
+        top = root.find("stack")
+        if top is not None:
+            self._walk(top, parent=None, depth=0)
+
+    def _walk(self, stack: ET.Element, parent: Layer | None, depth: int) -> None:
+        children = list(stack)
+        masked_below = False
+        for element in children:
+            name = element.get("name", "")
+            visible = element.get("visibility", "visible") != "hidden"
+            shown = visible and (parent.shown if parent else True)
+            path = (parent.path + "/" if parent else "") + name
+            x, y = int(float(element.get("x", "0"))), int(float(element.get("y", "0")))
+            if element.tag == "stack":
+                layer = Layer(name=name, kind="group", visible=visible, shown=shown, depth=depth, path=path,
+                              has_mask=False, size=(0, 0), offset=(x, y), key=element)
+                self.layers.append(layer)
+                self._walk(element, layer, depth + 1)
+                continue
+            if element.tag != "layer":
+                self.layers.append(Layer(name=name, kind=element.tag, visible=visible, shown=shown,
+                                         depth=depth, path=path, has_mask=False, size=(0, 0), offset=(x, y)))
+                continue
+            is_mask = element.get("composite-op") == DST_IN
+            src = element.get("src", "")
+            note = "" if src in self.members else f"its PNG {src!r} is missing from the file"
+            size = (0, 0)
+            if not note and not is_mask:
+                size = _png_size(self.zip.read(src))
+            self.layers.append(Layer(
+                name=name, kind="mask" if is_mask else "paint", visible=visible, shown=shown, depth=depth,
+                path=path, has_mask=masked_below and not is_mask, size=size, offset=(x, y), key=element,
+                note=note))
+            masked_below = masked_below or is_mask
+
+    def _read_rgba(self, layer: Layer) -> np.ndarray:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.zip.read(layer.key.get("src")))) as im:
+            rgba = np.asarray(im.convert("RGBA"))
+        return np.ascontiguousarray(rgba)
+
+    def with_masks(self, masks: dict[int, np.ndarray]) -> bytes:
+        from PIL import Image
+
+        xml = self.stack_xml
+        added = []
+        for n, (index, alpha) in enumerate(sorted(masks.items())):
+            layer = self.layers[index]
+            element = layer.key
+            src = element.get("src")
+            w, h = layer.size
+            mask_src = _unique(f"data/maskd-mask-{n}.png", self.members)
+            rgba = np.empty((h, w, 4), np.uint8)
+            rgba[..., :3] = 255
+            rgba[..., 3] = np.rint(alpha * 255.0).astype(np.uint8)
+            png = io.BytesIO()
+            Image.fromarray(rgba, "RGBA").save(png, "PNG", compress_level=3)
+            added.append((mask_src, png.getvalue()))
+            xml = _wrap_layer(xml, src, layer, mask_src)
+        return rewrite_zip(self.data, {"stack.xml": xml.encode("utf-8")}, added)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
+        raise LayeredFileError("a layer is not a PNG image")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _unique(name: str, members: set[str]) -> str:
+    stem, n = name[:-4], 0
+    while name in members:
+        n += 1
+        name = f"{stem}-{n}.png"
+    members.add(name)
+    return name
+
+
+def _wrap_layer(xml: str, src: str, layer: Layer, mask_src: str) -> str:
+    """Wrap the ``<layer src=SRC .../>`` element of stack.xml in a stack with a dst-in mask layer.
+
+    A text edit rather than an ElementTree round trip: every other byte of stack.xml stays as the
+    editor wrote it.
+    """
+    pattern = re.compile(r"<layer\b[^<>]*?\bsrc=(\"|')" + re.escape(src) + r"\1[^<>]*?/>", re.S)
+    found = list(pattern.finditer(xml))
+    if len(found) != 1:
+        raise LayeredFileError(f"layer {layer.path!r}: cannot find its element in stack.xml")
+    element = found[0].group(0)
+    op = layer.key.get("composite-op", "svg:src-over")
+    stack_op = "svg:src-over"
+    if op not in ("svg:src-over", ""):
+        stack_op = op  # the group blends with the image below; the layer inside composes normally
+        element = re.sub(r"\bcomposite-op=(\"|')[^\"']*\1", 'composite-op="svg:src-over"', element)
+    x, y = layer.offset
+    mask = (f"<layer name={quoteattr(mask_name(layer.name))} src={quoteattr(mask_src)} x=\"{x}\" y=\"{y}\" "
+            f"opacity=\"1.0\" visibility=\"visible\" composite-op=\"{DST_IN}\" />")
+    wrapped = (f"<stack name={quoteattr(layer.name)} x=\"0\" y=\"0\" opacity=\"1.0\" visibility=\"visible\" "
+               f"composite-op=\"{stack_op}\" isolation=\"isolate\">{mask}{element}</stack>")
+    return xml[:found[0].start()] + wrapped + xml[found[0].end():]
