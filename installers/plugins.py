@@ -77,24 +77,85 @@ def install_krita_plugin(
     return [desktop] + _files_under(dest)
 
 
+def _read_ini_lines(path: Path) -> tuple[list[str], str, bool]:
+    """(lines, newline style, ends with a newline): the file's own conventions are kept on rewrite."""
+    raw = path.read_bytes().decode("utf-8", "surrogateescape") if path.exists() else ""
+    newline = "\r\n" if "\r\n" in raw else "\n"
+    lines = raw.split(newline) if raw else []
+    trailing = raw.endswith(newline) or not raw
+    if lines and trailing:
+        lines.pop()
+    return lines, newline, trailing
+
+
+def _write_ini_lines(path: Path, lines: list[str], newline: str, trailing: bool) -> None:
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
+    data = (newline.join(lines) + (newline if trailing and lines else "")).encode("utf-8", "surrogateescape")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _is_section_header(stripped: str) -> bool:
+    return stripped.startswith("[") and stripped.endswith("]")
+
+
+def get_kritarc_value(path: Path, section: str, key: str) -> str | None:
+    """The value of ``key`` in ``[section]`` of a Qt INI file, or None."""
+    lines, _, _ = _read_ini_lines(Path(path))
+    in_section = False
+    for line in lines:
+        stripped = line.strip()
+        if _is_section_header(stripped):
+            in_section = stripped == f"[{section}]"
+        elif in_section and "=" in stripped and stripped.split("=", 1)[0].strip() == key:
+            return stripped.split("=", 1)[1].strip()
+    return None
+
+
+def remove_empty_ini_section(path: Path, section: str) -> bool:
+    """Drop ``[section]`` when it holds no keys any more (and the blank line that separated it)."""
+    path = Path(path)
+    lines, newline, trailing = _read_ini_lines(path)
+    header = f"[{section}]"
+    for i, line in enumerate(lines):
+        if line.strip() != header:
+            continue
+        end = i + 1
+        while end < len(lines) and not _is_section_header(lines[end].strip()):
+            if lines[end].strip():
+                return False
+            end += 1
+        start = i - 1 if i > 0 and not lines[i - 1].strip() and end == len(lines) else i
+        del lines[start:end]
+        _write_ini_lines(path, lines, newline, trailing)
+        return True
+    return False
+
+
 def set_kritarc_value(path: Path, section: str, key: str, value: str | None) -> None:
     """Set (or with ``value=None`` remove) ``key`` in ``[section]`` of a Qt INI file, touching nothing else.
 
     configparser would reorder, re-case and drop comments of a file with hundreds of settings;
-    this edits only the one line (adding the section at the end if it is missing).
+    this edits only the one line (adding the section at the end if it is missing). The file's
+    newline style (LF or CRLF), a missing final newline and any undecodable bytes are kept.
     """
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    path = Path(path)
+    lines, newline, trailing = _read_ini_lines(path)
     header = f"[{section}]"
     out: list[str] = []
     in_section = seen_section = done = False
     for line in lines:
         stripped = line.strip()
-        if stripped.startswith("[") and stripped.endswith("]"):
+        if _is_section_header(stripped):
             if in_section and not done and value is not None:
+                blanks = []
                 while out and not out[-1].strip():
-                    out.pop()
+                    blanks.append(out.pop())
                 out.append(f"{key}={value}")
-                out.append("")
+                out.extend(reversed(blanks))
                 done = True
             in_section = stripped == header
             seen_section = seen_section or in_section
@@ -105,13 +166,15 @@ def set_kritarc_value(path: Path, section: str, key: str, value: str | None) -> 
             continue
         out.append(line)
     if not done and value is not None:
+        blanks = []
         if in_section:
             while out and not out[-1].strip():
-                out.pop()
+                blanks.append(out.pop())
         elif not seen_section:
             if out and out[-1].strip():
                 out.append("")
             out.append(header)
         out.append(f"{key}={value}")
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
-    _write_atomic(path, "\n".join(out) + "\n", mode=mode)
+        out.extend(reversed(blanks))
+        trailing = True
+    _write_ini_lines(path, out, newline, trailing)

@@ -1,0 +1,97 @@
+"""``maskd install-plugins``: install the GIMP and Krita plugins into every editor found.
+
+Safe to re-run: it upgrades in place, and everything it writes is recorded in the install manifest
+(``maskd uninstall`` removes exactly that). Sandboxed editors (Flatpak, Snap) get an autostart
+entry for the daemon, since they cannot start it themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Install the GIMP and Krita plugins into every editor found"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--editors", metavar="LIST",
+                   help="only these, comma-separated: gimp, krita, or a location key from --list "
+                        "(e.g. gimp-3.0-flatpak, krita-native)")
+    p.add_argument("--list", action="store_true", help="show where the editors are; install nothing")
+    m = p.add_argument_group("the daemon the plugins start (default: what the installer recorded)")
+    m.add_argument("--model", metavar="PRESET", help="preset the daemon serves")
+    m.add_argument("--weights", metavar="PATH", help="a local weights file the daemon serves")
+    m.add_argument("--variant", metavar="PRESET", help="the preset whose architecture --weights has")
+    m.add_argument("--device", metavar="DEVICE", help="auto | cpu | cuda | mps (default: auto)")
+    s = p.add_argument_group("autostart (needed by Flatpak/Snap editors, optional elsewhere)")
+    s.add_argument("--service", dest="service", action="store_const", const="yes", default="auto",
+                   help="start the daemon with the user session even if no sandboxed editor is found")
+    s.add_argument("--no-service", dest="service", action="store_const", const="no",
+                   help="never add an autostart entry (sandboxed editors then need `maskd serve` by hand)")
+    s.add_argument("--no-start", action="store_true",
+                   help="write the autostart entry but do not start it now")
+
+
+def _serve_args(args, settings: dict) -> list[str]:
+    if args.weights:
+        from pathlib import Path
+
+        serve = ["--weights", str(Path(args.weights).expanduser().resolve())]
+        serve += ["--variant", args.variant] if args.variant else []
+    elif args.model:
+        serve = ["--model", args.model]
+    else:
+        serve = list(settings.get("model_args") or [])
+    device = args.device or settings.get("device")
+    if device and device != "auto":
+        serve += ["--device", device]
+    return serve
+
+
+def run(args) -> int:
+    from installers import editors
+    from installers.locations import Platform, editor_targets
+    from installers.manifest import Manifest
+    from installers.service import install_service
+
+    plat = Platform.current()
+    wanted = [e for e in (args.editors or "").split(",") if e.strip()] or None
+    if args.list:
+        for t in editor_targets(plat, wanted):
+            state = f"found ({t.found_by})" if t.found else "not found"
+            print(f"{t.key:22} {t.label:22} {state}\n{'':22} plugin folder: {t.plugin_dir}")
+        return 0
+    manifest = Manifest.load(plat.manifest_path)
+    settings = manifest.settings
+    if args.weights or args.model or args.device:
+        settings["model_args"] = _serve_args(args, {})
+        settings["device"] = args.device or settings.get("device")
+    daemon_base = settings.get("daemon_base") or editors.default_daemon_command()[:-1]
+    daemon_command = list(daemon_base) + ["serve"] + _serve_args(args, settings)
+    targets = editor_targets(plat, wanted, found_only=True)
+    if not targets:
+        print("No GIMP 3 or Krita found. Looked for:")
+        for t in editor_targets(plat, wanted):
+            print(f"  {t.label}: {t.root}")
+        print("Install an editor (or start it once so it creates its settings folder), then run "
+              "`maskd install-plugins` again.")
+        return 0
+    for target in targets:
+        files = editors.install_target(plat, target, manifest, daemon_command)
+        extra = f"; enabled in {target.kritarc}" if target.editor == "krita" else ""
+        extra += "; sandboxed: connects to the autostarted daemon" if target.sandboxed else ""
+        print(f"{target.label}: installed {len(files)} files in {target.plugin_dir}{extra}")
+    settings["daemon_command"] = daemon_command
+    settings["editors"] = sorted({*settings.get("editors", []), *(t.key for t in targets)})
+    sandboxed = [t for t in targets if t.sandboxed]
+    if args.service == "yes" or (sandboxed and args.service == "auto"):
+        import sys
+
+        lines = install_service(plat, manifest, daemon_command, python=sys.executable,
+                                mirrors=[t.connection_file_copy for t in sandboxed], start=not args.no_start)
+        print("Daemon autostart: " + "; ".join(lines))
+    elif sandboxed:
+        print("Sandboxed editors need a running daemon: start `maskd serve` yourself (--no-service given).")
+    manifest.save()
+    print("Next: restart the editors. GIMP: Layer ▸ Transparency ▸ Remove Background…; Krita: "
+          "Settings ▸ Dockers ▸ Background Removal (or Tools ▸ Scripts ▸ Remove Background (maskd)).")
+    return 0
