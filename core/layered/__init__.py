@@ -20,6 +20,7 @@ masks and never loses a hand-painted one. Groups are never masked (their pixels 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import time
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import InputError
+from core.errors import InputError, MaskdError
 
 LAYERED_SUFFIXES = (".xcf", ".ora", ".kra")
 
@@ -220,24 +221,39 @@ def add_masks(source: str | os.PathLike, output: str | os.PathLike, alpha_fn: Al
     t0 = time.perf_counter()
     doc = open_layered(source)
     result = MaskResult(source=Path(source))
-    indices, result.skipped = select_layers(doc, layers)
     masks: dict[int, np.ndarray] = {}
-    for i in indices:
-        rgba = doc.read_rgba(doc.layers[i])
-        t1 = time.perf_counter()
-        alpha = np.asarray(alpha_fn(rgba), dtype=np.float32)
-        result.seconds_alpha += time.perf_counter() - t1
-        if alpha.shape != rgba.shape[:2]:
-            raise InputError(f"{source}: the alpha for layer {doc.layers[i].path!r} is {alpha.shape}, "
-                             f"expected {rgba.shape[:2]}")
-        masks[i] = np.clip(alpha, 0.0, 1.0)
-        result.masked.append(doc.layers[i].path)
-    if masks:
-        data = doc.with_masks(masks)
+    with _as_file_error(source, doc.format_name):
+        indices, result.skipped = select_layers(doc, layers)
+        for i in indices:
+            rgba = doc.read_rgba(doc.layers[i])
+            t1 = time.perf_counter()
+            alpha = np.asarray(alpha_fn(rgba), dtype=np.float32)
+            result.seconds_alpha += time.perf_counter() - t1
+            if alpha.shape != rgba.shape[:2]:
+                raise InputError(f"{source}: the alpha for layer {doc.layers[i].path!r} is {alpha.shape}, "
+                                 f"expected {rgba.shape[:2]}")
+            masks[i] = np.clip(alpha, 0.0, 1.0)
+            result.masked.append(doc.layers[i].path)
+        data = doc.with_masks(masks) if masks else None
+    if data is not None:
         atomic_write(Path(output), data)
         result.output = Path(output)
     result.seconds_total = time.perf_counter() - t0
     return result
+
+
+@contextlib.contextmanager
+def _as_file_error(source, format_name: str):
+    """Damage found while decoding pixels (after the header parsed) is a per-file error too."""
+    try:
+        yield
+    except MaskdError as exc:
+        if isinstance(exc, LayeredFileError) and str(source) not in str(exc):
+            raise LayeredFileError(f"{source}: {exc}; skipped") from None
+        raise
+    except Exception as exc:
+        raise LayeredFileError(f"{source}: cannot read this {format_name} file ({type(exc).__name__}: "
+                               f"{exc}); it may be truncated or damaged — it was skipped") from None
 
 
 def to_uint8(values: np.ndarray, *, linear: bool) -> np.ndarray:
