@@ -98,6 +98,12 @@ def _largest_foreground_component(binary: np.ndarray) -> np.ndarray:
 
 def connectivity_error(pred, target, region=None, step: float = CONNECTIVITY_STEP) -> float:
     """Rhemann et al.'s connectivity error inside ``region``, ÷ 1000."""
+    diff = _connectivity_map(pred, target, step)
+    return float(diff[_region(region, diff.shape)].sum() / 1000.0)
+
+
+def _connectivity_map(pred, target, step: float = CONNECTIVITY_STEP) -> np.ndarray:
+    """Per-pixel |φ(α) − φ(α*)| of the connectivity error (sum it over a region)."""
     pred, target = _check(pred, target)
     thresholds = np.arange(0.0, 1.0 + step / 2, step)
     last_in = np.full(pred.shape, -1.0)
@@ -110,7 +116,7 @@ def connectivity_error(pred, target, region=None, step: float = CONNECTIVITY_STE
     target_d = target - last_in
     pred_phi = 1.0 - pred_d * (pred_d >= 0.15)
     target_phi = 1.0 - target_d * (target_d >= 0.15)
-    return float(np.abs(pred_phi - target_phi)[_region(region, pred.shape)].sum() / 1000.0)
+    return np.abs(pred_phi - target_phi)
 
 
 def foreground_error(estimated, true_foreground, alpha) -> float:
@@ -132,9 +138,23 @@ def foreground_error(estimated, true_foreground, alpha) -> float:
 
 def all_metrics(pred, target, region=None) -> dict:
     """SAD, MSE, gradient and connectivity errors for one region, as a dict."""
-    return {
-        "sad": sad(pred, target, region),
-        "mse": mse(pred, target, region),
-        "grad": gradient_error(pred, target, region),
-        "conn": connectivity_error(pred, target, region),
-    }
+    return evaluate(pred, target, {"": region})[""]
+
+
+def evaluate(pred, target, regions: dict) -> dict:
+    """``{name: {"sad", "mse", "grad", "conn"}}`` for several regions, the per-pixel maps computed once."""
+    pred, target = _check(pred, target)
+    abs_diff = np.abs(pred - target)
+    grad_sq = (gradient_magnitude(pred) - gradient_magnitude(target)) ** 2
+    conn = _connectivity_map(pred, target)
+    out = {}
+    for name, region in regions.items():
+        sel = _region(region, pred.shape)
+        count = int(sel.sum())
+        out[name] = {
+            "sad": float(abs_diff[sel].sum() / 1000.0),
+            "mse": float((abs_diff[sel] ** 2).sum() / count) if count else 0.0,
+            "grad": float(grad_sq[sel].sum() / 1000.0),
+            "conn": float(conn[sel].sum() / 1000.0),
+        }
+    return out
