@@ -91,32 +91,31 @@ class PixelFormat:
         if self.gray:
             self.layout, self.channels = "GRAYA", 2
             self.pixels = f"Y{trc}A {babl_type}"
-            self.colour = f"Y{trc} {babl_type}"
         else:
             self.layout, self.channels = "RGBA", 4
             self.pixels = f"R{trc}G{trc}B{trc}A {babl_type}"
-            self.colour = f"R{trc}G{trc}B{trc} {babl_type}"
         self.mask = "Y " + babl_type  # linear, on purpose (see the class docstring)
 
-    def colour_format(self, dtype, channels):
-        """The babl format of colour-only samples the daemon returned (decontaminated foreground)."""
-        babl_type = {"u8": "u8", "u16": "u16", "f32": "float", "f16": "half"}.get(dtype)
-        if babl_type is None:
-            raise PluginError(f"maskd returned foreground colours as {dtype!r}, which this plug-in "
-                              "does not know; update the plug-in (`maskd install-plugins`).")
-        trc = "" if self.transfer == "linear" else "'"
-        return (f"Y{trc} " if channels == 1 else f"R{trc}G{trc}B{trc} ") + babl_type
 
-
-def strip_alpha(pixels, fmt):
-    """Colour samples without the alpha channel (C speed: an extended-slice delete)."""
+def with_colours(pixels, fmt, colours, colour_dtype):
+    """``pixels`` (the layer's samples, alpha included) with their colour replaced by ``colours``
+    (W×H×3 samples, e.g. the daemon's decontaminated foreground); C-speed extended-slice copies."""
     import array
 
+    if colour_dtype != fmt.dtype:
+        raise PluginError(f"maskd returned foreground colours as {colour_dtype}, not {fmt.dtype}; "
+                          "update maskd and the plug-in together (`maskd install-plugins`).")
     typecode = {"u8": "B", "u16": "H", "f32": "f"}[fmt.dtype]
-    samples = array.array(typecode)
-    samples.frombytes(pixels)
-    del samples[fmt.channels - 1::fmt.channels]
-    return samples.tobytes()
+    out, fg = array.array(typecode), array.array(typecode)
+    out.frombytes(pixels)
+    fg.frombytes(colours)
+    step = fmt.channels
+    if fmt.gray:  # the daemon's foreground is RGB; a gray layer takes its (equal) first channel
+        out[0::step] = fg[0::3]
+    else:
+        for c in range(3):
+            out[c::step] = fg[c::3]
+    return out.tobytes()
 
 
 # ----------------------------------------------------------------------------------------- geometry
@@ -206,7 +205,8 @@ def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress):
     try:
         served = (client.hello_info or {}).get("model")
         served_name = served.get("name") if isinstance(served, dict) else served
-        if model and served_name and model != served_name:
+        is_path = isinstance(served_name, str) and (os.sep in served_name or "." in served_name)
+        if model and served_name and not is_path and model != served_name:
             raise PluginError(f"maskd serves the model “{served_name}”, not “{model}”. Restart it with "
                               f"`maskd stop` and `maskd serve --model {model}`, or leave the model option "
                               "empty to use the running one.")
@@ -244,15 +244,35 @@ def _write_rect(drawable, rect, fmt_name, data):
     drawable.update(x, y, w, h)
 
 
-def new_mask_channel(image, layer, rect, fmt, alpha):
-    """A layer-sized channel (not in the image) holding the matte in ``rect`` and black elsewhere."""
-    w, h = layer.get_width(), layer.get_height()
-    black = Gegl.Color.new("black")
-    channel = Gimp.Channel.new(image, "maskd matte", w, h, 100.0, black)
-    if rect != (0, 0, w, h):  # the rest of the matte is black (masked out)
-        _write_rect(channel, (0, 0, w, h), fmt.mask, bytes(w * h * fmt.sample_bytes))
-    _write_rect(channel, rect, fmt.mask, alpha)
-    return channel
+class TemporaryMatte:
+    """The matte as a layer mask on a hidden scratch layer that has the layer's size and offsets.
+
+    Plain channels are stored in the image's own transfer (``Y' u8`` in an 8-bit perceptual
+    image), so selections and mask combinations made from one would apply the sRGB curve to the
+    matte. Layer masks are stored linear, and a layer mask carries the layer's offsets, so
+    ``select_item`` places it on the canvas and clips it there by itself. Used inside the undo group
+    and removed again before it ends.
+    """
+
+    def __init__(self, image, layer, rect, fmt, alpha):
+        w, h = layer.get_width(), layer.get_height()
+        kind = Gimp.ImageType.GRAYA_IMAGE if fmt.gray else Gimp.ImageType.RGBA_IMAGE
+        self.image = image
+        self.layer = Gimp.Layer.new(image, "maskd matte (temporary)", w, h, kind, 100.0,
+                                    Gimp.LayerMode.NORMAL)
+        image.insert_layer(self.layer, None, 0)
+        self.layer.set_visible(False)
+        self.layer.set_offsets(*_offsets(layer))
+        full = rect == (0, 0, w, h)
+        self.mask = self.layer.create_mask(Gimp.AddMaskType.WHITE if full else Gimp.AddMaskType.BLACK)
+        self.layer.add_mask(self.mask)
+        _write_rect(self.mask, rect, fmt.mask, alpha)
+
+    def __enter__(self):
+        return self.mask
+
+    def __exit__(self, *exc):
+        self.image.remove_layer(self.layer)
 
 
 def add_matte_mask(image, layer, rect, fmt, alpha, existing):
@@ -260,11 +280,8 @@ def add_matte_mask(image, layer, rect, fmt, alpha, existing):
     old = layer.get_mask()
     w, h = layer.get_width(), layer.get_height()
     if old is not None and existing == "intersect":
-        channel = new_mask_channel(image, layer, rect, fmt, alpha)
-        try:
-            old.combine_masks(channel, Gimp.ChannelOps.INTERSECT, 0, 0)
-        finally:
-            channel.delete()
+        with TemporaryMatte(image, layer, rect, fmt, alpha) as matte:
+            old.combine_masks(matte, Gimp.ChannelOps.INTERSECT, 0, 0)
         old.update(0, 0, w, h)
         return old
     if old is not None:
@@ -297,15 +314,12 @@ def add_cutout_layer(image, layer, rect, fmt, alpha, pixels, result):
     position = image.get_item_position(layer)
     image.insert_layer(new, parent, position)
     new.set_offsets(off_x + x, off_y + y)
+    colours = pixels
     if result.foreground is not None:
-        sample = maskd_client.DTYPE_BYTES.get(result.foreground_dtype, 1)
-        channels = len(result.foreground) // (w * h * sample)
-        colour, colour_fmt = result.foreground, fmt.colour_format(result.foreground_dtype, channels)
-    else:
-        colour, colour_fmt = strip_alpha(pixels, fmt), fmt.colour
-    # Colours first (alpha becomes opaque), then the matte as a mask applied to that alpha: the
-    # result's alpha is exactly the daemon's, whatever the sample type, with no per-pixel Python.
-    _write_rect(new, (0, 0, w, h), colour_fmt, colour)
+        colours = with_colours(pixels, fmt, result.foreground, result.foreground_dtype)
+    # The layer's own alpha first, then the matte as a mask applied to it: alpha = old alpha × matte
+    # (what the mask output shows), whatever the sample type, with no per-pixel Python.
+    _write_rect(new, (0, 0, w, h), fmt.pixels, colours)
     mask = new.create_mask(Gimp.AddMaskType.WHITE)
     new.add_mask(mask)
     _write_rect(mask, (0, 0, w, h), fmt.mask, alpha)
@@ -315,25 +329,9 @@ def add_cutout_layer(image, layer, rect, fmt, alpha, pixels, result):
 
 
 def select_matte(image, layer, rect, fmt, alpha):
-    """Output "selection": the matte, at the layer's position, replaces the selection."""
-    x, y, w, h = rect
-    off_x, off_y = _offsets(layer)
-    img_w, img_h = image.get_width(), image.get_height()
-    # the part of the processed rectangle that lies on the canvas
-    x0, y0 = max(off_x + x, 0), max(off_y + y, 0)
-    x1, y1 = min(off_x + x + w, img_w), min(off_y + y + h, img_h)
-    channel = Gimp.Channel.new(image, "maskd matte", img_w, img_h, 100.0, Gegl.Color.new("black"))
-    try:
-        _write_rect(channel, (0, 0, img_w, img_h), fmt.mask, bytes(img_w * img_h * fmt.sample_bytes))
-        if x1 > x0 and y1 > y0:
-            sx, sy, cw = x0 - (off_x + x), y0 - (off_y + y), x1 - x0
-            row, size = w * fmt.sample_bytes, fmt.sample_bytes
-            part = b"".join(alpha[(sy + r) * row + sx * size:(sy + r) * row + (sx + cw) * size]
-                            for r in range(y1 - y0))
-            _write_rect(channel, (x0, y0, cw, y1 - y0), fmt.mask, part)
-        image.select_item(Gimp.ChannelOps.REPLACE, channel)
-    finally:
-        channel.delete()
+    """Output "selection": the matte, at the layer's position and clipped to the canvas."""
+    with TemporaryMatte(image, layer, rect, fmt, alpha) as matte:
+        image.select_item(Gimp.ChannelOps.REPLACE, matte)
 
 
 def remove_background(image, drawables, settings, progress):
