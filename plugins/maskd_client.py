@@ -624,23 +624,24 @@ class Client:
 
     def segment(self, pixels, width, height, layout="RGBA", dtype="u8", options=None, roi=None,
                 alpha_dtype="u8", foreground=False, progress=None, job_id=None, transfer="srgb",
-                timeout=None) -> Result:
+                timeout=None, foreground_dtype=None) -> Result:
         """Cut out the subject: pixels in, full-resolution alpha out.
 
         ``options``: the pipeline options (``refine``, ``quality`` fast/default/quality,
         ``decontaminate``, ``threshold``, ``grow``, ``feather``, ``fill_holes``, ``invert``).
         ``roi``: (x, y, w, h) in image pixels; alpha outside it is 0. ``foreground=True`` also
-        returns decontaminated colours. ``progress(stage, fraction)`` may raise to cancel.
+        returns decontaminated colours (as ``foreground_dtype``, default the input's dtype).
+        ``progress(stage, fraction)`` may raise to cancel.
         """
         width, height = self._check_image(pixels, width, height, layout, dtype)
         fields = {"width": width, "height": height, "layout": layout, "dtype": dtype, "transfer": transfer,
                   "options": dict(options or {}), "roi": list(roi) if roi else None,
-                  "foreground": bool(foreground)}
+                  "foreground": bool(foreground), "foreground_dtype": foreground_dtype}
         return self._pixel_op("segment", [pixels], fields, alpha_dtype, progress, job_id, timeout)
 
     def refine(self, pixels, width, height, mask, mask_width=None, mask_height=None, mask_dtype="u8",
                layout="RGBA", dtype="u8", options=None, roi=None, alpha_dtype="u8", foreground=False,
-               progress=None, job_id=None, transfer="srgb", timeout=None) -> Result:
+               progress=None, job_id=None, transfer="srgb", timeout=None, foreground_dtype=None) -> Result:
         """Refine a rough single-channel ``mask`` (any size, ``mask_dtype`` u8/u16/f16/f32) into a
         full-resolution alpha that follows the image's edges; no model is needed."""
         width, height = self._check_image(pixels, width, height, layout, dtype)
@@ -654,7 +655,7 @@ class Client:
                                    f"{mask_width}x{mask_height} {mask_dtype} needs {need}")
         fields = {"width": width, "height": height, "layout": layout, "dtype": dtype, "transfer": transfer,
                   "options": dict(options or {}), "roi": list(roi) if roi else None,
-                  "foreground": bool(foreground),
+                  "foreground": bool(foreground), "foreground_dtype": foreground_dtype,
                   "mask": {"width": mask_width, "height": mask_height, "dtype": mask_dtype}}
         return self._pixel_op("refine", [pixels, mask], fields, alpha_dtype, progress, job_id, timeout)
 

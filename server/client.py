@@ -1,0 +1,129 @@
+"""The command line's client: numpy arrays in and out, on top of ``plugins/maskd_client.py``.
+
+``DaemonClient.segment(image)`` takes an H×W[×C] uint8/uint16/float16/float32 array (gray,
+gray+alpha, RGB, RGBA) and returns float32 alpha (and colours) at full resolution.
+``batch_daemon(...)`` gives a client to the running daemon, or starts one for the duration of a
+batch and stops it afterwards (only the one it started).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.errors import MaskdError
+from plugins import maskd_client as mc
+
+_LAYOUTS = {1: "GRAY", 2: "GRAYA", 3: "RGB", 4: "RGBA"}
+_DTYPES = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16", np.dtype(np.float16): "f16",
+           np.dtype(np.float32): "f32"}
+
+
+@dataclass
+class Answer:
+    alpha: np.ndarray  # float32 H×W in [0, 1]
+    foreground: np.ndarray | None  # float32 H×W×3 straight colours, same transfer as the input
+    info: dict
+
+
+def wire_format(image: np.ndarray) -> tuple[np.ndarray, str, str]:
+    """(contiguous little-endian array, layout, dtype) for sending ``image``."""
+    arr = image[..., None] if image.ndim == 2 else image
+    if arr.ndim != 3 or arr.shape[2] not in _LAYOUTS:
+        raise MaskdError(f"cannot send an image of shape {image.shape}: need H×W with 1-4 channels")
+    if arr.dtype == np.float64:
+        arr = arr.astype(np.float32)
+    if arr.dtype not in _DTYPES:
+        raise MaskdError(f"cannot send {arr.dtype} pixels: use 8/16-bit integers or floats")
+    arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+    return arr, _LAYOUTS[arr.shape[2]], _DTYPES[np.dtype(arr.dtype.name)]
+
+
+def _answer(result: mc.Result) -> Answer:
+    alpha = np.frombuffer(result.alpha, "<f4").reshape(result.height, result.width)
+    fg = None
+    if result.foreground is not None:
+        fg = np.frombuffer(result.foreground, "<f4").reshape(result.height, result.width, 3)
+    return Answer(alpha, fg, result.info)
+
+
+class DaemonClient:
+    def __init__(self, client: mc.Client):
+        self.client = client
+
+    @classmethod
+    def connect(cls, connection_file=None, timeout: float = 60.0) -> DaemonClient:
+        return cls(mc.connect(connection_file, timeout=timeout))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def status(self) -> dict:
+        return self.client.status()
+
+    def segment(self, image: np.ndarray, options: dict | None = None, *, roi=None, foreground=False,
+                linear: bool = False, progress=None) -> Answer:
+        arr, layout, dtype = wire_format(image)
+        h, w = arr.shape[:2]
+        r = self.client.segment(memoryview(arr).cast("B"), w, h, layout=layout, dtype=dtype,
+                                options=options, roi=roi, alpha_dtype="f32", foreground=foreground,
+                                foreground_dtype="f32", progress=progress,
+                                transfer="linear" if linear else "srgb")
+        return _answer(r)
+
+    def refine(self, image: np.ndarray, mask: np.ndarray, options: dict | None = None, *, roi=None,
+               foreground=False, linear: bool = False, progress=None) -> Answer:
+        arr, layout, dtype = wire_format(image)
+        m, _, mdtype = wire_format(mask if mask.ndim == 2 else mask[..., 0])
+        h, w = arr.shape[:2]
+        r = self.client.refine(memoryview(arr).cast("B"), w, h, memoryview(m).cast("B"), m.shape[1],
+                               m.shape[0], mask_dtype=mdtype, layout=layout, dtype=dtype, options=options,
+                               roi=roi, alpha_dtype="f32", foreground=foreground, foreground_dtype="f32",
+                               progress=progress, transfer="linear" if linear else "srgb")
+        return _answer(r)
+
+
+@contextlib.contextmanager
+def batch_daemon(connection_file=None, serve_args: list[str] | None = None, say=print):
+    """A client to the running daemon, or to one started now (``maskd serve`` + ``serve_args``) and
+    stopped when the block ends."""
+    started = False
+    client = None
+    try:
+        client = DaemonClient.connect(connection_file)
+    except mc.MaskdClientError as exc:
+        if exc.code != "unavailable":
+            raise MaskdError(f"cannot use the running maskd: {exc}") from None
+    if client is None:
+        say("maskd is not running: starting it for this batch (it stops afterwards)…")
+        cmd = [sys.executable, "-m", "server", "serve", *(serve_args or [])]
+        if connection_file:
+            cmd += ["--connection-file", str(connection_file)]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+        if r.returncode != 0:
+            raise MaskdError("could not start maskd for the batch:\n" + (r.stderr or r.stdout).strip())
+        started = True
+        client = DaemonClient.connect(connection_file)
+    try:
+        yield client, started
+    finally:
+        if started:
+            try:
+                client.client.shutdown()
+            except mc.MaskdClientError:
+                pass
+        client.close()
+
+
+def _env() -> dict:
+    import os
+    from pathlib import Path
+
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
