@@ -99,6 +99,10 @@ class LayeredDocument:
         """The whole file with a mask added to each layer index in ``masks`` (alpha float32)."""
         raise NotImplementedError
 
+    def read_mask(self, layer: Layer) -> np.ndarray | None:
+        """The layer's mask as float32 in [0, 1] over ``layer.size`` (None without a mask)."""
+        raise NotImplementedError
+
 
 def open_layered(path: str | os.PathLike) -> LayeredDocument:
     """Open an XCF, ORA or KRA file; ``LayeredFileError`` when it cannot be parsed."""
@@ -131,7 +135,11 @@ def is_layered(path: str | os.PathLike) -> bool:
 
 def _is_flat(rgba: np.ndarray) -> bool:
     """One colour everywhere it is visible (a fill layer such as a white Background)."""
-    visible = rgba[rgba[..., 3] > 0]
+    pixels = rgba.reshape(-1, 4)
+    alpha = pixels[:, 3]
+    if alpha.min() == alpha.max():  # the usual case: one alpha everywhere (opaque fills, photos)
+        return alpha[0] == 0 or bool((pixels == pixels[0]).all())
+    visible = pixels[alpha > 0]
     return visible.size == 0 or bool((visible == visible[0]).all())
 
 

@@ -127,6 +127,26 @@ class KraDocument(LayeredDocument):
             rgb = colour[..., 2::-1] if bgr else colour[..., :3]
         return np.ascontiguousarray(np.dstack([rgb, alpha]))
 
+    def read_mask(self, layer: Layer) -> np.ndarray | None:
+        """The layer's first transparency mask over the canvas."""
+        masks = layer.key.find(NS + "masks")
+        element = next((m for m in (masks if masks is not None else [])
+                        if m.get("nodetype") == "transparencymask"), None)
+        if element is None:
+            return None
+        member = self._member(element.get("filename")) + ".pixelselection"
+        default = self.zip.read(member + ".defaultpixel")[:1] if member + ".defaultpixel" in self.members \
+            else b"\0"
+        out = np.full((self.height, self.width), default[0], np.uint8)
+        mx, my = int(element.get("x", "0")), int(element.get("y", "0"))
+        for tx, ty, tile in _read_tiles(self.zip.read(member), 1):
+            x0, y0 = tx + mx, ty + my
+            cx0, cy0 = max(x0, 0), max(y0, 0)
+            cx1, cy1 = min(x0 + TILE, self.width), min(y0 + TILE, self.height)
+            if cx0 < cx1 and cy0 < cy1:
+                out[cy0:cy1, cx0:cx1] = tile[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0, 0]
+        return out.astype(np.float32) / 255.0
+
     def with_masks(self, masks: dict[int, np.ndarray]) -> bytes:
         xml = self.maindoc
         added = []
@@ -202,11 +222,15 @@ def _read_tiles(blob: bytes, pixel_size: int):
             raise LayeredFileError("Krita tile data is cut short")
         if method != "LZF":
             raise LayeredFileError(f"unsupported Krita tile compression {method!r}")
-        raw = lzf_decompress(payload[1:], tile_bytes) if payload[0] == 1 else payload[1:]
-        if len(raw) != tile_bytes:
-            raise LayeredFileError("a Krita tile has the wrong size")
-        planes = np.frombuffer(raw, np.uint8).reshape(pixel_size, TILE, TILE)  # byte-planar
-        yield int(x), int(y), planes.transpose(1, 2, 0)
+        if payload[0] == 1:  # LZF of the byte-planar tile (all first bytes, then all second bytes, ...)
+            raw = lzf_decompress(payload[1:], tile_bytes)
+            planes = np.frombuffer(raw, np.uint8).reshape(pixel_size, TILE, TILE)
+            yield int(x), int(y), planes.transpose(1, 2, 0)
+        else:  # stored as is: interleaved pixels
+            if len(payload) - 1 != tile_bytes:
+                raise LayeredFileError("a Krita tile has the wrong size")
+            pixels = np.frombuffer(payload, np.uint8, tile_bytes, 1)
+            yield int(x), int(y), pixels.reshape(TILE, TILE, pixel_size)
 
 
 def _write_tiles(alpha: np.ndarray) -> bytes:

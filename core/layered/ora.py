@@ -92,6 +92,25 @@ class OraDocument(LayeredDocument):
             rgba = np.asarray(im.convert("RGBA"))
         return np.ascontiguousarray(rgba)
 
+    def read_mask(self, layer: Layer) -> np.ndarray | None:
+        """The alpha of the dst-in layer above ``layer`` in its stack, placed over the layer's pixels."""
+        from PIL import Image
+
+        if not layer.has_mask:
+            return None
+        index = self.layers.index(layer)
+        mask = next(ly for ly in reversed(self.layers[:index])
+                    if ly.kind == "mask" and ly.depth == layer.depth)
+        with Image.open(io.BytesIO(self.zip.read(mask.key.get("src")))) as im:
+            alpha = np.asarray(im.convert("RGBA"))[..., 3].astype(np.float32) / 255.0
+        w, h = layer.size
+        out = np.zeros((h, w), np.float32)
+        dx, dy = mask.offset[0] - layer.offset[0], mask.offset[1] - layer.offset[1]
+        ys = slice(max(dy, 0), min(dy + alpha.shape[0], h))
+        xs = slice(max(dx, 0), min(dx + alpha.shape[1], w))
+        out[ys, xs] = alpha[ys.start - dy:ys.stop - dy, xs.start - dx:xs.stop - dx]
+        return out
+
     def with_masks(self, masks: dict[int, np.ndarray]) -> bytes:
         from PIL import Image
 

@@ -48,6 +48,7 @@ class _XcfLayerKey:
     mptr_pos: int
     apply_mask_pos: int | None  # payload offset of PROP_APPLY_MASK, when the layer has one
     layer_type: int
+    mask_ptr: int = 0
 
 
 def _u32(data: bytes, pos: int) -> int:
@@ -143,7 +144,7 @@ class XcfDocument(LayeredDocument):
                 has_mask=bool(raw._maskPtr), size=(raw.width, raw.height), offset=(raw.xOffset, raw.yOffset),
                 key=_XcfLayerKey(ptr=ptr, hptr=hptr, mptr_pos=end + self.pointer_size,
                                  apply_mask_pos=props.get(PROP_APPLY_MASK, (None,))[0],
-                                 layer_type=raw.colorMode),
+                                 layer_type=raw.colorMode, mask_ptr=raw._maskPtr or 0),
                 note=note)
             by_item_path[item_path] = layer
             layers.append(layer)
@@ -219,6 +220,17 @@ class XcfDocument(LayeredDocument):
                 out[y0:y0 + th, x0:x0 + tw] = np.frombuffer(raw, np.uint8).reshape(th, tw, bpp)
         dtype = np.dtype(self.dtype)
         return out.view(dtype).reshape(h, w, channels).astype(dtype.newbyteorder("="))
+
+    def read_mask(self, layer: Layer) -> np.ndarray | None:
+        if not layer.key.mask_ptr:
+            return None
+        ptr = layer.key.mask_ptr
+        w, h = struct.unpack_from(">II", self.data, ptr)
+        _, end = _walk_props(self.data, ptr + 12 + _u32(self.data, ptr + 8))
+        values = self._read_hierarchy(self._pointer(end), w, h, 1)[..., 0]
+        if values.dtype.kind == "u":
+            return values.astype(np.float32) / np.float32(np.iinfo(values.dtype).max)
+        return values.astype(np.float32)
 
     # ---- writing ------------------------------------------------------------------------------
 
