@@ -155,3 +155,39 @@ def inspect_target(plat: Platform, target: EditorTarget) -> PluginReport:
 
 def inspect_all(plat: Platform) -> list[PluginReport]:
     return [inspect_target(plat, t) for t in editor_targets(plat) if t.found or t.plugin_dir.is_dir()]
+
+
+def install_plugins(plat: Platform, manifest: Manifest, daemon_command: list[str], *,
+                    editors: list[str] | None = None, service: str = "auto", start: bool = True,
+                    python: str | None = None, out=print) -> list[EditorTarget]:
+    """Install into every editor found (``editors`` filters); ``service``: auto | yes | no.
+
+    Saves the manifest. Returns the locations installed into (empty when no editor was found).
+    """
+    from installers.service import install_service
+
+    targets = editor_targets(plat, editors, found_only=True)
+    if not targets:
+        out("No GIMP 3 or Krita found. Looked for:")
+        for t in editor_targets(plat, editors):
+            out(f"  {t.label}: {t.root}")
+        out("Install an editor (or start it once so it creates its settings folder), then run "
+            "`maskd install-plugins` again.")
+        return []
+    for target in targets:
+        files = install_target(plat, target, manifest, daemon_command)
+        extra = f"; enabled in {target.kritarc}" if target.editor == "krita" else ""
+        extra += "; sandboxed: connects to the autostarted daemon" if target.sandboxed else ""
+        out(f"{target.label}: installed {len(files)} files in {target.plugin_dir}{extra}")
+    settings = manifest.settings
+    settings["daemon_command"] = [str(c) for c in daemon_command]
+    settings["editors"] = sorted({*settings.get("editors", []), *(t.key for t in targets)})
+    sandboxed = [t for t in targets if t.sandboxed]
+    if service == "yes" or (sandboxed and service == "auto"):
+        lines = install_service(plat, manifest, daemon_command, python=python or sys.executable,
+                                mirrors=[t.connection_file_copy for t in sandboxed], start=start)
+        out("Daemon autostart: " + "; ".join(lines))
+    elif sandboxed:
+        out("Sandboxed editors need a running daemon: start `maskd serve` yourself (--no-service given).")
+    manifest.save()
+    return targets

@@ -148,7 +148,8 @@ class Platform:
 
     # -- programs
     def which(self, name: str) -> str | None:
-        return shutil.which(name, path=self.env.get("PATH", ""))
+        """A program on PATH; with ``probe`` off editors are found by their folders only."""
+        return shutil.which(name, path=self.env.get("PATH", "")) if self.probe else None
 
     def run_probe(self, args: list[str], timeout: float = 15.0) -> str:
         """Output of a short editor command (``--version``), or "" when probing is off or it fails."""

@@ -31,27 +31,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the autostart entry but do not start it now")
 
 
-def _serve_args(args, settings: dict) -> list[str]:
+def _model_args(args, settings: dict) -> list[str]:
+    """``maskd serve`` options choosing the model: from the command line, else what the installer recorded."""
     if args.weights:
         from pathlib import Path
 
-        serve = ["--weights", str(Path(args.weights).expanduser().resolve())]
-        serve += ["--variant", args.variant] if args.variant else []
-    elif args.model:
-        serve = ["--model", args.model]
-    else:
-        serve = list(settings.get("model_args") or [])
-    device = args.device or settings.get("device")
-    if device and device != "auto":
-        serve += ["--device", device]
-    return serve
+        model = ["--weights", str(Path(args.weights).expanduser().resolve())]
+        return model + (["--variant", args.variant] if args.variant else [])
+    if args.model:
+        return ["--model", args.model]
+    return list(settings.get("model_args") or [])
 
 
 def run(args) -> int:
     from installers import editors
     from installers.locations import Platform, editor_targets
     from installers.manifest import Manifest
-    from installers.service import install_service
 
     plat = Platform.current()
     wanted = [e for e in (args.editors or "").split(",") if e.strip()] or None
@@ -62,36 +57,17 @@ def run(args) -> int:
         return 0
     manifest = Manifest.load(plat.manifest_path)
     settings = manifest.settings
-    if args.weights or args.model or args.device:
-        settings["model_args"] = _serve_args(args, {})
-        settings["device"] = args.device or settings.get("device")
+    settings["model_args"] = _model_args(args, settings)
+    if args.device:
+        settings["device"] = args.device
+    device = settings.get("device")
     daemon_base = settings.get("daemon_base") or editors.default_daemon_command()[:-1]
-    daemon_command = list(daemon_base) + ["serve"] + _serve_args(args, settings)
-    targets = editor_targets(plat, wanted, found_only=True)
+    daemon_command = list(daemon_base) + ["serve"] + settings["model_args"]
+    daemon_command += ["--device", device] if device and device != "auto" else []
+    targets = editors.install_plugins(plat, manifest, daemon_command, editors=wanted, service=args.service,
+                                      start=not args.no_start)
     if not targets:
-        print("No GIMP 3 or Krita found. Looked for:")
-        for t in editor_targets(plat, wanted):
-            print(f"  {t.label}: {t.root}")
-        print("Install an editor (or start it once so it creates its settings folder), then run "
-              "`maskd install-plugins` again.")
         return 0
-    for target in targets:
-        files = editors.install_target(plat, target, manifest, daemon_command)
-        extra = f"; enabled in {target.kritarc}" if target.editor == "krita" else ""
-        extra += "; sandboxed: connects to the autostarted daemon" if target.sandboxed else ""
-        print(f"{target.label}: installed {len(files)} files in {target.plugin_dir}{extra}")
-    settings["daemon_command"] = daemon_command
-    settings["editors"] = sorted({*settings.get("editors", []), *(t.key for t in targets)})
-    sandboxed = [t for t in targets if t.sandboxed]
-    if args.service == "yes" or (sandboxed and args.service == "auto"):
-        import sys
-
-        lines = install_service(plat, manifest, daemon_command, python=sys.executable,
-                                mirrors=[t.connection_file_copy for t in sandboxed], start=not args.no_start)
-        print("Daemon autostart: " + "; ".join(lines))
-    elif sandboxed:
-        print("Sandboxed editors need a running daemon: start `maskd serve` yourself (--no-service given).")
-    manifest.save()
     print("Next: restart the editors. GIMP: Layer ▸ Transparency ▸ Remove Background…; Krita: "
           "Settings ▸ Dockers ▸ Background Removal (or Tools ▸ Scripts ▸ Remove Background (maskd)).")
     return 0
