@@ -347,9 +347,9 @@ def remove_background(image, drawables, settings, progress):
     progress.set("reading pixels", 0.02)
     pixels, rect = read_pixels(layer, fmt, roi)
     t_read = time.perf_counter()
-    options = {"refine": settings["refine"], "decontaminate": settings["decontaminate"],
-               "quality": settings["quality"]}
+    # Decontaminated colours only matter to the cut-out layer; elsewhere they would cost ~0.7 s/16 MP.
     want_foreground = output == "layer" and settings["decontaminate"]
+    options = {"refine": settings["refine"], "decontaminate": want_foreground, "quality": settings["quality"]}
     result = ask_daemon(pixels, rect, fmt, options, want_foreground, settings["model"], progress)
     t_daemon = time.perf_counter()
     alpha = result.alpha
