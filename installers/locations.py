@@ -38,7 +38,11 @@ def _system_name(name: str | None = None) -> str:
 
 @dataclass
 class Platform:
-    """The machine as the installer sees it. ``probe=False`` never runs editor programs (tests)."""
+    """The machine as the installer sees it.
+
+    ``probe=False`` (``MASKD_INSTALL_NO_PROBE=1``) neither looks up nor runs other programs (editors,
+    ``flatpak``, ``systemctl``): editors are found by their folders only. For tests in a throw-away HOME.
+    """
 
     system: str  # "linux" | "darwin" | "windows"
     home: Path

@@ -103,7 +103,7 @@ def install_service(plat: Platform, manifest: Manifest, serve_command: list[str]
             link.unlink()
         link.symlink_to(Path("..") / path.name)
         manifest.add("file", link)
-        if start and _systemctl_user_available():
+        if start and plat.probe and _systemctl_user_available():
             for args in (["daemon-reload"], ["restart", f"{SERVICE_NAME}.service"]):
                 subprocess.run(["systemctl", "--user"] + args, capture_output=True, timeout=60,
                                stdin=subprocess.DEVNULL)
@@ -111,7 +111,7 @@ def install_service(plat: Platform, manifest: Manifest, serve_command: list[str]
         else:
             lines.append("it starts at your next login (no systemd user session reachable now; "
                          f"or run: systemctl --user start {SERVICE_NAME})")
-    elif plat.system == "darwin" and start and shutil.which("launchctl"):
+    elif plat.system == "darwin" and start and plat.probe and shutil.which("launchctl"):
         subprocess.run(["launchctl", "unload", str(path)], capture_output=True, timeout=30)
         subprocess.run(["launchctl", "load", str(path)], capture_output=True, timeout=30)
         lines.append("loaded it now (launchctl list | grep maskd)")

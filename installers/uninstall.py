@@ -27,8 +27,10 @@ def stop_daemon(plat: Platform) -> str:
     return f"stopped the running daemon ({cfile})"
 
 
-def uninstall(plat: Platform, *, keep_weights: bool = False, run_commands: bool = True,
+def uninstall(plat: Platform, *, keep_weights: bool = False, run_commands: bool | None = None,
               manifest_path: Path | None = None) -> list[str]:
+    """Undo the install; ``run_commands`` (default: ``plat.probe``) stops the daemon and its autostart."""
+    run_commands = plat.probe if run_commands is None else run_commands
     manifest = Manifest.load(manifest_path or plat.manifest_path)
     if not manifest.exists:
         return []
