@@ -139,13 +139,14 @@ def coarse_mask(alpha: np.ndarray) -> np.ndarray:
 
 
 def clean_foreground(photo: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """The photo's opaque colours (α ≥ 0.99) extended smoothly into the rest (normalised blurs)."""
+    """The photo's opaque colours (α ≥ 0.99) extended smoothly into the rest (normalised box blurs)."""
     weight = (alpha >= 0.99).astype(np.float32)
     out = photo.copy()
     done = weight > 0
-    for sigma in (2, 4, 8, 16, 32, 64, 128, 256):
-        den = cv2.GaussianBlur(weight, (0, 0), sigma)
-        num = cv2.GaussianBlur(photo * weight[..., None], (0, 0), sigma)
+    for radius in (2, 4, 8, 16, 32, 64, 128, 256, 512):
+        size = (2 * radius + 1, 2 * radius + 1)
+        den = cv2.blur(weight, size)
+        num = cv2.blur(photo * weight[..., None], size)
         ok = (den > 0.05) & ~done
         out[ok] = num[ok] / den[ok][:, None]
         done |= ok

@@ -1,0 +1,258 @@
+"""core.pipeline: cutout/refine contracts, degenerate inputs, dtypes, linear input, ROI, existing alpha."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from core import guided_filter as gf
+from core import imageio, pipeline
+from core import trimap as trimapmod
+from core.errors import InputError
+from core.session import StandInSession
+
+
+def _hair_scene(size=256, seed=0):
+    """An orange subject with thin strands on a textured blue-green background, and its true alpha."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    alpha = np.clip(0.5 - (np.hypot(yy - size * 0.55, xx - size * 0.5) - size * 0.28) / 1.5, 0, 1)
+    strands = np.zeros((size, size), np.float32)
+    for _ in range(25):
+        angle = rng.uniform(0, 2 * np.pi)
+        x0, y0 = size * 0.5 + np.cos(angle) * size * 0.25, size * 0.55 + np.sin(angle) * size * 0.25
+        x1, y1 = x0 + np.cos(angle) * size * 0.15, y0 + np.sin(angle) * size * 0.15
+        cv2.line(strands, (int(x0 * 16), int(y0 * 16)), (int(x1 * 16), int(y1 * 16)), 1.0, 1, cv2.LINE_AA, 4)
+    alpha = np.maximum(alpha, 0.8 * strands)
+    fg = np.dstack([np.full_like(xx, 0.95), 0.55 + 0.05 * np.sin(xx / 9), np.full_like(xx, 0.15)])
+    bg = np.dstack([0.1 + 0.05 * np.sin(yy / 13), 0.35 + 0.1 * np.cos(xx / 17), np.full_like(xx, 0.6)])
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    return imageio.to_uint8(image), alpha.astype(np.float32), fg.astype(np.float32)
+
+
+def _coarse(alpha, factor=4):
+    h, w = alpha.shape
+    return cv2.resize(alpha, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+
+
+def _lanczos(coarse, hw):
+    from PIL import Image
+
+    im = Image.fromarray(imageio.to_uint8(coarse))
+    return np.asarray(im.resize((hw[1], hw[0]), Image.LANCZOS)).astype(np.float32) / 255
+
+
+def test_refine_beats_lanczos_on_strands():
+    image, alpha, fg = _hair_scene()
+    coarse = _coarse(alpha)
+    lanczos_err = np.abs(_lanczos(coarse, alpha.shape) - alpha).sum()
+    for quality, bound in [("fast", 0.8), ("default", 0.65), ("quality", 0.6)]:
+        res = pipeline.refine(image, coarse, pipeline.CutoutOptions(quality=quality))
+        assert res.alpha.shape == alpha.shape and res.alpha.dtype == np.float32
+        assert np.abs(res.alpha - alpha).sum() < bound * lanczos_err, quality
+        soft = (alpha > 0.1) & (alpha < 0.9)
+        raw_err = np.abs(image[soft] / 255.0 - fg[soft]).mean()
+        assert np.abs(res.foreground[soft] - fg[soft]).mean() < 0.6 * raw_err, quality
+        assert set(res.timings) >= {"coefficients", "upsample", "foreground"}
+
+
+def test_alpha_is_exactly_binary_outside_the_band():
+    image, alpha, _ = _hair_scene()
+    coarse = _coarse(alpha)
+    res = pipeline.refine(image, coarse, pipeline.CutoutOptions(decontaminate=False))
+    band_low, fg_low = trimapmod.band_from_matte(coarse, trimapmod.DEFAULT_RADIUS)
+    band = trimapmod.upscale_nearest(band_low, alpha.shape)
+    outside = res.alpha[~band]
+    assert set(np.unique(outside)) <= {0.0, 1.0}
+    assert np.array_equal(outside, trimapmod.upscale_nearest(fg_low, alpha.shape)[~band].astype(np.float32))
+    assert ((res.alpha > 0) & (res.alpha < 1)).sum() > 500
+
+
+def test_tiled_upsampling_matches_whole_image_joint_upsampling():
+    image, alpha, _ = _hair_scene(300)  # 300 is not a multiple of the tile: edge tiles too
+    coarse = _coarse(alpha)
+    res = pipeline.refine(image, coarse, pipeline.CutoutOptions(quality="fast", decontaminate=False))
+    whole = gf.joint_upsample(
+        image / np.float32(255), coarse, r=pipeline.GUIDE_RADIUS, eps=pipeline.GUIDE_EPS
+    )
+    band = trimapmod.upscale_nearest(trimapmod.band_from_matte(coarse, 1)[0], alpha.shape)
+    diff = np.abs(res.alpha - whole)[band]
+    assert np.percentile(diff, 99) < 0.02 and diff.mean() < 0.005
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0])
+def test_constant_masks_give_constant_alpha(value):
+    image, _, _ = _hair_scene(64)
+    for mask in (np.full((16, 16), value, np.float32), np.full((1, 1), value, np.float32)):
+        res = pipeline.refine(image, mask)
+        assert np.all(res.alpha == value)
+        assert res.foreground.shape == (64, 64, 3)
+
+
+def test_single_pixel_mask_and_tiny_images():
+    image, _, _ = _hair_scene(64)
+    mask = np.zeros((16, 16), np.float32)
+    mask[8, 8] = 1.0
+    res = pipeline.refine(image, mask)
+    assert res.alpha.max() > 0.3 and res.alpha[0, 0] == 0 and res.alpha.min() >= 0
+    for shape in [(1, 1, 3), (1, 37, 3), (37, 1, 3), (2, 2, 4)]:
+        img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+        for m in (
+            np.full((1, 1), 0.5, np.float32),
+            np.random.default_rng(1).random((5, 9)).astype(np.float32),
+        ):
+            res = pipeline.refine(
+                img, m, pipeline.CutoutOptions(threshold=0.5, grow=1, feather=1, fill_holes=True)
+            )
+            assert res.alpha.shape == shape[:2] and np.isfinite(res.alpha).all()
+            assert res.foreground.shape == shape[:2] + (3,)
+        res = pipeline.cutout(img, StandInSession(32).matte)
+        assert res.alpha.shape == shape[:2]
+
+
+def test_dtypes_and_layouts_agree():
+    image8, alpha, _ = _hair_scene(128)
+    coarse = _coarse(alpha)
+    ref = pipeline.refine(image8, coarse).alpha
+    variants = [
+        imageio.to_uint16(image8),
+        image8.astype(np.float32) / 255,
+        np.dstack([image8, np.full(alpha.shape, 255, np.uint8)]),  # opaque RGBA
+    ]
+    for img in variants:
+        out = pipeline.refine(img, coarse).alpha
+        assert np.abs(out - ref).mean() < 2e-3 and np.abs(out - ref).max() < 0.1
+    gray = cv2.cvtColor(image8, cv2.COLOR_RGB2GRAY)
+    for img in (gray, gray[..., None], np.dstack([gray, np.full_like(gray, 255)])):
+        res = pipeline.refine(img, coarse)
+        assert res.alpha.shape == alpha.shape and res.foreground.shape == alpha.shape + (3,)
+    # masks of every dtype give the same result
+    for m in (imageio.to_uint8(coarse), imageio.to_uint16(coarse)):
+        assert np.abs(pipeline.refine(image8, m).alpha - ref).mean() < 5e-3
+
+
+def test_linear_input_gives_the_same_alpha_and_linear_colours():
+    image8, alpha, _ = _hair_scene(128)
+    coarse = _coarse(alpha)
+    srgb = pipeline.refine(image8, coarse)
+    linear_image = imageio.srgb_to_linear(image8 / np.float32(255))
+    lin = pipeline.refine(linear_image, coarse, pipeline.CutoutOptions(linear=True))
+    assert np.abs(lin.alpha - srgb.alpha).mean() < 0.01
+    # colours come back in the input's own (linear) encoding, opaque pixels unchanged
+    opaque = lin.alpha == 1
+    assert np.allclose(lin.foreground[opaque], linear_image[opaque], atol=1e-6)
+    # without linear=True the same array would be read as (dark) sRGB and the guide would differ
+    assert np.abs(pipeline.refine(linear_image, coarse).alpha - srgb.alpha).mean() > 0
+
+
+def test_existing_alpha_is_respected():
+    image8, alpha, _ = _hair_scene(128)
+    existing = np.full(alpha.shape, 255, np.uint8)
+    existing[:, :40] = 0  # left strip already transparent
+    rgba = np.dstack([image8, existing])
+    res = pipeline.refine(rgba, np.ones((32, 32), np.float32))
+    assert np.all(res.alpha[:, :40] == 0) and np.all(res.alpha[:, 40:] == 1)
+    res = pipeline.cutout(rgba, StandInSession(64).matte, pipeline.CutoutOptions(invert=True))
+    assert np.all(res.alpha[:, :40] == 0)
+
+
+def test_roi_limits_alpha_and_gives_the_model_the_crop():
+    image8, alpha, _ = _hair_scene(256)
+    seen = []
+
+    def matte_fn(rgb):
+        seen.append(rgb.shape)
+        return StandInSession(64).matte(rgb)
+
+    roi = (90, 40, 80, 60)  # across the top of the subject
+    res = pipeline.cutout(image8, matte_fn, pipeline.CutoutOptions(roi=roi))
+    x, y, w, h = roi
+    outside = np.ones(alpha.shape, bool)
+    outside[y : y + h, x : x + w] = False
+    assert np.all(res.alpha[outside] == 0)
+    assert res.alpha[y : y + h, x : x + w].max() > 0.5
+    sh, sw = seen[0][:2]
+    assert h < sh < 256 and w < sw < 256  # the crop plus a margin, not the whole image
+    assert res.foreground.shape == (256, 256, 3)
+    # refine with an ROI: the full-size mask is cropped like the image
+    res = pipeline.refine(image8, alpha, pipeline.CutoutOptions(roi=roi))
+    assert np.all(res.alpha[outside] == 0)
+    assert np.abs(res.alpha[y : y + h, x : x + w] - alpha[y : y + h, x : x + w]).mean() < 0.05
+    with pytest.raises(InputError, match="outside"):
+        pipeline.refine(image8, alpha, pipeline.CutoutOptions(roi=(300, 300, 10, 10)))
+
+
+def test_cutout_with_the_stand_in_model_and_progress():
+    image8, alpha, _ = _hair_scene(256)
+    stages = []
+    res = pipeline.cutout(image8, StandInSession(128).matte, progress=lambda s, f: stages.append((s, f)))
+    assert res.alpha[alpha == 1].mean() > 0.9 and res.alpha[alpha == 0].mean() < 0.2
+    names = [s for s, _ in stages]
+    assert names[0] == "model" and names[-1] == "done" and "foreground" in names
+    assert all(0.0 <= f <= 1.0 for _, f in stages)
+
+
+def test_progress_can_cancel():
+    image8, alpha, _ = _hair_scene(128)
+
+    class Cancelled(Exception):
+        pass
+
+    def progress(stage, fraction):
+        if stage == "upsample":
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        pipeline.refine(image8, _coarse(alpha), progress=progress)
+
+
+def test_options_threshold_invert_grow_feather():
+    image8, alpha, _ = _hair_scene(128)
+    coarse = _coarse(alpha)
+    base = pipeline.refine(image8, coarse).alpha
+    hard = pipeline.refine(image8, coarse, pipeline.CutoutOptions(threshold=0.5)).alpha
+    assert ((hard > 0) & (hard < 1)).sum() < ((base > 0) & (base < 1)).sum()
+    assert ((hard > 0) & (hard < 1)).sum() > 0  # anti-aliased rim
+    inv = pipeline.refine(image8, coarse, pipeline.CutoutOptions(invert=True)).alpha
+    assert np.allclose(inv, 1 - base)
+    grown = pipeline.refine(image8, coarse, pipeline.CutoutOptions(grow=3)).alpha
+    assert grown.sum() > base.sum() and np.all(grown >= base)
+    soft = pipeline.refine(image8, coarse, pipeline.CutoutOptions(feather=4)).alpha
+    assert ((soft > 0) & (soft < 1)).sum() > ((base > 0) & (base < 1)).sum()
+    assert pipeline.refine(image8, coarse, pipeline.CutoutOptions(decontaminate=False)).foreground is None
+    plain = pipeline.refine(image8, coarse, pipeline.CutoutOptions(refine=False)).alpha
+    assert np.abs(plain - cv2.resize(coarse, (128, 128), interpolation=cv2.INTER_LINEAR)).max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"quality": "best"}, "quality"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"feather": -1}, "feather"),
+        ({"roi": (0, 0, 0, 5)}, "roi"),
+        ({"band_radius": -1}, "band"),
+    ],
+)
+def test_bad_options_are_input_errors(kwargs, match):
+    image8, alpha, _ = _hair_scene(32)
+    with pytest.raises(InputError, match=match):
+        pipeline.refine(image8, alpha, pipeline.CutoutOptions(**kwargs))
+
+
+def test_bad_matte_from_the_model_is_an_input_error():
+    image8, _, _ = _hair_scene(32)
+    with pytest.raises(InputError, match="matte"):
+        pipeline.cutout(image8, lambda rgb: np.zeros((4, 4, 3), np.float32))
+
+
+def test_full_size_mask_is_refined_on_a_reduced_grid_for_big_images():
+    image8, alpha, _ = _hair_scene(256)
+    old = pipeline.REFINE_GRID
+    try:
+        pipeline.REFINE_GRID = 64  # stands for 1024 on a 4096² layer
+        res = pipeline.refine(image8, (alpha > 0.5).astype(np.float32))  # a hard full-size selection
+    finally:
+        pipeline.REFINE_GRID = old
+    assert np.abs(res.alpha - alpha).mean() < np.abs((alpha > 0.5) - alpha).mean()
