@@ -1,20 +1,19 @@
 """``maskd remove`` for layered files (XCF, OpenRaster, KRA): add masks, keep the layers.
 
-``maskd remove`` hands every ``.xcf``/``.ora``/``.kra`` path to ``process_layered``; the alpha comes
-from the daemon (``daemon_alpha_fn``) like for flat images. Per file:
+Plugged into ``server.commands.remove`` through its extension hooks (``register``): every
+``.xcf``/``.ora``/``.kra`` input is handled here, the alpha comes from the same daemon as for flat
+images. Per file:
 
 - the chosen layers (``--layers``, default: the bottom-most visible paint layer that is not one
   flat colour) get a mask; everything else in the file is carried over unchanged;
-- the input is never overwritten unless ``--in-place``; the output is written to a temporary file
-  beside it and renamed into place only when complete (a crash leaves no half-written file);
-- a file that cannot be parsed is reported and skipped; the batch goes on;
+- the output keeps the input's format and name under ``-o FOLDER`` (or is ``-o FILE.ext`` for one
+  input); the input is never overwritten unless ``--in-place`` (then ``-o`` is not needed);
+- every file is written to a temporary file beside its destination and renamed into place only
+  when complete: a crash or a full disk never leaves half a file;
+- a file that cannot be parsed is reported and skipped; the batch goes on (exit code 1 at the end);
 - a layer that already has a mask is left alone (running twice never stacks masks).
 
-Where results go: ``--in-place`` replaces each input; ``-o FOLDER`` (or a path ending in ``/``, or
-an existing folder) writes ``FOLDER/NAME.ext``; ``-o FILE.ext`` names the output of a single
-input; otherwise ``NAME-masked.ext`` beside the input. A progress bar runs on stderr for more than
-one file, and a summary line ends the run. Exit code: 0 when every file was processed (or had
-nothing to do), 1 when any file failed.
+``process_layered`` is the same batch as a function (used by ``--in-place`` and the benchmark).
 """
 
 from __future__ import annotations
@@ -34,17 +33,81 @@ OUTPUT_SUFFIX = "-masked"
 
 
 def add_layered_arguments(parser) -> None:
-    """The options ``maskd remove`` gains for layered files (skips any the parser already has)."""
-    have = {opt for action in parser._actions for opt in action.option_strings}
-    if "--layers" not in have:
-        parser.add_argument(
-            "--layers", nargs="+", metavar="NAME", default=None,
-            help="layered files (XCF/ORA/KRA): which layers get a mask: 'all', 'visible', or layer names "
-                 "('group/name' also works). Default: the bottom-most visible paint layer that is not one "
-                 "flat colour")
-    if "--in-place" not in have:
-        parser.add_argument("--in-place", action="store_true",
-                            help="layered files: replace each input with its masked version (atomically)")
+    """The options ``maskd remove`` gains for layered files; ``-o`` becomes optional (``--in-place``)."""
+    for action in parser._actions:
+        if "--output" in action.option_strings:
+            action.required = False  # remove.run insists on it unless --in-place
+            action.help = (action.help or "") + " (not with --in-place)"
+    group = parser.add_argument_group("layered files (XCF, OpenRaster, KRA)")
+    group.add_argument(
+        "--layers", nargs="+", metavar="NAME", default=None,
+        help="which layers get a mask: 'all', 'visible', or layer names ('group/name' also works). "
+             "Default: the bottom-most visible paint layer that is not one flat colour")
+    group.add_argument("--in-place", action="store_true",
+                       help="replace each layered input with its masked version (atomically); no -o")
+
+
+def register(hooks) -> None:
+    """``server.commands.remove`` extension entry point."""
+    hooks.option_group(add_layered_arguments)
+    hooks.handler(LAYERED_SUFFIXES, handle, keep_suffix=True)
+
+
+def _daemon_alpha(client, options: dict) -> AlphaFn:
+    """``alpha_fn`` on top of ``server.client.DaemonClient`` (no colour decontamination needed)."""
+    options = dict(options, decontaminate=False)
+
+    def alpha_fn(rgba: np.ndarray) -> np.ndarray:
+        return client.segment(rgba, options).alpha
+
+    return alpha_fn
+
+
+def _note(result: MaskResult) -> str | None:
+    parts = []
+    if result.masked:
+        parts.append("masked " + ", ".join(repr(p) for p in result.masked))
+    else:
+        parts.append("nothing to do, no file written")
+    parts += ["left alone " + s for s in result.skipped]
+    return "; ".join(parts)
+
+
+def handle(ctx, src: Path, dst: Path) -> str | None:
+    """The ``remove`` handler for one layered file (raises ``MaskdError`` to fail it)."""
+    args = ctx.args
+    target = src if getattr(args, "in_place", False) else dst
+    if not getattr(args, "in_place", False) and target.resolve() == src.resolve():
+        raise InputError(f"{src}: the output would overwrite the input; pass --in-place to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    alpha_fn = _daemon_alpha(ctx.client, ctx.options)
+    result = add_masks(src, target, alpha_fn, layers=getattr(args, "layers", None))
+    return _note(result)
+
+
+def run_in_place(args) -> int:
+    """``maskd remove --in-place INPUT...``: layered inputs only, each replaced by its masked version."""
+    from server.client import batch_daemon
+    from server.commands import remove
+
+    if args.output:
+        raise InputError("--in-place replaces the inputs: leave out -o/--output (or drop --in-place)")
+    files, problems = remove.collect_inputs(args.inputs, Path(os.devnull))
+    for problem in problems:
+        print(f"maskd remove: {problem}", file=sys.stderr)
+    flat = [f for f, _ in files if not is_layered(f)]
+    if flat:
+        raise InputError(f"--in-place is for layered files ({', '.join(LAYERED_SUFFIXES)}); "
+                         f"{flat[0]} is an image: give -o for images")
+    paths = [f for f, _ in files]
+    if not paths:
+        print("maskd remove: nothing to do (no layered files found)", file=sys.stderr)
+        return 2
+    say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+    with batch_daemon(args.connection_file, remove._serve_args(args), say=say) as (client, _started):
+        summary = process_layered(paths, _daemon_alpha(client, remove._options(args)),
+                                  layers=args.layers, in_place=True, progress=False if args.quiet else None)
+    return 1 if summary.failed or problems else 0
 
 
 def output_path(source: Path, output: str | None, in_place: bool, single: bool) -> Path:
@@ -147,41 +210,3 @@ def _say(bar, stream, text: str) -> None:
         bar.write(text, file=stream)
     else:
         print(text, file=stream)
-
-
-def daemon_alpha_fn(connection_file: str | None = None, options: dict | None = None,
-                    timeout: float = 60.0) -> tuple[AlphaFn, object]:
-    """An ``alpha_fn`` backed by the running daemon; returns (fn, client) — close the client after."""
-    from plugins import maskd_client as mc
-
-    try:
-        client = mc.connect(connection_file, timeout=timeout)
-    except mc.MaskdClientError as exc:
-        raise MaskdError(f"{exc.message} (needed to compute the masks)") from None
-
-    def alpha_fn(rgba: np.ndarray) -> np.ndarray:
-        h, w = rgba.shape[:2]
-        try:
-            result = client.segment(np.ascontiguousarray(rgba, np.uint8).tobytes(), w, h, layout="RGBA",
-                                    dtype="u8", options=dict(options or {}), alpha_dtype="f32")
-        except mc.MaskdClientError as exc:
-            raise MaskdError(f"the daemon could not compute a mask: {exc.message}") from None
-        return np.frombuffer(result.alpha, "<f4").reshape(h, w)
-
-    return alpha_fn, client
-
-
-def run_from_args(args, paths: list[Path], alpha_fn: AlphaFn | None = None,
-                  options: dict | None = None) -> int:
-    """The hook ``maskd remove`` calls with its parsed ``args`` and the layered paths it was given."""
-    client = None
-    if alpha_fn is None:
-        alpha_fn, client = daemon_alpha_fn(getattr(args, "connection_file", None), options)
-    try:
-        summary = process_layered(paths, alpha_fn, layers=getattr(args, "layers", None),
-                                  output=getattr(args, "output", None),
-                                  in_place=getattr(args, "in_place", False))
-    finally:
-        if client is not None:
-            client.close()
-    return 1 if summary.failed else 0

@@ -42,7 +42,7 @@ from core.errors import MaskdError
 HELP = "Remove the background of images, folders and layered files"
 
 # modules that extend `remove` (each has register(hooks)); missing ones are skipped
-EXTENSIONS = ["server.commands.remove_finishing", "server.commands.remove_layered"]
+EXTENSIONS = ["server.commands.remove_finishing", "server.layered_batch"]
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp"}
 OUTPUT_FORMATS = {"png": ".png", "webp": ".webp", "tif": ".tif", "jpg": ".jpg"}
@@ -341,6 +341,13 @@ def run(args) -> int:
     from server.client import batch_daemon
 
     _load_extensions()
+    if getattr(args, "in_place", False):  # layered files replaced in place (server.layered_batch)
+        from server.layered_batch import run_in_place
+
+        return run_in_place(args)
+    if not args.output:
+        print("maskd remove: -o/--output is required (or --in-place for layered files)", file=sys.stderr)
+        return 2
     out = Path(args.output)
     files, problems = collect_inputs(args.inputs, out)
     for problem in problems:
