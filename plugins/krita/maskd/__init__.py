@@ -76,7 +76,9 @@ def _run_from_action() -> None:
     from . import settings as cfg
 
     values = cfg.load()
-    job = start_job(None, None, values["output"], cfg.daemon_options(values))
+    options = cfg.daemon_options(values)
+    options["model"] = values["model"]
+    job = start_job(None, None, values["output"], options)
     if job.done and job.error is not None:
         _notify(job.error.message)
     else:

@@ -35,15 +35,16 @@ def remove_background(document=None, node=None, output="transparency-mask", **op
     ``output``: "transparency-mask" (default; the layer's pixels are never touched), "selection",
     "new-layer" (a cut-out copy above the layer) or "apply" (the layer is replaced by its cut-out).
     ``options``: ``refine``, ``decontaminate``, ``quality`` ("fast"/"default"/"quality"), ``model``
-    (a preset name), and the daemon's other pipeline options (``threshold``, ``grow``, ``feather``,
-    ``fill_holes``, ``invert``); missing ones come from the docker's saved settings.
+    (the preset a daemon started by the plugin loads), and the daemon's other pipeline options
+    (``threshold``, ``grow``, ``feather``, ``fill_holes``, ``invert``); missing ones come from the
+    docker's saved settings.
     Returns the created node (a ``Selection`` for "selection"); raises ``JobError`` with a
     readable message when it fails, leaving the document unchanged.
     """
-    merged = cfg.daemon_options(cfg.load())
+    saved = cfg.load()
+    merged = cfg.daemon_options(saved)
+    merged["model"] = saved["model"]
     merged.update(options)
-    if merged.get("model") in ("", None):
-        merged.pop("model", None)
     job = start_job(document, node, output, merged)
     if not job.done:
         loop = QEventLoop()

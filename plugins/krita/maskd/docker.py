@@ -28,6 +28,15 @@ TITLE = "Background Removal"
 STATUS_INTERVAL_MS = 15000
 
 
+def engine_model(hello: dict, status: dict) -> str:
+    info = dict(hello or {})
+    info.update(status or {})
+    model = info.get("model")
+    if isinstance(model, dict):
+        model = model.get("preset") or model.get("name") or model.get("source")
+    return str(model or "")
+
+
 def describe_engine(hello: dict, status: dict) -> str:
     """One status line from the daemon's hello/status replies (fields may be missing)."""
     info = dict(hello or {})
@@ -52,7 +61,7 @@ def describe_engine(hello: dict, status: dict) -> str:
 class _StatusProbe(QThread):
     """Asks the daemon (if it runs) for its state without ever starting it or blocking the GUI."""
 
-    answered = pyqtSignal(bool, str)
+    answered = pyqtSignal(bool, str, str)
 
     def run(self):
         try:
@@ -60,10 +69,12 @@ class _StatusProbe(QThread):
 
             config = load_config()
             with mc.connect(config.get("connection_file") or None, timeout=3.0) as client:
-                text = describe_engine(client.hello_info, client.status())
-            self.answered.emit(True, text)
+                status = client.status()
+                text = describe_engine(client.hello_info, status)
+                model = engine_model(client.hello_info, status)
+            self.answered.emit(True, text, model)
         except JobError as exc:
-            self.answered.emit(False, exc.message)
+            self.answered.emit(False, exc.message, "")
         except Exception as exc:
             message = getattr(exc, "message", None) or str(exc)
             try:
@@ -73,7 +84,7 @@ class _StatusProbe(QThread):
             if getattr(exc, "code", "") == "unavailable":
                 message = ("engine not running — it starts on first use" if autostart
                            else "engine not running — start it with `maskd serve`")
-            self.answered.emit(False, message)
+            self.answered.emit(False, message, "")
 
 
 class BackgroundRemovalDocker(DockWidget):
@@ -164,7 +175,9 @@ class BackgroundRemovalDocker(DockWidget):
     def run(self):
         """The button (and the Tools ▸ Scripts action): start a job with the current choices."""
         values = self.values()
-        api.start_job(None, None, values["output"], cfg.daemon_options(values))
+        options = cfg.daemon_options(values)
+        options["model"] = values["model"]
+        api.start_job(None, None, values["output"], options)
 
     def cancel(self):
         job = self._job or active_job()
@@ -223,9 +236,14 @@ class BackgroundRemovalDocker(DockWidget):
         self._probe.answered.connect(self._on_status)
         self._probe.start()
 
-    def _on_status(self, connected: bool, text: str):
+    def _on_status(self, connected: bool, text: str, model: str):
         colour = "#3a3" if connected else "#c80"
-        self.status_label.setText(f"<span style='color:{colour}'>●</span> {html.escape(text)}")
+        chosen = self.model_box.currentData() or ""
+        note = ""
+        if connected and chosen and model and chosen.lower() not in model.lower():
+            note = (f"<br><small>The engine runs {html.escape(model)}; {html.escape(chosen)} is loaded "
+                    "when the engine is next started by this plugin (stop it with `maskd stop`).</small>")
+        self.status_label.setText(f"<span style='color:{colour}'>●</span> {html.escape(text)}{note}")
 
     def canvasChanged(self, canvas):  # required by DockWidget
         pass

@@ -169,7 +169,7 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
         if snap.roi == (0, 0, w, h):
             snap.roi = None
     snap.options = dict(options)
-    snap.config = load_config()
+    snap.config = cfg.daemon_config(load_config(), str(snap.options.pop("model", "") or ""))
     snap.timings["read"] = time.perf_counter() - t0
     return snap
 

@@ -80,6 +80,17 @@ def daemon_options(values: dict) -> dict:
     """The pipeline options the daemon takes, from the docker's choices."""
     options = {"refine": bool(values.get("refine", True)), "quality": values.get("quality", "default"),
                "decontaminate": bool(values.get("decontaminate", True))}
-    if values.get("model"):
-        options["model"] = values["model"]
     return options
+
+
+def daemon_config(config: dict, model: str) -> dict:
+    """The installer's daemon config, with the chosen preset added to the autostart command.
+
+    A running daemon holds one model; the preset only decides which model a daemon the plugin
+    starts loads (the docker says when the running one differs).
+    """
+    config = dict(config)
+    command = list(config.get("daemon_command") or [])
+    if model and command:
+        config["daemon_command"] = command + ["--model", model]
+    return config

@@ -1,0 +1,323 @@
+"""The Krita plugin inside a real Krita 5.2 (Debian 13 root), against a real maskd daemon.
+
+Two Krita runs cover everything (Krita takes seconds to start):
+
+* kritarunner (offscreen) runs ``tests/editors/krita/krita_checks.py``, which imports the plugin
+  installed by ``installers.plugins.install_krita_plugin`` and calls its ``remove_background`` on
+  documents in every depth and layout, with offsets, a layer beyond the canvas, a selection, a
+  group, CMYK, and every output; then the failure paths (no daemon, failing autostart, image
+  closed / layer deleted / cancelled mid-job, busy). Here the masks are compared with what the
+  daemon answers the host for the same bytes.
+* the real ``krita`` GUI under xvfb-run, with a test-only plugin that clicks the docker's button,
+  triggers the Tools ▸ Scripts action and undoes each result with Krita's own undo; the plugin's
+  load marker proves kritarc's ``enable_maskd=true`` loaded it.
+
+The HOME with the installed plugin is reused between sessions (``.cache/test/krita-home``): a
+fresh Krita profile costs ~20 s of start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from installers.plugins import install_krita_plugin, set_kritarc_value
+from plugins import maskd_client as mc
+from tests.conftest import CACHE, skip_or_fail
+from tests.editors.conftest import read_json, run_in_root
+
+pytestmark = [pytest.mark.editors, pytest.mark.slow]
+
+HERE = Path(__file__).resolve().parent
+CHECKS = HERE / "krita"
+OPTIONS = {"refine": True, "quality": "default", "decontaminate": False}
+
+# Each case: a document, one layer at ``rect`` (x, y, w, h; may leave the canvas), what to make.
+CASES = [
+    dict(name="rgba-u8-offset", model="RGBA", depth="U8", doc=(128, 96), rect=(-16, 40, 96, 64)),
+    dict(name="rgba-u16-selection", model="RGBA", depth="U16", doc=(96, 80), rect=(5, 3, 80, 64),
+         selection=(30, 20, 40, 30)),
+    dict(name="rgba-f16", model="RGBA", depth="F16", doc=(64, 48), rect=(0, 0, 64, 48)),
+    dict(name="rgba-f32-offset", model="RGBA", depth="F32", doc=(96, 64), rect=(12, -8, 72, 56)),
+    dict(name="graya-u8-soft", model="GRAYA", depth="U8", doc=(80, 64), rect=(4, 4, 72, 56), soft=True),
+    dict(name="graya-f32", model="GRAYA", depth="F32", doc=(64, 48), rect=(0, 0, 64, 48)),
+    dict(name="group-u8", model="RGBA", depth="U8", doc=(96, 64), rect=(20, 10, 64, 48), group=True),
+    dict(name="cmyk-u8", model="CMYKA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48)),
+    dict(name="selection-output", model="RGBA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48),
+         output="selection"),
+    dict(name="new-layer", model="RGBA", depth="U8", doc=(64, 48), rect=(8, 8, 48, 32), output="new-layer"),
+    dict(name="apply-decontaminate", model="RGBA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48),
+         output="apply", options=dict(OPTIONS, decontaminate=True)),
+]
+
+# What Krita's pixelData bytes are, stated independently of the plugin: integer RGBA is B,G,R,A,
+# float RGBA is R,G,B,A; Krita's default profiles for U16/F16/F32 RGB are linear (elle g10).
+KRITA_FORMAT = {
+    ("RGBA", "U8"): ("BGRA", "u8", "srgb"), ("RGBA", "U16"): ("BGRA", "u16", "linear"),
+    ("RGBA", "F16"): ("RGBA", "f16", "linear"), ("RGBA", "F32"): ("RGBA", "f32", "linear"),
+    ("GRAYA", "U8"): ("GRAYA", "u8", "srgb"), ("GRAYA", "F32"): ("GRAYA", "f32", "linear"),
+}
+_NP = {"u8": np.uint8, "u16": "<u2", "f16": "<f2", "f32": "<f4"}
+
+
+def make_pixels(case) -> bytes:
+    """A subject (a warm disc) on a cool gradient, in the case's Krita byte layout; alpha never 0,
+    so the layer's bounds are exactly its rectangle."""
+    _, _, w, h = case["rect"]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = np.hypot(xx - w * 0.55, yy - h * 0.5)
+    inside = np.clip((min(w, h) * 0.33 - r) / 2.0, 0, 1)
+    rgb = np.stack([0.15 + 0.2 * xx / w, 0.3 + 0.3 * yy / h, 0.8 - 0.3 * xx / w], -1)
+    rgb = rgb * (1 - inside[..., None]) + np.array([0.95, 0.55, 0.2], np.float32) * inside[..., None]
+    alpha = np.ones((h, w), np.float32)
+    if case.get("soft"):
+        alpha = 0.25 + 0.75 * (xx / (w - 1))  # a soft ramp: checks mask × layer alpha
+    if case["model"] == "CMYKA":
+        cmyk = np.concatenate([1 - rgb, np.zeros((h, w, 1), np.float32), alpha[..., None]], -1)
+        return (cmyk * 255 + 0.5).astype(np.uint8).tobytes()
+    layout, dtype, _ = KRITA_FORMAT[(case["model"], case["depth"])]
+    if layout == "GRAYA":
+        chans = [rgb.mean(-1), alpha]
+    elif layout == "BGRA":
+        chans = [rgb[..., 2], rgb[..., 1], rgb[..., 0], alpha]
+    else:
+        chans = [rgb[..., 0], rgb[..., 1], rgb[..., 2], alpha]
+    img = np.stack(chans, -1)
+    if dtype == "u8":
+        img = img * 255 + 0.5
+    elif dtype == "u16":
+        img = img * 65535 + 0.5
+    return img.astype(_NP[dtype]).tobytes()
+
+
+def _install(home: Path, config: dict, with_gui_check: bool) -> None:
+    data, kritarc = home / ".local/share/krita", home / ".config/kritarc"
+    install_krita_plugin(data, kritarc, config)
+    pykrita = data / "pykrita"
+    dest = pykrita / "maskd_gui_check"
+    if dest.exists():
+        shutil.rmtree(dest)
+    if with_gui_check:
+        shutil.copytree(CHECKS / "maskd_gui_check", dest, ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy2(CHECKS / "maskd_gui_check.desktop", pykrita / "maskd_gui_check.desktop")
+    set_kritarc_value(kritarc, "python", "enable_maskd_gui_check", "true" if with_gui_check else None)
+
+
+class KritaRuns:
+    def __init__(self, work: Path, runner: dict, runner_log: str, gui: dict, gui_log: str, marker: dict):
+        self.work, self.runner, self.runner_log = work, runner, runner_log
+        self.gui, self.gui_log, self.marker = gui, gui_log, marker
+        self.cases = {c["name"]: c for c in runner.get("cases", [])}
+
+
+@pytest.fixture(scope="module")
+def krita(editors_root, editors_daemon, tmp_path_factory) -> KritaRuns:
+    if not (editors_root / "usr/bin/kritarunner").exists():
+        skip_or_fail(f"kritarunner is missing from {editors_root}")
+    work = tmp_path_factory.mktemp("krita")
+    home = CACHE / "krita-home"
+    home.mkdir(parents=True, exist_ok=True)
+    _install(home, editors_daemon.config, with_gui_check=True)
+    pykrita = home / ".local/share/krita/pykrita"
+    spec_cases = []
+    for case in CASES:
+        (work / (case["name"] + ".pixels")).write_bytes(make_pixels(case))
+        spec_cases.append({"name": case["name"], "model": case["model"], "depth": case["depth"],
+                           "doc_w": case["doc"][0], "doc_h": case["doc"][1], "rect": list(case["rect"]),
+                           "selection": case.get("selection"), "group": case.get("group", False),
+                           "output": case.get("output", "transparency-mask"),
+                           "options": case.get("options", OPTIONS)})
+    spec = {"work": str(work), "pykrita": str(pykrita), "result": str(work / "runner.json"),
+            "cases": spec_cases}
+    (work / "spec.json").write_text(json.dumps(spec))
+    binds = {str(work): str(work), str(home): str(home), str(CHECKS): "/maskd-krita-checks",
+             **editors_daemon.binds()}
+    env = {"HOME": str(home), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": "/maskd-krita-checks"}
+    try:
+        command = ["timeout", "-k", "5", "600", "kritarunner", "-s", "krita_checks", "-f", "main",
+                   str(work / "spec.json")]
+        r = run_in_root(editors_root, command, binds=binds, env=env, timeout=660)
+        runner_log = r.stdout + r.stderr
+    except subprocess.TimeoutExpired:
+        runner_log = "kritarunner timed out"
+    runner = read_json(work / "runner.json")
+    if not runner:
+        pytest.fail(f"kritarunner wrote no result; its output ends:\n{runner_log[-3000:]}")
+
+    marker = work / "load-marker.json"
+    gui_out = work / "gui.json"
+    env = {"HOME": str(home), "MASKD_GUI_CHECK_OUT": str(gui_out), "MASKD_KRITA_LOAD_MARKER": str(marker)}
+    try:
+        # a display number of our own and no abstract socket: Xvfb's lock files live in the root's
+        # private /tmp, so `-a` alone cannot see another Xvfb on the host's :99
+        display = str(random.randint(200, 900))
+        command = ["xvfb-run", "-a", "-n", display, "-s", "-screen 0 1280x1024x24 -nolisten local",
+                   "timeout", "-k", "5", "300", "krita", "--nosplash"]
+        r = run_in_root(editors_root, command, binds=binds, env=env, timeout=360)
+        gui_log = r.stdout + r.stderr
+    except subprocess.TimeoutExpired:
+        gui_log = "krita GUI timed out"
+    _install(home, editors_daemon.config, with_gui_check=False)
+    return KritaRuns(work, runner, runner_log, read_json(gui_out), gui_log, read_json(marker))
+
+
+@pytest.fixture(scope="module")
+def daemon_client(editors_daemon):
+    client = mc.connect(str(editors_daemon.connection_file), timeout=120)
+    yield client
+    client.close()
+
+
+def _case(krita: KritaRuns, name: str) -> dict:
+    got = krita.cases.get(name)
+    assert got is not None, f"case {name} did not run: {krita.runner.get('crash')}"
+    assert "crash" not in got, got["crash"]
+    assert "error" not in got, f"{name}: the plugin failed: {got['error']}"
+    return got
+
+
+def _expected(client, case, *, foreground=False):
+    """What the daemon answers the host for the bytes the case put into Krita."""
+    layout, dtype, transfer = KRITA_FORMAT[(case["model"], case["depth"])]
+    x, y, w, h = case["rect"]
+    roi = None
+    if case.get("selection"):
+        sx, sy, sw, sh = case["selection"]
+        x0, y0 = max(x, sx), max(y, sy)
+        x1, y1 = min(x + w, sx + sw), min(y + h, sy + sh)
+        roi = (x0 - x, y0 - y, x1 - x0, y1 - y0)
+    pixels = make_pixels(case)
+    res = client.segment(pixels, w, h, layout=layout, dtype=dtype, options=case.get("options", OPTIONS),
+                         roi=roi, alpha_dtype="u8", foreground=foreground, transfer=transfer)
+    alpha = np.frombuffer(res.alpha, np.uint8).reshape(h, w).astype(np.int32)
+    return alpha, res, roi
+
+
+def test_plugin_installed_copy_is_what_runs(krita):
+    assert "crash" not in krita.runner, krita.runner["crash"]
+    assert krita.runner["krita"].startswith("5.2"), krita.runner["krita"]
+    installed = CACHE / "krita-home" / ".local/share/krita/pykrita/maskd"
+    assert krita.runner["maskd_file"].startswith(str(installed))
+    # Krita's Python has no pyzmq: the client's own ZMTP implementation carried the pixels
+    assert krita.runner["client_backend"] == "zmtp"
+
+
+@pytest.mark.parametrize("name", ["rgba-u8-offset", "rgba-u16-selection", "rgba-f16", "rgba-f32-offset",
+                                  "graya-u8-soft", "graya-f32", "group-u8"])
+def test_transparency_mask_equals_daemon_alpha(krita, daemon_client, name):
+    case = next(c for c in CASES if c["name"] == name)
+    got = _case(krita, name)
+    x, y, w, h = case["rect"]
+    assert got["bounds"] == [x, y, w, h], "the layer's bounds (beyond the canvas too) are what is read"
+    assert got["node_type"] == "transparencymask"
+    assert got["masks_on_target"] == 1
+    assert got["layer_pixels_unchanged"], "the default mode must never touch the layer's pixels"
+    mask = np.frombuffer((krita.work / (name + ".mask")).read_bytes(), np.uint8)
+    mask = mask.reshape(h, w).astype(np.int32)
+    expected, _, roi = _expected(daemon_client, case)
+    if case.get("soft"):
+        # Krita shows layer alpha × mask: that product must be the daemon's alpha
+        layer_alpha = (0.25 + 0.75 * (np.arange(w) / (w - 1)))[None, :] * 255
+        layer_alpha = np.floor(layer_alpha + 0.5)
+        shown = mask * layer_alpha / 255.0
+        assert np.abs(shown - expected).max() <= 1.0 + 0.5
+    else:
+        assert np.abs(mask - expected).max() <= 1, f"{name}: mask differs from the daemon's alpha"
+    if roi is not None:
+        rx, ry, rw, rh = roi
+        outside = np.ones((h, w), bool)
+        outside[ry:ry + rh, rx:rx + rw] = False
+        assert mask[outside].max() == 0, "alpha outside the selection's box must be 0"
+
+
+def test_cmyk_layer_is_read_through_rgb(krita):
+    got = _case(krita, "cmyk-u8")
+    assert got["node_type"] == "transparencymask"
+    assert got["layer_pixels_unchanged"]
+    assert (krita.work / "cmyk-u8.mask").stat().st_size == 64 * 48
+
+
+def test_selection_output(krita, daemon_client):
+    case = next(c for c in CASES if c["name"] == "selection-output")
+    got = _case(krita, "selection-output")
+    _, _, w, h = case["rect"]
+    sel = np.frombuffer((krita.work / "selection-output.mask").read_bytes(), np.uint8).reshape(h, w)
+    expected, _, _ = _expected(daemon_client, case)
+    assert np.abs(sel.astype(np.int32) - expected).max() <= 1
+    assert got["layer_pixels_unchanged"]
+
+
+def test_new_layer_output_keeps_original(krita, daemon_client):
+    case = next(c for c in CASES if c["name"] == "new-layer")
+    got = _case(krita, "new-layer")
+    _, _, w, h = case["rect"]
+    assert got["node_type"] == "paintlayer" and got["node_name"] == "subject (cut-out)"
+    assert got["top_level"] == ["subject", "subject (cut-out)"]
+    assert got["layer_pixels_unchanged"]
+    cut = np.frombuffer((krita.work / "new-layer.cutout").read_bytes(), np.uint8).reshape(h, w, 4)
+    src = np.frombuffer(make_pixels(case), np.uint8).reshape(h, w, 4)
+    expected, _, _ = _expected(daemon_client, case)
+    assert np.array_equal(cut[..., :3], src[..., :3]), "without decontamination the colours stay"
+    assert np.abs(cut[..., 3].astype(np.int32) - expected).max() <= 1
+
+
+def test_apply_output_replaces_layer_with_decontaminated_cutout(krita, daemon_client):
+    case = next(c for c in CASES if c["name"] == "apply-decontaminate")
+    got = _case(krita, "apply-decontaminate")
+    _, _, w, h = case["rect"]
+    assert got["top_level"] == ["subject"] and got["node_name"] == "subject"
+    cut = np.frombuffer((krita.work / "apply-decontaminate.cutout").read_bytes(), np.uint8).reshape(h, w, 4)
+    expected, res, _ = _expected(daemon_client, case, foreground=True)
+    assert np.abs(cut[..., 3].astype(np.int32) - expected).max() <= 1
+    assert res.foreground_dtype == "u8"
+    fg = np.frombuffer(res.foreground, np.uint8).reshape(h, w, 3).astype(np.int32)
+    bgr = cut[..., :3].astype(np.int32)
+    assert np.abs(bgr[..., ::-1] - fg).max() <= 1, "Krita's B,G,R must hold the daemon's R,G,B"
+
+
+def test_failures_leave_the_document_unchanged(krita):
+    life = krita.runner.get("lifecycle")
+    assert life, krita.runner.get("crash")
+    assert life["daemon_absent"]["error"][0] == "unavailable", life["daemon_absent"]
+    assert "maskd serve" in life["daemon_absent"]["error"][1]
+    assert life["daemon_absent"]["unchanged"]
+    assert life["autostart_fails"]["error"][0] == "unavailable"
+    assert "failed to start" in life["autostart_fails"]["error"][1]
+    assert life["autostart_fails"]["unchanged"]
+    assert life["busy"]["error"][0] == "busy"
+    assert life["closed_mid_job"]["done"] and life["closed_mid_job"]["error"][0] == "document_closed"
+    assert life["cancelled"] == {"done": True, "error": "cancelled", "unchanged": True}
+    assert life["after_cancel"]["node_type"] == "transparencymask"
+    assert life["layer_deleted_mid_job"]["error"] == "layer_gone"
+    assert life["active_job_left"] is False
+
+
+def test_gui_plugin_loaded_from_kritarc_docker_action_and_undo(krita):
+    gui = krita.gui
+    assert gui, f"the Krita GUI run wrote no result; its output ends:\n{krita.gui_log[-3000:]}"
+    assert "crash" not in gui, gui["crash"]
+    assert krita.marker.get("plugin") == "maskd" and krita.marker.get("stage") == "setup", krita.marker
+    assert gui["maskd_imported"] and gui["window"]
+    assert gui["docker_title"] == "Background Removal"
+    assert gui["action_text"] == "Remove Background (maskd)"
+    # one transparency mask; Krita's own Ctrl+Z removes it in one step; pixels untouched
+    assert gui["mask_node"] == ["transparencymask", "Background Removal"]
+    assert gui["masks"] == ["Background Removal"] and gui["masks_after_undo"] == []
+    assert gui["pixels_unchanged_after_undo"] and gui["pixels_unchanged_at_end"]
+    assert "Transparency mask added" in gui["docker_stage_text"], "scripted jobs report in the docker"
+    assert gui["new_layer"][-2:] == ["subject", "subject (cut-out)"]
+    assert gui["new_layer_after_undo"][-1] == "subject" and len(gui["new_layer_after_undo"]) == 2
+    assert gui["selection_set"] == [0, 0, 64, 48]
+    assert "engine connected" in gui["status_text"]
+    # the button and the Tools > Scripts action run the same job on the active layer
+    assert gui["button_jobs"] == 1 and gui["action_jobs"] == 1
+    assert gui["button_run_enabled_after"]
+    assert "No layer is selected" in gui["button_stage_text"] and gui["action_error"]
+    assert '"output": "transparency-mask"' in gui["settings_in_kritarc"], "settings persist in kritarc"
+
