@@ -1,0 +1,90 @@
+"""The Krita plugin's pixel conversion (``plugins/krita/maskd/pixels.py``), outside Krita.
+
+The module is loaded from its file: the package's ``__init__`` needs Krita's PyQt5.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import struct
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+_spec = importlib.util.spec_from_file_location("maskd_krita_pixels", REPO / "plugins/krita/maskd/pixels.py")
+px = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(px)
+
+
+def _pixels(layout, dtype, rgba):
+    """rgba: float (H, W, 4) in [0, 1] -> Krita's bytes for layout/dtype."""
+    r, g, b, a = (rgba[..., i] for i in range(4))
+    chans = {"BGRA": [b, g, r, a], "RGBA": [r, g, b, a], "GRAYA": [(r + g + b) / 3, a]}[layout]
+    img = np.stack(chans, -1)
+    if dtype == "u8":
+        return (img * 255 + 0.5).astype(np.uint8).tobytes()
+    if dtype == "u16":
+        return (img * 65535 + 0.5).astype("<u2").tobytes()
+    return img.astype({"f16": "<f2", "f32": "<f4"}[dtype]).tobytes()
+
+
+@pytest.mark.parametrize("model,depth,layout,dtype", [
+    ("RGBA", "U8", "BGRA", "u8"), ("RGBA", "U16", "BGRA", "u16"), ("RGBA", "F16", "RGBA", "f16"),
+    ("RGBA", "F32", "RGBA", "f32"), ("GRAYA", "U8", "GRAYA", "u8"), ("GRAYA", "F32", "GRAYA", "f32"),
+])
+def test_layouts_and_alpha(model, depth, layout, dtype):
+    fmt = px.PixelFormat(model, depth, "sRGB-elle-V2-g10.icc")
+    assert (fmt.layout, fmt.dtype, fmt.transfer) == (layout, dtype, "linear")
+    rng = np.random.default_rng(1)
+    rgba = rng.random((5, 7, 4)).astype(np.float32)
+    rgba[..., 3] = 1.0
+    data = _pixels(layout, dtype, rgba)
+    assert len(data) == 5 * 7 * fmt.pixel_bytes
+    assert px.is_opaque(data, fmt)
+    rgba[2, 3, 3] = 0.5
+    data = _pixels(layout, dtype, rgba)
+    assert not px.is_opaque(data, fmt)
+    alpha = np.frombuffer(px.alpha_u8(data, fmt), np.uint8).reshape(5, 7).astype(int)
+    assert abs(alpha[2, 3] - 127.5) <= 1 and (np.delete(alpha.ravel(), 2 * 7 + 3) == 255).all()
+
+
+def test_profiles_and_refusals():
+    assert px.PixelFormat("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc").transfer == "srgb"
+    assert px.PixelFormat("RGBA", "F32", "scRGB (linear)").transfer == "linear"
+    with pytest.raises(px.UnsupportedLayer):
+        px.PixelFormat("CMYKA", "U8")
+    assert px.CONVERT_DEPTH["F16"] == "F32"
+
+
+def test_mask_makes_the_layer_show_the_daemon_alpha():
+    a = np.repeat(np.arange(256), 256).astype(np.uint8)
+    r = np.tile(np.arange(256), 256).astype(np.uint8)
+    keep = r <= a  # the daemon's alpha never exceeds the layer's
+    a, r = a[keep], r[keep]
+    mask = np.frombuffer(px.mask_from_result(r.tobytes(), a.tobytes()), np.uint8).astype(float)
+    shown = a.astype(float) * mask / 255.0
+    assert np.abs(shown - r).max() <= 0.5 + 1e-9
+    assert px.mask_from_result(b"\x10\x20", None) == b"\x10\x20"
+    assert px.mask_from_result(b"\x00", b"\x00") == b"\x00"
+
+
+def test_cutout_replaces_alpha_and_colours_in_krita_order():
+    fmt = px.PixelFormat("RGBA", "U8")
+    data = bytes([10, 20, 30, 255, 40, 50, 60, 255])  # B,G,R,A ×2
+    fg = bytes([1, 2, 3, 4, 5, 6])  # R,G,B ×2 from the daemon
+    out = px.cutout_pixels(data, fmt, b"\x80\x00", fg, "u8")
+    assert bytes(out) == bytes([3, 2, 1, 128, 6, 5, 4, 0])
+    fmt32 = px.PixelFormat("RGBA", "F32", "sRGB-elle-V2-g10.icc")
+    data = struct.pack("<8f", 0.1, 0.2, 0.3, 1.0, 0.4, 0.5, 0.6, 1.0)
+    alpha = struct.pack("<2f", 0.25, 0.75)
+    out = struct.unpack("<8f", px.cutout_pixels(data, fmt32, alpha))
+    assert out[3] == 0.25 and out[7] == 0.75 and out[:3] == struct.unpack("<3f", data[:12])
+    assert px.convert_alpha(b"\x00\xff", "u8", "u16") == struct.pack("<2H", 0, 65535)
+
+
+def test_roi_relative_to_layer():
+    assert px.relative_roi((5, 3, 80, 64), (30, 20, 40, 30)) == (25, 17, 40, 30)
+    assert px.relative_roi((-16, 40, 96, 64), (0, 0, 10, 50)) == (16, 0, 10, 10)
+    assert px.relative_roi((0, 0, 10, 10), (20, 20, 5, 5)) is None
