@@ -69,6 +69,7 @@ ALPHA_DTYPES = ("u8", "u16", "f32")
 PROBE_TIMEOUT = 0.5  # seconds to decide "nothing listens"
 DEFAULT_TIMEOUT = 15.0  # seconds of silence from the daemon before giving up
 PESSIMISTIC_BYTES_PER_S = 20e6
+BIG_FRAME = 1 << 20
 
 
 class MaskdClientError(Exception):
@@ -205,6 +206,7 @@ class _ZmtpTransport:
     def __init__(self, endpoint: str, timeout: float):
         kind, addr = _split_endpoint(endpoint)
         self.endpoint = endpoint
+        self._pool: dict[int, bytearray] = {}
         try:
             if kind == "tcp":
                 self.sock = socket.create_connection(addr, timeout=timeout)
@@ -234,13 +236,13 @@ class _ZmtpTransport:
         if name != b"READY":
             raise _ConnectionLost(f"unexpected ZMTP command {name!r}")
 
-    def _read_exact(self, n: int):
-        buf = bytearray(n)
-        view = memoryview(buf)
+    def _read_exact(self, n: int, into: bytearray | None = None):
+        buf = bytearray(n) if into is None else into
+        view = memoryview(buf)[:n]
         got = 0
         while got < n:
             try:
-                k = self.sock.recv_into(view[got:], min(n - got, 1 << 22))
+                k = self.sock.recv_into(view[got:], n - got)
             except TimeoutError:
                 raise
             except OSError as exc:
@@ -248,7 +250,7 @@ class _ZmtpTransport:
             if k == 0:
                 raise _ConnectionLost("the daemon closed the connection")
             got += k
-        return buf
+        return buf if into is None else view
 
     def _frame_header(self, size: int, more: bool = False, command: bool = False) -> bytes:
         flags = (1 if more else 0) | (4 if command else 0)
@@ -259,12 +261,17 @@ class _ZmtpTransport:
     def _send_frame(self, body: bytes, command: bool = False) -> None:
         self.sock.sendall(self._frame_header(len(body), command=command) + body)
 
-    def _read_frame(self):
+    def _read_frame(self, slot: int = -1):
         flags = self._read_exact(1)[0]
         if flags & 2:
             size = struct.unpack(">Q", self._read_exact(8))[0]
         else:
             size = self._read_exact(1)[0]
+        if size >= BIG_FRAME and slot >= 0:  # reuse big receive buffers: no page faults per image
+            buf = self._pool.get(slot)
+            if buf is None or len(buf) < size:
+                buf = self._pool[slot] = bytearray(size)
+            return flags, self._read_exact(size, buf)
         body = self._read_exact(size) if size else bytearray()
         return flags, body
 
@@ -296,12 +303,13 @@ class _ZmtpTransport:
             raise _ConnectionLost(str(exc)) from None
 
     def recv(self, timeout: float):
-        """One message (list of bytes-like frames), or None after ``timeout`` seconds of silence."""
+        """One message (list of bytes-like frames), or None after ``timeout`` seconds of silence.
+        Big frames are views of reused buffers: valid until the next ``recv``."""
         self.sock.settimeout(max(timeout, 0.001))
         frames = []
         try:
             while True:
-                flags, body = self._read_frame()
+                flags, body = self._read_frame(len(frames))
                 if flags & 4:  # command: PING -> PONG, ERROR is fatal, others ignored
                     n = body[0] if body else 0
                     name = bytes(body[1:1 + n])
