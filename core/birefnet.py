@@ -244,9 +244,23 @@ class Decoder(_Folded):
         p = torch.cat((p, self.ipt_blk2(self._patches(x, p, order))), 1)
         p = self.decoder_block1(p)
         # conv_out1(cat(resize(p), ipt_blk1(x))) computed as resize(W_a p) + (W_b ∘ conv_out)(conv1(x))
-        head = _resize(F.conv2d(p, self._head_w), x.shape[-2:])
-        tail = F.conv2d(self.ipt_blk1.conv1(x), self._ipt1_w, self._ipt1_b, padding=1)
-        return head + tail
+        out = _resize(F.conv2d(p, self._head_w), x.shape[-2:])
+        return self._add_full_res_tail(out, x)
+
+    def _add_full_res_tail(self, out: torch.Tensor, x: torch.Tensor, band: int = 128) -> torch.Tensor:
+        """``out += fused(conv1(x))`` in bands of rows: conv1's 64 channels at full resolution would
+        be the largest tensor of the whole forward (256 MB at 1024²)."""
+        conv1 = self.ipt_blk1.conv1
+        height = x.shape[-2]
+        for r0 in range(0, height, band):
+            r1 = min(height, r0 + band)
+            a, b = max(r0 - 2, 0), min(r1 + 2, height)
+            inner = conv1(x[:, :, a:b])  # rows a..b-1; only the band's edge rows saw a fake border
+            lo, hi = max(r0 - 1, 0), min(r1 + 1, height)  # conv1 rows the second conv needs
+            inner = inner[:, :, lo - a:hi - a]
+            inner = F.pad(inner, (0, 0, int(r0 == 0), int(r1 == height)))  # the image's own zero border
+            out[:, :, r0:r1] += F.conv2d(inner, self._ipt1_w, self._ipt1_b, padding=(0, 1))
+        return out
 
 
 class BiRefNet(nn.Module):

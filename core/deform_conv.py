@@ -57,13 +57,17 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
     scale_y, scale_x = 2.0 / (sample_h - 1), 2.0 / (sample_w - 1)
     device = x.device
 
-    # base sampling positions, already normalised: (taps, Ho, Wo)
+    # base sampling positions, normalised for grid_sample, as (x, y) pairs: (taps, Ho, Wo, 2)
     tap_y = (torch.arange(kh, device=device) * dh).repeat_interleave(kw).float()
     tap_x = (torch.arange(kw, device=device) * dw).repeat(kh).float()
     base_y = (torch.arange(out_h, device=device) * sh - ph).float()
     base_x = (torch.arange(out_w, device=device) * sw - pw).float()
-    grid_y0 = (tap_y.view(-1, 1, 1) + base_y.view(1, -1, 1)) * scale_y - 1.0  # (taps, Ho, 1)
-    grid_x0 = (tap_x.view(-1, 1, 1) + base_x.view(1, 1, -1)) * scale_x - 1.0  # (taps, 1, Wo)
+    grid_y = (tap_y.view(-1, 1, 1) + base_y.view(1, -1, 1)) * scale_y - 1.0  # (taps, Ho, 1)
+    grid_x = (tap_x.view(-1, 1, 1) + base_x.view(1, 1, -1)) * scale_x - 1.0  # (taps, 1, Wo)
+    base = torch.stack(torch.broadcast_tensors(grid_x, grid_y), -1)
+    scale = torch.tensor([scale_x, scale_y], device=device)
+    # offsets as (Δx, Δy) pairs in the last dimension (one copy), so each band's grid is one addcmul
+    offset_xy = offset.float().view(batch, taps, 2, out_h, out_w).flip(2).permute(0, 1, 3, 4, 2)
 
     w2d = weight.reshape(out_channels, channels * taps)
     result = torch.empty(batch, out_h, out_w, out_channels, device=device, dtype=out_dtype)
@@ -72,7 +76,6 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
         rows_per_chunk = out_h
     else:
         rows_per_chunk = max(1, min(out_h, max_chunk_bytes // max(col_bytes_per_row, 1)))
-    offset = offset.float().view(batch, taps, 2, out_h, out_w)
     if mask is not None:
         mask = mask.view(batch, taps, out_h, out_w)
 
@@ -81,8 +84,7 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
         for r0 in range(0, out_h, rows_per_chunk):
             r1 = min(out_h, r0 + rows_per_chunk)
             rows = r1 - r0
-            off = offset[b, :, :, r0:r1]  # (taps, 2, rows, Wo)
-            grid = torch.stack((grid_x0 + off[:, 1] * scale_x, grid_y0[:, r0:r1] + off[:, 0] * scale_y), -1)
+            grid = torch.addcmul(base[:, r0:r1], offset_xy[b, :, r0:r1], scale)  # (taps, rows, Wo, 2)
             cols = F.grid_sample(image, grid.view(1, taps * rows, out_w, 2), mode="bilinear",
                                  padding_mode="zeros", align_corners=True)  # (1, C, taps·rows, Wo)
             cols = cols.view(channels, taps, rows * out_w)
