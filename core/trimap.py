@@ -40,6 +40,20 @@ def band_from_matte(matte: np.ndarray, radius: int = DEFAULT_RADIUS, low: float 
     return band, fg
 
 
+def is_area_average(matte: np.ndarray, low: float = UNKNOWN_LOW, high: float = UNKNOWN_HIGH) -> bool:
+    """Whether the matte's edges are soft, as an area average of a real alpha's edges always is.
+
+    True when most pixels on the foreground/background boundary hold intermediate values; a
+    binary selection mask (or a thresholded matte) gives False.
+    """
+    m = np.asarray(matte, dtype=np.float32)
+    fg = (m >= 0.5).astype(np.uint8)
+    edges = cv2.dilate(fg, ellipse(1)) != cv2.erode(fg, ellipse(1))
+    if not edges.any():
+        return True
+    return bool(((m[edges] > low) & (m[edges] < high)).mean() >= 0.5)
+
+
 def trimap(matte: np.ndarray, radius: int = DEFAULT_RADIUS) -> np.ndarray:
     """uint8 trimap on the matte's grid: 0 background, 128 unknown, 255 foreground."""
     band, fg = band_from_matte(matte, radius)

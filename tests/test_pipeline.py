@@ -95,7 +95,10 @@ def test_single_pixel_mask_and_tiny_images():
     mask = np.zeros((16, 16), np.float32)
     mask[8, 8] = 1.0
     res = pipeline.refine(image, mask)
-    assert res.alpha.max() > 0.3 and res.alpha[0, 0] == 0 and res.alpha.min() >= 0
+    # one model pixel (4×4 image pixels) is below the guided filter's window: a faint local blob
+    assert res.alpha.max() > 0.1 and res.alpha.min() >= 0
+    ys, xs = np.nonzero(res.alpha)
+    assert ys.min() >= 16 and ys.max() < 52 and xs.min() >= 16 and xs.max() < 52  # within the band
     for shape in [(1, 1, 3), (1, 37, 3), (37, 1, 3), (2, 2, 4)]:
         img = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
         for m in (
