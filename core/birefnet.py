@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.deform_conv import DeformableConv2d, fold_batchnorm
+from core.deform_conv import DeformableConv2d, fold_batchnorm, set_chunk_bytes
 from core.errors import InputError
 from core.presets import PATCH_ORDERS, Preset, check_patch_order
 from core.swin import SWIN_CONFIGS, SwinTransformer
@@ -352,6 +352,11 @@ def load_model(source: str | None = None, *, variant: str | None = None, device:
     model.eval().requires_grad_(False)
     model.to(device=torch_device, dtype=torch_dtype)
     model.to(memory_format=torch.channels_last)
+    if torch_device.type != "cpu":
+        # GPUs: bands of 256 MB mean a handful of large kernels per deformable convolution
+        set_chunk_bytes(model, 256 * 1024 * 1024)
+    if torch_device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # one input size per session: pick the fastest kernels once
     model.source_path = str(located.path)
     return model
 

@@ -85,8 +85,7 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
             r1 = min(out_h, r0 + rows_per_chunk)
             rows = r1 - r0
             grid = torch.addcmul(base[:, r0:r1], offset_xy[b, :, r0:r1], scale)  # (taps, rows, Wo, 2)
-            cols = F.grid_sample(image, grid.view(1, taps * rows, out_w, 2), mode="bilinear",
-                                 padding_mode="zeros", align_corners=True)  # (1, C, taps·rows, Wo)
+            cols = _sample(image, grid.view(1, taps * rows, out_w, 2))  # (1, C, taps·rows, Wo)
             cols = cols.view(channels, taps, rows * out_w)
             if mask is not None:
                 cols.mul_(mask[b, :, r0:r1].reshape(1, taps, rows * out_w).float())
@@ -97,6 +96,25 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
             else:
                 torch.mm(cols.t(), w2d.t(), out=target)
     return result.permute(0, 3, 1, 2)
+
+
+def _sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Bilinear sampling, zero outside; on a backend without ``grid_sample`` (older MPS), on the CPU."""
+    try:
+        return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    except (NotImplementedError, RuntimeError):
+        if image.device.type == "cpu":
+            raise
+        out = F.grid_sample(image.cpu(), grid.cpu(), mode="bilinear", padding_mode="zeros",
+                            align_corners=True)
+        return out.to(image.device)
+
+
+def set_chunk_bytes(model: nn.Module, max_chunk_bytes: int | None) -> None:
+    """Band size of every deformable convolution in ``model`` (bigger bands: fewer, larger kernels)."""
+    for module in model.modules():
+        if isinstance(module, DeformableConv2d):
+            module.max_chunk_bytes = max_chunk_bytes
 
 
 class DeformableConv2d(nn.Module):
