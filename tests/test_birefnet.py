@@ -134,3 +134,25 @@ def test_patch_order_override_changes_the_result(lite_weights):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
         assert (a(x) - b(x)).abs().mean() > 1e-3
+
+
+def test_batch_equals_single_images(lite_model):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 3, 64, 96, generator=gen)
+    with torch.inference_mode():
+        both = lite_model(x)
+        one = torch.cat([lite_model(x[:1]), lite_model(x[1:])])
+    assert (both - one).abs().max().item() < 1e-3
+
+
+def test_session_serves_the_model(lite_weights):
+    from core.session import SessionSpec, open_session
+
+    spec = SessionSpec(weights=str(lite_weights), variant="lite", device="cpu", resolution=64)
+    session = open_session(spec)
+    rgb = np.random.default_rng(1).integers(0, 256, (80, 120, 3), dtype=np.uint8)
+    matte = session.matte(rgb)
+    assert matte.shape == (64, 64) and matte.dtype == np.float32
+    info = session.describe()
+    assert info["name"] == "lite" and info["device"] == "cpu" and info["dtype"] == "float32"
+    session.unload()
