@@ -384,9 +384,18 @@ class _PyzmqTransport:
                 return None
             events = dict(self.poller.poll(int(left * 1000) + 1))
             if self.sock in events:
-                return [f.bytes if len(f) < 65536 else f.buffer for f in self.sock.recv_multipart(copy=False)]
+                return self._take()
             if self.mon in events:
-                self._check_monitor()
+                try:
+                    self._check_monitor()
+                except _ConnectionLost:
+                    # a reply sent just before the daemon closed may still be in flight
+                    if self.sock.poll(200, self.zmq.POLLIN):
+                        return self._take()
+                    raise
+
+    def _take(self):
+        return [f.bytes if len(f) < 65536 else f.buffer for f in self.sock.recv_multipart(copy=False)]
 
     def close(self) -> None:
         for s in ("mon", "sock"):

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,6 +94,7 @@ class Job:
     last_sent: float = 0.0
     queued_at: float = field(default_factory=time.monotonic)
     wake: object = None  # worker-side callable that wakes the I/O loop to send progress now
+    updates: deque = field(default_factory=deque)  # (stage, fraction) not yet sent
     _done: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -239,6 +241,9 @@ class Daemon:
         self.queue.put(None)
         self.worker.join(timeout=30)
         self._drain_worker()
+        # let the last replies reach their clients before the connections close (a pyzmq DEALER
+        # with IMMEDIATE drops a reply that arrives together with the disconnect)
+        time.sleep(0.2)
         self.cleanup()
         log.info("stopped")
         return 1 if self.model_state == "failed" else 0
@@ -389,9 +394,16 @@ class Daemon:
 
     def _send_job_progress(self, job: Job) -> None:
         position = self.queued if job.state == "queued" else 0
-        ok = self._send(job.identity, P.reply_fields(job.request_id, "progress", job=job.job_id,
-                                                    stage=job.stage, fraction=round(job.fraction, 4),
-                                                    state=job.state, position=position))
+        updates = []
+        while job.updates:
+            updates.append(job.updates.popleft())
+        if not updates or updates[-1] != (job.stage, job.fraction):
+            updates.append((job.stage, job.fraction))
+        ok = True
+        for stage, fraction in updates:
+            ok = ok and self._send(job.identity, P.reply_fields(
+                job.request_id, "progress", job=job.job_id, stage=stage, fraction=round(fraction, 4),
+                state=job.state, position=position))
         job.last_sent, job.changed = time.monotonic(), False
         if not ok and not job.cancel.is_set():
             log.info("client of job %s is gone; cancelling it", job.job_id)
@@ -595,6 +607,7 @@ def run_job(daemon: Daemon, job: Job):
         now = time.monotonic()
         if stage != job.stage or now - last[0] > 0.1:
             job.stage, job.fraction, job.changed = str(stage), float(fraction), True
+            job.updates.append((job.stage, job.fraction))  # every stage reaches the client
             last[0] = now
             if job.wake is not None:
                 job.wake()

@@ -37,12 +37,12 @@ def alpha_of(result) -> np.ndarray:
     return a.astype(np.float32) / {"u8": 255.0, "u16": 65535.0, "f32": 1.0}[result.alpha_dtype]
 
 
-def check_disc(alpha: np.ndarray, inside: np.ndarray) -> None:
+def check_disc(alpha: np.ndarray, inside: np.ndarray, far_max: float = 0.05) -> None:
     import cv2
 
     core = cv2.erode(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
     far = ~cv2.dilate(inside.astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
-    assert alpha[core].mean() > 0.95 and alpha[far].mean() < 0.05, (alpha[core].mean(), alpha[far].mean())
+    assert alpha[core].mean() > 0.95 and alpha[far].mean() < far_max, (alpha[core].mean(), alpha[far].mean())
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -97,7 +97,7 @@ def test_refine_a_rough_mask(stand_in):
         r = c.refine(img.tobytes(), W, H, rough.tobytes(), 40, 30)
     a = alpha_of(r)
     assert a.shape == (H, W)
-    check_disc(a, inside)  # the refined edge follows the disc, not the blocks
+    check_disc(a, inside, far_max=0.1)  # the refined edge follows the disc, not the blocks
 
 
 def test_real_lite_model_segment(tmp_path_factory, lite_weights):

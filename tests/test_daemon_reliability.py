@@ -36,7 +36,7 @@ MAX_PIXELS = 1_000_000  # message limit = 16 MB + 4 KiB
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory):
-    d = start_daemon(short_tmp(tmp_path_factory, "rel"), "--max-pixels", str(MAX_PIXELS), "--max-queue", "3")
+    d = start_daemon(short_tmp(tmp_path_factory, "rel"), "--max-pixels", str(MAX_PIXELS))
     yield d
     d.stop()
 
@@ -238,32 +238,39 @@ def test_eight_concurrent_clients_get_their_own_answers(daemon):
     assert_healthy(daemon)
 
 
-def test_busy_when_queue_is_full(daemon):
-    """--max-queue 3: a fourth waiting job is refused with a retryable `busy`."""
+def test_busy_when_queue_is_full(tmp_path_factory):
+    """--max-queue 1: with one job running and one waiting, a third is refused with a retryable `busy`."""
+    d = start_daemon(short_tmp(tmp_path_factory, "busy"), "--max-queue", "1")
     results = {}
 
     def slow(i):
         try:
-            with daemon.client("zmtp") as c:
-                results[i] = c.segment(*make_image(4, 4)[:1], 4, 4, options={"null_delay_s": 1.5})
+            with d.client("zmtp") as c:
+                results[i] = c.segment(*make_image(4, 4)[:1], 4, 4, options={"null_delay_s": 2},
+                                       job_id=f"s{i}")
         except mc.MaskdClientError as exc:
             results[i] = exc
 
-    threads = [threading.Thread(target=slow, args=(i,)) for i in range(4)]  # 1 running + 3 queued
-    for t in threads:
-        t.start()
-    with daemon.client() as c:
-        deadline = time.monotonic() + 30
-        while c.status()["queued"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert c.status()["queued"] == 3
-        with pytest.raises(mc.MaskdClientError) as e:
-            c.segment(*make_image(4, 4)[:1], 4, 4)
-        assert e.value.code == "busy" and e.value.retryable
-    for t in threads:
-        t.join(60)
-    assert all(isinstance(r, mc.Result) for r in results.values()), results
-    assert_healthy(daemon)
+    try:
+        threads = []
+        with d.client() as c:
+            for i, wanted in enumerate(("current_job", "queued")):
+                threads.append(threading.Thread(target=slow, args=(i,)))
+                threads[-1].start()
+                deadline = time.monotonic() + 30
+                while not c.status()[wanted] and time.monotonic() < deadline:
+                    time.sleep(0.02)
+            st = c.status()
+            assert st["current_job"] == "s0" and st["queued"] == 1
+            with pytest.raises(mc.MaskdClientError) as e:
+                c.segment(*make_image(4, 4)[:1], 4, 4)
+            assert e.value.code == "busy" and e.value.retryable
+        for t in threads:
+            t.join(60)
+        assert all(isinstance(r, mc.Result) for r in results.values()), results
+        assert_healthy(d)
+    finally:
+        d.stop()
 
 
 # ---------------------------------------------------------------------------- vanishing peers

@@ -61,11 +61,17 @@ def stop(connection_file=None, timeout: float = 30.0) -> tuple[bool, str]:
 
     cfile = connection.connection_path(connection_file).absolute()
     info = connection.read(cfile)
+    pid = None
     try:
-        with mc.connect(str(cfile), timeout=5.0) as client:
+        with mc.connect(str(cfile), timeout=10.0) as client:
             pid = client.status().get("pid")
-            client.shutdown()
+            try:
+                client.shutdown()
+            except mc.MaskdClientError:
+                pass  # it may close before its answer arrives; waiting for the process tells
     except mc.MaskdClientError:
+        pass
+    if pid is None:
         pid = info.get("pid") if info else None
         if not pid or not connection.pid_alive(pid):
             if info is not None:
