@@ -42,7 +42,7 @@ from core.errors import MaskdError
 HELP = "Remove the background of images, folders and layered files"
 
 # modules that extend `remove` (each has register(hooks)); missing ones are skipped
-EXTENSIONS = ["server.commands.remove_finishing", "server.layered_batch"]
+EXTENSIONS = ["server.finishing", "server.layered_batch"]
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp"}
 OUTPUT_FORMATS = {"png": ".png", "webp": ".webp", "tif": ".tif", "jpg": ".jpg"}
