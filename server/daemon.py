@@ -432,6 +432,8 @@ class Daemon:
                 job = self.jobs.pop(job_id, None)
                 if job is None:
                     continue
+                if job.updates:  # progress the client has not seen yet goes first
+                    self._send_job_progress(job)
                 header = json.loads(frames[2].bytes)
                 header["id"] = job.request_id
                 self._send(job.identity, header, frames[3:])
@@ -490,6 +492,8 @@ class Daemon:
         try:
             if self.model_state == "unloaded" and self.config.worker == "pipeline" and job.op == "segment":
                 job.stage, job.changed = "loading model", True
+                job.updates.append((job.stage, 0.0))
+                job.wake()
                 self.session.load()
                 self.model_state = "ready"
             fields, buffers = run_job(self, job)

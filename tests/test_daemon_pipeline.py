@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import struct
+import time
 
 import numpy as np
 import pytest
@@ -115,3 +116,35 @@ def test_real_lite_model_segment(tmp_path_factory, lite_weights):
         assert r.info["model"] == "lite" and r.info["timings"]["model"] > 0
     finally:
         d.stop()
+
+
+def test_idle_unload_and_reload(tmp_path_factory):
+    d = start_daemon(short_tmp(tmp_path_factory, "idle"), "--resolution", "128", "--idle-unload", "0.005",
+                     worker="pipeline")
+    try:
+        img, inside = disc_image()
+        with d.client() as c:
+            c.segment(img.tobytes(), W, H)
+            deadline = time.monotonic() + 30
+            while c.status()["model_state"] != "unloaded" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert c.status()["model_state"] == "unloaded"
+            stages = []
+            r = c.segment(img.tobytes(), W, H, progress=lambda s, f: stages.append(s))
+            check_disc(alpha_of(r), inside)
+            assert "loading model" in stages
+        assert "unloading the model" in d.log()
+    finally:
+        d.stop()
+
+
+def test_bad_weights_fail_at_serve_with_a_clear_message(tmp_path):
+    from tests.daemon_fixtures import RunningDaemon
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage!")
+    d = RunningDaemon(tmp_path / "run", tmp_path / "run" / "connection.json")
+    r = d.cli("serve", "--weights", str(bad), "--variant", "lite", "--device", "cpu", timeout=120)
+    assert r.returncode == 1
+    assert "bad.safetensors" in r.stderr and "Traceback" not in r.stderr
+    assert not d.connection_file.exists()

@@ -210,4 +210,9 @@ def _log_tail(path: str, start: int) -> str:
     lines = [ln for ln in text.splitlines() if ln.strip()]
     errors = [ln for ln in lines if " ERROR " in ln or "Error" in ln or "error:" in ln]
     picked = errors[-5:] if errors else lines[-10:]
-    return "\n".join("  " + ln for ln in picked)
+    cleaned = []
+    for ln in picked:
+        if " ERROR " in ln:  # drop the log prefix: the message is what the user needs
+            ln = ln.split(" ERROR ", 1)[1].removeprefix("error: ")
+        cleaned.append("  " + ln)
+    return "\n".join(cleaned)
