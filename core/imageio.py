@@ -67,7 +67,9 @@ def to_float(x: np.ndarray) -> np.ndarray:
         return np.clip(out, 0.0, 1.0, out=out)
     if x.dtype == np.bool_:
         return x.astype(np.float32)
-    return x.astype(np.float32) * np.float32(1.0 / value_scale(x.dtype))
+    out = x.astype(np.float32)
+    out *= np.float32(1.0 / value_scale(x.dtype))  # in place: no second full-size temporary
+    return out
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:

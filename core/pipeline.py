@@ -300,8 +300,7 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
         guide, _ = _tile_pixels(sub, y0, y1, x0, x1, opts.linear)
         c = _warp(coef, box, (height, width))
         q = c[..., 0] * guide[..., 0] + c[..., 1] * guide[..., 1] + c[..., 2] * guide[..., 2] + c[..., 3]
-        sel = band[y0:y1, x0:x1]
-        alpha[y0:y1, x0:x1][sel] = np.clip(q, 0.0, 1.0)[sel]
+        np.copyto(alpha[y0:y1, x0:x1], np.clip(q, 0.0, 1.0, out=q), where=band[y0:y1, x0:x1])
         if k % 16 == 0:
             clock.report("upsample", k / max(1, len(tiles)))
     clock.lap("upsample")
@@ -311,9 +310,10 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
         residual = matte - _downsample(alpha, (h, w))
         for box in tiles:
             y0, y1, x0, x1 = box
-            sel = band[y0:y1, x0:x1]
             view = alpha[y0:y1, x0:x1]
-            view[sel] = np.clip(view[sel] + _warp(residual, box, (height, width))[sel], 0.0, 1.0)
+            updated = _warp(residual, box, (height, width))
+            updated += view
+            np.copyto(view, np.clip(updated, 0.0, 1.0, out=updated), where=band[y0:y1, x0:x1])
         clock.report("back-projection", (step + 1) / steps)
     clock.lap("back-projection")
     for box in tiles:
@@ -358,17 +358,14 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
             hx0, hx1 = max(0, x0 - r_small), min(width, x1 + r_small)
             hbox = (hy0, hy1, hx0, hx1)
             _, blend = _tile_pixels(sub, hy0, hy1, hx0, hx1, False)
-            a = alpha[hy0:hy1, hx0:hx1]
-            b1 = _warp(b_mean1, hbox, (height, width))
-            f1 = fgmod.fuse(blend, a, _warp(f_mean1, hbox, (height, width)), b1)
-            f_m, b_m = fgmod._weighted_means(f1, b1, a, r_small)
-            f = fgmod.fuse(blend, a, f_m, b_m)[y0 - hy0:y1 - hy0, x0 - hx0:x1 - hx0]
+            centre = (slice(y0 - hy0, y1 - hy0), slice(x0 - hx0, x1 - hx0))
+            f = fgmod.small_pass(blend, alpha[hy0:hy1, hx0:hx1], _warp(f_mean1, hbox, (height, width)),
+                                 _warp(b_mean1, hbox, (height, width)), r_small, centre)
         else:
             _, blend = _tile_pixels(sub, y0, y1, x0, x1, False)
             f = fgmod.fuse(blend, alpha[y0:y1, x0:x1], _warp(f_mean, box, (height, width)),
                            _warp(b_mean, box, (height, width)))
-        sel = soft[y0:y1, x0:x1]
-        fg[y0:y1, x0:x1][sel] = f[sel]
+        np.copyto(fg[y0:y1, x0:x1], f, where=soft[y0:y1, x0:x1, None])
         if k % 16 == 0:
             clock.report("foreground", k / len(tiles))
     clock.lap("foreground")
