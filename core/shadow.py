@@ -30,6 +30,7 @@ from core.errors import InputError
 WORK_SIDE = 384  # the subject's longer side on the working grid (pixels)
 FLOOR_BAND = 0.04  # columns whose lowest pixel is within this × height of the floor get contact
 VISIBLE = 1.0 / 4096.0  # shadow alpha below this is left out (under ¼ of an 8-bit step on white)
+MIN_BLUR_PX = 1.5  # the smallest blur σ, in source pixels
 MIN_VERTICAL = 0.03  # the cast shadow keeps at least this vertical extent (× distance · height)
 
 
@@ -271,8 +272,10 @@ def generate(alpha: np.ndarray, spec: ShadowSpec,
         height_src = ch * step_y  # this object's height in source pixels
         dist = spec.distance_px / height_src if spec.distance_px is not None else spec.distance
         sig_far = spec.softness_px / step_y if spec.softness_px is not None else spec.softness * ch
-        fld, ox, oy = _object_shadow(sil, spec, dist, max(0.6, sig_far),
-                                     max(0.6, spec.contact_softness * ch))
+        # at least ~1.5 source pixels of blur, so small subjects still get a visible contact line
+        floor_sigma = max(0.6, MIN_BLUR_PX / step_y)
+        fld, ox, oy = _object_shadow(sil, spec, dist, max(floor_sigma, sig_far),
+                                     max(floor_sigma, spec.contact_softness * ch))
         parts.append((fld, cx + ox, cy + oy))
     if not parts:
         return None
