@@ -128,6 +128,8 @@ class Daemon:
         self.started = time.time()
         self.endpoints: dict[str, str] = {}
         self.max_message_bytes = config.max_pixels * 16 + 4096
+        # pixels held by waiting jobs (the first job is always accepted, whatever its size)
+        self.max_queued_bytes = max(2 * 2**30, self.max_message_bytes)
         self.lock = connection.DaemonLock(self.folder)
 
     @property
@@ -386,6 +388,11 @@ class Daemon:
             return
         if self.queued >= self.config.max_queue:
             raise P.ProtocolError("busy", f"maskd is busy ({self.queued} jobs queued); try again shortly")
+        nbytes = sum(P._nbytes(b) for b in req.buffers)
+        waiting = sum(P._nbytes(b) for j in self.jobs.values() if not j._done for b in j.buffers)
+        if self.queued and waiting + nbytes > self.max_queued_bytes:
+            raise P.ProtocolError("busy", f"maskd is busy ({self.queued} jobs, {waiting / 2**20:.0f} MiB "
+                                  "waiting); try again shortly")
         job = Job(job_id, req.id, identity, req.op, req.header, req.buffers, spec)
         self.jobs[job_id] = job
         job.stage, job.fraction = "queued", 0.0

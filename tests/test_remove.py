@@ -107,3 +107,13 @@ def test_starts_and_stops_its_own_daemon(tmp_path_factory, tmp_path):
     st = subprocess.run(maskd_command() + ["status", "--json"], capture_output=True, text=True, env=env,
                         cwd=REPO, timeout=60)
     assert json.loads(st.stdout)["running"] is False  # it stopped what it started
+
+
+def test_same_stem_inputs_never_overwrite_each_other(daemon, tmp_path):
+    disc(tmp_path / "in" / "a.png")
+    disc(tmp_path / "in" / "a.jpg")
+    r = remove(daemon.env(), tmp_path / "in", "-o", tmp_path / "out", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a-jpg.png", "a-png.png"]
+    r = remove(daemon.env(), tmp_path / "in", "-o", tmp_path / "out2", "--format", "jpg")
+    assert r.returncode == 1 and "cannot hold transparency" in r.stderr and "Traceback" not in r.stderr

@@ -336,6 +336,31 @@ def _options(args) -> dict:
             "decontaminate": args.mode != "rgba" or bool(HOOKS.finishers)}
 
 
+def _unique_outputs(jobs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """``a.jpg`` and ``a.png`` in one folder would both become ``a.png``: name them ``a-jpg.png`` and
+    ``a-png.png`` instead (and number what still collides), so no result overwrites another."""
+    from collections import Counter
+
+    counts = Counter(d for _, d in jobs)
+    out, used = [], set()
+    for src, dst in jobs:
+        if counts[dst] > 1:
+            dst = dst.with_name(f"{dst.stem}-{src.suffix[1:].lower()}{dst.suffix}")
+        base, n = dst, 2
+        while dst in used:
+            dst = base.with_name(f"{base.stem}-{n}{base.suffix}")
+            n += 1
+        used.add(dst)
+        out.append((src, dst))
+    return out
+
+
+def _check_combination(args) -> None:
+    if args.format == "jpg" and args.mode != "mask" and args.background is None:
+        raise MaskdError("--format jpg cannot hold transparency: add --background COLOUR, use --mode mask, "
+                         "or keep --format png")
+
+
 def run(args) -> int:
     from plugins import maskd_client as mc
     from server.client import batch_daemon
@@ -348,6 +373,7 @@ def run(args) -> int:
     if not args.output:
         print("maskd remove: -o/--output is required (or --in-place for layered files)", file=sys.stderr)
         return 2
+    _check_combination(args)
     out = Path(args.output)
     files, problems = collect_inputs(args.inputs, out)
     for problem in problems:
@@ -358,7 +384,7 @@ def run(args) -> int:
     single = len(files) == 1 and Path(args.inputs[0]).is_file() and len(args.inputs) == 1
     if not (single and out.suffix and not out.is_dir()):
         out.mkdir(parents=True, exist_ok=True)
-    jobs = [(src, output_path(args, src, rel, single)) for src, rel in files]
+    jobs = _unique_outputs([(src, output_path(args, src, rel, single)) for src, rel in files])
     todo = [(s, d) for s, d in jobs if args.overwrite or not d.exists()]
     skipped = len(jobs) - len(todo)
     failures: list[tuple[Path, str]] = []
