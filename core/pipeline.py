@@ -53,6 +53,7 @@ GUIDE_RADIUS = 1  # model pixels
 GUIDE_EPS = 1e-5  # guide units² (guide in [0, 1])
 TILE = 256  # full-resolution tile edge for band work
 REFINE_GRID = 1024  # refine(): a mask larger than this (longer side) is worked on at this size
+HARD_MASK_SIGMA = 0.5  # model pixels of smoothing for a binary mask's stair-steps
 SNAP = 1.0 / 510.0  # alpha within half an 8-bit step of 0 or 1 becomes exactly 0 or 1
 
 _MODES = {
@@ -289,6 +290,9 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
     radius, steps, _ = _MODES[opts.quality]
     if opts.band_radius is not None:
         radius = int(opts.band_radius)
+    hard = not trimapmod.is_area_average(matte)
+    if hard:  # a binary mask's staircase: smooth its level set first (anti-aliasing); colour then sharpens
+        matte = cv2.GaussianBlur(matte, (0, 0), HARD_MASK_SIGMA, borderType=cv2.BORDER_REPLICATE)
     coef = gf.guided_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
     band_low, fg_low = trimapmod.band_from_matte(matte, radius)
     clock.lap("coefficients")
@@ -304,7 +308,7 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
         if k % 16 == 0:
             clock.report("upsample", k / max(1, len(tiles)))
     clock.lap("upsample")
-    if (h, w) == (height, width) or not trimapmod.is_area_average(matte):
+    if (h, w) == (height, width) or hard:
         steps = 0  # nothing to reconstruct, or a hard mask that no alpha averages to
     for step in range(steps):
         residual = matte - _downsample(alpha, (h, w))

@@ -259,3 +259,46 @@ def test_full_size_mask_is_refined_on_a_reduced_grid_for_big_images():
     finally:
         pipeline.REFINE_GRID = old
     assert np.abs(res.alpha - alpha).mean() < np.abs((alpha > 0.5) - alpha).mean()
+
+
+def _crossings(alpha):
+    """Sub-pixel x where each row crosses 0.5 (rows fall from 1 to 0 left to right)."""
+    xs = []
+    for row in alpha:
+        i = int(np.argmax(row < 0.5))
+        a, b = row[i - 1], row[i]
+        xs.append(i - 1 + (a - 0.5) / (a - b) if a != b else i)
+    return np.array(xs)
+
+
+def test_hard_low_resolution_edges_are_antialiased_not_stair_stepped():
+    """A binary 64² mask of a slanted edge over a flat image (no colour to follow): the 256² alpha
+    has a straight, smooth edge, where nearest-neighbour upsampling shows 4-pixel steps."""
+    yy, xx = np.mgrid[0:64, 0:64]
+    mask = (xx + 0.3 * yy < 30).astype(np.float32)
+    image = np.full((256, 256, 3), 128, np.uint8)
+    res = pipeline.refine(image, mask, pipeline.CutoutOptions(decontaminate=False))
+    crossings = _crossings(res.alpha[8:-8])
+    residual = crossings - np.polyval(
+        np.polyfit(np.arange(crossings.size), crossings, 1), np.arange(crossings.size)
+    )
+    nearest = cv2.resize(mask, (256, 256), interpolation=cv2.INTER_NEAREST)
+    stairs = _crossings(nearest[8:-8] * 0.999 + 0.0005)
+    stair_residual = stairs - np.polyval(
+        np.polyfit(np.arange(stairs.size), stairs, 1), np.arange(stairs.size)
+    )
+    # sub-pixel straightness, where nearest-neighbour upsampling is off by whole pixels
+    assert np.abs(residual).max() < 0.6 and np.abs(residual).max() < np.abs(stair_residual).max() / 3
+    assert ((res.alpha > 0.05) & (res.alpha < 0.95)).any(axis=1)[8:-8].all()  # a soft rim on every row
+
+
+def test_non_square_image_with_a_square_model_grid():
+    """BiRefNet squashes every image to a square: a 200×512 layer gets a 64×64 matte."""
+    image8, alpha, _ = _hair_scene(256)
+    wide = np.ascontiguousarray(np.concatenate([image8, image8[:, ::-1]], axis=1)[28:228])
+    truth = np.ascontiguousarray(np.concatenate([alpha, alpha[:, ::-1]], axis=1)[28:228])
+    square = cv2.resize(truth, (64, 64), interpolation=cv2.INTER_AREA)
+    res = pipeline.cutout(wide, lambda rgb: square, pipeline.CutoutOptions(quality="quality"))
+    assert res.alpha.shape == (200, 512) and res.foreground.shape == (200, 512, 3)
+    stretched = cv2.resize(square, (512, 200), interpolation=cv2.INTER_LINEAR)
+    assert np.abs(res.alpha - truth).mean() < 0.5 * np.abs(stretched - truth).mean()
