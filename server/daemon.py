@@ -315,6 +315,7 @@ class Daemon:
             req.id, "result", protocol=P.TAG.decode(), protocol_version=list(P.VERSION),
             maskd_version=__version__, pid=os.getpid(), limits=self.limits(),
             model=self.describe_model(), model_state=self.model_state, devices=self._devices(),
+            presets=self._presets(),
             capabilities={
                 "ops": list(P.OPS), "layouts": list(P.LAYOUT_CHANNELS), "dtypes": list(P.DTYPES),
                 "alpha_dtypes": list(P.ALPHA_DTYPES), "transfers": list(P.TRANSFERS),
@@ -322,6 +323,16 @@ class Daemon:
                 "options": self._option_names(),
             })
         self._send(identity, fields)
+
+    def _presets(self) -> list:
+        """The model presets this maskd knows (serving another one needs a restart: `maskd serve --model`)."""
+        try:
+            from core import presets
+
+            return [{"name": p.name, "licence": p.licence, "resolution": list(p.resolution)}
+                    for p in presets.PRESETS.values()]
+        except Exception:
+            return []
 
     def _devices(self) -> list:
         devices = ["cpu"]

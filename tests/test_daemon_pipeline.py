@@ -101,6 +101,7 @@ def test_refine_a_rough_mask(stand_in):
     check_disc(a, inside, far_max=0.1)  # the refined edge follows the disc, not the blocks
 
 
+@pytest.mark.slow
 def test_real_lite_model_segment(tmp_path_factory, lite_weights):
     """Generated weights (random output): only shape, range and the forward's bookkeeping are checked."""
     d = start_daemon(short_tmp(tmp_path_factory, "lite"), "--weights", str(lite_weights), "--variant", "lite",
@@ -110,6 +111,9 @@ def test_real_lite_model_segment(tmp_path_factory, lite_weights):
         with d.client() as c:
             st = c.status()
             assert st["model_state"] == "ready" and st["model"]["resolution"] == [256, 256]
+            hello = c.hello()
+            assert "cpu" in hello["devices"] and "lite" in [p["name"] for p in hello["presets"]]
+            assert hello["capabilities"]["options"] and "segment" in hello["capabilities"]["ops"]
             r = c.segment(img.tobytes(), W, H, options={"quality": "fast"})
         a = alpha_of(r)
         assert a.shape == (H, W) and 0.0 <= a.min() <= a.max() <= 1.0
