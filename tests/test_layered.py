@@ -87,8 +87,8 @@ def test_default_masks_the_photo_layer_and_keeps_everything_else(tmp_path, name)
     assert source.read_bytes() == before, "the input is never modified"
     original, masked = open_layered(source), open_layered(out)
     layer_paths = [ly.path for ly in masked.layers if ly.kind != "mask"]
-    if masked.format_name == "OpenRaster":  # the masked layer sits in a stack named like it
-        assert layer_paths == PATHS[:5] + ["background", "background/background", "Background"]
+    if masked.format_name == "OpenRaster":  # the masked layer sits in a stack with its mask layer
+        assert layer_paths == PATHS[:5] + ["background (masked)", "background (masked)/background", "Background"]
     else:
         assert layer_paths == PATHS
     target = next(ly for ly in masked.layers if ly.has_mask)
@@ -211,7 +211,7 @@ def test_ora_members_unchanged_and_stack_wrapped(tmp_path, name):
     xml = zout.read("stack.xml").decode()
     assert xml.count('composite-op="svg:dst-in"') == 2
     # the multiply moved to the new stack so the shadow still multiplies the image below
-    assert ('<stack name="shadow" x="0" y="0" opacity="1.0" visibility="visible" '
+    assert ('<stack name="shadow (masked)" x="0" y="0" opacity="1.0" visibility="visible" '
             'composite-op="svg:multiply"') in xml
 
 

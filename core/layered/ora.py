@@ -1,9 +1,10 @@
 """OpenRaster (``.ora``): a zip of ``mimetype``, ``stack.xml`` and one PNG per layer.
 
 OpenRaster has no layer masks. maskd writes the mask the way the format composites: the layer
-is wrapped in an isolated ``<stack>`` (named like the layer) together with a new layer above it,
-``"NAME (maskd)"``, whose PNG is white with the mask as its alpha and whose ``composite-op`` is
-``svg:dst-in`` (keep the layer where the mask is opaque). Krita opens this as a group holding the
+is wrapped in an isolated ``<stack>`` named ``"NAME (masked)"`` (not ``NAME``: GIMP would rename a
+layer that shares its group's name) together with a new layer above it, ``"NAME (maskd)"``,
+whose PNG is white with the mask as its alpha and whose ``composite-op`` is ``svg:dst-in`` (keep
+the layer where the mask is opaque). Krita opens this as a group holding the
 layer and a "Destination In" mask layer, and shows the cut-out. GIMP 3's OpenRaster importer
 knows no ``svg:dst-in``: it shows the mask as an ordinary white layer — for GIMP, use XCF.
 
@@ -166,6 +167,7 @@ def _wrap_layer(xml: str, src: str, layer: Layer, mask_src: str) -> str:
     x, y = layer.offset
     mask = (f"<layer name={quoteattr(mask_name(layer.name))} src={quoteattr(mask_src)} x=\"{x}\" y=\"{y}\" "
             f"opacity=\"1.0\" visibility=\"visible\" composite-op=\"{DST_IN}\" />")
-    wrapped = (f"<stack name={quoteattr(layer.name)} x=\"0\" y=\"0\" opacity=\"1.0\" visibility=\"visible\" "
+    group_name = quoteattr(layer.name + " (masked)")
+    wrapped = (f"<stack name={group_name} x=\"0\" y=\"0\" opacity=\"1.0\" visibility=\"visible\" "
                f"composite-op=\"{stack_op}\" isolation=\"isolate\">{mask}{element}</stack>")
     return xml[:found[0].start()] + wrapped + xml[found[0].end():]
