@@ -472,7 +472,7 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
     # 2) the subject: opaque pixels are copied, edge pixels blended in linear light
     import cv2
 
-    box = p.to_canvas(p.source_box) if bounds is not None else None
+    box = p.to_canvas(bounds) if bounds is not None else None
     reach = subject_bounds(alpha, EPS_ALPHA)
     if reach is not None:
         rx, ry, rw, rh = p.to_canvas(reach)

@@ -31,7 +31,7 @@ WORK_SIDE = 384  # the subject's longer side on the working grid (pixels)
 FLOOR_BAND = 0.04  # columns whose lowest pixel is within this × height of the floor get contact
 VISIBLE = 1.0 / 4096.0  # shadow alpha below this is left out (under ¼ of an 8-bit step on white)
 MIN_BLUR_PX = 1.5  # the smallest blur σ, in source pixels
-MIN_VERTICAL = 0.03  # the cast shadow keeps at least this vertical extent (× distance · height)
+MIN_VERTICAL = 0.12  # the floor is seen from a little above: a shadow falling sideways keeps some depth
 
 
 @dataclass(frozen=True)
