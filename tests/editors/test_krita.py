@@ -46,7 +46,6 @@ CASES = [
     dict(name="rgba-f16", model="RGBA", depth="F16", doc=(64, 48), rect=(0, 0, 64, 48)),
     dict(name="rgba-f32-offset", model="RGBA", depth="F32", doc=(96, 64), rect=(12, -8, 72, 56)),
     dict(name="graya-u8-soft", model="GRAYA", depth="U8", doc=(80, 64), rect=(4, 4, 72, 56), soft=True),
-    dict(name="graya-f32", model="GRAYA", depth="F32", doc=(64, 48), rect=(0, 0, 64, 48)),
     dict(name="group-u8", model="RGBA", depth="U8", doc=(96, 64), rect=(20, 10, 64, 48), group=True),
     dict(name="cmyk-u8", model="CMYKA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48)),
     dict(name="selection-output", model="RGBA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48),
@@ -169,7 +168,7 @@ def krita(editors_root, editors_daemon, tmp_path_factory) -> KritaRuns:
 
 @pytest.fixture(scope="module")
 def daemon_client(editors_daemon):
-    client = mc.connect(str(editors_daemon.connection_file), timeout=120)
+    client = mc.connect(str(editors_daemon.connection_file), timeout=60)
     yield client
     client.close()
 
@@ -209,7 +208,7 @@ def test_plugin_installed_copy_is_what_runs(krita):
 
 
 @pytest.mark.parametrize("name", ["rgba-u8-offset", "rgba-u16-selection", "rgba-f16", "rgba-f32-offset",
-                                  "graya-u8-soft", "graya-f32", "group-u8"])
+                                  "graya-u8-soft", "group-u8"])
 def test_transparency_mask_equals_daemon_alpha(krita, daemon_client, name):
     case = next(c for c in CASES if c["name"] == name)
     got = _case(krita, name)
@@ -284,6 +283,7 @@ def test_apply_output_replaces_layer_with_decontaminated_cutout(krita, daemon_cl
 def test_failures_leave_the_document_unchanged(krita):
     life = krita.runner.get("lifecycle")
     assert life, krita.runner.get("crash")
+    assert "crash" not in life, life["crash"]
     assert life["daemon_absent"]["error"][0] == "unavailable", life["daemon_absent"]
     assert "maskd serve" in life["daemon_absent"]["error"][1]
     assert life["daemon_absent"]["unchanged"]

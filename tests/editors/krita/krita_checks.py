@@ -32,6 +32,22 @@ def _wait(job, seconds=120.0):
         loop.exec_()
 
 
+def _guarded(call, seconds=150.0):
+    """Run ``call`` with a watchdog that cancels the plugin's job if the daemon never answers,
+    so one stuck request fails its own check instead of hanging the whole Krita run."""
+    from maskd import runner
+    from PyQt5.QtCore import QTimer
+
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(lambda: runner.active_job() and runner.active_job().cancel())
+    timer.start(int(seconds * 1000))
+    try:
+        return call()
+    finally:
+        timer.stop()
+
+
 def _doc_state(doc):
     """Node tree (type, name, bounds) and pixel hashes: what "unchanged" is compared on."""
     state = []
@@ -98,8 +114,8 @@ def run_case(app, maskd, case, work):
     output = case.get("output", "transparency-mask")
     t0 = time.perf_counter()
     try:
-        node = maskd.remove_background(doc, None if case.get("use_active") else target, output=output,
-                                       **case.get("options", {}))
+        options = case.get("options", {})
+        node = _guarded(lambda: maskd.remove_background(doc, target, output=output, **options))
     except maskd.JobError as exc:
         res["error"] = [exc.code, exc.message]
         res["unchanged"] = _doc_state(doc) == before
@@ -152,7 +168,7 @@ def run_lifecycle_checks(app, maskd, spec, work):
         before = _doc_state(doc)
         t0 = time.perf_counter()
         try:
-            maskd.remove_background(doc, target)
+            _guarded(lambda: maskd.remove_background(doc, target))
             out[name] = {"error": None}
         except maskd.JobError as exc:
             out[name] = {"error": [exc.code, exc.message]}
@@ -186,8 +202,11 @@ def run_lifecycle_checks(app, maskd, spec, work):
     _wait(job)
     out["cancelled"] = {"done": job.done, "error": None if job.error is None else job.error.code,
                         "unchanged": _doc_state(doc) == before}
-    node = maskd.remove_background(doc, target)
-    out["after_cancel"] = {"node_type": node.type()}
+    try:
+        node = _guarded(lambda: maskd.remove_background(doc, target))
+        out["after_cancel"] = {"node_type": node.type()}
+    except maskd.JobError as exc:
+        out["after_cancel"] = {"error": [exc.code, exc.message]}
     doc.close()
     # a layer deleted mid-job
     doc, layer, target = _make_case_document(app, case, work)
@@ -218,13 +237,16 @@ def main(args):
 
         result["maskd_file"] = maskd.__file__
         result["client_backend"] = maskd.runner._client_module()._pick_backend(None)
+        if spec.get("lifecycle", True):
+            try:
+                result["lifecycle"] = run_lifecycle_checks(app, maskd, spec, work)
+            except Exception:
+                result["lifecycle"] = {"crash": traceback.format_exc()}
         for case in spec["cases"]:
             try:
                 result["cases"].append(run_case(app, maskd, case, work))
             except Exception:
                 result["cases"].append({"name": case["name"], "crash": traceback.format_exc()})
-        if spec.get("lifecycle", True):
-            result["lifecycle"] = run_lifecycle_checks(app, maskd, spec, work)
     except Exception:
         result["crash"] = traceback.format_exc()
     result["finished"] = time.time()
