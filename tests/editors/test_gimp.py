@@ -346,6 +346,7 @@ def test_new_cutout_layer(gimp_results, reference):
     case = gimp_results["cases"]["layer"]
     new = r["after"]["new_layer"]
     assert r["after"]["layers"] == ["photo (cut-out)", "photo"]
+    assert r["after"]["selected"] == ["photo (cut-out)"]
     assert (new["width"], new["height"]) == (case.width, case.height)
     assert new["offsets"] == list(case.offsets) and not new["has_mask"]
     assert r["after"]["mask"] is None  # the source layer is left alone
@@ -377,6 +378,7 @@ def test_selection_from_matte(gimp_results, reference):
     ox, oy = case.offsets  # the layer sticks out of the canvas on every side
     expected = want[-oy:-oy + CANVAS[1], -ox:-ox + CANVAS[0]]
     assert np.abs(sel - expected).max() <= TOL
+    assert r["after"]["selected"] == r["before"]["selected"] == ["photo"]  # the active layer stays
 
 
 def test_existing_mask_is_combined_by_default(gimp_results, reference):
@@ -387,6 +389,7 @@ def test_existing_mask_is_combined_by_default(gimp_results, reference):
     want, _ = reference(case)
     assert np.abs(got - np.minimum(old, want)).max() <= TOL
     assert got[: CANVAS[1] // 3].max() == 0.0  # what the user painted out stays out
+    assert r["after"]["layers"] == ["photo"] and r["after"]["selected"] == ["photo"]
 
 
 def test_existing_mask_replace(gimp_results, reference):

@@ -321,13 +321,12 @@ def _check_krita(s: Session, original: str, processed: str, masked: set[str], or
             assert np.array_equal(_krita_raw(s, la["dump"]), _krita_raw(s, lb["dump"])), (processed, path)
         if path in masked:
             rgba = _krita_raw(s, la["dump"])
-            expected = s.alpha(rgba)
-            if ora:  # maskd saw the layer's PNG, which covers the layer's bounds, not the canvas
+            if ora:
+                # maskd saw the layer's PNG, which covers the layer's bounds, not the whole canvas;
+                # the mask is a "Destination In" paint layer above the layer
                 x, y, w, h = la["bounds"]
                 expected = np.zeros((H, W), np.float32)
-                expected[y : y + h, x : x + w] = s.alpha(
-                    rgba[y : y + h, x : x + w]
-                )  # a "Destination In" paint layer above the layer
+                expected[y : y + h, x : x + w] = s.alpha(rgba[y : y + h, x : x + w])
                 mask_node = after[mask_path]
                 assert mask_node["type"] == "paintlayer" and mask_node["mode"] == "destination-in"
                 mask = _krita_raw(s, mask_node["dump"])[..., 3] / 255.0
@@ -337,6 +336,7 @@ def _check_krita(s: Session, original: str, processed: str, masked: set[str], or
                 expected_extra.add(f"{path}/{masks[0]['name']}")
                 assert masks[0]["name"] == f"{la['name']} (maskd)"
                 mask = _krita_raw(s, masks[0]["dump"]) / 255.0
+                expected = s.alpha(rgba)
             assert np.abs(mask - expected).max() <= TOL, (processed, path)
         elif not ora:
             assert not [c for c in lb["children"] if c["type"] == "transparencymask"], (processed, path)

@@ -258,6 +258,7 @@ class TemporaryMatte:
         w, h = layer.get_width(), layer.get_height()
         kind = Gimp.ImageType.GRAYA_IMAGE if fmt.gray else Gimp.ImageType.RGBA_IMAGE
         self.image = image
+        self.selected = list(image.get_selected_layers())  # inserting a layer changes the active one
         self.layer = Gimp.Layer.new(image, "maskd matte (temporary)", w, h, kind, 100.0,
                                     Gimp.LayerMode.NORMAL)
         image.insert_layer(self.layer, None, 0)
@@ -273,6 +274,8 @@ class TemporaryMatte:
 
     def __exit__(self, *exc):
         self.image.remove_layer(self.layer)
+        if self.selected:
+            self.image.set_selected_layers(self.selected)
 
 
 def add_matte_mask(image, layer, rect, fmt, alpha, existing):

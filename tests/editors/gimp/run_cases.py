@@ -46,7 +46,8 @@ def describe(img, layer, case, tag):
     name = case["name"]
     gray = img.get_base_type() == Gimp.ImageBaseType.GRAY
     layer_fmt = "Y'A float" if gray else "R'G'B'A float"
-    state = {"layers": [l.get_name() for l in img.get_layers()]}
+    state = {"layers": [l.get_name() for l in img.get_layers()],
+             "selected": [l.get_name() for l in img.get_selected_layers()]}
     state["layer"] = dict(dump(layer, layer_fmt, f"{name}.{tag}.layer.f32"), offsets=offsets(layer),
                           has_alpha=layer.has_alpha())
     mask = layer.get_mask()
