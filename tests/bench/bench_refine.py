@@ -207,7 +207,7 @@ def print_quality(rows, title):
     print("| method | band SAD | ×Lanczos | band MSE×1e3 | band grad | band conn | whole SAD "
           "| whole MSE×1e3 | whole grad | whole conn | colour ×1e3 (×raw) | clean-F colour ×1e3 (×raw) "
           "| s/image | peak MiB |")
-    print("|---|" + "---:|" * 14)
+    print("|---|" + "---:|" * 13)
     for name, _ in METHODS:
         r = rows[name]
         band_sad = np.array([e["sad"] for e in r["band"]])
