@@ -82,7 +82,8 @@ def report(size: int, runs: list) -> int:
     rows = []
     for run in runs:
         t, daemon = run["timings"], run["daemon"]
-        compute = sum(float(v) for v in daemon.values())
+        # the pipeline reports its stages and their "total"; older daemons only the stages
+        compute = float(daemon["total"]) if "total" in daemon else sum(float(v) for v in daemon.values())
         segment = t.get("segment", 0.0)
         row = {
             "read pixelData": t.get("read", 0.0),

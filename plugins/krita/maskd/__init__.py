@@ -68,6 +68,14 @@ def _register() -> None:
     app.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockRight,
                                                BackgroundRemovalDocker))
     app.addExtension(MaskdExtension(app))
+    try:
+        from PyQt5.QtWidgets import QApplication
+
+        from .runner import shutdown
+
+        QApplication.instance().aboutToQuit.connect(shutdown)
+    except Exception:
+        pass
     _registered = True
 
 

@@ -102,7 +102,9 @@ def relative_roi(region, selection):
 def _sample_columns(pixels, fmt: PixelFormat):
     """The alpha samples' bytes, one byte-column per byte of the sample (each a bytes object)."""
     step, base = fmt.pixel_bytes, fmt.alpha_offset
-    return [bytes(memoryview(pixels)[base + i::step]) for i in range(fmt.sample_bytes)]
+    if not isinstance(pixels, (bytes, bytearray)):
+        pixels = bytes(pixels)
+    return [bytes(pixels[base + i::step]) for i in range(fmt.sample_bytes)]
 
 
 def _interleave(columns) -> bytearray:

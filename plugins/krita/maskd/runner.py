@@ -358,6 +358,16 @@ class Job(QObject):
         self._end()
 
 
+def shutdown(wait_ms: int = 3000) -> None:
+    """Krita is quitting: cancel the job and let worker threads end (a running QThread must not
+    be destroyed)."""
+    job = _active
+    if job is not None:
+        job.cancel()
+    for worker in list(_running_workers):
+        worker.wait(wait_ms)
+
+
 def _quiet_cancel(client) -> None:
     try:
         client.cancel()
