@@ -20,6 +20,7 @@ COMMANDS = [
     ("stop", "Stop the running daemon"),
     ("remove", "Remove the background of images, folders and layered files"),
     ("refine", "Refine a rough mask to a full-resolution alpha (no model needed)"),
+    ("finish", "Finish existing cut-outs: background, shadow, crop, canvas (no model needed)"),
     ("models", "List the model presets and where their weights are"),
     ("fetch", "Download a preset's weights once (or check a local weights file)"),
     ("install-plugins", "Install the GIMP and Krita plugins into every editor found"),

@@ -150,6 +150,18 @@ def options(args):
     return opts
 
 
+def opaque_output(args) -> bool:
+    """Whether the finished pictures need no alpha channel (so JPEG can hold them): an opaque
+    background or ``--no-alpha``. Image backgrounds count as opaque; a transparent one is then
+    reported per file when it is written."""
+    opts = options(args)
+    if opts is None:
+        return False
+    if opts.alpha is False:
+        return True
+    return opts.background is not None and (opts.background.opaque or opts.background.kind == "image")
+
+
 def finish_item(args, item) -> None:
     """remove's per-image step: compose the finished picture into ``item.output``; write the sidecar."""
     from core import compose, imageio

@@ -356,7 +356,9 @@ def _unique_outputs(jobs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
 
 
 def _check_combination(args) -> None:
-    if args.format == "jpg" and args.mode != "mask" and args.background is None:
+    finishing = sys.modules.get("server.finishing")  # its --background/--preset replace ours
+    opaque = args.background is not None or (finishing is not None and finishing.opaque_output(args))
+    if args.format == "jpg" and args.mode != "mask" and not opaque:
         raise MaskdError("--format jpg cannot hold transparency: add --background COLOUR, use --mode mask, "
                          "or keep --format png")
 
