@@ -227,13 +227,22 @@ def _downsample(x: np.ndarray, hw) -> np.ndarray:
 def _low_guides(sub: np.ndarray, grid_hw, linear: bool):
     """(guide in sRGB, colours in the blend space) on the model grid, float32 [0, 1]."""
     colour, alpha = imageio.split_channels(sub)
-    native = colour if colour.shape[2] == 3 else np.repeat(colour, 3, axis=2)
     if alpha is not None and alpha.min() < imageio.value_scale(alpha.dtype):
-        native = _composited_float(colour, alpha, False)
-    small = imageio.to_float(_downsample(np.ascontiguousarray(native), grid_hw))
+        # Composite over mid-gray *after* averaging: area(C·a) + 0.5·(1 − area(a)) is exactly the
+        # area average of the composite, without a full-resolution float copy of the image.
+        scale = 1.0 / imageio.value_scale(colour.dtype) / imageio.value_scale(alpha.dtype)
+        a3 = alpha if colour.shape[2] == 1 else cv2.merge([alpha] * 3)
+        premultiplied = cv2.multiply(np.ascontiguousarray(colour), a3, scale=scale, dtype=cv2.CV_32F)
+        a_low = imageio.to_float(_downsample(np.ascontiguousarray(alpha), grid_hw))
+        small = _downsample(premultiplied, grid_hw).reshape(grid_hw + (-1,))
+        small = small + (0.5 * (1.0 - a_low))[..., None]
+    else:
+        small = imageio.to_float(_downsample(np.ascontiguousarray(colour), grid_hw))
     if small.ndim == 2:
         small = small[..., None]
-    blend = small
+    if small.shape[2] == 1:
+        small = np.repeat(small, 3, axis=2)
+    blend = np.clip(small, 0.0, 1.0)
     guide = imageio.linear_to_srgb(small) if linear else small
     return np.ascontiguousarray(guide), np.ascontiguousarray(blend)
 
