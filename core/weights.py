@@ -174,7 +174,9 @@ def locate(source: str, variant: str | None = None) -> Located:
     vpreset = resolve_preset(variant) if variant else None
     source = str(source).strip()
     path = Path(source).expanduser()
-    if path.exists():
+    # a bare preset name is the preset, even if a folder of that name happens to be here
+    bare_preset = is_preset(source) and "/" not in source and os.sep not in source
+    if not bare_preset and path.exists():
         if path.is_dir():
             file = _file_in_dir(path)
             preset = vpreset or _preset_from_path(path)
