@@ -91,6 +91,22 @@ def test_refine_options_and_16bit_output(files):
     assert hard.dtype == np.uint16
     assert hard[60, 80] == 0 and hard[0, 0] == 65535  # inverted: the subject is transparent
     assert ((hard > 0) & (hard < 65535)).mean() < 0.05
+    proc = _run(
+        tmp / "photo16.png",
+        "--mask",
+        tmp / "mask.png",
+        "-o",
+        tmp / "hard8.png",
+        "--threshold",
+        "128",
+        "--invert",
+        "--quality",
+        "fast",
+        "-q",
+    )
+    assert proc.returncode == 0, proc.stderr
+    hard8 = cv2.imread(str(tmp / "hard8.png"), cv2.IMREAD_UNCHANGED)
+    assert np.abs(hard8 / 255.0 - hard / 65535.0).max() < 0.01  # 128 on the 8-bit scale = 0.502
 
 
 def test_refine_gray_jpeg_and_roi(files, tmp_path):

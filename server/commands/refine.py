@@ -32,7 +32,7 @@ def _unit(text: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value > 1.0 and value < 255.0:  # 8-bit level, as editors show thresholds
+    if 1.0 <= value < 255.0:  # an 8-bit level, as editors show thresholds
         value /= 255.0
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(
