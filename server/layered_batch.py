@@ -210,3 +210,126 @@ def _say(bar, stream, text: str) -> None:
         bar.write(text, file=stream)
     else:
         print(text, file=stream)
+
+
+# ---- editor batch recipes (maskd gimp-batch / maskd krita-batch) --------------------------------
+
+PROGRESS_TAG = "MASKD-BATCH "  # the line prefix the in-editor scripts print once per file
+
+
+def add_editor_batch_arguments(p, suffix: str, editor: str) -> None:
+    """Options shared by ``maskd gimp-batch`` and ``maskd krita-batch``."""
+    p.add_argument("folder", metavar="FOLDER", help=f"folder with {suffix} files (searched recursively)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-o", "--output", metavar="FOLDER", help="write the masked files here (same names)")
+    where.add_argument("--in-place", action="store_true", help="replace each file with its masked version")
+    p.add_argument("--layers", nargs="+", metavar="NAME", default=None,
+                   help="'all', 'visible', or layer names; default: the bottom-most visible paint layer that "
+                        "is not one flat colour (as `maskd remove`)")
+    p.add_argument("--quality", choices=["fast", "default", "quality"], default="default")
+    p.add_argument("--no-refine", action="store_true", help="plain upsampled model matte (fastest)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--connection-file", metavar="PATH", help="the daemon to use (default: the per-user one)")
+    p.add_argument(f"--{editor}", metavar="COMMAND", dest="editor_command",
+                   help=f"how to run {editor} (a command line; default: found on PATH and in the usual "
+                        "install folders)")
+
+
+def plan_editor_batch(folder: str, suffix: str, output: str | None, in_place: bool,
+                      overwrite: bool) -> tuple[list[tuple[Path, Path]], int]:
+    """[(input, output)] for every ``suffix`` file under ``folder`` and how many were skipped (exist)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{folder}: not a folder")
+    out_root = None if in_place else Path(output).resolve()
+    files = []
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root)
+        if not f.is_file() or f.suffix.lower() != suffix or any(p.startswith(".") for p in rel.parts):
+            continue
+        if out_root is not None and out_root in f.resolve().parents and out_root != root.resolve():
+            continue  # an earlier run's outputs inside the input folder
+        files.append((f, rel))
+    if not files:
+        raise InputError(f"{folder}: no {suffix} files in this folder")
+    plan, skipped = [], 0
+    for f, rel in files:
+        dst = f if in_place else Path(output) / rel
+        if not in_place and dst.resolve() == f.resolve():
+            raise InputError(f"-o {output} is the input folder: that would overwrite the inputs; "
+                             "use --in-place, or another folder")
+        if not in_place and dst.exists() and not overwrite:
+            skipped += 1
+            continue
+        plan.append((f, dst))
+    return plan, skipped
+
+
+def run_editor_batch(editor: str, command: list[str], plan: list[tuple[Path, Path]], job: dict,
+                     job_dir: Path, *, quiet: bool, env: dict | None = None,
+                     timeout: float | None = None) -> int:
+    """Run ``command`` (the editor, already told to load ``job_dir/job.json``), show its per-file
+    progress lines, print a summary; exit code 0 when every file went through."""
+    import json
+    import subprocess
+
+    job_file = job_dir / "job.json"
+    job = dict(job, files=[{"src": str(s.resolve()), "dst": str(d.resolve())} for s, d in plan],
+               result=str((job_dir / "result.json").resolve()))
+    job_file.write_text(json.dumps(job, indent=1))
+    for _, dst in plan:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(plan), unit="file", disable=quiet or None, dynamic_ncols=True, file=sys.stderr,
+               desc=editor)
+    tail: list[str] = []
+    entries: list[dict] = []
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace", env=env)
+    except OSError as exc:
+        bar.close()
+        raise MaskdError(f"could not start {editor} ({' '.join(command[:3])}…): {exc.strerror}") from None
+    try:
+        for line in proc.stdout:
+            if line.startswith(PROGRESS_TAG):
+                entry = json.loads(line[len(PROGRESS_TAG):])
+                entries.append(entry)
+                bar.update(1)
+                if entry.get("error"):
+                    bar.write(f"skipped: {entry['src']}: {entry['error']}", file=sys.stderr)
+                for note in entry.get("skipped", []):
+                    bar.write(f"{entry['src']}: left alone: {note}", file=sys.stderr)
+            else:
+                tail = (tail + [line.rstrip()])[-40:]
+        proc.wait(timeout=timeout)
+    except KeyboardInterrupt:
+        proc.kill()
+        raise
+    finally:
+        bar.close()
+    result = {}
+    try:
+        result = json.loads((job_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if result.get("error"):
+        raise MaskdError(f"{editor}: {result['error']}")
+    seconds = time.perf_counter() - t0
+    done = [e for e in entries if not e.get("error")]
+    failed = [e for e in entries if e.get("error")]
+    missing = len(plan) - len(entries)
+    masked_files = sum(1 for e in done if e.get("masked"))
+    layers = sum(len(e.get("masked", [])) for e in done)
+    text = f"maskd {editor}-batch: {masked_files} file(s) masked ({layers} layer(s)), {len(failed)} failed"
+    if missing:
+        text += f", {missing} not reached"
+    print(text + f" in {seconds:.1f} s", file=sys.stderr)
+    if missing:
+        log = "\n".join(tail[-15:])
+        print(f"{editor} stopped before the end (exit code {proc.returncode}); its last output:\n{log}",
+              file=sys.stderr)
+    return 1 if failed or missing else 0

@@ -1,0 +1,223 @@
+"""``maskd gimp-batch FOLDER (-o OUT | --in-place)``: GIMP's own batch mode over a folder of XCF files.
+
+GIMP 3 (``gimp-console``, no window) opens each file, calls the maskd plug-in
+``plug-in-maskd-remove-background`` (output: layer mask) on the chosen layers and saves the file
+with GIMP itself — for studios that want GIMP, not maskd, to write their XCF files. The layers are
+chosen as by ``maskd remove`` (``--layers``; default: the bottom-most visible paint layer that is
+not one flat colour); layers that already have a mask are left alone. Each file is saved to a
+temporary name and renamed into place, so an interrupted batch never leaves half a file.
+
+Needs GIMP 3 and the maskd plug-in (``maskd install-plugins``). The daemon is the running one, or
+one started for the batch and stopped afterwards. The same recipe by hand::
+
+    gimp-console-3.0 -i -d -f --batch-interpreter=python-fu-eval \\
+        -b 'import sys; sys.path.insert(0, "DIR"); import maskd_gimp_batch; \\
+            maskd_gimp_batch.inside_gimp("DIR/job.json")' --quit
+
+This file is also the script GIMP runs: ``inside_gimp`` and its helpers use only the standard
+library and GIMP's own modules (GIMP's Python is not maskd's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+
+HELP = "Run GIMP's own batch mode over a folder of XCF files"
+PROC_NAME = "plug-in-maskd-remove-background"
+PROGRESS_TAG = "MASKD-BATCH "  # = server.layered_batch.PROGRESS_TAG
+GIMP_NAMES = ["gimp-console-3.0", "gimp-console-3", "gimp-console", "gimp-console-3.0.exe",
+              "gimp-console.exe"]
+GIMP_FOLDERS = [
+    "/Applications/GIMP.app/Contents/MacOS",
+    r"C:\Program Files\GIMP 3\bin",
+    os.path.expandvars(r"%LOCALAPPDATA%\Programs\GIMP 3\bin"),
+]
+
+
+# ---- inside GIMP --------------------------------------------------------------------------------
+
+def _walk(layers, parent_path="", parent_shown=True):
+    for layer in layers:
+        path = parent_path + layer.get_name()
+        shown = parent_shown and bool(layer.get_visible())
+        yield layer, path, shown
+        if layer.is_group():
+            yield from _walk(layer.get_children(), path + "/", shown)
+
+
+def _is_flat(layer) -> bool:
+    from gi.repository import Gegl
+
+    w, h = layer.get_width(), layer.get_height()
+    data = bytes(layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "R'G'B'A u8",
+                                        Gegl.AbyssPolicy.CLAMP))
+    n = w * h
+    return data == data[:4] * n or data[3::4].count(0) == n
+
+
+def _choose(image, spec):
+    """(layers to mask, notes) by maskd's rule (see core.layered.select_layers)."""
+    items = list(_walk(image.get_layers()))
+    paint = [(ly, path, shown) for ly, path, shown in items if not ly.is_group()]
+    notes = []
+    if not spec or spec in (["default"],):
+        visible = [(ly, path) for ly, path, shown in paint if shown]
+        if not visible:
+            raise RuntimeError("no visible paint layer to mask; name one with --layers")
+        chosen = next(((ly, p) for ly, p in reversed(visible) if not _is_flat(ly)), visible[-1])
+        candidates = [chosen]
+    elif spec in (["all"], ["visible"]):
+        candidates = [(ly, p) for ly, p, shown in paint if spec == ["all"] or shown]
+    else:
+        candidates = []
+        for name in spec:
+            found = [(ly, p) for ly, p, _ in items if name in (ly.get_name(), p)]
+            if not found:
+                known = ", ".join(repr(p) for _, p, _ in items)
+                raise RuntimeError(f"no layer named {name!r} (layers: {known})")
+            candidates += [c for c in found if all(c[1] != k[1] for k in candidates)]
+    chosen = []
+    for layer, path in candidates:
+        if layer.is_group():
+            notes.append(f"{path}: is a group (groups are not masked; name a layer inside it)")
+        elif layer.get_mask() is not None:
+            notes.append(f"{path}: already has a mask (left as it is)")
+        else:
+            chosen.append((layer, path))
+    return chosen, notes
+
+
+def _mask_layer(proc, image, layer, options):
+    from gi.repository import Gimp
+
+    cfg = proc.create_config()
+    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    cfg.set_property("image", image)
+    cfg.set_core_object_array("drawables", [layer])
+    cfg.set_property("output", "mask")
+    cfg.set_property("refine", bool(options.get("refine", True)))
+    cfg.set_property("quality", options.get("quality", "default"))
+    cfg.set_property("decontaminate", False)
+    cfg.set_property("use-selection", False)
+    result = proc.run(cfg)
+    if result.index(0) != Gimp.PDBStatusType.SUCCESS:
+        message = ""
+        try:
+            message = Gimp.get_pdb().get_last_error()
+        except Exception:
+            pass
+        raise RuntimeError(message or f"{PROC_NAME} failed ({result.index(0)})")
+
+
+def inside_gimp(job_path: str) -> None:
+    """Run in GIMP's batch interpreter: mask and save every file of the job; one progress line each."""
+    import gi
+
+    gi.require_version("Gimp", "3.0")
+    gi.require_version("Gegl", "0.4")
+    from gi.repository import Gimp, Gio
+
+    with open(job_path) as f:
+        job = json.load(f)
+    outcome = {"files": []}
+    proc = Gimp.get_pdb().lookup_procedure(PROC_NAME)
+    if proc is None:
+        outcome["error"] = (f"the maskd plug-in ({PROC_NAME}) is not installed in this GIMP profile: "
+                            "run `maskd install-plugins` and try again")
+    for item in job["files"] if proc is not None else []:
+        entry = {"src": item["src"], "dst": item["dst"]}
+        image = None
+        try:
+            image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(item["src"]))
+            chosen, entry["skipped"] = _choose(image, job.get("layers"))
+            for layer, _path in chosen:
+                _mask_layer(proc, image, layer, job.get("options", {}))
+            entry["masked"] = [path for _, path in chosen]
+            if chosen or item["dst"] != item["src"]:
+                folder, name = os.path.split(item["dst"])
+                tmp = os.path.join(folder, f".{name}.maskd-part.xcf")
+                try:
+                    target = Gio.File.new_for_path(tmp)
+                    if not Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, target, None):
+                        raise RuntimeError("GIMP could not save the file")
+                    os.replace(tmp, item["dst"])
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+        except Exception as exc:  # one bad file never stops the batch
+            entry["error"] = " ".join(str(getattr(exc, "message", exc) or type(exc).__name__).split())
+        finally:
+            if image is not None:
+                image.delete()
+        outcome["files"].append(entry)
+        print(PROGRESS_TAG + json.dumps(entry), flush=True)
+    with open(job["result"], "w") as f:
+        json.dump(outcome, f)
+
+
+# ---- the maskd command --------------------------------------------------------------------------
+
+def add_arguments(p) -> None:
+    from server.layered_batch import add_editor_batch_arguments
+
+    add_editor_batch_arguments(p, ".xcf", "gimp")
+
+
+def find_gimp() -> list[str]:
+    """The GIMP 3 console binary, or a ``MaskdError`` saying how to point at it."""
+    import subprocess
+
+    from core.errors import MaskdError
+
+    if os.environ.get("MASKD_GIMP"):
+        return shlex.split(os.environ["MASKD_GIMP"])
+    candidates = [shutil.which(n) for n in GIMP_NAMES]
+    candidates += [os.path.join(d, n) for d in GIMP_FOLDERS for n in GIMP_NAMES]
+    for exe in (c for c in candidates if c and os.path.isfile(c)):
+        try:
+            out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60).stdout
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if "version 3" in out:
+            return [exe]
+    raise MaskdError("GIMP 3 was not found (looked for gimp-console-3.0 on PATH and in the usual install "
+                     "folders). Install GIMP 3, or pass --gimp COMMAND (e.g. --gimp 'flatpak run "
+                     "--command=gimp-console-3.0 org.gimp.GIMP')")
+
+
+def run(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from server.client import batch_daemon
+    from server.layered_batch import plan_editor_batch, run_editor_batch
+
+    plan, skipped = plan_editor_batch(args.folder, ".xcf", args.output, args.in_place, args.overwrite)
+    if skipped:
+        print(f"maskd gimp-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
+              file=sys.stderr)
+    if not plan:
+        return 0
+    command = shlex.split(args.editor_command) if args.editor_command else find_gimp()
+    home = Path(args.folder if args.in_place else args.output)
+    home.mkdir(parents=True, exist_ok=True)
+    job_dir = Path(tempfile.mkdtemp(prefix=".maskd-gimp-batch-", dir=home)).resolve()
+    try:
+        shutil.copyfile(__file__, job_dir / "maskd_gimp_batch.py")
+        job_file = job_dir / "job.json"
+        expression = (f"import sys; sys.path.insert(0, {str(job_dir)!r}); import maskd_gimp_batch; "
+                      f"maskd_gimp_batch.inside_gimp({str(job_file)!r})")
+        gimp = command + ["-i", "-d", "-f", "--batch-interpreter=python-fu-eval", "-b", expression, "--quit"]
+        env = dict(os.environ)
+        if args.connection_file:
+            env["MASKD_CONNECTION_FILE"] = str(Path(args.connection_file).resolve())
+        job = {"layers": args.layers, "options": {"quality": args.quality, "refine": not args.no_refine}}
+        say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+        with batch_daemon(args.connection_file, [], say=say):
+            return run_editor_batch("gimp", gimp, plan, job, job_dir, quiet=args.quiet, env=env)
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
