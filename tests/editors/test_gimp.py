@@ -63,11 +63,12 @@ class Case:
 
     def __init__(self, name, *, size=None, offsets=(0, 0), precision="U8_NON_LINEAR", gray=False,
                  alpha=True, alpha_values=None, args=None, selection=None, existing_mask=None,
-                 undo=False, save=False, group=False, plugin_config=None, seed=0):
+                 undo=False, save=False, group=False, plugin_config=None, interactive=False, seed=0):
         self.name, self.offsets, self.args, self.selection = name, tuple(offsets), dict(args or {}), selection
         self.width, self.height = size or CANVAS
         self.gray, self.alpha, self.precision = gray, alpha, precision
         self.undo, self.save, self.group, self.plugin_config = undo, save, group, plugin_config
+        self.interactive = interactive
         self.dtype = "u8" if "U8" in precision else "u16" if "U16" in precision else "f32"
         self.transfer = "linear" if precision.endswith("_LINEAR") and "NON" not in precision and \
             self.dtype == "f32" else "srgb"
@@ -101,7 +102,7 @@ class Case:
                  "base": "GRAY" if self.gray else "RGB", "precision": self.precision,
                  "layer": {"width": self.width, "height": self.height, "type": kind,
                            "offsets": list(self.offsets), "pixels": f"{self.name}.raw", "format": fmt},
-                 "args": self.args, "undo": self.undo, "save": self.save}
+                 "args": self.args, "undo": self.undo, "save": self.save, "interactive": self.interactive}
         if self.existing_mask is not None:
             (data / f"{self.name}.mask.raw").write_bytes(self.existing_mask.astype("<f4").tobytes())
             entry["existing_mask"] = {"pixels": f"{self.name}.mask.raw", "format": "Y float"}
@@ -148,6 +149,7 @@ def build_cases(plugin_config_path: Path, work: Path) -> list[Case]:
                          "daemon_command": ["/bin/false"]}}
     return [
         Case("rgba8", save=True, undo=True, seed=1),
+        Case("dialog", interactive=True, seed=18),  # the menu path: dialog, Return = OK
         Case("rgb8_larger", size=(120, 90), offsets=(-20, -10), alpha=False, seed=2),
         Case("rgba8_smaller", size=(40, 30), offsets=(70, 40), save=True, seed=3),
         Case("rgba16", precision="U16_NON_LINEAR", seed=4),
@@ -297,7 +299,8 @@ def test_registration(gimp_results):
         assert arg in reg["arguments"]
 
 
-@pytest.mark.parametrize("name", ["rgba8", "rgb8_larger", "rgba8_smaller", "rgba16", "float_linear", "gray8"])
+@pytest.mark.parametrize("name", ["rgba8", "rgb8_larger", "rgba8_smaller", "rgba16", "float_linear", "gray8",
+                                  "dialog"])
 def test_mask_equals_daemon_alpha(gimp_results, reference, name):
     """Layer mask: exists, has the layer's size, equals the daemon's alpha within 1/255."""
     r = result(gimp_results, name)

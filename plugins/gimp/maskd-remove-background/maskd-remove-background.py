@@ -435,12 +435,12 @@ class RemoveBackground(Gimp.PlugIn):
             name)
         proc.set_attribution("maskd", "maskd contributors (MIT)", "2026")
         flags = GObject.ParamFlags.READWRITE
-        proc.add_choice_argument("output", "_Output", "What to make from the matte", _choice(OUTPUTS),
+        proc.add_choice_argument("output", "Out_put", "What to make from the matte", _choice(OUTPUTS),
                                  "mask", flags)
-        proc.add_choice_argument("existing-mask", "If the layer has a _mask",
+        proc.add_choice_argument("existing-mask", "If the layer has a mas_k",
                                  "What the mask output does with a mask the layer already has",
                                  _choice(EXISTING_MASK), "intersect", flags)
-        proc.add_boolean_argument("refine", "_Refine edges",
+        proc.add_boolean_argument("refine", "Re_fine edges",
                                   "Refine the model's matte at full resolution (hair, soft edges)",
                                   True, flags)
         proc.add_boolean_argument("decontaminate", "_Decontaminate colours",
@@ -450,7 +450,7 @@ class RemoveBackground(Gimp.PlugIn):
                                  "default", flags)
         proc.add_string_argument("model", "_Model preset",
                                  "Model preset the daemon must serve (empty: whichever it serves)", "", flags)
-        proc.add_boolean_argument("use-selection", "Only the _selection",
+        proc.add_boolean_argument("use-selection", "Only the selection's _bounding box",
                                   "With a selection, process only its bounding box (the rest is masked out)",
                                   True, flags)
         return proc

@@ -8,6 +8,8 @@
 # One GIMP start serves every case: GIMP takes seconds to start, a case takes milliseconds.
 import json
 import os
+import sys
+import threading
 import time
 import traceback
 
@@ -16,6 +18,9 @@ import gi
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
 from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+
+sys.path.insert(0, "/maskd-gimp-tests")
+import xkeys  # noqa: E402
 
 PROC = "plug-in-maskd-remove-background"
 PLAN = json.load(open(os.environ["MASKD_PLAN"]))
@@ -95,19 +100,34 @@ def build(case):
     return img, layer, target
 
 
-def call(img, drawables, args):
+def accept_dialog(found):
+    """Wait for the plug-in's dialog and press Return in it (OK with the values shown)."""
+    xid = xkeys.find_window("Remove Background")
+    found.append(xid)
+    if xid is not None:
+        time.sleep(0.5)
+        xkeys.press(xid, xkeys.XK_RETURN)
+
+
+def call(img, drawables, args, interactive=False):
     proc = Gimp.get_pdb().lookup_procedure(PROC)
     cfg = proc.create_config()
-    cfg.set_property("run-mode", Gimp.RunMode.NONINTERACTIVE)
+    mode = Gimp.RunMode.INTERACTIVE if interactive else Gimp.RunMode.NONINTERACTIVE
+    cfg.set_property("run-mode", mode)
     cfg.set_property("image", img)
     cfg.set_core_object_array("drawables", drawables)
     for key, value in args.items():
         cfg.set_property(key, value)
+    found = []
+    if interactive:
+        threading.Thread(target=accept_dialog, args=(found,), daemon=True).start()
     rv = proc.run(cfg)
     status = rv.index(0)
     error = None
     if status != Gimp.PDBStatusType.SUCCESS:
         error = Gimp.get_pdb().get_last_error()
+    if interactive and not found:
+        error = "the dialog did not appear"
     return status.value_nick, None if error is None else str(error)
 
 
@@ -126,53 +146,11 @@ def registration():
     }
 
 
-def send_ctrl_z(display):
-    """Press Ctrl+Z in the image window: GIMP has no PDB procedure for undo, so the test does what a
-    user does. A synthetic X key event (XSendEvent through libX11; GDK_CORE_DEVICE_EVENTS=1 makes
-    GTK take core key events) reaches GIMP's Edit ▸ Undo accelerator."""
-    import ctypes
-
-    handle = display.get_window_handle()
-    xid = int.from_bytes(bytes(handle.get_data())[:8], "little")
-    x11 = ctypes.cdll.LoadLibrary("libX11.so.6")
-    x11.XOpenDisplay.restype = ctypes.c_void_p
-    x11.XKeysymToKeycode.argtypes = [ctypes.c_void_p, ctypes.c_ulong]
-    x11.XDefaultRootWindow.argtypes = [ctypes.c_void_p]
-    x11.XDefaultRootWindow.restype = ctypes.c_ulong
-    x11.XSetInputFocus.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_ulong]
-    x11.XFlush.argtypes = [ctypes.c_void_p]
-    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
-
-    class XKeyEvent(ctypes.Structure):
-        _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
-                    ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("root", ctypes.c_ulong),
-                    ("subwindow", ctypes.c_ulong), ("time", ctypes.c_ulong), ("x", ctypes.c_int),
-                    ("y", ctypes.c_int), ("x_root", ctypes.c_int), ("y_root", ctypes.c_int),
-                    ("state", ctypes.c_uint), ("keycode", ctypes.c_uint), ("same_screen", ctypes.c_int)]
-
-    class XEvent(ctypes.Union):
-        _fields_ = [("xkey", XKeyEvent), ("pad", ctypes.c_long * 24)]
-
-    x11.XSendEvent.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.c_int, ctypes.c_long,
-                               ctypes.POINTER(XEvent)]
-    dpy = x11.XOpenDisplay(None)
-    if not dpy:
-        raise RuntimeError("no X display (run GIMP under xvfb-run)")
-    keycode = x11.XKeysymToKeycode(dpy, 0x7A)  # XK_z
-    x11.XSetInputFocus(dpy, xid, 1, 0)
-    for event_type, event_mask in ((2, 1), (3, 2)):  # KeyPress, KeyRelease
-        ev = XEvent()
-        key = ev.xkey
-        key.type, key.display, key.window, key.root = event_type, dpy, xid, x11.XDefaultRootWindow(dpy)
-        key.state, key.keycode, key.same_screen = 4, keycode, 1  # ControlMask
-        x11.XSendEvent(dpy, xid, 1, event_mask, ctypes.byref(ev))
-    x11.XFlush(dpy)
-    x11.XCloseDisplay(dpy)
-
-
 def undo_once(img, display):
-    """One Ctrl+Z; waits until GIMP has undone (the image is clean again) or 10 s have passed."""
-    send_ctrl_z(display)
+    """One Ctrl+Z in the image window (GIMP has no undo procedure in its PDB); waits until GIMP
+    has undone (the image is clean again) or 10 s have passed."""
+    time.sleep(0.3)  # let GIMP map the window before the key arrives
+    xkeys.press(xkeys.display_xid(display), xkeys.XK_Z, xkeys.CONTROL_MASK)
     deadline = time.time() + 10
     while img.is_dirty() and time.time() < deadline:
         time.sleep(0.05)
@@ -186,21 +164,23 @@ def run_case(case):
     try:
         img, layer, target = build(case)
         result["before"] = describe(img, layer, case, "before")
-        display = Gimp.Display.new(img) if case.get("undo") else None
+        display = Gimp.Display.new(img) if case.get("undo") or case.get("interactive") else None
         img.clean_all()
         if config_path:  # e.g. the daemon-absent case: point the plug-in elsewhere for this one call
             saved_config = open(config_path["path"]).read()
             with open(config_path["path"], "w") as fh:
                 json.dump(config_path["config"], fh)
-        result["status"], result["error"] = call(img, [target], case.get("args", {}))
+        result["status"], result["error"] = call(img, [target], case.get("args", {}),
+                                                 interactive=case.get("interactive", False))
         result["after"] = describe(img, layer, case, "after")
         if case.get("save"):
             path = os.path.join(OUT, case["name"] + ".xcf")
             result["saved"] = bool(Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img,
                                                   Gio.File.new_for_path(path), None))
         if display is not None:
-            result["undo_clean"] = undo_once(img, display)
-            result["undone"] = describe(img, layer, case, "undone")
+            if case.get("undo"):
+                result["undo_clean"] = undo_once(img, display)
+                result["undone"] = describe(img, layer, case, "undone")
             display.delete()
             try:
                 img.delete()
