@@ -17,6 +17,9 @@ import subprocess
 import time
 from pathlib import Path
 
+# imported now, not when needed: uninstall removes the venv this code may be running from
+from installers.plugins import remove_empty_ini_section, set_kritarc_value
+
 FORMAT = 1
 
 
@@ -138,8 +141,6 @@ def _undo_service(entry: dict, run_commands: bool) -> None:
 
 
 def _undo_ini(entry: dict, report: list[str]) -> None:
-    from installers.plugins import remove_empty_ini_section, set_kritarc_value
-
     path = Path(entry["path"])
     if not path.exists():
         return
@@ -172,15 +173,17 @@ def undo(manifest: Manifest, run_commands: bool = True, keep=()) -> list[str]:
         if entry["kind"] == "service" and "service" not in keep:
             _undo_service(entry, run_commands)
     for entry in entries:
-        kind, path = entry["kind"], Path(entry["path"])
-        if kind in keep:
+        if entry["kind"] in keep:
             kept.append(entry)
-            continue
-        if kind in ("file", "tree", "service", "hf_cache", "weights"):
-            if _remove_path(path):
-                report.append(f"removed {path}")
-        elif kind == "ini":
+        elif entry["kind"] == "ini":
             _undo_ini(entry, report)
+    # maskd's own folders (the venv this may be running from) go last
+    removable = [e for e in entries if e["kind"] in ("file", "tree", "service", "hf_cache", "weights")
+                 and e["kind"] not in keep]
+    for entry in sorted(removable, key=lambda e: e["kind"] == "tree"):
+        path = Path(entry["path"])
+        if _remove_path(path):
+            report.append(f"removed {path}")
     if manifest.path.exists():
         manifest.path.unlink()
     for entry in sorted(manifest.entries_of("dir"), key=lambda e: len(Path(e["path"]).parts), reverse=True):

@@ -1,0 +1,126 @@
+"""The one-command installer end to end, in a throw-away HOME, from a wheel of this checkout.
+
+``installers/install.sh`` creates maskd's own venv (torch from pip's configuration: here the CPU
+wheel on local disk), installs the wheel, takes the generated ``lite`` weights as a local file (no
+hub here), installs the plugins into native and Flatpak GIMP/Krita layouts; the installed plugin's
+own client and config then start the installed daemon; ``maskd doctor`` reports everything fine;
+a re-run upgrades in place; ``maskd uninstall`` leaves HOME exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.test_install_plugins import make_home, snapshot
+
+PLUGIN_FILES = sorted(
+    p.relative_to(REPO).as_posix() for p in (REPO / "plugins").rglob("*")
+    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """``pip wheel --no-deps .`` of this checkout (its tracked and new files, no stale build folder)."""
+    src = tmp_path_factory.mktemp("src")
+    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    for rel in listed:
+        if (REPO / rel).is_file():
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, src / rel)
+    dist = tmp_path_factory.mktemp("dist")
+    base = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(dist), str(src)]
+    offline = base[:4] + ["--no-build-isolation"] + base[4:]
+    r = subprocess.run(offline, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:  # no setuptools in this environment: let pip fetch the build backend
+        r = subprocess.run(base, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (found,) = dist.glob("maskd-*.whl")
+    return found
+
+
+def test_wheel_carries_every_plugin_file(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    missing = [f for f in PLUGIN_FILES if f not in names]
+    assert "plugins/gimp/maskd-remove-background/maskd-remove-background.py" in PLUGIN_FILES
+    assert not missing, f"the wheel lacks plugin files (package data): {missing}"
+    assert "installers/install.py" in names and "installers/plugins.py" in names
+
+
+def run(cmd, env, timeout=900, check=True):
+    r = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=timeout,
+                       cwd=env["HOME"], stdin=subprocess.DEVNULL)
+    if check:
+        assert r.returncode == 0, f"{cmd}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
+    return r
+
+
+@pytest.mark.slow
+def test_installer_end_to_end(tmp_path, wheel, lite_weights):
+    home = make_home(tmp_path)
+    (tmp_path / "run").mkdir()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("XDG_", "MASKD_", "VIRTUAL_ENV", "PYTHON")) and k != "HOME"}
+    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(tmp_path / "run"), MASKD_INSTALL_NO_PROBE="1",
+               MASKD_FLATPAK_SYSTEM_DIR=str(tmp_path / "none"), MASKD_SNAP_DIR=str(tmp_path / "none"),
+               MASKD_PYTHON=sys.executable, MASKD_TORCH_INDEX_URL="", PIP_NO_CACHE_DIR="1",
+               HF_HUB_OFFLINE="1")
+    # pip puts `rustc --version` in its user agent; a rustup proxy on PATH would then create
+    # ~/.rustup in the throw-away HOME. Keep such tools pointed at the real one.
+    real_home = Path(os.path.expanduser("~"))
+    env.setdefault("RUSTUP_HOME", str(real_home / ".rustup"))
+    env.setdefault("CARGO_HOME", str(real_home / ".cargo"))
+    before = snapshot(home)
+    install = ["bash", REPO / "installers" / "install.sh", "--package", wheel, "--weights", lite_weights,
+               "--variant", "lite"]
+    r = run(install, env)
+    out = r.stdout
+    venv = home / ".local/share/maskd/venv"
+    maskd = venv / "bin" / "maskd"
+    assert "torch 2." in out and "maskd 0.1.0" in out, out
+    assert "plugins: gimp-3.0-flatpak, gimp-3.0-native, krita-flatpak, krita-native" in out, out
+    assert os.readlink(home / ".local/bin/maskd") == str(maskd)
+    weights = home / ".local/share/maskd/models/lite.safetensors"
+    assert weights.stat().st_size == lite_weights.stat().st_size
+
+    # the installed plugin (not the repo copy): its own client module and config start the installed daemon
+    plugin = home / ".config/GIMP/3.0/plug-ins/maskd-remove-background"
+    config = json.loads((plugin / "maskd_config.json").read_text())
+    assert config["daemon_command"] == [str(maskd), "serve", "--weights", str(weights), "--variant", "lite"]
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import maskd_client as mc; "
+             "c = mc.ensure_daemon(mc.load_plugin_config(sys.argv[1])); "
+             "print('hello', c.hello_info.get('maskd_version'), c.ping() >= 0); c.close()")
+    r = run(["python3", "-c", probe, plugin], {**env, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=600)
+    assert "hello 0.1.0 True" in r.stdout
+    try:
+        r = run([maskd, "doctor", "--json"], env, check=False, timeout=300)
+        report = json.loads(r.stdout)
+        problems = [c for c in report["checks"] if c["state"] == "problem"]
+        assert r.returncode == 0 and not problems, problems
+        areas = {c["area"]: c for c in report["checks"]}
+        assert "reachable" in areas["daemon"]["message"]
+        for label in ("GIMP 3.0", "GIMP 3.0 (Flatpak)", "Krita", "Krita (Flatpak)"):
+            assert areas[label]["state"] == "ok" and "plugin 0.1.0" in areas[label]["message"]
+    finally:
+        run([maskd, "stop"], env, check=False, timeout=120)
+
+    # re-running is safe: everything is reused or upgraded in place, nothing is added
+    tree = snapshot(home)
+    r = run(install + ["--torch", "skip"], env)
+    assert "environment" in r.stdout and "(reused)" in r.stdout
+    again = snapshot(home)
+    changed = {k for k in set(tree) | set(again) if tree.get(k) != again.get(k)}
+    assert all(k.startswith(".local/share/maskd/") for k in changed), sorted(changed)[:20]
+
+    r = run([maskd, "uninstall"], env)
+    assert "maskd is uninstalled." in r.stdout
+    assert snapshot(home) == before
