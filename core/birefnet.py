@@ -216,11 +216,12 @@ class Decoder(_Folded):
         head_w = final.weight.detach()[:, :self.split_at].clone()  # applies to the decoder features
         ipt_w = final.weight.detach()[:, self.split_at:].flatten(1)  # applies to ipt_blk1's output
         last = self.ipt_blk1.conv_out
-        fused_w = torch.einsum("po,oikl->pikl", ipt_w.double(), last.weight.detach().double())
-        fused_b = ipt_w.double() @ last.bias.detach().double() + final.bias.detach().double()
+        ipt_w64 = ipt_w.cpu().double()  # float64 on the CPU: MPS has no float64
+        fused_w = torch.einsum("po,oikl->pikl", ipt_w64, last.weight.detach().cpu().double())
+        fused_b = ipt_w64 @ last.bias.detach().cpu().double() + final.bias.detach().cpu().double()
         self._set("_head_w", head_w)
-        self._set("_ipt1_w", fused_w.to(head_w.dtype))
-        self._set("_ipt1_b", fused_b.to(head_w.dtype))
+        self._set("_ipt1_w", fused_w.to(head_w.device, head_w.dtype))
+        self._set("_ipt1_b", fused_b.to(head_w.device, head_w.dtype))
 
     def _gate(self, p: torch.Tensor, level: int) -> torch.Tensor:
         g = F.relu(F.conv2d(p, getattr(self, f"_gdt{level}_w"), getattr(self, f"_gdt{level}_b"), padding=1))

@@ -160,9 +160,14 @@ class DeformableConv2d(nn.Module):
 
 
 def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d):
-    """Weights of one convolution equal to ``bn(conv(x))`` in eval mode (computed in float64)."""
-    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    folded_w = weight.double() * scale.view(-1, *([1] * (weight.dim() - 1)))
-    base = bias.double() if bias is not None else torch.zeros_like(scale)
-    folded_b = (base - bn.running_mean.double()) * scale + bn.bias.double()
-    return folded_w.to(weight.dtype), folded_b.to(weight.dtype)
+    """Weights of one convolution equal to ``bn(conv(x))`` in eval mode (computed in float64 on
+    the CPU: MPS has no float64)."""
+
+    def f64(t):
+        return t.detach().cpu().double()
+
+    scale = f64(bn.weight) / torch.sqrt(f64(bn.running_var) + bn.eps)
+    folded_w = f64(weight) * scale.view(-1, *([1] * (weight.dim() - 1)))
+    base = f64(bias) if bias is not None else torch.zeros_like(scale)
+    folded_b = (base - f64(bn.running_mean)) * scale + f64(bn.bias)
+    return folded_w.to(weight.device, weight.dtype), folded_b.to(weight.device, weight.dtype)
