@@ -487,13 +487,18 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
         edge = np.flatnonzero(cv2.inRange(a_r, EPS_ALPHA * 1.0001, 1.0 - EPS_ALPHA * 1.0001))
         if edge.size:
             o_flat = o_r.reshape(-1, 3)
-            under_a = out_alpha[y0:y1].reshape(-1)[edge] if out_alpha is not None else \
-                np.ones(edge.size, np.float32)
-            col, oa = over_linear(to_lin(f_r.reshape(-1, 3)[edge]), a_r.reshape(-1)[edge],
-                                  to_lin(o_flat[edge]), under_a, shadow_lin, np.zeros(edge.size, np.float32))
-            o_flat[edge] = from_lin(col)
-            if out_alpha is not None:
-                out_alpha[y0:y1].reshape(-1)[edge] = oa
+            a_e = a_r.reshape(-1)[edge]
+            f_lin = to_lin(f_r.reshape(-1, 3)[edge])
+            if out_alpha is None:  # opaque underneath: a plain linear-light mix (the common case)
+                mix = to_lin(o_flat[edge])
+                mix += (f_lin - mix) * a_e[:, None]
+                o_flat[edge] = from_lin(mix)
+            else:
+                a_flat = out_alpha[y0:y1].reshape(-1)
+                col, oa = over_linear(f_lin, a_e, to_lin(o_flat[edge]), a_flat[edge], shadow_lin,
+                                      np.zeros(edge.size, np.float32))
+                o_flat[edge] = from_lin(col)
+                a_flat[edge] = oa
     lap("subject blend")
 
     # 3) the alpha channel, or flattening
