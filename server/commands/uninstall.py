@@ -9,6 +9,8 @@ folders it created when they are empty. Nothing else is touched.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 HELP = "Remove exactly what the installer put in place"
 
@@ -40,6 +42,12 @@ def run(args) -> int:
             elif not (args.keep_weights and entry["kind"] in ("weights", "hf_cache")):
                 print(f"would remove {entry['path']}")
         return 0
+    venv = manifest.settings.get("venv")
+    if os.name == "nt" and venv and os.path.abspath(sys.prefix) == os.path.abspath(venv):
+        print("On Windows a running program cannot delete itself: run "
+              "`powershell -ExecutionPolicy Bypass -File installers\\install.ps1 --uninstall` from the clone "
+              "instead (same uninstall, run by the system Python).")
+        return 1
     report = uninstall(plat, keep_weights=args.keep_weights)
     print("\n".join(report) if report else "nothing was left to remove")
     print("maskd is uninstalled." + (" The weights were kept." if args.keep_weights else ""))
