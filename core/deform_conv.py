@@ -28,6 +28,33 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
+_GRIDS: dict = {}
+
+
+def _base_grid(device, geometry, out_size, sample_size):
+    """Undeformed sampling positions, normalised for grid_sample as (x, y) pairs ``(taps, Ho, Wo, 2)``,
+    and the pixel → normalised scale ``(2,)``; cached, so a GPU forward never waits on building them."""
+    key = (str(device), geometry, out_size, sample_size)
+    found = _GRIDS.get(key)
+    if found is not None:
+        return found
+    kh, kw, sh, sw, ph, pw, dh, dw = geometry
+    (out_h, out_w), (sample_h, sample_w) = out_size, sample_size
+    scale_y, scale_x = 2.0 / (sample_h - 1), 2.0 / (sample_w - 1)
+    tap_y = (torch.arange(kh) * dh).repeat_interleave(kw).double()
+    tap_x = (torch.arange(kw) * dw).repeat(kh).double()
+    base_y = (torch.arange(out_h) * sh - ph).double()
+    base_x = (torch.arange(out_w) * sw - pw).double()
+    grid_y = (tap_y.view(-1, 1, 1) + base_y.view(1, -1, 1)) * scale_y - 1.0  # (taps, Ho, 1)
+    grid_x = (tap_x.view(-1, 1, 1) + base_x.view(1, 1, -1)) * scale_x - 1.0  # (taps, 1, Wo)
+    base = torch.stack(torch.broadcast_tensors(grid_x, grid_y), -1).float().to(device)
+    scale = torch.tensor([scale_x, scale_y], dtype=torch.float32).to(device)
+    if len(_GRIDS) >= 32:
+        _GRIDS.clear()
+    _GRIDS[key] = (base, scale)
+    return base, scale
+
+
 def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor,
                   bias: torch.Tensor | None = None, stride=1, padding=0, dilation=1,
                   max_chunk_bytes: int | None = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
@@ -54,18 +81,9 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
     if height == 1 or width == 1:
         sample = F.pad(sample, (0, int(width == 1), 0, int(height == 1)))
     sample_h, sample_w = sample.shape[-2:]
-    scale_y, scale_x = 2.0 / (sample_h - 1), 2.0 / (sample_w - 1)
     device = x.device
 
-    # base sampling positions, normalised for grid_sample, as (x, y) pairs: (taps, Ho, Wo, 2)
-    tap_y = (torch.arange(kh, device=device) * dh).repeat_interleave(kw).float()
-    tap_x = (torch.arange(kw, device=device) * dw).repeat(kh).float()
-    base_y = (torch.arange(out_h, device=device) * sh - ph).float()
-    base_x = (torch.arange(out_w, device=device) * sw - pw).float()
-    grid_y = (tap_y.view(-1, 1, 1) + base_y.view(1, -1, 1)) * scale_y - 1.0  # (taps, Ho, 1)
-    grid_x = (tap_x.view(-1, 1, 1) + base_x.view(1, 1, -1)) * scale_x - 1.0  # (taps, 1, Wo)
-    base = torch.stack(torch.broadcast_tensors(grid_x, grid_y), -1)
-    scale = torch.tensor([scale_x, scale_y], device=device)
+    base, scale = _base_grid(device, (kh, kw, sh, sw, ph, pw, dh, dw), (out_h, out_w), (sample_h, sample_w))
     # offsets as (Δx, Δy) pairs in the last dimension (one copy), so each band's grid is one addcmul
     offset_xy = offset.float().view(batch, taps, 2, out_h, out_w).flip(2).permute(0, 1, 3, 4, 2)
 
