@@ -309,8 +309,7 @@ class BiRefNet(nn.Module):
         return self.decoder(x, x1, x2, x3, x4, patch_order or self.patch_order)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        if x.dim() != 4 or x.shape[1] != 3 or h % 32 or w % 32:
+        if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] % 32 or x.shape[3] % 32:
             raise InputError(f"BiRefNet needs a (B, 3, H, W) input with H and W multiples of 32, "
                              f"got {tuple(x.shape)}")
         param = self.decoder.conv_out1[0].weight
