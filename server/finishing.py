@@ -93,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--preset", choices=sorted(PRESETS),
                    help="; ".join(f"{name}: {v['about']}" for name, v in PRESETS.items())
                    .replace("%", "%%") + " (explicit options override the preset)")
+    g.add_argument("--save-layers", action="store_true",
+                   help="also write the layers separately as PNGs for editing: NAME.subject.png, "
+                        "NAME.shadow.png (shadow colour + its alpha), NAME.background.png")
     g.add_argument("--sidecar", action=argparse.BooleanOptionalAction, default=None,
                    help="write NAME.json next to each output with the subject's bounding box "
                         "(on by default with a preset)")
@@ -196,14 +199,42 @@ def finish_item(args, item) -> None:
         result = None
         record = _record(item, p, p.to_canvas(bounds) if bounds else None, bounds, None, opts)
     else:
-        result = compose.finish(item.image, item.alpha, colours, opts)
+        layers = bool(getattr(args, "save_layers", False))
+        result = compose.finish(item.image, item.alpha, colours, opts, layers=layers)
         item.output = result.image
+        if layers:
+            _write_layers(item, result)
         record = _record(item, result.placement, result.subject_box, result.source_box, result.shadow_box,
                          opts)
     if record["subject"] is None:
         item.notes.append("no subject found (the matte is empty): framed the whole photo")
     if want_sidecar:
         _write_json(sidecar_path(item.dst), record)
+
+
+def layer_paths(dst: Path) -> dict:
+    dst = Path(dst)
+    return {name: dst.with_name(f"{dst.stem}.{name}.png") for name in ("subject", "shadow", "background")}
+
+
+def _write_layers(item, result) -> None:
+    """The finished picture's layers as separate PNGs (same size, in register; 16-bit for 16-bit input)."""
+    from core import imageio
+
+    def write(path, arr):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        imageio.write_image(path, imageio.to_uint16(arr) if item.bit_depth == 16 else imageio.to_uint8(arr))
+
+    paths = layer_paths(item.dst)
+    write(paths["subject"], result.subject)
+    if result.shadow is not None:
+        rgba = np.empty(result.shadow.shape + (4,), np.float32)
+        rgba[..., :3] = result.shadow_colour
+        rgba[..., 3] = result.shadow
+        write(paths["shadow"], rgba)
+    if result.background is not None and result.background[..., 3].max() > 0:
+        bg = result.background
+        write(paths["background"], bg[..., :3] if bg[..., 3].min() >= 1.0 else bg)
 
 
 def sidecar_path(dst: Path) -> Path:
@@ -245,3 +276,29 @@ def _write_json(path: Path, record: dict) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise MaskdError(f"cannot write the sidecar {path}: {exc.strerror or exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# For the daemon (plugins' "Add shadow layer"): see docs/finishing.md, "Editors"
+
+
+def shadow_reply(alpha, spec_text: str) -> tuple[dict, np.ndarray]:
+    """The shadow of a segment/refine result, for a request carrying ``"shadow": "<--shadow syntax>"``.
+
+    Returns (the result's ``shadow`` field, the shadow's alpha as float32 H×W at the image's size,
+    darkness included). Raises ``InputError`` (→ ``bad_request``) for a bad spec. The daemon appends
+    the alpha, encoded like the result's alpha, as the last buffer and puts its index in ``buffer``.
+    """
+    from core import compose
+    from core.imageio import to_float
+    from core.shadow import parse_shadow
+
+    spec = parse_shadow(str(spec_text)) if spec_text else None
+    a = to_float(np.asarray(alpha))
+    if a.ndim == 3:
+        a = a[..., 0]
+    layer = compose.shadow_layer(a, spec) if spec is not None else np.zeros(a.shape, np.float32)
+    colour = spec.color if spec is not None else (0.0, 0.0, 0.0)
+    field = {"color": "#" + "".join(f"{round(c * 255):02x}" for c in colour),
+             "style": str(spec_text), "buffer": None}
+    return field, layer

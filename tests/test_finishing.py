@@ -138,3 +138,29 @@ def test_finish_command_works_on_existing_cutouts_without_a_daemon(tmp_path):
     assert tuple(img[25, 25]) == (40, 200, 90) and tuple(img[1, 1]) == (0, 0, 255)
     meta = json.loads((tmp_path / "out" / "c.json").read_text())
     assert meta["subject"] == {"x": 5, "y": 5, "width": 40, "height": 41}
+
+
+def test_saved_layers_recompose_to_the_finished_picture(tmp_path):
+    from core import compose, imageio
+
+    cut = np.zeros((90, 120, 4), np.uint16)
+    cut[20:70, 40:80] = (9000, 30000, 52000, 65535)
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "k.png"), cut)
+    env = maskd_env(MASKD_CONNECTION_FILE=tmp_path / "nowhere" / "connection.json")
+    r = cli(env, "finish", tmp_path / "in" / "k.png", "-o", tmp_path / "out", "--background", "#d0e0f0",
+            "--shadow", "drop,color=#203040", "--save-layers", "-q")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = tmp_path / "out"
+    final = imageio.to_float(imageio.read_image(out / "k.png"))
+    subject = imageio.to_float(imageio.read_image(out / "k.subject.png"))
+    shadow = imageio.to_float(imageio.read_image(out / "k.shadow.png"))
+    background = imageio.to_float(imageio.read_image(out / "k.background.png"))
+    assert final.shape == (90, 120, 3) and subject.shape == (90, 120, 4) and shadow.shape == (90, 120, 4)
+    assert background.shape == (90, 120, 3) and np.allclose(background, [0xd0 / 255, 0xe0 / 255, 0xf0 / 255],
+                                                             atol=1e-4)
+    assert shadow[71, 60, 3] > 0.2 and shadow[10, 10, 3] == 0  # under the base, not in the corner
+    assert np.allclose(shadow[71, 60, :3], [0x20 / 255, 0x30 / 255, 0x40 / 255], atol=1e-4)
+    col, _ = compose.composite_reference(subject[..., :3], subject[..., 3], background, 1.0,
+                                         shadow[71, 60, :3], shadow[..., 3])
+    assert np.abs(col - final).max() < 2e-3  # the layers stack up to the written picture
