@@ -266,13 +266,38 @@ def plan_editor_batch(folder: str, suffix: str, output: str | None, in_place: bo
     return plan, skipped
 
 
+def check_before_editor(plan: list[tuple[Path, Path]]) -> tuple[list[tuple[Path, Path]], list[dict]]:
+    """Files the editor may open, and failure entries for the damaged ones.
+
+    Editors salvage damaged files quietly (GIMP loads a truncated XCF with layers missing) and the
+    batch would then save the loss; maskd's own parser reads every byte first instead.
+    """
+    from core.layered import check_layered
+
+    good, bad = [], []
+    for src, dst in plan:
+        try:
+            check_layered(src)
+        except MaskdError as exc:
+            bad.append({"src": str(src), "dst": str(dst), "error": str(exc)})
+        else:
+            good.append((src, dst))
+    return good, bad
+
+
 def run_editor_batch(editor: str, command: list[str], plan: list[tuple[Path, Path]], job: dict,
                      job_dir: Path, *, quiet: bool, env: dict | None = None,
                      timeout: float | None = None) -> int:
-    """Run ``command`` (the editor, already told to load ``job_dir/job.json``), show its per-file
-    progress lines, print a summary; exit code 0 when every file went through."""
+    """Check the files, run ``command`` (the editor, already told to load ``job_dir/job.json``) on
+    the good ones, show its per-file progress lines, print a summary; 0 when every file went through."""
     import json
     import subprocess
+
+    plan, rejected = check_before_editor(plan)
+    for entry in rejected:
+        message = entry["error"]
+        print("skipped: " + (message if entry["src"] in message else f"{entry['src']}: {message}"),
+              file=sys.stderr)
 
     job_file = job_dir / "job.json"
     job = dict(job, files=[{"src": str(s.resolve()), "dst": str(d.resolve())} for s, d in plan],
@@ -287,6 +312,10 @@ def run_editor_batch(editor: str, command: list[str], plan: list[tuple[Path, Pat
     tail: list[str] = []
     entries: list[dict] = []
     t0 = time.perf_counter()
+    if not plan:
+        bar.close()
+        print(f"maskd {editor}-batch: 0 file(s) masked, {len(rejected)} failed", file=sys.stderr)
+        return 1
     try:
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 errors="replace", env=env)
@@ -320,7 +349,7 @@ def run_editor_batch(editor: str, command: list[str], plan: list[tuple[Path, Pat
         raise MaskdError(f"{editor}: {result['error']}")
     seconds = time.perf_counter() - t0
     done = [e for e in entries if not e.get("error")]
-    failed = [e for e in entries if e.get("error")]
+    failed = [e for e in entries if e.get("error")] + rejected
     missing = len(plan) - len(entries)
     masked_files = sum(1 for e in done if e.get("masked"))
     layers = sum(len(e.get("masked", [])) for e in done)

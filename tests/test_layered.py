@@ -88,7 +88,8 @@ def test_default_masks_the_photo_layer_and_keeps_everything_else(tmp_path, name)
     original, masked = open_layered(source), open_layered(out)
     layer_paths = [ly.path for ly in masked.layers if ly.kind != "mask"]
     if masked.format_name == "OpenRaster":  # the masked layer sits in a stack with its mask layer
-        assert layer_paths == PATHS[:5] + ["background (masked)", "background (masked)/background", "Background"]
+        wrapped = ["background (masked)", "background (masked)/background"]
+        assert layer_paths == PATHS[:5] + wrapped + ["Background"]
     else:
         assert layer_paths == PATHS
     target = next(ly for ly in masked.layers if ly.has_mask)
@@ -354,3 +355,41 @@ def test_xcf_rle_round_trip(runs):
     data = b"".join(bytes((v,)) * n for v, n in runs)[:4096]
     encoded = _rle_encode_plane(np.frombuffer(data, np.uint8))
     assert _rle_decode(encoded, 0, len(data), 1) == data
+
+
+@pytest.mark.parametrize("name", EDITOR_FILES)
+def test_check_layered_reads_every_byte(tmp_path, name):
+    """What the editor batches run first: a file GIMP would quietly salvage is rejected here."""
+    from core.layered import check_layered
+
+    check_layered(FIXTURES / name)
+    data = (FIXTURES / name).read_bytes()
+    damaged = tmp_path / ("cut" + Path(name).suffix)
+    damaged.write_bytes(data[: len(data) - 200])
+    with pytest.raises(LayeredFileError, match="cut"):
+        check_layered(damaged)
+
+
+def test_editor_batch_plan(tmp_path):
+    from server.layered_batch import plan_editor_batch
+
+    shots = tmp_path / "shots"
+    (shots / "sub").mkdir(parents=True)
+    (shots / ".hidden").mkdir()
+    for rel in ("a.xcf", "sub/b.xcf", ".hidden/c.xcf", "d.kra", "out/e.xcf"):
+        (shots / rel).parent.mkdir(parents=True, exist_ok=True)
+        (shots / rel).write_bytes(b"x")
+    out = shots / "out"
+    plan, skipped = plan_editor_batch(str(shots), ".xcf", str(out), False, False)
+    assert [(s.relative_to(shots).as_posix(), d.relative_to(out).as_posix()) for s, d in plan] == [
+        ("a.xcf", "a.xcf"), ("sub/b.xcf", "sub/b.xcf")]
+    (out / "a.xcf").write_bytes(b"done")
+    plan, skipped = plan_editor_batch(str(shots), ".xcf", str(out), False, False)
+    assert skipped == 1 and len(plan) == 1
+    assert len(plan_editor_batch(str(shots), ".xcf", str(out), False, True)[0]) == 2
+    plan, _ = plan_editor_batch(str(shots), ".kra", None, True, False)
+    assert plan == [(shots / "d.kra", shots / "d.kra")]
+    with pytest.raises(InputError, match="overwrite the inputs"):
+        plan_editor_batch(str(shots), ".xcf", str(shots), False, True)
+    with pytest.raises(InputError, match="no .ora files"):
+        plan_editor_batch(str(shots), ".ora", str(out), False, False)

@@ -188,6 +188,24 @@ def select_layers(doc: LayeredDocument, spec: str | list[str] | None = None) -> 
     return chosen_ids, skipped
 
 
+def check_layered(path: str | os.PathLike) -> None:
+    """Parse the whole file — every layer's pixels and masks, every zip member's checksum — or raise
+    ``LayeredFileError``. For handing files to an editor that would quietly salvage a damaged one
+    (GIMP opens a truncated XCF with the missing layers empty)."""
+    doc = open_layered(path)
+    with _as_file_error(path, doc.format_name):
+        for layer in doc.layers:
+            if layer.kind == "paint" and not layer.note:
+                doc._read_rgba(layer)
+                doc.read_mask(layer)
+        archive = getattr(doc, "zip", None)
+        if archive is not None:
+            damaged = archive.testzip()
+            if damaged is not None:
+                raise LayeredFileError(f"{path}: the member {damaged!r} is damaged (checksum mismatch); "
+                                       "skipped")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 

@@ -1,0 +1,219 @@
+"""``maskd krita-batch FOLDER (-o OUT | --in-place)``: Krita's kritarunner over a folder of KRA files.
+
+Krita (``kritarunner``, no window) opens each file, calls the maskd plugin's scripting entry
+point ``maskd.remove_background(doc, node, output="transparency-mask")`` on the chosen layers and
+saves the file with Krita itself. Layers are chosen as by ``maskd remove`` (``--layers``; default:
+the bottom-most visible paint layer that is not one flat colour); layers that already have a
+transparency mask are left alone. Each file is saved to a temporary name and renamed into place.
+
+Needs Krita 5.2 and the maskd plugin (``maskd install-plugins``; it need not be enabled for
+scripts). The daemon is the running one, or one started for the batch and stopped afterwards. The
+same recipe by hand (kritarunner always exits 0; the job's result file says what happened)::
+
+    QT_QPA_PLATFORM=offscreen PYTHONPATH=DIR kritarunner -s maskd_krita_batch -f inside_krita DIR/job.json
+
+This file is also the module kritarunner runs: ``inside_krita`` and its helpers use only the
+standard library and Krita's own modules (Krita's Python is not maskd's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import sys
+
+HELP = "Run Krita's kritarunner over a folder of KRA files"
+PROGRESS_TAG = "MASKD-BATCH "  # = server.layered_batch.PROGRESS_TAG
+KRITA_FOLDERS = [
+    "/Applications/krita.app/Contents/MacOS",
+    r"C:\Program Files\Krita (x64)\bin",
+]
+
+
+# ---- inside Krita -------------------------------------------------------------------------------
+
+def _pykrita_folders() -> list[str]:
+    from PyQt5.QtCore import QStandardPaths
+
+    found = []
+    for kind in (QStandardPaths.GenericDataLocation, QStandardPaths.AppDataLocation):
+        for base in QStandardPaths.standardLocations(kind):
+            found += [os.path.join(base, "krita", "pykrita"), os.path.join(base, "pykrita")]
+    if os.environ.get("APPDATA"):
+        found.append(os.path.join(os.environ["APPDATA"], "krita", "pykrita"))
+    found.append(os.path.expanduser("~/Library/Application Support/krita/pykrita"))
+    return found
+
+
+def _import_plugin(job):
+    folders = ([job["pykrita"]] if job.get("pykrita") else []) + _pykrita_folders()
+    for folder in folders:
+        if os.path.isfile(os.path.join(folder, "maskd", "__init__.py")):
+            sys.path.insert(0, folder)
+            import maskd
+
+            return maskd
+    raise RuntimeError("the maskd Krita plugin is not installed (looked in "
+                       f"{', '.join(dict.fromkeys(folders))}): run `maskd install-plugins` and try again")
+
+
+def _walk(node, parent_path="", parent_shown=True):
+    """(node, path, shown) for every layer under ``node``, top of the stack first (as maskd lists them)."""
+    for child in reversed(node.childNodes()):
+        if child.type().endswith("mask"):
+            continue
+        path = parent_path + child.name()
+        shown = parent_shown and bool(child.visible())
+        yield child, path, shown
+        if child.type() == "grouplayer":
+            yield from _walk(child, path + "/", shown)
+
+
+def _is_flat(node, doc) -> bool:
+    data = bytes(node.pixelData(0, 0, doc.width(), doc.height()))
+    n = doc.width() * doc.height()
+    size = len(data) // n if n else 0
+    return not size or data == data[:size] * n or (size == 4 and data[3::4].count(0) == n)
+
+
+def _has_mask(node) -> bool:
+    return any(c.type() == "transparencymask" for c in node.childNodes())
+
+
+def _choose(doc, spec):
+    """(nodes to mask, notes) by maskd's rule (see core.layered.select_layers)."""
+    items = list(_walk(doc.rootNode()))
+    paint = [(n, p, shown) for n, p, shown in items if n.type() == "paintlayer"]
+    notes = []
+    if not spec or spec == ["default"]:
+        visible = [(n, p) for n, p, shown in paint if shown]
+        if not visible:
+            raise RuntimeError("no visible paint layer to mask; name one with --layers")
+        candidates = [next(((n, p) for n, p in reversed(visible) if not _is_flat(n, doc)), visible[-1])]
+    elif spec in (["all"], ["visible"]):
+        candidates = [(n, p) for n, p, shown in paint if spec == ["all"] or shown]
+    else:
+        candidates = []
+        for name in spec:
+            found = [(n, p) for n, p, _ in items if name in (n.name(), p)]
+            if not found:
+                known = ", ".join(repr(p) for _, p, _ in items)
+                raise RuntimeError(f"no layer named {name!r} (layers: {known})")
+            candidates += [c for c in found if all(c[1] != k[1] for k in candidates)]
+    chosen = []
+    for node, path in candidates:
+        if node.type() == "grouplayer":
+            notes.append(f"{path}: is a group (groups are not masked; name a layer inside it)")
+        elif node.type() != "paintlayer":
+            notes.append(f"{path}: is a {node.type()}, not a paint layer")
+        elif _has_mask(node):
+            notes.append(f"{path}: already has a mask (left as it is)")
+        else:
+            chosen.append((node, path))
+    return chosen, notes
+
+
+def inside_krita(args) -> None:
+    """kritarunner entry point: mask and save every file of the job (``args[0]``); one progress line each."""
+    from krita import Krita
+
+    with open(args[0]) as f:
+        job = json.load(f)
+    outcome = {"files": []}
+    try:
+        maskd = _import_plugin(job)
+    except Exception as exc:
+        outcome["error"] = str(exc)
+        maskd = None
+    app = Krita.instance()
+    options = dict(job.get("options", {}), decontaminate=False)
+    for item in job["files"] if maskd is not None else []:
+        entry = {"src": item["src"], "dst": item["dst"]}
+        doc = None
+        try:
+            doc = app.openDocument(item["src"])
+            if doc is None:
+                raise RuntimeError("Krita could not open the file (damaged, or not a Krita document)")
+            doc.setBatchmode(True)
+            doc.waitForDone()
+            chosen, entry["skipped"] = _choose(doc, job.get("layers"))
+            for node, _path in chosen:
+                maskd.remove_background(doc, node, output="transparency-mask", **options)
+            doc.waitForDone()
+            entry["masked"] = [path for _, path in chosen]
+            if chosen or item["dst"] != item["src"]:
+                folder, name = os.path.split(item["dst"])
+                tmp = os.path.join(folder, f".{name}.maskd-part.kra")
+                try:
+                    if not doc.saveAs(tmp):
+                        raise RuntimeError("Krita could not save the file")
+                    os.replace(tmp, item["dst"])
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+        except Exception as exc:  # one bad file never stops the batch
+            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+            entry["error"] = " ".join(str(message).split())
+        finally:
+            if doc is not None:
+                doc.close()
+        outcome["files"].append(entry)
+        print(PROGRESS_TAG + json.dumps(entry), flush=True)
+    with open(job["result"], "w") as f:
+        json.dump(outcome, f)
+
+
+# ---- the maskd command --------------------------------------------------------------------------
+
+def add_arguments(p) -> None:
+    from server.layered_batch import add_editor_batch_arguments
+
+    add_editor_batch_arguments(p, ".kra", "krita")
+
+
+def find_kritarunner() -> list[str]:
+    from core.errors import MaskdError
+
+    if os.environ.get("MASKD_KRITARUNNER"):
+        return shlex.split(os.environ["MASKD_KRITARUNNER"])
+    names = ["kritarunner", "kritarunner.exe"]
+    candidates = [shutil.which(n) for n in names] + [os.path.join(d, n) for d in KRITA_FOLDERS for n in names]
+    for exe in candidates:
+        if exe and os.path.isfile(exe):
+            return [exe]
+    raise MaskdError("Krita's kritarunner was not found (looked on PATH and in the usual install folders). "
+                     "Install Krita 5.2, or pass --krita COMMAND (the kritarunner command line)")
+
+
+def run(args) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from server.client import batch_daemon
+    from server.layered_batch import plan_editor_batch, run_editor_batch
+
+    plan, skipped = plan_editor_batch(args.folder, ".kra", args.output, args.in_place, args.overwrite)
+    if skipped:
+        print(f"maskd krita-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
+              file=sys.stderr)
+    if not plan:
+        return 0
+    command = shlex.split(args.editor_command) if args.editor_command else find_kritarunner()
+    home = Path(args.folder if args.in_place else args.output)
+    home.mkdir(parents=True, exist_ok=True)
+    job_dir = Path(tempfile.mkdtemp(prefix=".maskd-krita-batch-", dir=home)).resolve()
+    try:
+        shutil.copyfile(__file__, job_dir / "maskd_krita_batch.py")
+        env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"))
+        env["PYTHONPATH"] = str(job_dir) + os.pathsep + env.get("PYTHONPATH", "")
+        if args.connection_file:
+            env["MASKD_CONNECTION_FILE"] = str(Path(args.connection_file).resolve())
+        krita = command + ["-s", "maskd_krita_batch", "-f", "inside_krita", str(job_dir / "job.json")]
+        job = {"layers": args.layers, "options": {"quality": args.quality, "refine": not args.no_refine}}
+        say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+        with batch_daemon(args.connection_file, [], say=say):
+            return run_editor_batch("krita", krita, plan, job, job_dir, quiet=args.quiet, env=env)
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
