@@ -63,12 +63,13 @@ class Case:
 
     def __init__(self, name, *, size=None, offsets=(0, 0), precision="U8_NON_LINEAR", gray=False,
                  alpha=True, alpha_values=None, args=None, selection=None, existing_mask=None,
-                 undo=False, save=False, group=False, plugin_config=None, interactive=False, seed=0):
+                 undo=False, save=False, group=False, plugin_config=None, interactive=False, target=None,
+                 seed=0):
         self.name, self.offsets, self.args, self.selection = name, tuple(offsets), dict(args or {}), selection
         self.width, self.height = size or CANVAS
         self.gray, self.alpha, self.precision = gray, alpha, precision
         self.undo, self.save, self.group, self.plugin_config = undo, save, group, plugin_config
-        self.interactive = interactive
+        self.interactive, self.target = interactive, target
         self.dtype = "u8" if "U8" in precision else "u16" if "U16" in precision else "f32"
         self.transfer = "linear" if precision.endswith("_LINEAR") and "NON" not in precision and \
             self.dtype == "f32" else "srgb"
@@ -112,6 +113,8 @@ class Case:
             entry.update(group=True, target="group")
         if self.plugin_config:
             entry["plugin_config"] = self.plugin_config
+        if self.target:
+            entry["target"] = self.target
         return entry
 
     def roi(self):
@@ -162,6 +165,7 @@ def build_cases(plugin_config_path: Path, work: Path) -> list[Case]:
         Case("selection", args={"output": "selection"}, size=(120, 90), offsets=(-20, -10), undo=True,
              seed=11),
         Case("intersect", existing_mask=split_mask(*CANVAS), undo=True, seed=12),
+        Case("on_mask", existing_mask=split_mask(*CANVAS), target="mask", seed=19),  # mask being edited
         Case("replace", args={"existing-mask": "replace"}, existing_mask=split_mask(*CANVAS), seed=13),
         Case("group", group=True, seed=14),
         Case("absent", plugin_config=absent, seed=15),
@@ -384,9 +388,11 @@ def test_selection_from_matte(gimp_results, reference):
     assert r["after"]["selected"] == r["before"]["selected"] == ["photo"]  # the active layer stays
 
 
-def test_existing_mask_is_combined_by_default(gimp_results, reference):
-    r = result(gimp_results, "intersect")
-    case = gimp_results["cases"]["intersect"]
+@pytest.mark.parametrize("name", ["intersect", "on_mask"])
+def test_existing_mask_is_combined_by_default(gimp_results, reference, name):
+    """Also when the selected drawable is the mask itself (the user was painting on it)."""
+    r = result(gimp_results, name)
+    case = gimp_results["cases"][name]
     got = load(gimp_results["out"], r["after"]["mask"])
     old = load(gimp_results["out"], r["before"]["mask"])
     want, _ = reference(case)

@@ -96,7 +96,7 @@ def build(case):
         mb.flush()
     if case.get("selection"):
         img.select_rectangle(Gimp.ChannelOps.REPLACE, *case["selection"])
-    target = parent if case.get("target") == "group" else layer
+    target = {"group": parent, "mask": layer.get_mask()}.get(case.get("target"), layer)
     return img, layer, target
 
 
