@@ -188,6 +188,11 @@ def install_plugins(plat: Platform, manifest: Manifest, daemon_command: list[str
                                 mirrors=[t.connection_file_copy for t in sandboxed], start=start)
         out("Daemon autostart: " + "; ".join(lines))
     elif sandboxed:
-        out("Sandboxed editors need a running daemon: start `maskd serve` yourself (--no-service given).")
+        from installers.service import supervisor_command
+
+        command = supervisor_command(Path(python or sys.executable), list(daemon_command) + ["--foreground"],
+                                     [t.connection_file_copy for t in sandboxed])
+        out("Sandboxed editors need a running daemon whose connection file they can see (no autostart: "
+            "--no-service). Run this yourself before using them:\n    " + " ".join(command))
     manifest.save()
     return targets

@@ -335,3 +335,15 @@ def test_each_gimp_profile_gets_the_plugin(tmp_path, series):
     assert [t.key for t in targets] == [f"gimp-{series}-native"]
     assert (home / ".config" / "GIMP" / series / "plug-ins" / "maskd-remove-background").is_dir()
     assert not (home / ".config" / "GIMP" / "2.10" / "plug-ins").exists()
+
+
+def test_no_service_prints_the_command_sandboxed_editors_need(tmp_path):
+    home = make_home(tmp_path, layouts=("flatpak",))
+    plat = platform_for(tmp_path, home)
+    lines = []
+    editors.install_plugins(plat, Manifest.load(plat.manifest_path), DAEMON, service="no", start=False,
+                            python="/opt/maskd/venv/bin/python", out=lines.append)
+    assert not plat.service_file().exists()
+    text = "\n".join(lines)
+    assert "/opt/maskd/venv/bin/python -m installers.service run --mirror" in text
+    assert "serve --model lite --foreground" in text

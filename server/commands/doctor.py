@@ -119,7 +119,8 @@ def _check_daemon(r: Report, connection_file, sandboxed: bool) -> None:
     if sandboxed:
         r.add("daemon", "problem",
               f"not running ({st.get('reason', '')}); Flatpak/Snap editors cannot start it",
-              "start it: `systemctl --user start maskd` (or `maskd serve`); it starts at login from then on")
+              "start it with `systemctl --user start maskd` (the autostart entry; from then on it starts at "
+              "login). A plain `maskd serve` is not visible inside the sandbox")
     else:
         r.add("daemon", "note", "not running; the plugins and `maskd remove` start it on first use "
               f"(or start it now: `maskd serve`). Connection file: {st['connection_file']}")
