@@ -69,8 +69,8 @@ class PixelFormat:
     Integer precisions travel as sRGB-encoded ("R'G'B'A") samples — 8-bit as u8, 16/32-bit as u16 —
     and float precisions as 32-bit float in the image's own transfer (linear "RGBA float" or
     perceptual "R'G'B'A float"), declared to the daemon with ``transfer``. The matte is written back
-    through a *linear* gray format ("Y u8", "Y u16", "Y float"): layer masks and channels are stored
-    linear, and writing alpha through "Y'" would apply the sRGB curve and thin every soft edge.
+    through a *linear* gray format ("Y u8", "Y u16", "Y float"): layer masks are stored linear, and
+    writing alpha through "Y'" would apply the sRGB curve and thin every soft edge.
     """
 
     def __init__(self, image):
@@ -297,10 +297,8 @@ def add_matte_mask(image, layer, rect, fmt, alpha, existing):
 
 
 def apply_to_alpha(image, layer, rect, fmt, alpha):
-    """Output "alpha": the same as the mask output, applied (alpha × matte); GIMP does the maths."""
-    if layer.get_mask() is not None:
-        raise PluginError(f"“{layer.get_name()}” already has a layer mask. Apply or delete it first "
-                          "(Layer ▸ Mask), or choose the “Layer mask” output.")
+    """Output "alpha": the same as the mask output, applied (alpha × matte); GIMP does the maths.
+    A layer that already has a mask was refused before any work (see ``remove_background``)."""
     if not layer.has_alpha():
         layer.add_alpha()
     add_matte_mask(image, layer, rect, fmt, alpha, "replace")
