@@ -289,17 +289,23 @@ def test_client_disconnects_mid_upload(daemon, transport):
 
 
 def test_client_disconnects_while_its_job_runs(daemon):
+    """The daemon notices the vanished client on its next progress heartbeat and cancels the job."""
     s = raw_socket(daemon)
     pixels, _ = make_image(16, 16)
     s.send_multipart(signed(daemon, {"op": "segment", "width": 16, "height": 16, "job": "gone-1",
-                                     "options": {"null_delay_s": 30}}, [bytes(pixels)]))
-    assert recv_reply(s, timeout=0.5) is None or True
-    s.close(0)
-    with daemon.client() as c:  # the daemon notices on its next progress heartbeat and cancels the job
+                                     "options": {"null_delay_s": 60}}, [bytes(pixels)]))
+    with daemon.client() as c:
+        cancelled = c.status()["counters"]["jobs_cancelled"]
+        deadline = time.monotonic() + 20
+        while c.status()["current_job"] != "gone-1" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert c.status()["current_job"] == "gone-1"
+        s.close(0)
         deadline = time.monotonic() + 15
         while c.status()["current_job"] == "gone-1" and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert c.status()["current_job"] != "gone-1"
+        st = c.status()
+        assert st["current_job"] is None and st["counters"]["jobs_cancelled"] == cancelled + 1
     assert_healthy(daemon)
 
 
