@@ -68,16 +68,16 @@ class ShadowSpec:
 
 
 SHADOW_PRESETS = {
-    # a soft floor shadow right under the subject, for catalogue shots
-    "soft": ShadowSpec(direction=90.0, distance=0.12, softness=0.06, opacity=0.35, contact=0.55,
-                       contact_softness=0.012, fade=0.8),
+    # a soft floor shadow right under the subject (peeking out in front of it), for catalogue shots
+    "soft": ShadowSpec(direction=270.0, distance=0.15, softness=0.07, opacity=0.3, contact=0.65,
+                       contact_softness=0.025, fade=0.85),
     # contact only: grounds the subject without a visible cast shadow
     "contact": ShadowSpec(opacity=0.0, contact=0.7, contact_softness=0.01),
     # a longer cast shadow falling back and to the right, as from a window light
     "drop": ShadowSpec(direction=50.0, distance=0.6, softness=0.05, opacity=0.45, contact=0.5,
                        contact_softness=0.01, fade=0.9),
     # a reflection-like shadow towards the viewer, as on a shiny table under a top-back light
-    "front": ShadowSpec(direction=270.0, distance=0.3, softness=0.05, opacity=0.35, contact=0.55, fade=0.9),
+    "front": ShadowSpec(direction=270.0, distance=0.35, softness=0.05, opacity=0.35, contact=0.55, fade=0.9),
 }
 
 DIRECTION_NAMES = {
