@@ -9,8 +9,9 @@ All box sums use ``cv2.boxFilter`` in float32 (O(N), independent of ``r``). ``ep
 units² with the guide in [0, 1].
 
 Joint upsampling (the fast guided filter of He & Sun 2015 used as in Wu et al.'s Deep Guided
-Filter): solve ``a, b`` at the matte's resolution against the image downsampled to that size,
-average them there, and apply the bilinearly upsampled coefficients to the full-resolution guide.
+Filter): solve ``a`` at the matte's resolution against the image downsampled to that size,
+average it there, and apply the bilinearly upsampled coefficients to the full-resolution guide,
+plus the interpolated per-pixel offset (see ``joint_coefficients``).
 Only the last step touches full-resolution pixels, and ``apply_coefficients_at`` does it for a
 list of pixels (the uncertain band) instead of the whole image.
 """
@@ -135,11 +136,25 @@ def apply_coefficients_at(guide_pixels: np.ndarray, coef_low: np.ndarray, idx_y,
     return np.clip(q, 0.0, 1.0)
 
 
-def joint_upsample(guide_full: np.ndarray, matte_low: np.ndarray, r: int = 2,
-                   eps: float = 1e-4) -> np.ndarray:
-    """Whole-image guided joint upsampling of ``matte_low`` to the guide's size (reference/baseline path)."""
+def joint_coefficients(guide_low: np.ndarray, matte_low: np.ndarray, r: int, eps: float) -> np.ndarray:
+    """Coefficients for joint upsampling: ``(mean a_R, mean a_G, mean a_B, offset)``, H×W×4.
+
+    The offset is ``matte − mean(a)ᵀ·guide`` per low-resolution pixel instead of the filter's
+    box-averaged ``b``: the upsampled result passes exactly through the matte at the model's pixel
+    centres, so where colour explains nothing (flat or transparent subjects, a ≈ 0) it is a plain
+    interpolation of the matte rather than a box-blurred one, and where colour explains the edge
+    the full-resolution pixels add their detail on top.
+    """
+    coef = guided_coefficients(guide_low, matte_low, r, eps)
+    coef[..., 3] = matte_low - (coef[..., :3] * guide_low).sum(axis=2)
+    return coef
+
+
+def joint_upsample(guide_full: np.ndarray, matte_low: np.ndarray, r: int = 1,
+                   eps: float = 1e-5) -> np.ndarray:
+    """Whole-image guided joint upsampling of ``matte_low`` to the guide's size (colour guide)."""
     h, w = matte_low.shape
     guide_low = cv2.resize(guide_full, (w, h), interpolation=cv2.INTER_AREA)
-    coef = guided_coefficients(guide_low, matte_low, r, eps)
+    coef = joint_coefficients(guide_low, matte_low, r, eps)
     big = cv2.resize(coef, (guide_full.shape[1], guide_full.shape[0]), interpolation=cv2.INTER_LINEAR)
     return apply_coefficients(guide_full, big)

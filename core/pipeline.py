@@ -6,8 +6,9 @@ layer's own resolution with the layer's own colours:
 
 1. **Guided joint upsampling** (``core.guided_filter``): a colour guided filter (r = 1, ε = 1e-5)
    is solved on the model's grid against the image downsampled to that grid; its per-pixel
-   linear colour→alpha coefficients are interpolated to full resolution and applied to the
-   full-resolution pixels, so edges follow the photo's colour edges.
+   linear colour→alpha coefficients (and the offset that makes them reproduce the matte there)
+   are interpolated to full resolution and applied to the full-resolution pixels, so edges
+   follow the photo's colour edges, and fall back to smooth interpolation where colour is flat.
 2. **Trimap** (``core.trimap``): the uncertain band (0 < matte < 1 and hard steps) on the model's
    grid, widened by a radius in *model* pixels. Outside the band alpha is exactly 0 or 1, and
    no full-resolution work is done there: the band is processed in tiles.
@@ -262,19 +263,20 @@ def _tile_pixels(sub: np.ndarray, y0, y1, x0, x1, linear: bool):
     return guide, blend
 
 
-def _warp(low: np.ndarray, box, full_hw) -> np.ndarray:
+def _warp(low: np.ndarray, box, full_hw, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Bilinear samples of a low-grid array at the full-resolution pixels of ``box`` (as cv2.resize)."""
     y0, y1, x0, x1 = box
     height, width = full_hw
     h, w = low.shape[:2]
     sy, sx = h / height, w / width
-    ly0 = max(0, int(math.floor((y0 + 0.5) * sy - 0.5)) - 1)
-    ly1 = min(h, int(math.ceil((y1 - 0.5) * sy - 0.5)) + 2)
-    lx0 = max(0, int(math.floor((x0 + 0.5) * sx - 0.5)) - 1)
-    lx1 = min(w, int(math.ceil((x1 - 0.5) * sx - 0.5)) + 2)
+    reach = 4 if interpolation != cv2.INTER_LINEAR else 1  # source pixels each side the kernel reads
+    ly0 = max(0, int(math.floor((y0 + 0.5) * sy - 0.5)) - reach)
+    ly1 = min(h, int(math.ceil((y1 - 0.5) * sy - 0.5)) + reach + 1)
+    lx0 = max(0, int(math.floor((x0 + 0.5) * sx - 0.5)) - reach)
+    lx1 = min(w, int(math.ceil((x1 - 0.5) * sx - 0.5)) + reach + 1)
     src = np.ascontiguousarray(low[ly0:ly1, lx0:lx1])
     matrix = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5 - lx0], [0.0, sy, (y0 + 0.5) * sy - 0.5 - ly0]])
-    out = cv2.warpAffine(src, matrix, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+    out = cv2.warpAffine(src, matrix, (x1 - x0, y1 - y0), flags=interpolation | cv2.WARP_INVERSE_MAP,
                          borderMode=cv2.BORDER_REPLICATE)
     if low.ndim == 3 and out.ndim == 2:
         out = out[..., None]
@@ -302,7 +304,10 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
     hard = not trimapmod.is_area_average(matte)
     if hard:  # a binary mask's staircase: smooth its level set first (anti-aliasing); colour then sharpens
         matte = cv2.GaussianBlur(matte, (0, 0), HARD_MASK_SIGMA, borderType=cv2.BORDER_REPLICATE)
-    coef = gf.guided_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
+    if hard:  # box-averaged offsets: the box smoothing is the anti-aliasing where colour is flat
+        coef = gf.guided_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
+    else:  # exact offsets: interpolate the soft matte itself where colour says nothing
+        coef = gf.joint_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
     band_low, fg_low = trimapmod.band_from_matte(matte, radius)
     clock.lap("coefficients")
     alpha = trimapmod.upscale_nearest(fg_low, (height, width)).astype(np.float32)

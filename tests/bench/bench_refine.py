@@ -162,8 +162,10 @@ def composite(fg: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.n
 
 
 def quality_table(pairs):
-    rows = {name: {"band": [], "whole": [], "colour": [], "colour_clean": [], "time": [], "mem": []}
-            for name, _ in METHODS}
+    rows = {
+        name: {"band": [], "whole": [], "colour": [], "colour_clean": [], "time": [], "mem": []}
+        for name, _ in METHODS
+    }
     for i, (stem, img, alpha, trimap) in enumerate(pairs):
         coarse = coarse_mask(alpha)
         h, w = alpha.shape
@@ -204,9 +206,11 @@ def print_quality(rows, title):
     raw_colour = np.array(rows["Lanczos (rembg)"]["colour"])
     raw_clean = np.array(rows["Lanczos (rembg)"]["colour_clean"])
     print(f"\n### {title}\n")
-    print("| method | band SAD | ×Lanczos | band MSE×1e3 | band grad | band conn | whole SAD "
-          "| whole MSE×1e3 | whole grad | whole conn | colour ×1e3 (×raw) | clean-F colour ×1e3 (×raw) "
-          "| s/image | peak MiB |")
+    print(
+        "| method | band SAD | ×Lanczos | band MSE×1e3 | band grad | band conn | whole SAD "
+        "| whole MSE×1e3 | whole grad | whole conn | colour ×1e3 (×raw) | clean-F colour ×1e3 (×raw) "
+        "| s/image | peak MiB |"
+    )
     print("|---|" + "---:|" * 13)
     for name, _ in METHODS:
         r = rows[name]
@@ -224,8 +228,32 @@ def print_quality(rows, title):
             f"| {1e3 * clean.mean():.3f} ({np.mean(clean / raw_clean):.2f}) "
             f"| {statistics.median(r['time']):.3f} | {max(r['mem']):.0f} |"
         )
-    print("\n(means over pairs; ×Lanczos and ×raw are means of per-pair ratios; raw = the image's own "
-          "pixels as colours, the bilinear/Lanczos rows)")
+    print(
+        "\n(means over pairs; ×Lanczos and ×raw are means of per-pair ratios; raw = the image's own "
+        "pixels as colours, the bilinear/Lanczos rows)"
+    )
+
+
+def binary_table(folder: Path) -> None:
+    """Whole-image errors on photos with binary ground truth (ClearGrasp: glass and clear plastic)."""
+    pairs = load_pairs(folder)
+    if not pairs:
+        return
+    print(
+        f"\n### {folder.name} ({len(pairs)} pairs, binary ground truth), "
+        "coarse = GT at 1/4 size, whole image\n"
+    )
+    print("| method | SAD | MSE×1e3 | grad | conn |")
+    print("|---|---:|---:|---:|---:|")
+    for name, fn in METHODS:
+        errs = [
+            metrics.evaluate(fn(img, coarse_mask(alpha))[0], alpha, {"w": None})["w"]
+            for _, img, alpha, _ in pairs
+        ]
+        print(
+            f"| {name} | {_mean(errs, 'sad'):.3f} | {1e3 * _mean(errs, 'mse'):.3f} "
+            f"| {_mean(errs, 'grad'):.3f} | {_mean(errs, 'conn'):.3f} |"
+        )
 
 
 def check_criteria(rows) -> list[str]:
@@ -244,15 +272,19 @@ def check_criteria(rows) -> list[str]:
     baselines = ["bilinear", "Lanczos (rembg)", "blur-fusion on Lanczos"]
     best = min(grad[b] for b in baselines)
     ok = grad["maskd default"] < best
-    lines.append(f"{'PASS' if ok else 'FAIL'} default band gradient {grad['maskd default']:.3f} "
-                 f"< best baseline {best:.3f}")
+    lines.append(
+        f"{'PASS' if ok else 'FAIL'} default band gradient {grad['maskd default']:.3f} "
+        f"< best baseline {best:.3f}"
+    )
     c = float(np.mean(np.array(rows["maskd default"]["colour"]) / raw))
-    lines.append(f"{'PASS' if c <= 0.5 else 'FAIL'} default colour error {c:.3f}× raw pixels "
-                 "(≤ 0.5; photo as F)")
+    lines.append(
+        f"{'PASS' if c <= 0.5 else 'FAIL'} default colour error {c:.3f}× raw pixels (≤ 0.5; photo as F)"
+    )
     raw_clean = np.array(rows["Lanczos (rembg)"]["colour_clean"])
     cc = float(np.mean(np.array(rows["maskd default"]["colour_clean"]) / raw_clean))
-    lines.append(f"{'PASS' if cc <= 0.5 else 'FAIL'} default colour error {cc:.3f}× raw pixels "
-                 "(≤ 0.5; clean F)")
+    lines.append(
+        f"{'PASS' if cc <= 0.5 else 'FAIL'} default colour error {cc:.3f}× raw pixels (≤ 0.5; clean F)"
+    )
     return lines
 
 
@@ -296,20 +328,29 @@ def main(argv=None) -> int:
         for line in check_criteria(rows):
             print(line)
             status |= line.startswith("FAIL")
+        if (args.evaldata / "cleargrasp").is_dir():
+            binary_table(args.evaldata / "cleargrasp")
     if not args.skip_speed:
-        print(f"\n### speed: refine() of a {args.size}² image from a 1024² matte (after the model), "
-              f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n")
+        print(
+            f"\n### speed: refine() of a {args.size}² image from a 1024² matte (after the model), "
+            f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n"
+        )
         print("| mode | image | first s | best s | median s | peak extra MiB | stages (last run, s) |")
         print("|---|---|---:|---:|---:|---:|---|")
         for quality in ("fast", "default", "quality"):
             stem, first, best, med, mem, stages = speed(args.size, args.repeats, folder, quality)
             st = ", ".join(f"{k} {v:.3f}" for k, v in stages.items())
-            print(f"| {quality} | {stem} ×{args.size} | {first:.3f} | {best:.3f} | {med:.3f} | {mem:.0f} "
-                  f"| {st} |")
+            print(
+                f"| {quality} | {stem} ×{args.size} | {first:.3f} | {best:.3f} | {med:.3f} | {mem:.0f} "
+                f"| {st} |"
+            )
             if quality == "default":
                 ok = med <= 1.5 and mem < 3072
-                print(f"{'PASS' if ok else 'FAIL'} default {args.size}²: median {med:.2f} s (≤ 1.5), "
-                      f"peak {mem:.0f} MiB (< 3072)", file=sys.stderr)
+                print(
+                    f"{'PASS' if ok else 'FAIL'} default {args.size}²: median {med:.2f} s (≤ 1.5), "
+                    f"peak {mem:.0f} MiB (< 3072)",
+                    file=sys.stderr,
+                )
     return status
 
 
