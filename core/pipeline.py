@@ -54,6 +54,7 @@ GUIDE_RADIUS = 1  # model pixels
 GUIDE_EPS = 1e-5  # guide units² (guide in [0, 1])
 TILE = 256  # full-resolution tile edge for band work
 REFINE_GRID = 1024  # refine(): a mask larger than this (longer side) is worked on at this size
+REFINE_MIN_FACTOR = 2  # refine(): and on a grid at most half the image's size (room to follow edges)
 HARD_MASK_SIGMA = 0.5  # model pixels of smoothing for a binary mask's stair-steps
 SNAP = 1.0 / 510.0  # alpha within half an 8-bit step of 0 or 1 becomes exactly 0 or 1
 
@@ -145,9 +146,10 @@ def refine(image: np.ndarray, mask: np.ndarray, options: CutoutOptions | None = 
            progress: Progress | None = None) -> Cutout:
     """Refine a rough mask of any size (uint8/uint16/float, resized to the image) — no model.
 
-    A mask larger than the image, or than ``REFINE_GRID`` on its longer side, is first reduced
-    (area average) so the refinement has room to follow the photo's edges; with an ROI the
-    mask covers the whole image and is cropped like the image.
+    The mask is worked on at its own size, but at most ``REFINE_GRID`` on its longer side and at
+    most half the image's size (area average): a full-size rough selection is refined like a
+    model's matte, with room to move its edges onto the photo's. With an ROI the mask covers
+    the whole image and is cropped like the image.
     """
     opts = (options or CutoutOptions()).validate()
     clock = _Clock(progress)
@@ -166,7 +168,8 @@ def refine(image: np.ndarray, mask: np.ndarray, options: CutoutOptions | None = 
         sub = image
     sh, sw = sub.shape[:2]
     scale = min(1.0, REFINE_GRID / max(m.shape))
-    gh, gw = min(sh, max(1, round(m.shape[0] * scale))), min(sw, max(1, round(m.shape[1] * scale)))
+    gh = min(max(1, sh // REFINE_MIN_FACTOR), max(1, round(m.shape[0] * scale)))
+    gw = min(max(1, sw // REFINE_MIN_FACTOR), max(1, round(m.shape[1] * scale)))
     if (gh, gw) != m.shape:
         m = cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA)
     clock.lap("mask")

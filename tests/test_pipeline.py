@@ -250,15 +250,19 @@ def test_bad_matte_from_the_model_is_an_input_error():
         pipeline.cutout(image8, lambda rgb: np.zeros((4, 4, 3), np.float32))
 
 
-def test_full_size_mask_is_refined_on_a_reduced_grid_for_big_images():
+def test_full_size_mask_is_refined_on_a_reduced_grid():
+    """A hard full-size selection ("refine my selection") moves onto the photo's soft edges."""
     image8, alpha, _ = _hair_scene(256)
+    selection = (alpha > 0.5).astype(np.float32)
+    hard_err = np.abs(selection - alpha).mean()
+    assert np.abs(pipeline.refine(image8, selection).alpha - alpha).mean() < hard_err  # grid = image / 2
     old = pipeline.REFINE_GRID
     try:
         pipeline.REFINE_GRID = 64  # stands for 1024 on a 4096² layer
-        res = pipeline.refine(image8, (alpha > 0.5).astype(np.float32))  # a hard full-size selection
+        res = pipeline.refine(image8, selection)
     finally:
         pipeline.REFINE_GRID = old
-    assert np.abs(res.alpha - alpha).mean() < np.abs((alpha > 0.5) - alpha).mean()
+    assert np.abs(res.alpha - alpha).mean() < hard_err
 
 
 def _crossings(alpha):
