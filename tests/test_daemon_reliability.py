@@ -529,3 +529,29 @@ def test_non_loopback_bind_is_refused(tmp_path):
     assert r.returncode == 1 and "non-loopback" in r.stderr and "Traceback" not in r.stderr
     r = d.cli("serve", "--model", "stand-in", "--resolution", "100", timeout=60)
     assert r.returncode == 1 and "multiple of 32" in r.stderr
+
+
+def test_two_serves_racing_start_one_daemon(tmp_path_factory):
+    """Two editors autostarting at once: both `maskd serve` succeed, one daemon serves both."""
+    import subprocess
+
+    from tests.conftest import REPO, maskd_command
+    from tests.daemon_fixtures import RunningDaemon
+
+    folder = short_tmp(tmp_path_factory, "race")
+    d = RunningDaemon(folder, folder / "connection.json")
+    cmd = maskd_command() + ["serve", "--model", "stand-in", "--worker", "null"]
+    procs = [subprocess.Popen(cmd, env=d.env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        import psutil
+
+        daemons = [p for p in psutil.process_iter(["cmdline"])
+                   if "--daemonized" in (p.info["cmdline"] or [])
+                   and str(d.connection_file) in p.info["cmdline"]]
+        assert len(daemons) == 1 and daemons[0].pid == d.pid
+        assert_healthy(d)
+    finally:
+        d.stop()

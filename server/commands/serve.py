@@ -175,16 +175,19 @@ def _spawn(args, cfile: Path) -> int:
     while time.monotonic() < deadline:
         code = proc.poll()
         st = _running(cfile)
-        if st is not None and (code is None or st.get("pid") != proc.pid):
+        if st is not None:
             state = st.get("model_state")
-            if state in ("ready", "unloaded") or st.get("pid") != proc.pid:
+            if state in ("ready", "unloaded"):
                 print(f"maskd is ready ({_describe(st)}). Stop it with `maskd stop`.")
                 return 0
             if state == "loading" and not said_loading:
                 print("maskd: loading the model…", file=sys.stderr, flush=True)
                 said_loading = True
         if code is not None:
-            if code == 0 and st is not None:
+            if code == 0:  # another daemon won the lock (two editors autostarting): wait for it
+                if st is None:
+                    deadline = min(deadline, time.monotonic() + 60)
+                time.sleep(0.1)
                 continue
             print(f"maskd serve: the daemon exited (code {code}) before it was ready:", file=sys.stderr)
             print(_log_tail(log_file, log_size), file=sys.stderr)
