@@ -260,13 +260,18 @@ def plan(image_hw: tuple[int, int], region: tuple[int, int, int, int] | None, *,
 def place(src: np.ndarray, p: Placement, *, fill: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
     """``src`` (H×W or H×W×C float32) on the canvas; area outside the source gets ``fill``.
 
-    At scale 1 with an integer offset this is a plain copy (pixel-exact); otherwise the visible
-    part of the source is resampled (area averaging when shrinking, bilinear when enlarging).
+    At scale 1 with an integer offset this is a plain copy (pixel-exact) — or a view of ``src``
+    when the canvas lies inside it, so callers must not write into the result; otherwise the
+    visible part of the source is resampled (area averaging when shrinking, bilinear when enlarging).
     """
     import cv2
 
     h, w = src.shape[:2]
     shape = (p.height, p.width) + src.shape[2:]
+    if out is None and p.identity:
+        x0, y0 = int(-p.tx), int(-p.ty)
+        if x0 >= 0 and y0 >= 0 and x0 + p.width <= w and y0 + p.height <= h:
+            return src[y0:y0 + p.height, x0:x0 + p.width]  # a view: the canvas lies inside the source
     if out is None:
         out = np.empty(shape, np.float32)
         out[...] = fill

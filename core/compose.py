@@ -487,10 +487,19 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
         edge = np.flatnonzero(cv2.inRange(a_r, EPS_ALPHA * 1.0001, 1.0 - EPS_ALPHA * 1.0001))
         if edge.size:
             o_flat = o_r.reshape(-1, 3)
-            a_e = a_r.reshape(-1)[edge]
-            f_lin = to_lin(f_r.reshape(-1, 3)[edge])
+            if a_r.flags.c_contiguous and f_r.flags.c_contiguous:
+                a_e = a_r.reshape(-1)[edge]
+                f_e = f_r.reshape(-1, 3)[edge]
+            else:  # views into the source (a crop at scale 1): index rows/columns, no region copy
+                ey, ex = np.divmod(edge, a_r.shape[1])
+                a_e, f_e = a_r[ey, ex], f_r[ey, ex]
+            f_lin = to_lin(f_e)
             if out_alpha is None:  # opaque underneath: a plain linear-light mix (the common case)
-                mix = to_lin(o_flat[edge])
+                if bg_const is not None and s_canvas is None:  # a flat colour: nothing to convert
+                    mix = np.empty((edge.size, 3), np.float32)
+                    mix[...] = bg_const
+                else:
+                    mix = to_lin(o_flat[edge])
                 mix += (f_lin - mix) * a_e[:, None]
                 o_flat[edge] = from_lin(mix)
             else:
