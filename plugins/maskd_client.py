@@ -339,7 +339,7 @@ class _ZmtpTransport:
 class _PyzmqTransport:
     """A pyzmq DEALER (zero-copy sends, a monitor to notice a vanished daemon at once)."""
 
-    def __init__(self, endpoint: str, timeout: float):
+    def __init__(self, endpoint: str, timeout: float, curve_serverkey: str | None = None):
         import zmq
 
         self.zmq = zmq
@@ -348,6 +348,10 @@ class _PyzmqTransport:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
+        if curve_serverkey:  # an encrypted (non-loopback) daemon: a throwaway client key pair
+            public, secret = zmq.curve_keypair()
+            self.sock.curve_publickey, self.sock.curve_secretkey = public, secret
+            self.sock.curve_serverkey = curve_serverkey.encode("ascii")
         self.mon = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED)
         self.sock.connect(endpoint)
         if not self.sock.poll(int(timeout * 1000), zmq.POLLOUT):
@@ -466,8 +470,16 @@ class Client:
         self.key = bytes.fromhex(self.info["key"])
         self.endpoint = _pick_endpoint(self.info, self._transport_choice)
         _probe(self.endpoint)
-        cls = _PyzmqTransport if self.backend == "pyzmq" else _ZmtpTransport
-        self._conn = cls(self.endpoint, max(2.0, PROBE_TIMEOUT))
+        curve = self.info.get("curve_serverkey")
+        if curve:
+            if self.backend != "pyzmq":
+                raise MaskdClientError("unavailable", "this maskd encrypts its connections (CURVE), which "
+                                       "needs pyzmq; install pyzmq for this Python or use a local maskd")
+            self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT), curve)
+        elif self.backend == "pyzmq":
+            self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT))
+        else:
+            self._conn = _ZmtpTransport(self.endpoint, max(2.0, PROBE_TIMEOUT))
         try:
             self.hello_info = self._request({"op": "hello", "client": f"maskd_client/{CLIENT_VERSION}"},
                                             timeout=min(self.timeout, 10.0))[0]

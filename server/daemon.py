@@ -61,6 +61,7 @@ class DaemonConfig:
     idle_unload_s: float | None = None
     lazy: bool = False
     tune_malloc: bool = True
+    curve: bool = False  # CURVE encryption (required to bind a non-loopback address)
 
 
 def tune_malloc() -> bool:
@@ -160,6 +161,13 @@ class Daemon:
         self.router.setsockopt(zmq.LINGER, 2000)
         self.router.setsockopt(zmq.SNDHWM, 10000)
         host = self.config.host
+        self.curve_public = None
+        if self.config.curve:
+            public, secret = zmq.curve_keypair()
+            self.router.curve_server = True
+            self.router.curve_secretkey = secret
+            self.router.curve_publickey = public
+            self.curve_public = public.decode("ascii")
         if self.config.port:
             self.router.bind(f"tcp://{host}:{self.config.port}")
             self.endpoints["tcp"] = f"tcp://{host}:{self.config.port}"
@@ -185,6 +193,8 @@ class Daemon:
             "limits": self.limits(), "model": getattr(self.config.spec, "source", None),
             "log_file": getattr(self, "log_file", None),
         }
+        if self.curve_public:
+            self.info["curve_serverkey"] = self.curve_public
         connection.write_atomic(self.cfile, self.info)
         log.info("listening on %s; connection file %s", ", ".join(self.endpoints.values()), self.cfile)
 

@@ -555,3 +555,21 @@ def test_two_serves_racing_start_one_daemon(tmp_path_factory):
         assert_healthy(d)
     finally:
         d.stop()
+
+
+def test_curve_encrypted_daemon(tmp_path_factory):
+    """--curve: the pyzmq client connects with the server key from the file; the stdlib client says
+    it needs pyzmq; a plain (unencrypted) peer gets nothing and the daemon stays healthy."""
+    d = start_daemon(short_tmp(tmp_path_factory, "curve"), "--curve", "--no-ipc")
+    try:
+        assert len(d.info["curve_serverkey"]) == 40
+        assert_healthy(d, backends=["pyzmq"])
+        with pytest.raises(mc.MaskdClientError, match="pyzmq"):
+            d.client("zmtp")
+        s = raw_socket(d)
+        s.send_multipart(signed(d, {"op": "ping"}))
+        assert recv_reply(s, timeout=1.0) is None
+        s.close(0)
+        assert_healthy(d, backends=["pyzmq"])
+    finally:
+        d.stop()

@@ -45,7 +45,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"largest image accepted (default {DEFAULT_MAX_PIXELS:,})")
     d.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs waiting before `busy`")
-    d.add_argument("--host", default="127.0.0.1", help="address to bind (loopback only)")
+    d.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; anything else needs --curve)")
+    d.add_argument("--curve", action="store_true",
+                   help="encrypt with ZeroMQ CURVE (needed for a non-loopback --host; clients then need "
+                        "pyzmq and a copy of the connection file)")
     d.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     d.add_argument("--no-ipc", action="store_true", help="TCP only (no Unix socket)")
     d.add_argument("--start-timeout", type=float, default=900.0, metavar="S",
@@ -69,10 +73,15 @@ def _check_args(args) -> None:
         addr = ipaddress.ip_address(args.host)
     except ValueError:
         raise MaskdError(f"--host {args.host}: give a literal IP address such as 127.0.0.1") from None
-    if not addr.is_loopback:
-        raise MaskdError(f"--host {args.host}: binding a non-loopback address is refused. The protocol is "
-                         "signed but not encrypted, and CURVE encryption is not available in this "
-                         "version; reach a remote maskd through an SSH tunnel instead.")
+    if not addr.is_loopback and not args.curve:
+        raise MaskdError(f"--host {args.host}: binding a non-loopback address without encryption is "
+                         "refused (requests are signed but pixels would travel in clear). Add --curve, "
+                         "or reach maskd through an SSH tunnel.")
+    if args.curve:
+        import zmq
+
+        if not zmq.has("curve"):
+            raise MaskdError("--curve: this pyzmq/libzmq was built without CURVE (libsodium) support")
 
 
 def _connection_file(args) -> Path:
@@ -101,7 +110,7 @@ def _config(args, cfile: Path):
     idle = None if args.idle_unload is None else args.idle_unload * 60.0
     return DaemonConfig(spec=spec, worker=args.worker, connection_file=cfile, host=args.host, port=args.port,
                         ipc=not args.no_ipc, max_pixels=args.max_pixels, max_queue=args.max_queue,
-                        idle_unload_s=idle, lazy=args.lazy)
+                        idle_unload_s=idle, lazy=args.lazy, curve=args.curve)
 
 
 def _describe(st: dict) -> str:
@@ -151,6 +160,7 @@ def _child_argv(args, log_file: str, cfile: Path) -> list[str]:
             argv += ["--" + name.replace("_", "-"), str(value)]
     argv += ["--lazy"] if args.lazy else []
     argv += ["--no-ipc"] if args.no_ipc else []
+    argv += ["--curve"] if args.curve else []
     return argv
 
 
