@@ -301,6 +301,8 @@ def test_registration(gimp_results):
     assert reg["image_types"] == "RGB*, GRAY*"
     for arg in ("output", "existing-mask", "refine", "decontaminate", "quality", "model", "use-selection"):
         assert arg in reg["arguments"]
+    # GIMP warns when two dialog labels (or a label and a button) share a keyboard mnemonic
+    assert "duplicate mnemonic" not in gimp_results["log"]
 
 
 @pytest.mark.parametrize("name", ["rgba8", "rgb8_larger", "rgba8_smaller", "rgba16", "float_linear", "gray8",

@@ -103,10 +103,15 @@ def build(case):
 def accept_dialog(found):
     """Wait for the plug-in's dialog and press Return in it (OK with the values shown)."""
     xid = xkeys.find_window("Remove Background")
+    if xid is None:
+        return
     found.append(xid)
-    if xid is not None:
+    for _ in range(20):  # a key sent before GTK is ready is lost: press again while it is still open
         time.sleep(0.5)
         xkeys.press(xid, xkeys.XK_RETURN)
+        time.sleep(1.0)
+        if xkeys.find_window("Remove Background", timeout=0) is None:
+            return
 
 
 def call(img, drawables, args, interactive=False):

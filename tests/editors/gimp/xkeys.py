@@ -26,6 +26,13 @@ _x11.XQueryTree.argtypes = [ctypes.c_void_p, ctypes.c_ulong, ctypes.POINTER(ctyp
                             ctypes.POINTER(ctypes.c_uint)]
 
 
+# Xlib's default error handler exits the process; a window that closed between finding it and
+# pressing a key in it (BadWindow) must not take the GIMP batch interpreter down with it.
+_ERROR_HANDLER = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(lambda dpy, event: 0)
+_x11.XSetErrorHandler.argtypes = [ctypes.c_void_p]
+_x11.XSetErrorHandler(ctypes.cast(_ERROR_HANDLER, ctypes.c_void_p))
+
+
 class _XKeyEvent(ctypes.Structure):
     _fields_ = [("type", ctypes.c_int), ("serial", ctypes.c_ulong), ("send_event", ctypes.c_int),
                 ("display", ctypes.c_void_p), ("window", ctypes.c_ulong), ("root", ctypes.c_ulong),
@@ -85,10 +92,12 @@ def find_window(title, timeout=30.0):
     deadline = time.time() + timeout
     dpy = _open()
     try:
-        while time.time() < deadline:
+        while True:
             for xid, name in _named_windows(dpy, _x11.XDefaultRootWindow(dpy), []):
                 if title in name:
                     return xid
+            if time.time() >= deadline:
+                return None
             time.sleep(0.1)
     finally:
         _x11.XCloseDisplay(dpy)
