@@ -347,3 +347,17 @@ def test_no_service_prints_the_command_sandboxed_editors_need(tmp_path):
     text = "\n".join(lines)
     assert "/opt/maskd/venv/bin/python -m installers.service run --mirror" in text
     assert "serve --model lite --foreground" in text
+
+
+def test_installed_serve_args_for_commands_that_start_the_daemon(tmp_path):
+    from installers.defaults import installed_serve_args
+
+    home = tmp_path / "home"
+    home.mkdir()
+    plat = platform_for(tmp_path, home)
+    assert installed_serve_args(plat) == []
+    manifest = Manifest.load(plat.manifest_path)
+    model = ["--weights", "/m/lite.safetensors", "--variant", "lite"]
+    manifest.settings.update(model_args=model, device="cpu")
+    manifest.save()
+    assert installed_serve_args(plat) == model + ["--device", "cpu"]
