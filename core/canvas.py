@@ -257,12 +257,15 @@ def plan(image_hw: tuple[int, int], region: tuple[int, int, int, int] | None, *,
                      box=(int(ox), int(oy), int(tw), int(th)), source_box=(rx, ry, rw, rh))
 
 
-def place(src: np.ndarray, p: Placement, *, fill: float = 0.0, out: np.ndarray | None = None) -> np.ndarray:
+def place(src: np.ndarray, p: Placement, *, fill: float = 0.0, out: np.ndarray | None = None,
+          within: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """``src`` (H×W or H×W×C float32) on the canvas; area outside the source gets ``fill``.
 
     At scale 1 with an integer offset this is a plain copy (pixel-exact) — or a view of ``src``
     when the canvas lies inside it, so callers must not write into the result; otherwise the
     visible part of the source is resampled (area averaging when shrinking, bilinear when enlarging).
+    ``within`` (x, y, w, h in source pixels) limits the work to that part of the source (the rest
+    of the canvas gets ``fill``): the subject's reach, when only it matters.
     """
     import cv2
 
@@ -279,6 +282,10 @@ def place(src: np.ndarray, p: Placement, *, fill: float = 0.0, out: np.ndarray |
     vy0 = max(0, math.floor(-p.ty / p.fy))
     vx1 = min(w, math.ceil((p.width - p.tx) / p.fx))
     vy1 = min(h, math.ceil((p.height - p.ty) / p.fy))
+    if within is not None:
+        wx, wy, ww, wh = within
+        vx0, vy0 = max(vx0, wx - 1), max(vy0, wy - 1)  # a pixel of context for the resampling
+        vx1, vy1 = min(vx1, wx + ww + 1), min(vy1, wy + wh + 1)
     if vx1 <= vx0 or vy1 <= vy0:
         return out
     part = src[vy0:vy1, vx0:vx1]
@@ -288,8 +295,9 @@ def place(src: np.ndarray, p: Placement, *, fill: float = 0.0, out: np.ndarray |
         nw = max(1, round((vx1 - vx0) * p.fx))
         nh = max(1, round((vy1 - vy0) * p.fy))
         shrink = p.fx < 1 and p.fy < 1
-        part = cv2.resize(np.ascontiguousarray(part), (nw, nh),
-                          interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if part.strides[-1] != part.itemsize:  # OpenCV takes row-strided views, not strided pixels
+            part = np.ascontiguousarray(part)
+        part = cv2.resize(part, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         if part.ndim < len(shape):
             part = part[..., None]
         dx, dy = round(vx0 * p.fx + p.tx), round(vy0 * p.fy + p.ty)

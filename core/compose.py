@@ -377,9 +377,11 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
             region = union_box(bounds, shadow_field.source_box())
     p = plan((h, w), region, margin=opts.margin, canvas=opts.canvas, scale=opts.scale, align=opts.align)
 
-    # the subject on the canvas
-    fg = place(colour, p)
-    a = place(alpha, p)
+    # the subject on the canvas (only where its alpha reaches: colours elsewhere do not matter)
+    reach = subject_bounds(alpha, EPS_ALPHA)
+    keep_all = _colours_kept_outside_alpha(opts)
+    fg = place(colour, p) if keep_all else place(colour, p, within=reach or (0, 0, 0, 0))
+    a = place(alpha, p, within=reach or (0, 0, 0, 0))
     lap("place")
     bg_spec = opts.background
     hc, wc = p.height, p.width
@@ -473,7 +475,6 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
     import cv2
 
     box = p.to_canvas(bounds) if bounds is not None else None
-    reach = subject_bounds(alpha, EPS_ALPHA)
     if reach is not None:
         rx, ry, rw, rh = p.to_canvas(reach)
         y0, y1 = max(0, ry - 1), min(hc, ry + rh + 1)  # whole rows: flat indices into contiguous memory
@@ -547,6 +548,12 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
 
 
 _SHADOW_LUT: dict = {}
+
+
+def _colours_kept_outside_alpha(opts: FinishOptions) -> bool:
+    """Whether the subject's colours matter outside its alpha: only on a transparent output, where
+    fully transparent pixels keep them (as a plain cut-out does, for editors that unmask later)."""
+    return opts.background is None
 
 
 def _shadow_over_constant(s: np.ndarray, bg_lin: np.ndarray, bg_a: float, shadow_lin: np.ndarray,
