@@ -132,6 +132,7 @@ def cutout(image: np.ndarray, matte_fn: Callable[[np.ndarray], np.ndarray],
     """Run the model (``matte_fn(rgb_uint8) -> matte at model size``) and refine to full resolution."""
     opts = (options or CutoutOptions()).validate()
     clock = _Clock(progress)
+    image = _native(image)
     colour, _ = imageio.split_channels(image)
     crop, paste = _roi_boxes(opts, colour.shape[:2])
     sub = image[crop[1]:crop[3], crop[0]:crop[2]] if crop else image
@@ -153,6 +154,7 @@ def refine(image: np.ndarray, mask: np.ndarray, options: CutoutOptions | None = 
     """
     opts = (options or CutoutOptions()).validate()
     clock = _Clock(progress)
+    image = _native(image)
     colour, _ = imageio.split_channels(image)
     m = imageio.mask_float(mask)
     height, width = colour.shape[:2]
@@ -178,6 +180,14 @@ def refine(image: np.ndarray, mask: np.ndarray, options: CutoutOptions | None = 
 
 # ---------------------------------------------------------------------------------------------
 # Internals
+
+
+def _native(image) -> np.ndarray:
+    """uint8/uint16/float32 as given (no copy); other floats (float16, float64) become float32."""
+    image = np.asarray(image)
+    if image.dtype.kind == "f" and image.dtype != np.float32:
+        image = image.astype(np.float32)
+    return image
 
 
 def _check_matte(matte) -> np.ndarray:

@@ -121,6 +121,8 @@ def test_dtypes_and_layouts_agree():
     variants = [
         imageio.to_uint16(image8),
         image8.astype(np.float32) / 255,
+        image8.astype(np.float64) / 255,
+        (image8 / 255).astype(np.float16),
         np.dstack([image8, np.full(alpha.shape, 255, np.uint8)]),  # opaque RGBA
     ]
     for img in variants:
