@@ -547,37 +547,10 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
                     background=background_layer, subject=subject_layer, timings=timings)
 
 
-_SHADOW_LUT: dict = {}
-
-
 def _colours_kept_outside_alpha(opts: FinishOptions) -> bool:
     """Whether the subject's colours matter outside its alpha: only on a transparent output, where
     fully transparent pixels keep them (as a plain cut-out does, for editors that unmask later)."""
     return opts.background is None
-
-
-def _shadow_over_constant(s: np.ndarray, bg_lin: np.ndarray, bg_a: float, shadow_lin: np.ndarray,
-                          linear: bool):
-    """Shadow over a flat colour depends on the shadow's alpha alone: one table of 4097 levels,
-    linearly interpolated (exact to < 1/65535 at the table's nodes; smooth in between)."""
-    key = (tuple(np.round(bg_lin, 7)), round(bg_a, 7), tuple(np.round(shadow_lin, 7)), linear)
-    table = _SHADOW_LUT.get(key)
-    if table is None:
-        levels = np.linspace(0.0, 1.0, 4097, dtype=np.float32)
-        n = levels.size
-        col, oa = over_linear(np.zeros((n, 3), np.float32), np.zeros(n, np.float32),
-                              np.broadcast_to(bg_lin, (n, 3)).astype(np.float32), bg_a, shadow_lin, levels)
-        col = col if linear else linear_to_srgb(col)
-        table = (np.ascontiguousarray(col, np.float32), oa)
-        _SHADOW_LUT.clear()
-        _SHADOW_LUT[key] = table
-    col_t, a_t = table
-    pos = np.clip(s, 0.0, 1.0) * 4096.0
-    i = np.minimum(pos.astype(np.int32), 4095)
-    frac = (pos - i)[:, None]
-    col = col_t[i] * (1.0 - frac) + col_t[i + 1] * frac
-    alpha = a_t[i] * (1.0 - frac[:, 0]) + a_t[i + 1] * frac[:, 0]
-    return col.astype(np.float32), alpha.astype(np.float32)
 
 
 def shadow_layer(alpha: np.ndarray, spec: ShadowSpec | str = "soft") -> np.ndarray:

@@ -174,3 +174,15 @@ def test_parse_canvas_and_align():
 def test_margins_that_leave_no_room_are_refused():
     with pytest.raises(InputError, match="no room"):
         plan((100, 100), (0, 0, 10, 10), margin=Margin(60, 60, 60, 60), canvas=CanvasSpec(size=(100, 100)))
+
+
+def test_tight_crop_over_a_colour_copies_the_subject_exactly():
+    img, alpha = scene()
+    alpha[40, 30] = 0.5  # one soft pixel at the corner
+    res = finish(img, alpha, None, FinishOptions(crop="subject", background=parse_background("#102030")))
+    x, y, w, h = SUBJECT
+    out = res.image
+    assert out.shape == (h, w, 3)
+    want = imageio.to_float(img[y:y + h, x:x + w])
+    assert np.array_equal(out[1:, 1:], want[1:, 1:])
+    assert not np.allclose(out[0, 0], want[0, 0])  # the soft pixel is blended with the colour
