@@ -331,6 +331,7 @@ class Daemon:
                 "alpha_dtypes": list(P.ALPHA_DTYPES), "transfers": list(P.TRANSFERS),
                 "foreground": True, "roi": True, "progress": True, "worker": self.config.worker,
                 "options": self._option_names(),
+                "shadow": ["soft", "contact", "drop", "front"],
             })
         self._send(identity, fields)
 
@@ -631,6 +632,11 @@ def run_job(daemon: Daemon, job: Job):
     spec = job.spec
     image = P.decode_image(job.buffers[0], spec)
     alpha_dtype = job.header.get("alpha_dtype", "u8")
+    shadow_text = job.header.get("shadow")  # optional: also return a generated shadow (server.finishing)
+    if shadow_text:
+        from core.shadow import parse_shadow
+
+        parse_shadow(str(shadow_text))  # a bad style fails now (bad_request), not after the model
     last = [0.0]
 
     def progress(stage: str, fraction: float) -> None:
@@ -672,11 +678,18 @@ def run_job(daemon: Daemon, job: Job):
             fg_dtype = spec.dtype
         buffers.append(P.encode_colours(fg, fg_dtype))
         fg_meta = {"layout": "RGB", "dtype": fg_dtype, "transfer": spec.transfer}
+    shadow_meta = None
+    if shadow_text:
+        from server.finishing import shadow_reply
+
+        shadow_meta, shadow_alpha = shadow_reply(result_alpha, shadow_text)
+        buffers.append(P.encode_alpha(shadow_alpha, alpha_dtype))
+        shadow_meta["buffer"] = len(buffers) - 1
     model = daemon.describe_model()
     info = {"timings": timings, "model": model.get("name"), "device": model.get("device"),
             "resolution": model.get("resolution"), "worker": daemon.config.worker}
     fields = P.reply_fields(None, "result", job=job.job_id, width=spec.width, height=spec.height,
-                            alpha_dtype=alpha_dtype, foreground=fg_meta,
+                            alpha_dtype=alpha_dtype, foreground=fg_meta, shadow=shadow_meta,
                             buffers=[b.nbytes for b in buffers], info=info)
     return fields, buffers
 

@@ -164,3 +164,28 @@ def test_saved_layers_recompose_to_the_finished_picture(tmp_path):
     col, _ = compose.composite_reference(subject[..., :3], subject[..., 3], background, 1.0,
                                          shadow[71, 60, :3], shadow[..., 3])
     assert np.abs(col - final).max() < 2e-3  # the layers stack up to the written picture
+
+
+def test_daemon_returns_a_shadow_buffer_when_asked(daemon):
+    """The protocol addition the editors' "Add shadow layer" builds on: ``shadow`` in a segment
+    request → a ``shadow`` result field and one more buffer (the shadow's alpha)."""
+    img = np.full((H, W, 4), 255, np.uint8)
+    img[..., :3] = 215
+    yy, xx = np.mgrid[0:H, 0:W]
+    inside = (yy - CY) ** 2 + (xx - CX) ** 2 < R ** 2
+    img[inside, :3] = (30, 90, 200)
+    with daemon.client() as client:
+        hello = client.hello()
+        assert "soft" in hello["capabilities"]["shadow"]
+        fields = {"width": W, "height": H, "layout": "RGBA", "dtype": "u8", "transfer": "srgb",
+                  "options": {}, "roi": None, "foreground": True, "shadow": "contact", "op": "segment",
+                  "alpha_dtype": "u8"}
+        reply, out = client._call(fields, [img.tobytes()], None, 60, "shadow-job")
+        assert reply["shadow"]["buffer"] == 2 and reply["shadow"]["color"] == "#000000"
+        assert len(out) == 3 and len(reply["buffers"]) == 3
+        shadow = np.frombuffer(bytes(out[2]), np.uint8).reshape(H, W)
+        base = np.flatnonzero(inside[:, CX]).max()
+        assert shadow[base + 1:base + 3, CX].max() > 60  # under the disc's base
+        assert shadow[:CY, :].max() == 0  # nothing above the subject's middle
+        with pytest.raises(Exception, match="unknown style"):
+            client._call(dict(fields, shadow="huge"), [img.tobytes()], None, 60, "bad-shadow")
