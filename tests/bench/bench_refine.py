@@ -98,9 +98,10 @@ def method_lanczos(img8, coarse):
 
 
 def method_blur_fusion(img8, coarse):
+    """BiRefNet's ``refine_foreground``: blur-fusion with its fixed radii 90 and 6 px, on Lanczos alpha."""
     h, w = img8.shape[:2]
     alpha = lanczos(coarse, (w, h))
-    return alpha, fgmod.blur_fusion(img8 / np.float32(255), alpha)
+    return alpha, fgmod.blur_fusion(img8 / np.float32(255), alpha, 90, 6)
 
 
 def method_maskd(quality):
