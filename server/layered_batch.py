@@ -79,6 +79,9 @@ def handle(ctx, src: Path, dst: Path) -> str | None:
     target = src if getattr(args, "in_place", False) else dst
     if not getattr(args, "in_place", False) and target.resolve() == src.resolve():
         raise InputError(f"{src}: the output would overwrite the input; pass --in-place to replace it")
+    if target.suffix.lower() != src.suffix.lower():
+        raise InputError(f"{target}: a layered file keeps its format ({src.suffix}); name the output "
+                         f"{target.with_suffix(src.suffix).name}, or give a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     alpha_fn = _daemon_alpha(ctx.client, ctx.options)
     result = add_masks(src, target, alpha_fn, layers=getattr(args, "layers", None))

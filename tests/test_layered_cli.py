@@ -93,6 +93,9 @@ def test_layer_choice_in_place_and_errors(daemon, tmp_path):
     r = remove(daemon, source, "-o", tmp_path / "x.xcf", "--layers", "nope", "-q")
     assert r.returncode == 1 and "no layer named 'nope'" in r.stdout and not (tmp_path / "x.xcf").exists()
 
+    r = remove(daemon, source, "-o", tmp_path / "flat.png", "-q")
+    assert r.returncode == 1 and "keeps its format" in r.stdout and not (tmp_path / "flat.png").exists()
+
     r = remove(daemon, source, "--in-place", "-o", tmp_path / "y.xcf")
     assert r.returncode == 1 and "leave out -o" in r.stderr
     r = remove(daemon, source)
