@@ -161,16 +161,16 @@ def parse_background(text: str) -> BackgroundSpec | None:
                 raise InputError(f"background {text!r}: give the blur as a percentage of the picture's "
                                  "longer side, e.g. blur:2%")
         return BackgroundSpec(kind="blur", blur=amount)
+    try:  # a colour first (a file called "white" in the current folder does not shadow it)
+        return BackgroundSpec(kind="color", color=parse_colour(t))
+    except InputError:
+        pass
     path, fit = t, "cover"
     head, sep, tail = t.rpartition(":")
     if sep and tail.lower() in FITS:
         path, fit = head, tail.lower()
     if Path(path).is_file():
         return BackgroundSpec(kind="image", image=str(Path(path).resolve()), fit=fit)
-    try:
-        return BackgroundSpec(kind="color", color=parse_colour(t))
-    except InputError:
-        pass
     if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"):
         raise InputError(f"background image not found: {path}")
     raise InputError(f"background {text!r}: give a colour (white, #rrggbb, #rrggbbaa, r,g,b), "
