@@ -127,13 +127,15 @@ def child(args) -> dict:
             result["base_mb"], result["peak_mb"] = base / 2**20, peak / 2**20
         if args.plain:
             return result
-        times = []
+        times, cpu_times = [], []
         for _ in range(args.repeat):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             logits = model(x)
             _sync(device)
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
         result["seconds"] = min(times)
+        result["cpu_seconds"] = min(cpu_times)
         result["seconds_all"] = times
         result["gflops_per_s"] = result["gflop"] / result["seconds"]
         prob = torch.sigmoid(logits.float()).cpu().numpy()
@@ -207,7 +209,7 @@ def main(argv=None) -> int:
                 if plain is not None:
                     res["plain"] = plain[0]
             results.append(res)
-    heads = ["model", "device", "dtype", "size", "thr", "forward s", "img/s", "GFLOP", "GFLOP/s",
+    heads = ["model", "device", "dtype", "size", "thr", "forward s", "CPU s", "img/s", "GFLOP", "GFLOP/s",
              "weights MB", "peak MB", "act MB", "plain act MB", "peak/plain", "max|Δσ|"]
     table = []
     for r in results:
@@ -216,7 +218,8 @@ def main(argv=None) -> int:
         plain_act = plain["peak_mb"] - plain["base_mb"] if plain and "peak_mb" in plain else None
         ratio = ((r["weights_mb"] + act) / (r["weights_mb"] + plain_act)) if act and plain_act else None
         table.append([r["model"], r["device"], r["dtype"], r["size"], str(r["threads"]),
-                      f"{r['seconds']:.2f}", f"{1 / r['seconds']:.2f}", f"{r['gflop']:.0f}",
+                      f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}", f"{1 / r['seconds']:.2f}",
+                      f"{r['gflop']:.0f}",
                       f"{r['gflops_per_s']:.1f}", f"{r['weights_mb']:.0f}",
                       f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-",
                       f"{act:.0f}" if act is not None else "-",
@@ -227,6 +230,8 @@ def main(argv=None) -> int:
     print("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
     for row in table:
         print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
+    print("forward s = wall time (best run); CPU s = process CPU time of that forward, all threads: on a "
+          "machine shared with other work, CPU s / thr is what the forward costs when it has its cores")
     print("act = peak minus memory before the first full-size forward (CPU: resident set; CUDA: "
           "allocated); plain = DCNs replaced by plain convolutions; "
           "peak/plain = (weights + act) / (weights + plain act)")
