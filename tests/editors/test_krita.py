@@ -137,18 +137,7 @@ def krita(editors_root, editors_daemon, tmp_path_factory) -> KritaRuns:
     (work / "spec.json").write_text(json.dumps(spec))
     binds = {str(work): str(work), str(home): str(home), str(CHECKS): "/maskd-krita-checks",
              **editors_daemon.binds()}
-    env = {"HOME": str(home), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": "/maskd-krita-checks"}
-    try:
-        command = ["timeout", "-k", "5", "600", "kritarunner", "-s", "krita_checks", "-f", "main",
-                   str(work / "spec.json")]
-        r = run_in_root(editors_root, command, binds=binds, env=env, timeout=660)
-        runner_log = r.stdout + r.stderr
-    except subprocess.TimeoutExpired:
-        runner_log = "kritarunner timed out"
-    runner = read_json(work / "runner.json")
-    if not runner:
-        pytest.fail(f"kritarunner wrote no result; its output ends:\n{runner_log[-3000:]}")
-
+    # the GUI first: a request that breaks the daemon in the kritarunner cases cannot stall it
     marker = work / "load-marker.json"
     gui_out = work / "gui.json"
     env = {"HOME": str(home), "MASKD_GUI_CHECK_OUT": str(gui_out), "MASKD_KRITA_LOAD_MARKER": str(marker)}
@@ -162,7 +151,18 @@ def krita(editors_root, editors_daemon, tmp_path_factory) -> KritaRuns:
         gui_log = r.stdout + r.stderr
     except subprocess.TimeoutExpired:
         gui_log = "krita GUI timed out"
-    _install(home, editors_daemon.config, with_gui_check=False)
+    _install(home, editors_daemon.config, with_gui_check=False)  # leave the profile as users have it
+    env = {"HOME": str(home), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": "/maskd-krita-checks"}
+    try:
+        command = ["timeout", "-k", "5", "600", "kritarunner", "-s", "krita_checks", "-f", "main",
+                   str(work / "spec.json")]
+        r = run_in_root(editors_root, command, binds=binds, env=env, timeout=660)
+        runner_log = r.stdout + r.stderr
+    except subprocess.TimeoutExpired:
+        runner_log = "kritarunner timed out"
+    runner = read_json(work / "runner.json")
+    if not runner:
+        pytest.fail(f"kritarunner wrote no result; its output ends:\n{runner_log[-3000:]}")
     return KritaRuns(work, runner, runner_log, read_json(gui_out), gui_log, read_json(marker))
 
 

@@ -62,6 +62,7 @@ class _StatusProbe(QThread):
     """Asks the daemon (if it runs) for its state without ever starting it or blocking the GUI."""
 
     answered = pyqtSignal(bool, str, str)
+    presets = pyqtSignal(list)  # preset names the daemon knows (hello)
 
     def run(self):
         try:
@@ -69,6 +70,8 @@ class _StatusProbe(QThread):
 
             config = load_config()
             with mc.connect(config.get("connection_file") or None, timeout=3.0) as client:
+                names = [p.get("name") for p in client.hello_info.get("presets") or [] if isinstance(p, dict)]
+                self.presets.emit([n for n in names if isinstance(n, str) and n])
                 status = client.status()
                 text = describe_engine(client.hello_info, status)
                 model = engine_model(client.hello_info, status)
@@ -153,8 +156,9 @@ class BackgroundRemovalDocker(DockWidget):
         box = QComboBox()
         for key, label in choices.items():
             box.addItem(label, key)
-        index = box.findData(current)
-        box.setCurrentIndex(max(0, index))
+        if current and box.findData(current) < 0:  # e.g. a preset learnt from the daemon earlier
+            box.addItem(current, current)
+        box.setCurrentIndex(max(0, box.findData(current)))
         return box
 
     # ----------------------------------------------------------------- settings
@@ -234,7 +238,14 @@ class BackgroundRemovalDocker(DockWidget):
             return
         self._probe = _StatusProbe()
         self._probe.answered.connect(self._on_status)
+        self._probe.presets.connect(self._add_presets)
         self._probe.start()
+
+    def _add_presets(self, names: list):
+        """Offer every preset the installed maskd knows, not only the built-in list."""
+        for name in names:
+            if self.model_box.findData(name) < 0:
+                self.model_box.addItem(name, name)
 
     def _on_status(self, connected: bool, text: str, model: str):
         colour = "#3a3" if connected else "#c80"

@@ -34,6 +34,20 @@ def _wait_job(job, seconds=120):
         loop.exec_()
 
 
+def _guarded(call, seconds=150):
+    """Cancel the plugin's job if the daemon never answers: one stuck request must not hang Krita."""
+    from maskd import runner
+
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(lambda: runner.active_job() and runner.active_job().cancel())
+    timer.start(seconds * 1000)
+    try:
+        return call()
+    finally:
+        timer.stop()
+
+
 def _masks(node):
     return [n.name() for n in node.childNodes() if n.type() == "transparencymask"]
 
@@ -109,7 +123,7 @@ class GuiCheck(Extension):
         maskd.api.add_job_listener(jobs.append)
 
         # 1. the scripting entry point (the button's job): one transparency mask, one Ctrl+Z
-        node = maskd.remove_background(doc, layer)
+        node = _guarded(lambda: maskd.remove_background(doc, layer))
         doc.waitForDone()
         res["mask_node"] = [node.type(), node.name()]
         res["masks"] = _masks(layer)
@@ -121,7 +135,7 @@ class GuiCheck(Extension):
         res["pixels_unchanged_after_undo"] = _sha(layer.pixelData(0, 0, w, h)) == before
 
         # 2. new layer: one Ctrl+Z removes it
-        node = maskd.remove_background(doc, layer, output="new-layer", decontaminate=False)
+        node = _guarded(lambda: maskd.remove_background(doc, layer, output="new-layer", decontaminate=False))
         res["new_layer"] = [n.name() for n in doc.rootNode().childNodes()]
         undo.trigger()
         doc.waitForDone()
@@ -130,7 +144,7 @@ class GuiCheck(Extension):
         res["scripting_node_type"] = node.type()
 
         # 3. selection: set as the global selection
-        maskd.remove_background(doc, layer, output="selection")
+        _guarded(lambda: maskd.remove_background(doc, layer, output="selection"))
         sel = doc.selection()
         res["selection_set"] = None if sel is None else [sel.x(), sel.y(), sel.width(), sel.height()]
 
