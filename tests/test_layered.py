@@ -402,3 +402,13 @@ def test_editor_batch_plan(tmp_path):
         plan_editor_batch(str(shots), ".xcf", str(shots), False, True)
     with pytest.raises(InputError, match="no .ora files"):
         plan_editor_batch(str(shots), ".ora", str(out), False, False)
+
+
+def test_missing_gimpformats_says_how_to_install():
+    code = ("import sys; sys.modules['gimpformats'] = None\n"
+            "from core.layered import open_layered\n"
+            "from core.errors import MaskdError\n"
+            f"try:\n open_layered({str(FIXTURES / 'gimp3.xcf')!r})\nexcept MaskdError as e:\n print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert "pip install 'maskd[layered]'" in r.stdout, r.stdout + r.stderr

@@ -124,7 +124,7 @@ def open_layered(path: str | os.PathLike) -> LayeredDocument:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
     try:
         return cls(path, data)
-    except LayeredFileError:
+    except MaskdError:
         raise
     except Exception as exc:  # any parser failure on a damaged file: one clear line, no traceback
         raise LayeredFileError(f"{path}: cannot parse this {cls.format_name} file ({type(exc).__name__}: "

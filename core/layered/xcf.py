@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import MaskdError
 from core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, to_uint8
 
 TILE = 64
@@ -73,10 +74,14 @@ class XcfDocument(LayeredDocument):
     format_name = "XCF"
 
     def __init__(self, path: Path, data: bytes):
-        from core.layered import gimpformats_compat
+        try:
+            from core.layered import gimpformats_compat
 
-        gimpformats_compat.install()
-        from gimpformats.gimpXcfDocument import GimpDocument
+            gimpformats_compat.install()
+            from gimpformats.gimpXcfDocument import GimpDocument
+        except ImportError:
+            raise MaskdError("reading XCF files needs the gimpformats package: "
+                             "pip install 'maskd[layered]' (or pip install gimpformats==2025)") from None
 
         self.path = Path(path)
         self.data = data
