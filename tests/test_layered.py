@@ -412,3 +412,21 @@ def test_missing_gimpformats_says_how_to_install():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                        cwd=Path(__file__).resolve().parents[1])
     assert "pip install 'maskd[layered]'" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("command,found", [("gimp-batch", "GIMP 3 was not found"),
+                                           ("krita-batch", "kritarunner was not found")])
+def test_editor_batch_without_the_editor_says_what_to_do(tmp_path, command, found):
+    from tests.conftest import REPO, maskd_command, maskd_env
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    shutil.copyfile(FIXTURES / "gimp3.xcf", shots / "a.xcf")
+    shutil.copyfile(FIXTURES / "krita5.kra", shots / "a.kra")
+    env = maskd_env(PATH=str(tmp_path / "empty"))
+    env.pop("MASKD_GIMP", None)
+    env.pop("MASKD_KRITARUNNER", None)
+    r = subprocess.run(maskd_command() + [command, str(shots), "-o", str(tmp_path / "out")],
+                       capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    assert r.returncode == 1 and found in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not any((tmp_path / "out").rglob("*")), "nothing written, no job folder left"
