@@ -183,6 +183,8 @@ def select_layers(doc: LayeredDocument, spec: str | list[str] | None = None) -> 
             skipped.append(f"{ly.path}: is a {ly.kind}, not a paint layer")
         elif ly.note:
             skipped.append(f"{ly.path}: {ly.note}")
+        elif min(ly.size) <= 0:
+            skipped.append(f"{ly.path}: is empty (no pixels)")
         elif ly.has_mask:
             skipped.append(f"{ly.path}: already has a mask (left as it is)")
         else:
