@@ -343,6 +343,7 @@ def load_model(source: str | None = None, *, variant: str | None = None, device:
     preset = weights.match_preset(state, located)
     with torch.device("meta"):
         model = BiRefNet(preset.backbone)
+    weights.fill_derivable(state, model)
     weights.check_compatible(state, model, located, preset)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)  # post-hook prepares folded weights

@@ -297,6 +297,28 @@ def match_preset(state: dict, located: Located) -> Preset:
     return (preferred or known)[0] if known else _custom_preset(backbone)
 
 
+def fill_derivable(state: dict, model) -> list[str]:
+    """Add buffers some exports leave out and that hold no learned value: Swin's relative position
+    index (a function of the window size) and BatchNorm's ``num_batches_tracked`` (unused in eval).
+    Only done when the file has the learned tensors next to them. Returns the keys added."""
+    import torch
+
+    from core.swin import relative_position_index
+
+    added = []
+    for key, ref in model.state_dict().items():
+        if key in state:
+            continue
+        stem, leaf = key.rsplit(".", 1)
+        if leaf == "relative_position_index" and f"{stem}.relative_position_bias_table" in state:
+            state[key] = relative_position_index(int(round(ref.shape[0] ** 0.5)))
+            added.append(key)
+        elif leaf == "num_batches_tracked" and f"{stem}.running_mean" in state:
+            state[key] = torch.zeros((), dtype=torch.long)
+            added.append(key)
+    return added
+
+
 def check_compatible(state: dict, model, located: Located, preset: Preset) -> None:
     """Every tensor the architecture expects is there with the right shape, and nothing else."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}

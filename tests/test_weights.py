@@ -169,3 +169,18 @@ def test_cli_models_table(tmp_path):
     rmbg = next(line for line in lines if line.startswith("rmbg2 "))
     assert "CC BY-NC 4.0" in rmbg and "non-commercial" in rmbg and rmbg.rstrip().endswith("no")
     assert "non-commercial use only" in res.stdout
+
+
+def test_buffers_without_learned_values_may_be_left_out(tmp_path, lite_state):
+    from safetensors.torch import save_file
+
+    slim = {k: v for k, v in lite_state.items()
+            if not k.endswith(("relative_position_index", "num_batches_tracked"))}
+    assert len(slim) < len(lite_state)
+    path = tmp_path / "slim.safetensors"
+    save_file(slim, str(path))
+    model = load_model(str(path), variant="lite")
+    state = model.state_dict()
+    for key, value in lite_state.items():
+        if key.endswith("relative_position_index"):
+            assert torch.equal(state[key], value), key
