@@ -101,6 +101,10 @@ class _WindowPlan:
             self.boundary_mask = mask.unsqueeze(1).repeat_interleave(batch, dim=0).to(device)  # (nB·B,1,N,N)
 
 
+MLP_BAND_VALUES = 8 * 1024 * 1024  # hidden activations per MLP band (32 MB in fp32)
+ATTN_BAND_VALUES = 8 * 1024 * 1024  # q, k, v values per band of windows
+
+
 class WindowAttention(nn.Module):
     def __init__(self, dim: int, window: int, num_heads: int):
         super().__init__()
@@ -120,23 +124,33 @@ class WindowAttention(nn.Module):
         self._bias = bias.unsqueeze(0).contiguous()  # (1, heads, N, N)
 
     def forward(self, windows: torch.Tensor, plan: _WindowPlan) -> torch.Tensor:
-        """``windows``: ``(R, N, C)`` window tokens in ``plan``'s order → same shape."""
+        """``windows``: ``(R, N, C)`` window tokens in ``plan``'s order → same shape.
+
+        Runs on bands of windows (q, k, v and the attention output exist for one band at a time)
+        and writes the projection straight into the result.
+        """
         rows, n, c = windows.shape
         heads = self.num_heads
         bias = self._bias if self._bias is not None else self._fresh_bias()
         bias = bias.to(windows.dtype)
-        q, k, v = self.qkv(windows).view(rows, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
-        if plan.boundary_mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        else:
+        segments = [(0, rows, bias)]
+        if plan.boundary_mask is not None:  # windows across the shift boundary: bias + shift mask
             cut = plan.interior
-            parts = []
-            if cut:
-                parts.append(F.scaled_dot_product_attention(q[:cut], k[:cut], v[:cut], attn_mask=bias))
-            mask = bias + plan.boundary_mask.to(windows.dtype)
-            parts.append(F.scaled_dot_product_attention(q[cut:], k[cut:], v[cut:], attn_mask=mask))
-            out = torch.cat(parts) if len(parts) > 1 else parts[0]
-        return self.proj(out.transpose(1, 2).reshape(rows, n, c))
+            segments = [(0, cut, bias), (cut, rows, bias + plan.boundary_mask.to(windows.dtype))]
+        out = torch.empty_like(windows)
+        flat_out = out.view(rows * n, c)
+        step = max(1, ATTN_BAND_VALUES // (n * 3 * c))
+        weight_t, proj_bias = self.proj.weight.t(), self.proj.bias
+        for start, stop, mask in segments:
+            for r0 in range(start, stop, step):
+                r1 = min(stop, r0 + step)
+                qkv = self.qkv(windows[r0:r1]).view(r1 - r0, n, 3, heads, c // heads)
+                q, k, v = qkv.permute(2, 0, 3, 1, 4)
+                band_mask = mask if mask.shape[0] == 1 else mask[r0 - start:r1 - start]
+                attended = F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask)
+                attended = attended.transpose(1, 2).reshape((r1 - r0) * n, c)
+                torch.addmm(proj_bias, attended, weight_t, out=flat_out[r0 * n:r1 * n])
+        return out
 
     def _fresh_bias(self) -> torch.Tensor:
         self.prepare()
@@ -170,8 +184,16 @@ class SwinBlock(nn.Module):
             windows.index_fill_(0, plan.pad_rows, 0.0)
         n = self.window * self.window
         attended = self.attn(windows.view(-1, n, c), plan).view(-1, c)
+        del windows
         x = x + attended.index_select(0, plan.inverse)
-        return x + self.mlp(self.norm2(x))
+        del attended
+        # the MLP's hidden layer is 4× the tokens: run it on bands of tokens, adding in place
+        # (x is this block's own new tensor), so only one band of it exists at a time
+        step = max(256, MLP_BAND_VALUES // (4 * c))
+        for r0 in range(0, x.shape[0], step):
+            band = x[r0:r0 + step]
+            band += self.mlp(self.norm2(band))
+        return x
 
 
 class PatchMerging(nn.Module):

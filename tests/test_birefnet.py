@@ -53,7 +53,9 @@ def _naive_swin_block(block: SwinBlock, x: torch.Tensor, height: int, width: int
 
 
 @pytest.mark.parametrize("height,width,shift", [(14, 14, 0), (14, 14, 3), (9, 17, 3), (16, 11, 0), (5, 6, 3)])
-def test_swin_block_matches_plain_implementation(height, width, shift):
+def test_swin_block_matches_plain_implementation(height, width, shift, monkeypatch):
+    monkeypatch.setattr("core.swin.MLP_BAND_VALUES", 1)  # MLP in bands of 256 tokens: several here
+    monkeypatch.setattr("core.swin.ATTN_BAND_VALUES", 49 * 3 * 24 * 2)  # two windows per band
     torch.manual_seed(height * 31 + width + shift)
     block = SwinBlock(dim=24, num_heads=3, window=7, shift=shift)
     with torch.no_grad():
