@@ -345,7 +345,11 @@ def load_model(source: str | None = None, *, variant: str | None = None, device:
         model = BiRefNet(preset.backbone)
     weights.fill_derivable(state, model)
     weights.check_compatible(state, model, located, preset)
-    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    # own copies in fp32: safetensors tensors are views of a memory-mapped file, which would be
+    # paged in during the first forward and would break if the file changed under the daemon
+    for key in list(state):  # one tensor at a time: each original is released as its copy is made
+        value = state[key]
+        state[key] = value.to(torch.float32, copy=True) if value.is_floating_point() else value.clone()
     model.load_state_dict(state, strict=True, assign=True)  # post-hook prepares folded weights
     del state
     model.preset = preset
