@@ -120,8 +120,8 @@ def _sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Bilinear sampling, zero outside; on a backend without ``grid_sample`` (older MPS), on the CPU."""
     try:
         return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-    except (NotImplementedError, RuntimeError):
-        if image.device.type == "cpu":
+    except (NotImplementedError, RuntimeError) as exc:
+        if image.device.type != "mps" or "implemented" not in str(exc):
             raise
         out = F.grid_sample(image.cpu(), grid.cpu(), mode="bilinear", padding_mode="zeros",
                             align_corners=True)
