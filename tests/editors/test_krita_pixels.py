@@ -58,16 +58,21 @@ def test_profiles_and_refusals():
     assert px.CONVERT_DEPTH["F16"] == "F32"
 
 
-def test_mask_makes_the_layer_show_the_daemon_alpha():
+def test_cutout_alpha_is_layer_alpha_times_daemon_alpha():
     a = np.repeat(np.arange(256), 256).astype(np.uint8)
     r = np.tile(np.arange(256), 256).astype(np.uint8)
-    keep = r <= a  # the daemon's alpha never exceeds the layer's
-    a, r = a[keep], r[keep]
-    mask = np.frombuffer(px.mask_from_result(r.tobytes(), a.tobytes()), np.uint8).astype(float)
-    shown = a.astype(float) * mask / 255.0
-    assert np.abs(shown - r).max() <= 0.5 + 1e-9
-    assert px.mask_from_result(b"\x10\x20", None) == b"\x10\x20"
-    assert px.mask_from_result(b"\x00", b"\x00") == b"\x00"
+    fmt = px.PixelFormat("GRAYA", "U8")
+    pixels = np.stack([np.full_like(a, 7), a], -1).tobytes()
+    out = np.frombuffer(px.cutout_alpha(r.tobytes(), "u8", pixels, fmt), np.uint8).astype(float)
+    assert np.abs(out - a.astype(float) * r / 255.0).max() <= 0.5 + 1e-9
+    # opaque layer: the daemon's alpha as is, converted to the layer's dtype
+    fmt16 = px.PixelFormat("RGBA", "U16")
+    opaque = struct.pack("<4H", 1, 2, 3, 65535)
+    assert px.cutout_alpha(b"\x80", "u8", opaque, fmt16) == struct.pack("<H", 32896)
+    # a float layer at half alpha
+    fmt32 = px.PixelFormat("RGBA", "F32")
+    half = struct.pack("<4f", 0.1, 0.2, 0.3, 0.5)
+    assert struct.unpack("<f", px.cutout_alpha(struct.pack("<f", 0.5), "f32", half, fmt32)) == (0.25,)
 
 
 def test_cutout_replaces_alpha_and_colours_in_krita_order():

@@ -4,8 +4,9 @@ Krita hands out ``pixelData`` as tightly packed, row-major, little-endian sample
 depends on the colour depth: integer RGBA (U8, U16) is **B,G,R,A**, float RGBA (F16, F32) is
 **R,G,B,A**, GRAYA is gray, alpha. The daemon converts any of these itself, so this module only
 names the layout, picks out or replaces the alpha channel with slice assignments (fast: a
-4000×4000 layer takes tens of milliseconds), and turns the daemon's result into the transparency
-mask value. No Krita import here, so it is unit-tested outside Krita.
+4000×4000 layer takes tens of milliseconds) and builds the cut-out outputs' pixels. The
+transparency mask needs no conversion: it is the daemon's 8-bit alpha as is. No Krita import
+here, so it is unit-tested outside Krita.
 """
 
 from __future__ import annotations
@@ -138,43 +139,50 @@ def alpha_u8(pixels, fmt: PixelFormat) -> bytes:
     return bytes(0 if not v > 0 else 255 if v >= 1 else int(v * 255 + 0.5) for v in values)
 
 
-# LUT[(a << 8) | r]: the mask value m with a * m / 255 == r (0 where the layer is transparent)
-_DIVIDE = bytes(
-    0 if a == 0 else min(255, (r * 255 + a // 2) // a) for a in range(256) for r in range(256)
-)
+# PRODUCT[(a << 8) | r] = round(a * r / 255): the layer's own alpha times the subject's alpha
+_PRODUCT = bytes((a * r + 127) // 255 for a in range(256) for r in range(256))
 _SHIFT8 = [a << 8 for a in range(256)]
 
 
-def mask_from_result(result_alpha: bytes, layer_alpha: bytes | None) -> bytes:
-    """Transparency-mask bytes that make the layer show exactly the daemon's alpha.
+def _decode(samples: bytes, dtype: str) -> list:
+    """Samples as floats in [0, 1] (slow path: only layers with partial transparency)."""
+    if dtype == "u8":
+        return [v / 255.0 for v in samples]
+    values = struct.unpack(f"<{len(samples) // SAMPLE_BYTES[dtype]}{_STRUCT[dtype]}", samples)
+    if dtype == "u16":
+        return [v / 65535.0 for v in values]
+    return [min(1.0, max(0.0, v)) if v == v else 0.0 for v in values]
 
-    The daemon's alpha already respects the layer's own alpha (it never exceeds it) and Krita
-    multiplies the layer's alpha by the mask, so the mask is result / layer alpha. For an opaque
-    layer (``layer_alpha`` None) that is the result itself.
+
+def _encode(values, dtype: str) -> bytes:
+    if dtype == "u8":
+        return bytes(min(255, max(0, int(v * 255 + 0.5))) for v in values)
+    if dtype == "u16":
+        return struct.pack(f"<{len(values)}H", *(min(65535, max(0, int(v * 65535 + 0.5))) for v in values))
+    return struct.pack(f"<{len(values)}{_STRUCT[dtype]}", *values)
+
+
+def cutout_alpha(result_alpha: bytes, result_dtype: str, pixels, fmt: PixelFormat) -> bytes:
+    """Alpha for the cut-out outputs, in the layer's dtype: the layer's own alpha × the daemon's.
+
+    The daemon's alpha is the subject's coverage (only fully transparent pixels are forced to 0),
+    so the cut-out shows exactly what the layer with the transparency mask shows.
     """
-    if layer_alpha is None:
-        return bytes(result_alpha)
-    if len(layer_alpha) != len(result_alpha):
-        raise ValueError(f"alpha sizes differ: {len(layer_alpha)} vs {len(result_alpha)}")
-    return bytes(map(_DIVIDE.__getitem__, map(add, map(_SHIFT8.__getitem__, layer_alpha), result_alpha)))
+    if is_opaque(pixels, fmt):
+        return convert_alpha(result_alpha, result_dtype, fmt.dtype)
+    if fmt.dtype == "u8" and result_dtype == "u8":
+        layer = _sample_columns(pixels, fmt)[0]
+        return bytes(map(_PRODUCT.__getitem__, map(add, map(_SHIFT8.__getitem__, layer), result_alpha)))
+    layer = _decode(bytes(_interleave(_sample_columns(pixels, fmt))), fmt.dtype)
+    result = _decode(result_alpha, result_dtype)
+    return _encode([a * r for a, r in zip(layer, result)], fmt.dtype)
 
 
 def convert_alpha(alpha: bytes, src_dtype: str, dst_dtype: str) -> bytes:
-    """Alpha samples from one dtype to another (only for the cut-out outputs, not the mask)."""
+    """Samples from one dtype to another (only for the cut-out outputs, not the mask)."""
     if src_dtype == dst_dtype:
         return bytes(alpha)
-    n = len(alpha) // SAMPLE_BYTES[src_dtype]
-    if src_dtype == "u8":
-        values = [v / 255.0 for v in alpha]
-    else:
-        values = struct.unpack(f"<{n}{_STRUCT[src_dtype]}", alpha)
-        if src_dtype == "u16":
-            values = [v / 65535.0 for v in values]
-    if dst_dtype == "u8":
-        return bytes(min(255, max(0, int(v * 255 + 0.5))) for v in values)
-    if dst_dtype == "u16":
-        return struct.pack(f"<{n}H", *(min(65535, max(0, int(v * 65535 + 0.5))) for v in values))
-    return struct.pack(f"<{n}{_STRUCT[dst_dtype]}", *values)
+    return _encode(_decode(alpha, src_dtype), dst_dtype)
 
 
 def cutout_pixels(pixels, fmt: PixelFormat, alpha: bytes, foreground: bytes | None = None,

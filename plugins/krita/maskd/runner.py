@@ -218,13 +218,13 @@ def compute(snap: Snapshot, progress=None, cancelled=None, on_client=None) -> Ou
         if cancelled is not None and cancelled():
             raise Cancelled()
         if cutout:
-            alpha = px.convert_alpha(result.alpha, result.alpha_dtype, snap.fmt.dtype)
+            alpha = px.cutout_alpha(result.alpha, result.alpha_dtype, snap.pixels, snap.fmt)
             out.cutout = px.cutout_pixels(snap.pixels, snap.fmt, alpha, result.foreground,
                                           result.foreground_dtype)
-        elif snap.output == "selection" or px.is_opaque(snap.pixels, snap.fmt):
-            out.mask = result.alpha
         else:
-            out.mask = px.mask_from_result(result.alpha, px.alpha_u8(snap.pixels, snap.fmt))
+            # Krita shows layer alpha × mask, and the daemon's alpha is the subject's coverage
+            # (already-transparent pixels come back 0): the mask is that alpha as is.
+            out.mask = result.alpha
         out.timings["convert"] = time.perf_counter() - t2
         return out
     except Cancelled:
