@@ -26,7 +26,8 @@ Pixel conventions: buffers are row-major, tightly packed, little-endian samples;
 of RGBA, BGRA, RGB, GRAY, GRAYA and ``dtype`` one of u8, u16, f16, f32 (f16 needs no numpy:
 ``struct`` format ``'e'``). Integer samples are sRGB-encoded; float samples from editors are usually
 linear light, so say which with ``transfer="linear"`` (default ``"srgb"``). The daemon converts.
-An existing alpha channel in the pixels is respected (the result never exceeds it).
+An existing alpha channel in the pixels is respected: pixels that are fully transparent there
+stay transparent in the result.
 
 Timeouts: "daemon not running" is reported in well under a second; once a request is sent, the
 daemon streams progress at least every second, and the client gives up after ``timeout`` seconds of
@@ -97,9 +98,12 @@ class _ConnectionLost(Exception):
 class Result:
     """A finished ``segment``/``refine``: ``alpha`` bytes (W×H of ``alpha_dtype``), optional
     ``foreground`` bytes (W×H×3 straight colours, ``foreground_dtype``, same transfer as the
-    input), and ``info`` (``timings``, ``model``, ``device``, ...)."""
+    input), optional ``shadow`` bytes (W×H of ``alpha_dtype``: a generated shadow's alpha, to fill
+    with ``shadow_info["color"]`` on a layer under the subject), and ``info`` (``timings``,
+    ``model``, ``device``, ...)."""
 
-    def __init__(self, alpha, foreground, info, width, height, alpha_dtype, foreground_dtype=None):
+    def __init__(self, alpha, foreground, info, width, height, alpha_dtype, foreground_dtype=None,
+                 shadow=None, shadow_info=None):
         self.alpha = alpha
         self.foreground = foreground
         self.info = info
@@ -107,6 +111,8 @@ class Result:
         self.height = height
         self.alpha_dtype = alpha_dtype
         self.foreground_dtype = foreground_dtype
+        self.shadow = shadow
+        self.shadow_info = shadow_info or {}
 
     def __repr__(self) -> str:
         return (f"Result({self.width}x{self.height} alpha={self.alpha_dtype}, "
@@ -646,31 +652,39 @@ class Client:
         if len(out) < 1 or len(out) != len(sizes) or bad:
             raise MaskdClientError("internal", "maskd sent a malformed result (buffer sizes differ)", True)
         alpha = bytes(out[0])
-        fg = bytes(out[1]) if len(out) > 1 else None
         fg_meta = reply.get("foreground") or {}
+        fg = bytes(out[1]) if fg_meta and len(out) > 1 else None
+        shadow_meta = reply.get("shadow") or {}
+        index = shadow_meta.get("buffer")
+        shadow = bytes(out[index]) if isinstance(index, int) and 0 < index < len(out) else None
         return Result(alpha, fg, reply.get("info", {}), reply.get("width"), reply.get("height"),
-                      reply.get("alpha_dtype", alpha_dtype), fg_meta.get("dtype"))
+                      reply.get("alpha_dtype", alpha_dtype), fg_meta.get("dtype"), shadow, shadow_meta)
 
     def segment(self, pixels, width, height, layout="RGBA", dtype="u8", options=None, roi=None,
                 alpha_dtype="u8", foreground=False, progress=None, job_id=None, transfer="srgb",
-                timeout=None, foreground_dtype=None) -> Result:
+                timeout=None, foreground_dtype=None, shadow=None) -> Result:
         """Cut out the subject: pixels in, full-resolution alpha out.
 
         ``options``: the pipeline options (``refine``, ``quality`` fast/default/quality,
         ``decontaminate``, ``threshold``, ``grow``, ``feather``, ``fill_holes``, ``invert``).
         ``roi``: (x, y, w, h) in image pixels; alpha outside it is 0. ``foreground=True`` also
         returns decontaminated colours (as ``foreground_dtype``, default the input's dtype).
-        ``progress(stage, fraction)`` may raise to cancel.
+        ``shadow``: a shadow style (``"soft"``, ``"drop,direction=135"``: ``maskd remove --shadow``
+        syntax) also returns that shadow's alpha (``Result.shadow``). ``progress(stage, fraction)``
+        may raise to cancel.
         """
         width, height = self._check_image(pixels, width, height, layout, dtype)
         fields = {"width": width, "height": height, "layout": layout, "dtype": dtype, "transfer": transfer,
                   "options": dict(options or {}), "roi": list(roi) if roi else None,
                   "foreground": bool(foreground), "foreground_dtype": foreground_dtype}
+        if shadow:
+            fields["shadow"] = str(shadow)
         return self._pixel_op("segment", [pixels], fields, alpha_dtype, progress, job_id, timeout)
 
     def refine(self, pixels, width, height, mask, mask_width=None, mask_height=None, mask_dtype="u8",
                layout="RGBA", dtype="u8", options=None, roi=None, alpha_dtype="u8", foreground=False,
-               progress=None, job_id=None, transfer="srgb", timeout=None, foreground_dtype=None) -> Result:
+               progress=None, job_id=None, transfer="srgb", timeout=None, foreground_dtype=None,
+               shadow=None) -> Result:
         """Refine a rough single-channel ``mask`` (any size, ``mask_dtype`` u8/u16/f16/f32) into a
         full-resolution alpha that follows the image's edges; no model is needed."""
         width, height = self._check_image(pixels, width, height, layout, dtype)
@@ -686,6 +700,8 @@ class Client:
                   "options": dict(options or {}), "roi": list(roi) if roi else None,
                   "foreground": bool(foreground), "foreground_dtype": foreground_dtype,
                   "mask": {"width": mask_width, "height": mask_height, "dtype": mask_dtype}}
+        if shadow:
+            fields["shadow"] = str(shadow)
         return self._pixel_op("refine", [pixels, mask], fields, alpha_dtype, progress, job_id, timeout)
 
 

@@ -278,10 +278,27 @@ class Daemon:
                         break
                     self._handle(frames)
             self._send_progress()
+            if not self.worker.is_alive() and not self.stop_requested.is_set():
+                self._worker_died()
+                break
             if (idle_s and self.model_state == "ready" and self.running is None and self.queued == 0
                     and time.monotonic() - self.last_work > idle_s):
                 self.model_state = "unloading"
                 self.queue.put("unload")
+
+    def _worker_died(self) -> None:
+        """The worker thread is gone (a bug): answer every waiting client and stop, so that the
+        supervisor or the next plug-in start gets a fresh daemon instead of one that hangs."""
+        self._drain_worker()
+        log.error("the worker thread stopped unexpectedly; maskd is stopping")
+        self.model_state = "failed"
+        self.model_error = self.model_error or "the worker thread stopped unexpectedly"
+        for job in list(self.jobs.values()):
+            if job.finish():
+                self._send_error(job.identity, job.request_id, "internal",
+                                 "maskd's worker stopped unexpectedly; the daemon is restarting", True)
+        self.jobs.clear()
+        self.stop_requested.set()
 
     def _send(self, identity: bytes, fields: dict, buffers=()) -> bool:
         try:
@@ -484,7 +501,14 @@ class Daemon:
                         self.session.unload()
                     self.model_state = "unloaded"
                     continue
-                self._worker_run(item, out)
+                try:
+                    self._worker_run(item, out)
+                except Exception:  # never let one job take the worker (and every later job) down
+                    log.error("worker: job %s: %s", getattr(item, "job_id", "?"), traceback.format_exc())
+                    if isinstance(item, Job) and item.finish():
+                        self.counters["jobs_failed"] += 1
+                        fields = P.error_fields(None, "internal", "processing failed unexpectedly")
+                        out.send_multipart([b"reply", item.job_id.encode(), P.encode_header(fields)])
         finally:
             out.close(linger=2000)
 
@@ -562,7 +586,13 @@ class Daemon:
             self.last_work = time.monotonic()
             job.buffers = []  # release the request's frames now
         if job.finish():
-            out.send_multipart([b"reply", job.job_id.encode(), P.encode_header(fields), *buffers], copy=False)
+            try:
+                out.send_multipart([b"reply", job.job_id.encode(), P.encode_header(fields), *buffers],
+                                   copy=False)
+            except Exception:
+                log.error("job %s: could not send the result: %s", job.job_id, traceback.format_exc())
+                fields = P.error_fields(None, "internal", "processing failed while sending the result")
+                out.send_multipart([b"reply", job.job_id.encode(), P.encode_header(fields)])
         log.info("job %s %s %dx%d: %s in %.3f s", job.job_id[:8], job.op, job.spec.width, job.spec.height,
                  fields.get("code", "ok"), time.perf_counter() - t0)
 

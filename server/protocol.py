@@ -302,4 +302,5 @@ def encode_colours(rgb: np.ndarray, dtype: str) -> np.ndarray:
     if dtype in ("f16", "f32"):
         return np.ascontiguousarray(rgb, dtype=DTYPES[dtype])
     scale = 255.0 if dtype == "u8" else 65535.0
-    return np.clip(rgb * scale + 0.5, 0, scale).astype(DTYPES[dtype])
+    # C order always: a strided view (a slice of RGBA colours) cannot go out as one zero-copy frame
+    return np.ascontiguousarray(np.clip(rgb * scale + 0.5, 0, scale), dtype=DTYPES[dtype])

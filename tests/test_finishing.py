@@ -189,3 +189,10 @@ def test_daemon_returns_a_shadow_buffer_when_asked(daemon):
         assert shadow[:CY, :].max() == 0  # nothing above the subject's middle
         with pytest.raises(Exception, match="unknown style"):
             client._call(dict(fields, shadow="huge"), [img.tobytes()], None, 60, "bad-shadow")
+        # the public client call: without colours the shadow is buffer 1, never taken for colours
+        plain = client.segment(img.tobytes(), W, H, shadow="contact")
+        assert plain.foreground is None and plain.shadow_info["buffer"] == 1
+        assert np.array_equal(np.frombuffer(plain.shadow, np.uint8).reshape(H, W), shadow)
+        both = client.segment(img.tobytes(), W, H, shadow="contact", foreground=True)
+        assert len(both.foreground) == W * H * 3 and both.shadow == plain.shadow
+        assert client.segment(img.tobytes(), W, H).shadow is None

@@ -17,6 +17,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO
@@ -110,6 +111,21 @@ def test_installer_end_to_end(tmp_path, wheel, lite_weights):
         assert "reachable" in areas["daemon"]["message"]
         for label in ("GIMP 3.0", "GIMP 3.0 (Flatpak)", "Krita", "Krita (Flatpak)"):
             assert areas[label]["state"] == "ok" and "plugin 0.1.0" in areas[label]["message"]
+    finally:
+        run([maskd, "stop"], env, check=False, timeout=120)
+
+    # the main job right after installing: no model options, the installed weights are used
+    photo = tmp_path / "photo.png"
+    from core import imageio
+
+    img = np.full((96, 128, 3), 200, np.uint8)
+    img[24:72, 40:88] = (30, 60, 200)
+    imageio.write_image(photo, img)
+    try:
+        r = run([maskd, "remove", photo, "-o", tmp_path / "photo-cutout.png", "-q"], env, timeout=600)
+        assert (tmp_path / "photo-cutout.png").stat().st_size > 0, r.stdout + r.stderr
+        st = json.loads(run([maskd, "status", "--json"], env).stdout)
+        assert st["model"]["name"] == "lite" and st["model"]["device"] == "cpu", st
     finally:
         run([maskd, "stop"], env, check=False, timeout=120)
 

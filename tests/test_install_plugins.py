@@ -361,3 +361,34 @@ def test_installed_serve_args_for_commands_that_start_the_daemon(tmp_path):
     manifest.settings.update(model_args=model, device="cpu")
     manifest.save()
     assert installed_serve_args(plat) == model + ["--device", "cpu"]
+
+
+def test_serve_without_model_options_uses_the_installed_model(tmp_path, monkeypatch):
+    """`maskd serve` / `maskd remove` with no --model/--weights serve what the installer set up."""
+    from server.cli import build_parser
+    from server.commands import serve
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for name in ("XDG_DATA_HOME", "XDG_CONFIG_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    parse = build_parser("serve").parse_args
+    plain = parse(["serve"])
+    serve.apply_installed_defaults(plain)
+    assert plain.model is None and plain.weights is None and plain.device == "auto"
+
+    weights = home / "lite.safetensors"
+    weights.write_bytes(b"x")
+    manifest = Manifest.load(Platform.current().manifest_path)
+    manifest.settings.update(model_args=["--weights", str(weights), "--variant", "lite"], device="cpu")
+    manifest.save()
+    args = parse(["serve"])
+    serve.apply_installed_defaults(args)
+    assert (args.weights, args.variant, args.device) == (str(weights), "lite", "cpu")
+    chosen = parse(["serve", "--model", "general", "--device", "cuda"])
+    serve.apply_installed_defaults(chosen)  # the user's choice wins
+    assert (chosen.model, chosen.weights, chosen.device) == ("general", None, "cuda")
+    weights.unlink()
+    with pytest.raises(Exception, match="installed weights file .* is missing"):
+        serve.apply_installed_defaults(parse(["serve"]))

@@ -66,6 +66,19 @@ def test_encode_alpha_rounds_and_clips():
     assert P.encode_colours(np.full((1, 1, 3), 0.5, np.float32), "u8").tolist() == [[[128, 128, 128]]]
 
 
+@pytest.mark.parametrize("dtype", ["u8", "u16", "f16", "f32"])
+def test_encoded_colours_are_one_contiguous_frame(dtype):
+    """Strided colours (an RGBA slice, a transposed crop) go out C-contiguous: zmq sends a buffer
+    zero-copy only when it is one block, and a BufferError there once killed the daemon's worker."""
+    rgba = np.random.default_rng(0).random((5, 7, 4), dtype=np.float32)
+    for view in (rgba[..., :3], rgba.transpose(1, 0, 2)[..., :3], rgba[::-1, :, 1:]):
+        out = P.encode_colours(view, dtype)
+        assert out.flags.c_contiguous and out.shape == view.shape
+        memoryview(out).cast("B")  # what send_multipart(copy=False) needs
+        back = out.astype(np.float32) / {"u8": 255.0, "u16": 65535.0}.get(dtype, 1.0)
+        assert np.abs(back - view).max() <= 1 / 254
+
+
 def test_every_error_code_is_documented():
     text = (P.__file__.rsplit("/", 1)[0] + "/PROTOCOL.md")
     doc = open(text, encoding="utf-8").read()

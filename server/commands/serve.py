@@ -33,6 +33,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     m.add_argument("--resolution", type=int, metavar="N",
                    help="model input size override (multiple of 32; smaller = faster, coarser)")
+    m.add_argument("--patch-order", choices=["wg-hg-c", "c-hg-wg"], metavar="ORDER",
+                   help="decoder patch order the checkpoint was trained with: wg-hg-c (uploaded before "
+                        "2024-11) or c-hg-wg (later); default: the preset's. Only for a --weights file "
+                        "whose preset guess is wrong (`maskd models` lists each preset's order)")
     m.add_argument("--lazy", action="store_true", help="load the model at the first request, not at start")
     m.add_argument("--idle-unload", type=float, metavar="MIN",
                    help="free the model's memory after MIN idle minutes, reload on the next request "
@@ -106,7 +110,8 @@ def _config(args, cfile: Path):
     from server.daemon import DaemonConfig
 
     spec = SessionSpec(model=args.model, weights=args.weights, variant=args.variant, device=args.device,
-                       precision=args.precision, resolution=args.resolution)
+                       precision=args.precision, resolution=args.resolution,
+                       patch_order=getattr(args, "patch_order", None))
     idle = None if args.idle_unload is None else args.idle_unload * 60.0
     return DaemonConfig(spec=spec, worker=args.worker, connection_file=cfile, host=args.host, port=args.port,
                         ipc=not args.no_ipc, max_pixels=args.max_pixels, max_queue=args.max_queue,
@@ -120,7 +125,33 @@ def _describe(st: dict) -> str:
             f"({st.get('model_state')}); {ends}")
 
 
+def apply_installed_defaults(args) -> None:
+    """Without --model/--weights, serve the model the installer set up (its manifest says which
+    weights file and device), so `maskd remove photo.jpg` works right after installing, offline too."""
+    if args.model or args.weights:
+        return
+    from installers.defaults import installed_serve_args
+
+    extra = installed_serve_args()
+    if not extra:
+        return
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    try:
+        installed, _ = parser.parse_known_args(extra)
+    except SystemExit:  # a manifest this version cannot read: keep the built-in defaults
+        return
+    args.model, args.weights = installed.model, installed.weights
+    args.variant = args.variant or installed.variant
+    if args.device == "auto" and installed.device:
+        args.device = installed.device
+    if args.weights and not Path(args.weights).exists():
+        raise MaskdError(f"the installed weights file {args.weights} is missing; run the installer again, "
+                         "or give --model/--weights")
+
+
 def run(args) -> int:
+    apply_installed_defaults(args)
     _check_args(args)
     cfile = _connection_file(args)
     st = _running(cfile)
@@ -151,8 +182,8 @@ def _run_here(args, cfile: Path) -> int:
 def _child_argv(args, log_file: str, cfile: Path) -> list[str]:
     argv = [sys.executable, "-m", "server", "serve", "--daemonized", "--log-file", log_file,
             "--connection-file", str(cfile)]
-    for name in ("model", "weights", "variant", "device", "precision", "resolution", "idle_unload",
-                 "max_pixels", "max_queue", "host", "port", "worker"):
+    for name in ("model", "weights", "variant", "device", "precision", "resolution", "patch_order",
+                 "idle_unload", "max_pixels", "max_queue", "host", "port", "worker"):
         value = getattr(args, name)
         if value is not None:
             if name == "weights":
