@@ -173,7 +173,9 @@ class Installer:
         package = self.args.package or str(REPO)
         self.step(f"maskd from {package}")
         before = self.venv_output("import importlib.metadata as m; print(m.version('maskd'))")
-        self.run([self.python, "-m", "pip", "install", package], "installing maskd and its dependencies")
+        # the `layered` extra (gimpformats, pure Python) lets `maskd remove` read GIMP's XCF files
+        self.run([self.python, "-m", "pip", "install", package + "[layered]"],
+                 "installing maskd and its dependencies")
         if before:  # same version number: pip would keep the old files, so replace them (upgrade in place)
             self.run([self.python, "-m", "pip", "install", "--force-reinstall", "--no-deps", package],
                      "upgrading maskd in place")

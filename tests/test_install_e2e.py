@@ -90,6 +90,8 @@ def test_installer_end_to_end(tmp_path, wheel, lite_weights):
     assert "torch 2." in out and "maskd 0.1.0" in out, out
     assert "plugins: gimp-3.0-flatpak, gimp-3.0-native, krita-flatpak, krita-native" in out, out
     assert os.readlink(home / ".local/bin/maskd") == str(maskd)
+    # the layered extra: `maskd remove file.xcf` works out of the box
+    run([venv / "bin" / "python", "-c", "import gimpformats, core.layered.xcf"], env)
     weights = home / ".local/share/maskd/models/lite.safetensors"
     assert weights.stat().st_size == lite_weights.stat().st_size
 
@@ -124,6 +126,9 @@ def test_installer_end_to_end(tmp_path, wheel, lite_weights):
     try:
         r = run([maskd, "remove", photo, "-o", tmp_path / "photo-cutout.png", "-q"], env, timeout=600)
         assert (tmp_path / "photo-cutout.png").stat().st_size > 0, r.stdout + r.stderr
+        log = (tmp_path / "run" / "maskd" / "maskd.log").read_text()
+        assert "'name': 'lite'" in log, log[-2000:]
+        run([maskd, "serve"], env, timeout=600)  # the same defaults for a daemon started by hand
         st = json.loads(run([maskd, "status", "--json"], env).stdout)
         assert st["model"]["name"] == "lite" and st["model"]["device"] == "cpu", st
     finally:
