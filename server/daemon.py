@@ -651,6 +651,8 @@ def _options(job: Job) -> object:
         kwargs["roi"] = tuple(roi) if roi else None
     if "linear" in known:
         kwargs["linear"] = linear
+    if "decontaminate" in known and not job.header.get("foreground"):
+        kwargs["decontaminate"] = False  # colours nobody asked for are not worth their time
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
