@@ -64,12 +64,12 @@ class Case:
     def __init__(self, name, *, size=None, offsets=(0, 0), precision="U8_NON_LINEAR", gray=False,
                  alpha=True, alpha_values=None, args=None, selection=None, existing_mask=None,
                  undo=False, save=False, group=False, plugin_config=None, interactive=False, target=None,
-                 seed=0):
+                 below=(), seed=0):
         self.name, self.offsets, self.args, self.selection = name, tuple(offsets), dict(args or {}), selection
         self.width, self.height = size or CANVAS
         self.gray, self.alpha, self.precision = gray, alpha, precision
         self.undo, self.save, self.group, self.plugin_config = undo, save, group, plugin_config
-        self.interactive, self.target = interactive, target
+        self.interactive, self.target, self.below = interactive, target, list(below)
         self.dtype = "u8" if "U8" in precision else "u16" if "U16" in precision else "f32"
         self.transfer = "linear" if precision.endswith("_LINEAR") and "NON" not in precision and \
             self.dtype == "f32" else "srgb"
@@ -115,6 +115,8 @@ class Case:
             entry["plugin_config"] = self.plugin_config
         if self.target:
             entry["target"] = self.target
+        if self.below:
+            entry["below"] = self.below
         return entry
 
     def roi(self):
@@ -140,6 +142,11 @@ def split_mask(width, height):
     m[:, width // 2:] = 128 / 255
     m[: height // 3, :] = 0.0
     return m
+
+
+FINISH_SHADOW = ("drop", "color=#402010")  # style, overrides (the colour the daemon must return)
+FINISH_ARGS = {"add-shadow": True, "shadow-style": FINISH_SHADOW[0], "shadow-settings": FINISH_SHADOW[1],
+               "add-background": True, "background-color": "#3366cc"}
 
 
 def build_cases(plugin_config_path: Path, work: Path) -> list[Case]:
@@ -171,6 +178,13 @@ def build_cases(plugin_config_path: Path, work: Path) -> list[Case]:
         Case("absent", plugin_config=absent, seed=15),
         Case("autostart_fails", plugin_config=broken, seed=17),
         Case("alpha_with_mask", args={"output": "alpha"}, existing_mask=split_mask(*CANVAS), seed=16),
+        # product-photo finishing (last: GIMP remembers an interactive run's values, keep them default)
+        Case("finish", args=FINISH_ARGS, size=(80, 56), offsets=(5, 3), below=["floor"], undo=True, seed=20),
+        Case("finish_roi", args={"add-shadow": True, "shadow-style": "contact", "add-background": True},
+             precision="U16_NON_LINEAR", offsets=(8, 4), selection=(20, 10, 40, 30), seed=21),
+        Case("finish_absent", args=FINISH_ARGS, plugin_config=absent, seed=22),
+        Case("finish_bad_settings", args=dict(FINISH_ARGS, **{"shadow-settings": "direction=sideways"}),
+             seed=23),
     ]
 
 
@@ -251,6 +265,33 @@ def reference(editors_daemon):
         client.close()
 
 
+@pytest.fixture(scope="module")
+def shadow_reference(editors_daemon):
+    """The daemon's alpha, shadow alpha and shadow info for a case's pixels and a shadow style,
+    asked from the host with the shared client (what the plug-in must put in GIMP)."""
+    from plugins import maskd_client
+
+    client = maskd_client.connect(str(editors_daemon.connection_file), timeout=120)
+    scale = {"u8": 255.0, "u16": 65535.0, "f32": 1.0}
+
+    def ask(case: Case, shadow: str):
+        x, y, w, h = case.roi()
+        pixels = np.ascontiguousarray(case.samples[y:y + h, x:x + w])
+        res = client.segment(pixels.tobytes(), w, h, layout=case.layout, dtype=case.dtype,
+                             transfer=case.transfer, options=DEFAULT_OPTIONS, alpha_dtype=case.dtype,
+                             shadow=shadow)
+        dt = {"u8": np.uint8, "u16": "<u2", "f32": "<f4"}[case.dtype]
+        alpha = np.frombuffer(res.alpha, dt).reshape(h, w).astype(np.float32) / scale[case.dtype]
+        assert res.shadow is not None, "the daemon returned no shadow"
+        shadow_alpha = np.frombuffer(res.shadow, dt).reshape(h, w).astype(np.float32) / scale[case.dtype]
+        return alpha, shadow_alpha, res.shadow_info
+
+    try:
+        yield ask
+    finally:
+        client.close()
+
+
 def load(out: Path, entry: dict) -> np.ndarray:
     """A float32 dump from GIMP: H×W for one channel, else H×W×C."""
     data = np.fromfile(out / entry["file"], "<f4")
@@ -299,7 +340,8 @@ def test_registration(gimp_results):
     assert reg["menu_paths"] == ["<Image>/Layer/Transparency"]
     assert reg["menu_label"].replace("_", "") == "Remove Background…"
     assert reg["image_types"] == "RGB*, GRAY*"
-    for arg in ("output", "existing-mask", "refine", "decontaminate", "quality", "model", "use-selection"):
+    for arg in ("output", "existing-mask", "refine", "decontaminate", "quality", "model", "use-selection",
+                "add-shadow", "shadow-style", "shadow-settings", "add-background", "background-color"):
         assert arg in reg["arguments"]
     # GIMP warns when two dialog labels (or a label and a button) share a keyboard mnemonic
     assert "duplicate mnemonic" not in gimp_results["log"]
@@ -319,9 +361,10 @@ def test_mask_equals_daemon_alpha(gimp_results, reference, name):
     want, _ = reference(case)
     assert 0.02 < want.mean() < 0.98, "the test image should give a non-trivial matte"
     assert np.abs(got - want).max() <= TOL
-    # the layer's own pixels are untouched (non-destructive)
+    # the layer's own pixels are untouched (non-destructive), and no finishing layer without asking
     assert np.array_equal(load(gimp_results["out"], r["after"]["layer"]),
                           load(gimp_results["out"], r["before"]["layer"]))
+    assert r["after"]["layers"] == ["photo"] and r["after"]["finishing"] == {}
 
 
 def test_selection_is_the_roi_and_the_rest_is_black(gimp_results, reference):
@@ -410,7 +453,7 @@ def test_existing_mask_replace(gimp_results, reference):
     assert np.abs(got - want).max() <= TOL
 
 
-@pytest.mark.parametrize("name", ["rgba8", "alpha", "layer", "selection", "intersect"])
+@pytest.mark.parametrize("name", ["rgba8", "alpha", "layer", "selection", "intersect", "finish"])
 def test_one_undo_restores_the_original(gimp_results, name):
     r = result(gimp_results, name)
     assert r.get("undo_clean"), f"{name}: Ctrl+Z did not bring the image back to its saved state"
@@ -419,6 +462,8 @@ def test_one_undo_restores_the_original(gimp_results, name):
 
 @pytest.mark.parametrize("name,words", [
     ("absent", ["not running"]),
+    ("finish_absent", ["not running"]),
+    ("finish_bad_settings", ["shadow direction", "sideways"]),
     ("autostart_fails", ["failed to start", "autostart.log"]),
     ("group", ["layer group"]),
     ("alpha_with_mask", ["already has a layer mask"]),
@@ -456,3 +501,66 @@ def test_saved_xcf_reads_back_with_gimpformats(gimp_results):
         mask = np.asarray(layer.mask.image, np.float32) / 255.0
         assert mask.shape == (case.height, case.width)
         assert np.abs(mask - load(out, r["after"]["mask"])).max() <= TOL
+
+
+# ------------------------------------------------------------------------------ finishing layers
+
+def hex_rgb(text: str) -> np.ndarray:
+    return np.array([int(text[i:i + 2], 16) for i in (1, 3, 5)], np.float32) / 255.0
+
+
+def test_shadow_and_background_layers(gimp_results, shadow_reference):
+    """Both toggles: the photo keeps its pixels and gets the daemon's mask; "photo shadow" sits
+    directly under it (its size and offsets, filled with the returned colour, the daemon's shadow
+    alpha as its mask); "photo background" (canvas-sized, the colour) is at the bottom of the stack."""
+    r = result(gimp_results, "finish")
+    case = gimp_results["cases"]["finish"]
+    out = gimp_results["out"]
+    after = r["after"]
+    assert r["before"]["layers"] == ["photo", "floor"]
+    assert after["layers"] == ["photo", "photo shadow", "floor", "photo background"]
+    assert after["selected"] == ["photo"]
+    assert np.array_equal(load(out, after["layer"]), load(out, r["before"]["layer"]))
+    assert after["layer"]["offsets"] == list(case.offsets)
+    want_alpha, want_shadow, info = shadow_reference(case, ",".join(FINISH_SHADOW))
+    assert np.abs(load(out, after["mask"]) - want_alpha).max() <= TOL
+
+    shadow = after["finishing"]["shadow"]
+    assert (shadow["width"], shadow["height"], shadow["offsets"]) == (case.width, case.height,
+                                                                      list(case.offsets))
+    assert info["color"].lower() == "#402010" and info["style"]
+    assert want_shadow.max() > 0.1, "the test image should cast a visible shadow"
+    assert shadow["mask"] is not None
+    assert np.abs(load(out, shadow["mask"]) - want_shadow).max() <= TOL
+    pixels = load(out, shadow)
+    assert np.abs(pixels[..., :3] - hex_rgb(info["color"])).max() <= TOL
+    assert pixels[..., 3].min() == 1.0  # the colour is everywhere; the mask alone shapes the shadow
+
+    background = after["finishing"]["background"]
+    assert (background["width"], background["height"], background["offsets"]) == (*CANVAS, [0, 0])
+    assert background["mask"] is None
+    pixels = load(out, background)
+    assert np.abs(pixels[..., :3] - hex_rgb("#3366cc")).max() <= TOL
+    assert pixels[..., 3].min() == 1.0
+
+
+def test_finishing_with_a_selection_and_16_bit(gimp_results, shadow_reference):
+    """A 16-bit image, a selection ROI and the default background colour (white): the shadow's
+    mask is the daemon's shadow inside the ROI and black elsewhere, written through the linear format."""
+    r = result(gimp_results, "finish_roi")
+    case = gimp_results["cases"]["finish_roi"]
+    out = gimp_results["out"]
+    assert r["after"]["layers"] == ["photo", "photo shadow", "photo background"]
+    _, want_shadow, info = shadow_reference(case, "contact")
+    assert want_shadow.max() > 0.1, "the test image should have a contact shadow"
+    shadow = r["after"]["finishing"]["shadow"]
+    assert (shadow["width"], shadow["height"], shadow["offsets"]) == (case.width, case.height,
+                                                                      list(case.offsets))
+    got = load(out, shadow["mask"])
+    x, y, w, h = case.roi()
+    assert np.abs(got[y:y + h, x:x + w] - want_shadow).max() <= TOL
+    got[y:y + h, x:x + w] = 0
+    assert got.max() == 0.0
+    assert np.abs(load(out, shadow)[..., :3] - hex_rgb(info["color"])).max() <= TOL
+    background = load(out, r["after"]["finishing"]["background"])
+    assert background.shape == (CANVAS[1], CANVAS[0], 4) and background.min() == 1.0  # opaque white

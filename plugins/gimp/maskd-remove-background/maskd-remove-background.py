@@ -4,7 +4,9 @@
 The plug-in stays thin: it reads the active layer's pixels in a format the maskd daemon understands,
 sends them through the shared standard-library client (``maskd_client.py``, installed next to this
 file), and turns the full-resolution alpha the daemon returns into one of four outputs — a layer
-mask (default, non-destructive), the layer's alpha channel, a new cut-out layer or a selection.
+mask (default, non-destructive), the layer's alpha channel, a new cut-out layer or a selection —
+optionally with product-photo finishing layers: a shadow layer under the layer (the daemon's
+generated shadow as its mask) and a plain background layer at the bottom. Nothing is flattened.
 Everything the daemon can refuse happens before the image is touched, and every change is made
 inside one undo group, so a failure leaves the image as it was and one Ctrl+Z undoes a success.
 
@@ -47,6 +49,13 @@ QUALITIES = [
     ("default", "Default", "Guided-filter refinement at full resolution"),
     ("fast", "Fast", "Cheaper refinement"),
     ("quality", "Best", "Slower refinement with trimap matting of the edges"),
+]
+# The styles of `maskd remove --shadow` (core/shadow.py, docs/finishing.md).
+SHADOW_STYLES = [
+    ("soft", "Soft", "Short diffuse floor shadow in front of the base, with a contact shadow"),
+    ("contact", "Contact", "Only the dark band where the object touches its floor"),
+    ("drop", "Drop", "Longer shadow falling back-right (window-light look)"),
+    ("front", "Front", "Shadow falling towards the viewer"),
 ]
 
 
@@ -195,7 +204,7 @@ def read_pixels(layer, fmt, roi):
     return bytes(data), (x, y, w, h)
 
 
-def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress):
+def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress, shadow=None):
     """Segment ``pixels`` with the daemon (starting it if the config allows); returns the Result."""
     try:
         config = maskd_client.load_plugin_config(HERE)
@@ -217,7 +226,7 @@ def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress):
             opts["model"] = model
         return client.segment(pixels, w, h, layout=fmt.layout, dtype=fmt.dtype, transfer=fmt.transfer,
                               options=opts, alpha_dtype=fmt.alpha_dtype, foreground=want_foreground,
-                              progress=progress.daemon)
+                              progress=progress.daemon, shadow=shadow)
     except maskd_client.MaskdClientError as exc:
         raise PluginError(_daemon_message(exc)) from None
     finally:
@@ -329,6 +338,75 @@ def add_cutout_layer(image, layer, rect, fmt, alpha, pixels, result):
     return new
 
 
+def _fill(drawable, colour):
+    """Fill ``drawable`` with ``colour`` (a Gegl.Color) without touching the user's colours."""
+    Gimp.context_push()
+    try:
+        Gimp.context_set_foreground(colour)
+        drawable.fill(Gimp.FillType.FOREGROUND)
+    finally:
+        Gimp.context_pop()
+
+
+def _stack(image, parent):
+    """The layers of ``parent`` (a group) or of the image's top level, top first."""
+    return list(parent.get_children()) if parent is not None else list(image.get_layers())
+
+
+def add_shadow_layer(image, layer, rect, fmt, shadow, colour):
+    """Finishing: "NAME shadow" directly under ``layer`` — filled with the shadow's colour, the
+    generated shadow's alpha as its layer mask (black outside ``rect``), same size and offsets."""
+    w, h = layer.get_width(), layer.get_height()
+    kind = Gimp.ImageType.GRAYA_IMAGE if fmt.gray else Gimp.ImageType.RGBA_IMAGE
+    new = Gimp.Layer.new(image, f"{layer.get_name()} shadow", w, h, kind, 100.0, Gimp.LayerMode.NORMAL)
+    image.insert_layer(new, layer.get_parent(), image.get_item_position(layer) + 1)
+    new.set_offsets(*_offsets(layer))
+    _fill(new, colour)
+    full = rect == (0, 0, w, h)
+    mask = new.create_mask(Gimp.AddMaskType.WHITE if full else Gimp.AddMaskType.BLACK)
+    new.add_mask(mask)
+    _write_rect(mask, rect, fmt.mask, shadow)  # linear, exactly like the subject's mask
+    return new
+
+
+def add_background_layer(image, layer, fmt, colour):
+    """Finishing: "NAME background", the canvas's size, filled with ``colour``, at the bottom of the
+    stack ``layer`` is in (its group's bottom when it is inside a group)."""
+    kind = Gimp.ImageType.GRAYA_IMAGE if fmt.gray else Gimp.ImageType.RGBA_IMAGE
+    new = Gimp.Layer.new(image, f"{layer.get_name()} background", image.get_width(), image.get_height(),
+                         kind, 100.0, Gimp.LayerMode.NORMAL)
+    parent = layer.get_parent()
+    image.insert_layer(new, parent, len(_stack(image, parent)))
+    new.set_offsets(0, 0)
+    _fill(new, colour)
+    return new
+
+
+def shadow_request(settings):
+    """The daemon's ``shadow`` field (``maskd remove --shadow`` syntax), or None without a shadow."""
+    if not settings["add_shadow"]:
+        return None
+    extra = settings["shadow_settings"].strip().strip(",")
+    return settings["shadow_style"] + ("," + extra if extra else "")
+
+
+def shadow_colour(result, expected_bytes, fmt):
+    """The shadow's alpha and colour from the daemon's reply, checked before the image is touched."""
+    info = result.shadow_info or {}
+    shadow = result.shadow
+    if shadow is None:
+        raise PluginError("maskd did not return a shadow: the running daemon is older than the plug-in. "
+                          "Restart it (`maskd stop`) after updating maskd, or turn “Add shadow layer” off.")
+    if len(shadow) != expected_bytes:
+        raise PluginError(f"maskd returned a shadow of {len(shadow)} bytes; expected {fmt.alpha_dtype} "
+                          f"with {expected_bytes} bytes. Update maskd and the plug-in together.")
+    text = str(info.get("color") or "#000000")
+    if len(text) != 7 or not text.startswith("#") or any(c not in "0123456789abcdefABCDEF" for c in text[1:]):
+        raise PluginError(f"maskd returned the shadow colour {text!r}, not #rrggbb. "
+                          "Update maskd and the plug-in together.")
+    return shadow, Gegl.Color.new(text)
+
+
 def select_matte(image, layer, rect, fmt, alpha):
     """Output "selection": the matte, at the layer's position and clipped to the canvas."""
     with TemporaryMatte(image, layer, rect, fmt, alpha) as matte:
@@ -351,14 +429,20 @@ def remove_background(image, drawables, settings, progress):
     # Decontaminated colours only matter to the cut-out layer; elsewhere they would cost ~0.7 s/16 MP.
     want_foreground = output == "layer" and settings["decontaminate"]
     options = {"refine": settings["refine"], "decontaminate": want_foreground, "quality": settings["quality"]}
-    result = ask_daemon(pixels, rect, fmt, options, want_foreground, settings["model"], progress)
+    shadow_text = shadow_request(settings)
+    result = ask_daemon(pixels, rect, fmt, options, want_foreground, settings["model"], progress,
+                        shadow=shadow_text)
     t_daemon = time.perf_counter()
     alpha = result.alpha
     expected = rect[2] * rect[3] * fmt.sample_bytes
     if result.alpha_dtype != fmt.alpha_dtype or len(alpha) != expected:
         raise PluginError(f"maskd returned a {result.alpha_dtype} matte of {len(alpha)} bytes; expected "
                           f"{fmt.alpha_dtype} with {expected} bytes. Update maskd and the plug-in together.")
+    shadow = shadow_rgb = None
+    if shadow_text:
+        shadow, shadow_rgb = shadow_colour(result, expected, fmt)
     progress.set("writing " + output, 0.92)
+    selected = list(image.get_selected_layers())
     image.undo_group_start()
     try:
         if output == "mask":
@@ -366,9 +450,15 @@ def remove_background(image, drawables, settings, progress):
         elif output == "alpha":
             apply_to_alpha(image, layer, rect, fmt, alpha)
         elif output == "layer":
-            add_cutout_layer(image, layer, rect, fmt, alpha, pixels, result)
+            selected = [add_cutout_layer(image, layer, rect, fmt, alpha, pixels, result)]
         else:
             select_matte(image, layer, rect, fmt, alpha)
+        if shadow is not None:
+            add_shadow_layer(image, layer, rect, fmt, shadow, shadow_rgb)
+        if settings["add_background"]:
+            add_background_layer(image, layer, fmt, settings["background_color"])
+        if (shadow is not None or settings["add_background"]) and selected:
+            image.set_selected_layers(selected)  # inserting layers selects them; keep the user's
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
@@ -390,7 +480,26 @@ def _settings(config):
         "quality": config.get_property("quality"),
         "model": (config.get_property("model") or "").strip(),
         "use_selection": bool(config.get_property("use-selection")),
+        "add_shadow": bool(config.get_property("add-shadow")),
+        "shadow_style": config.get_property("shadow-style"),
+        "shadow_settings": config.get_property("shadow-settings") or "",
+        "add_background": bool(config.get_property("add-background")),
+        "background_color": background_colour(config.get_property("background-color")),
     }
+
+
+def background_colour(colour):
+    """The background layer's colour, opaque. A fully transparent (or missing) colour means "not
+    given": GIMP 3.0 drops colour defaults from configs that scripts make with ``lookup_procedure``
+    (they arrive as transparent black), and an invisible background layer would be of no use."""
+    if colour is None:
+        return Gegl.Color.new("#ffffff")
+    red, green, blue, alpha = colour.get_rgba()
+    if alpha <= 0.0:
+        return Gegl.Color.new("#ffffff")
+    opaque = Gegl.Color.new("#ffffff")
+    opaque.set_rgba(red, green, blue, 1.0)
+    return opaque
 
 
 def _error(procedure, message):
@@ -404,7 +513,12 @@ def _show_dialog(procedure, config):
 
     GimpUi.init(PROC_NAME)
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
-    dialog.fill(None)
+    # The finishing options sit in frames whose title is their toggle (greyed out while it is off).
+    dialog.fill_box("shadow-box", ["shadow-style", "shadow-settings"])
+    dialog.fill_frame("shadow-frame", "add-shadow", False, "shadow-box")
+    dialog.fill_frame("background-frame", "add-background", False, "background-color")
+    dialog.fill(["output", "existing-mask", "refine", "decontaminate", "quality", "model", "use-selection",
+                 "shadow-frame", "background-frame"])
     try:
         return dialog.run()
     finally:
@@ -419,6 +533,7 @@ class RemoveBackground(Gimp.PlugIn):
         return False
 
     def do_create_procedure(self, name):
+        Gegl.init(None)  # the colour argument's default is a GeglColor: babl must be up at query time
         proc = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, self.run, None)
         proc.set_image_types("RGB*, GRAY*")
         proc.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE)
@@ -429,7 +544,9 @@ class RemoveBackground(Gimp.PlugIn):
             "Computes a soft, full-resolution matte of the layer's subject with the local maskd daemon "
             "and makes a layer mask (default), applies it to the alpha channel, adds a cut-out layer or "
             "selects it. With a selection, only the selection's bounding box is processed and the rest of "
-            "the mask is black. The daemon is started from maskd_config.json when it is not running.",
+            "the mask is black. Optionally adds a shadow layer under the layer (fill colour + the "
+            "generated shadow as its mask) and a background layer at the bottom, never flattening. "
+            "The daemon is started from maskd_config.json when it is not running.",
             name)
         proc.set_attribution("maskd", "maskd contributors (MIT)", "2026")
         flags = GObject.ParamFlags.READWRITE
@@ -451,6 +568,21 @@ class RemoveBackground(Gimp.PlugIn):
         proc.add_boolean_argument("use-selection", "Only the selection's _bounding box",
                                   "With a selection, process only its bounding box (the rest is masked out)",
                                   True, flags)
+        proc.add_boolean_argument("add-shadow", "Add shado_w layer",
+                                  "Add a layer under this one with a shadow generated from the matte "
+                                  "(its colour, and the shadow as its layer mask)", False, flags)
+        proc.add_choice_argument("shadow-style", "Shadow st_yle",
+                                 "The shadow's style (as maskd remove --shadow)", _choice(SHADOW_STYLES),
+                                 "soft", flags)
+        proc.add_string_argument("shadow-settings", "Shadow se_ttings",
+                                 "Optional overrides in maskd remove --shadow syntax, e.g. "
+                                 "direction=135,distance=30%,softness=0.1,opacity=0.4,color=#302820",
+                                 "", flags)
+        proc.add_boolean_argument("add-background", "Add back_ground layer",
+                                  "Add a layer the canvas's size filled with the background colour at the "
+                                  "bottom of the layer stack", False, flags)
+        proc.add_color_argument("background-color", "Background colo_ur", "The background layer's colour",
+                                False, Gegl.Color.new("#ffffff"), flags)
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):

@@ -61,6 +61,17 @@ def describe(img, layer, case, tag):
     state["selection_bounds"] = [bool(sel[1])] + [int(v) for v in sel[2:]]
     if not Gimp.Selection.is_empty(img):
         state["selection"] = dump(img.get_selection(), "Y float", f"{name}.{tag}.selection.f32")
+    # the finishing layers ("photo shadow", "photo background"), wherever they are in the stack
+    state["finishing"] = {}
+    for item in img.get_layers():
+        item_name = item.get_name()
+        if item_name.endswith(" shadow") or item_name.endswith(" background"):
+            key = item_name.rsplit(" ", 1)[1]
+            info = dict(dump(item, layer_fmt, f"{name}.{tag}.{key}.f32"), offsets=offsets(item),
+                        name=item_name)
+            item_mask = item.get_mask()
+            info["mask"] = dump(item_mask, "Y float", f"{name}.{tag}.{key}.mask.f32") if item_mask else None
+            state["finishing"][key] = info
     layers = img.get_layers()
     if len(layers) > 1 and layers[0].get_name() != layer.get_name():
         top = layers[0]
@@ -82,6 +93,11 @@ def build(case):
                            100.0, Gimp.LayerMode.NORMAL)
     img.insert_layer(layer, parent, 0)
     layer.set_offsets(*spec["offsets"])
+    for below in case.get("below", []):  # more layers under the photo (e.g. a floor)
+        extra = Gimp.Layer.new(img, below, case["width"], case["height"],
+                               getattr(Gimp.ImageType, spec["type"]), 100.0, Gimp.LayerMode.NORMAL)
+        img.insert_layer(extra, parent, len(img.get_layers()))
+        img.set_selected_layers([layer])
     data = open(os.path.join(DATA, spec["pixels"]), "rb").read()
     buf = layer.get_buffer()
     buf.set(rect(0, 0, spec["width"], spec["height"]), spec["format"], data)
@@ -122,6 +138,8 @@ def call(img, drawables, args, interactive=False):
     cfg.set_property("image", img)
     cfg.set_core_object_array("drawables", drawables)
     for key, value in args.items():
+        if key.endswith("-color"):  # colours travel through JSON as "#rrggbb"
+            value = Gegl.Color.new(value)
         cfg.set_property(key, value)
     found = []
     if interactive:
