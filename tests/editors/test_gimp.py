@@ -64,12 +64,13 @@ class Case:
     def __init__(self, name, *, size=None, offsets=(0, 0), precision="U8_NON_LINEAR", gray=False,
                  alpha=True, alpha_values=None, args=None, selection=None, existing_mask=None,
                  undo=False, save=False, group=False, plugin_config=None, interactive=False, target=None,
-                 below=(), seed=0):
+                 below=(), in_group=False, seed=0):
         self.name, self.offsets, self.args, self.selection = name, tuple(offsets), dict(args or {}), selection
         self.width, self.height = size or CANVAS
         self.gray, self.alpha, self.precision = gray, alpha, precision
         self.undo, self.save, self.group, self.plugin_config = undo, save, group, plugin_config
         self.interactive, self.target, self.below = interactive, target, list(below)
+        self.in_group = in_group
         self.dtype = "u8" if "U8" in precision else "u16" if "U16" in precision else "f32"
         self.transfer = "linear" if precision.endswith("_LINEAR") and "NON" not in precision and \
             self.dtype == "f32" else "srgb"
@@ -111,6 +112,8 @@ class Case:
             entry["selection"] = list(self.selection)
         if self.group:
             entry.update(group=True, target="group")
+        if self.in_group:  # the layer sits in a group, and is itself the target
+            entry["group"] = True
         if self.plugin_config:
             entry["plugin_config"] = self.plugin_config
         if self.target:
@@ -181,7 +184,8 @@ def build_cases(plugin_config_path: Path, work: Path) -> list[Case]:
         # product-photo finishing (last: GIMP remembers an interactive run's values, keep them default)
         Case("finish", args=FINISH_ARGS, size=(80, 56), offsets=(5, 3), below=["floor"], undo=True, seed=20),
         Case("finish_roi", args={"add-shadow": True, "shadow-style": "contact", "add-background": True},
-             precision="U16_NON_LINEAR", offsets=(8, 4), selection=(20, 10, 40, 30), seed=21),
+             precision="U16_NON_LINEAR", offsets=(8, 4), selection=(20, 10, 40, 30), in_group=True,
+             seed=21),
         Case("finish_absent", args=FINISH_ARGS, plugin_config=absent, seed=22),
         Case("finish_bad_settings", args=dict(FINISH_ARGS, **{"shadow-settings": "direction=sideways"}),
              seed=23),
@@ -544,13 +548,15 @@ def test_shadow_and_background_layers(gimp_results, shadow_reference):
     assert pixels[..., 3].min() == 1.0
 
 
-def test_finishing_with_a_selection_and_16_bit(gimp_results, shadow_reference):
-    """A 16-bit image, a selection ROI and the default background colour (white): the shadow's
-    mask is the daemon's shadow inside the ROI and black elsewhere, written through the linear format."""
+def test_finishing_in_a_group_with_a_selection_and_16_bit(gimp_results, shadow_reference):
+    """A 16-bit layer inside a group, a selection ROI and the default background colour (white):
+    both layers go into the group (the background at its bottom); the shadow's mask is the daemon's
+    shadow inside the ROI and black elsewhere, written through the linear format."""
     r = result(gimp_results, "finish_roi")
     case = gimp_results["cases"]["finish_roi"]
     out = gimp_results["out"]
-    assert r["after"]["layers"] == ["photo", "photo shadow", "photo background"]
+    assert r["after"]["layers"] == ["group"]
+    assert r["after"]["stack"] == ["photo", "photo shadow", "photo background"]
     _, want_shadow, info = shadow_reference(case, "contact")
     assert want_shadow.max() > 0.1, "the test image should have a contact shadow"
     shadow = r["after"]["finishing"]["shadow"]

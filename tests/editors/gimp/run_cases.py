@@ -61,9 +61,12 @@ def describe(img, layer, case, tag):
     state["selection_bounds"] = [bool(sel[1])] + [int(v) for v in sel[2:]]
     if not Gimp.Selection.is_empty(img):
         state["selection"] = dump(img.get_selection(), "Y float", f"{name}.{tag}.selection.f32")
-    # the finishing layers ("photo shadow", "photo background"), wherever they are in the stack
+    # the layers beside the processed one (its group's, or the image's) and the finishing layers
+    parent = layer.get_parent()
+    stack = list(parent.get_children()) if parent is not None else list(img.get_layers())
+    state["stack"] = [item.get_name() for item in stack]
     state["finishing"] = {}
-    for item in img.get_layers():
+    for item in stack:
         item_name = item.get_name()
         if item_name.endswith(" shadow") or item_name.endswith(" background"):
             key = item_name.rsplit(" ", 1)[1]
