@@ -55,7 +55,13 @@ CASES = [
          soft=True),
     dict(name="apply-decontaminate", model="RGBA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48),
          output="apply", options=dict(OPTIONS, decontaminate=True)),
+    # finishing layers: under a layer that has one below it, and under the only layer (16-bit linear)
+    dict(name="finishing", model="RGBA", depth="U8", doc=(96, 72), rect=(8, 6, 80, 60), under=True,
+         options=dict(OPTIONS, shadow="drop", background="#3366cc")),
+    dict(name="finishing-only-layer", model="RGBA", depth="U16", doc=(64, 48), rect=(0, 0, 64, 48),
+         options=dict(OPTIONS, shadow="soft", background="#ffffff")),
 ]
+FINISHING = ("shadow", "background")  # the plugin's options that are not the daemon's
 
 # What Krita's pixelData bytes are, stated independently of the plugin: integer RGBA is B,G,R,A,
 # float RGBA is R,G,B,A; Krita's default profiles for U16/F16/F32 RGB are linear (elle g10).
@@ -134,6 +140,7 @@ def krita(editors_root, editors_daemon, tmp_path_factory) -> KritaRuns:
         spec_cases.append({"name": case["name"], "model": case["model"], "depth": case["depth"],
                            "doc_w": case["doc"][0], "doc_h": case["doc"][1], "rect": list(case["rect"]),
                            "selection": case.get("selection"), "group": case.get("group", False),
+                           "under": case.get("under", False),
                            "output": case.get("output", "transparency-mask"),
                            "options": case.get("options", OPTIONS)})
     spec = {"work": str(work), "pykrita": str(pykrita), "result": str(work / "runner.json"),
@@ -196,15 +203,17 @@ def _expected(client, case, *, foreground=False):
         x1, y1 = min(x + w, sx + sw), min(y + h, sy + sh)
         roi = (x0 - x, y0 - y, x1 - x0, y1 - y0)
     pixels = make_pixels(case)
+    options = {k: v for k, v in case.get("options", OPTIONS).items() if k not in FINISHING}
+    shadow = case.get("options", {}).get("shadow")
     deadline = time.monotonic() + 120
 
     def give_up(stage, fraction):  # the daemon streams progress even for a job that never runs
         if time.monotonic() > deadline:
             raise TimeoutError(f"the daemon did not finish {case['name']} within 120 s (stage {stage!r})")
 
-    res = client.segment(pixels, w, h, layout=layout, dtype=dtype, options=case.get("options", OPTIONS),
+    res = client.segment(pixels, w, h, layout=layout, dtype=dtype, options=options,
                          roi=roi, alpha_dtype="u8", foreground=foreground, transfer=transfer,
-                         progress=give_up)
+                         progress=give_up, shadow=shadow)
     alpha = np.frombuffer(res.alpha, np.uint8).reshape(h, w).astype(np.int32)
     return alpha, res, roi
 
@@ -228,6 +237,10 @@ def test_transparency_mask_equals_daemon_alpha(krita, name):
     assert got["node_type"] == "transparencymask"
     assert got["masks_on_target"] == 1
     assert got["layer_pixels_unchanged"], "the default mode must never touch the layer's pixels"
+    # without the shadow/background options nothing but the mask is created
+    layers = [n[0] for n in got["tree"] if n[1] != "selectionmask"]  # (the global selection)
+    assert layers == ["group" if case.get("group") else "subject"]
+    assert not any(n[0].endswith((" shadow", " background")) for n in _walk(got["tree"]))
     mask = np.frombuffer((krita.work / (name + ".mask")).read_bytes(), np.uint8)
     mask = mask.reshape(h, w).astype(np.int32)
     expected, _, roi = krita.expected[name]
@@ -239,6 +252,74 @@ def test_transparency_mask_equals_daemon_alpha(krita, name):
         outside = np.ones((h, w), bool)
         outside[ry:ry + rh, rx:rx + rw] = False
         assert mask[outside].max() == 0, "alpha outside the selection's box must be 0"
+
+
+def _walk(tree):
+    for entry in tree:
+        yield entry
+        yield from _walk(entry[2])
+
+
+def _solid(colour: str, model: str, depth: str) -> np.ndarray:
+    """One opaque pixel of an sRGB #rrggbb colour as Krita stores it (stated here, independently)."""
+    layout, dtype, transfer = KRITA_FORMAT[(model, depth)]
+    rgb = np.array([int(colour[i:i + 2], 16) / 255.0 for i in (1, 3, 5)])
+    if transfer == "linear":
+        rgb = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    px = np.append(rgb[::-1] if layout == "BGRA" else rgb, 1.0)
+    scale = {"u8": 255, "u16": 65535}[dtype]
+    return np.floor(px * scale + 0.5).astype(_NP[dtype])
+
+
+@pytest.mark.parametrize("name", ["finishing", "finishing-only-layer"])
+def test_shadow_and_background_layers(krita, name):
+    """Shadow layer directly under the layer (its colour x the daemon's shadow alpha as a mask), a
+    background layer at the bottom, the layer's mask as usual, and no pixel of the user's changed."""
+    case = next(c for c in CASES if c["name"] == name)
+    got = _case(krita, name)
+    x, y, w, h = case["rect"]
+    dw, dh = case["doc"]
+    layout, dtype, _ = KRITA_FORMAT[(case["model"], case["depth"])]
+    style = case["options"]["shadow"]
+    expected, res, _ = krita.expected[name]
+    tree = got["tree"]
+    if case.get("under"):  # the shadow goes between the layer and the one under it
+        assert [n[0] for n in tree] == ["subject background", "paper", "subject shadow", "subject"]
+        assert got["paper_pixels_unchanged"]
+    else:  # the only layer: both new layers go under it
+        assert [n[0] for n in tree] == ["subject background", "subject shadow", "subject"]
+    by_name = {n[0]: n for n in tree}
+    assert by_name["subject"][2] == [["Background Removal", "transparencymask", []]]
+    assert by_name["subject shadow"][1:] == ["paintlayer", [["Shadow", "transparencymask", []]]]
+    assert by_name["subject background"][1:] == ["paintlayer", []]
+    assert got["layer_pixels_unchanged"], "finishing must never touch the layer's pixels"
+    mask = np.frombuffer((krita.work / (name + ".mask")).read_bytes(), np.uint8).reshape(h, w)
+    assert np.abs(mask.astype(np.int32) - expected).max() <= 1, "the layer's mask is the daemon's alpha"
+
+    # the shadow: the daemon's shadow alpha for the same style, as the shadow layer's mask
+    assert res.shadow is not None and res.shadow_info.get("style", style).startswith(style)
+    want = np.frombuffer(res.shadow, np.uint8).reshape(h, w).astype(np.int32)
+    assert want.max() >= 20, "the daemon made no visible shadow: the check below would prove nothing"
+    shadow_mask = np.frombuffer((krita.work / f"{name}.shadow-mask").read_bytes(), np.uint8).reshape(h, w)
+    assert np.abs(shadow_mask.astype(np.int32) - want).max() <= 1
+    colour = res.shadow_info.get("color", "#000000")
+    pixel = _solid(colour, case["model"], case["depth"])
+    layer = np.frombuffer((krita.work / f"{name}.shadow-layer").read_bytes(), _NP[dtype]).reshape(h, w, 4)
+    assert (layer == pixel).all(), f"the shadow layer is {colour}, opaque, over the layer's bounds"
+    shown = np.frombuffer((krita.work / f"{name}.shadow-shown").read_bytes(), _NP[dtype]).reshape(h, w, 4)
+    scale = 255.0 / float(np.iinfo(_NP[dtype]).max) if dtype != "u8" else 1.0
+    shown_alpha = shown[..., 3].astype(np.float64) * scale
+    assert np.abs(shown_alpha - want).max() <= 1.0, "effective shadow alpha = the daemon's shadow alpha"
+    visible = shown_alpha >= 2
+    step = 1 if dtype == "u8" else 257  # one 8-bit step
+    shown_rgb = shown[visible][:, :3].astype(np.int64)
+    assert np.abs(shown_rgb - pixel[:3].astype(np.int64)).max() <= step, "where it shows: the shadow colour"
+
+    # the background: the chosen colour, opaque, over the whole canvas
+    assert got["background_bounds"] == [0, 0, dw, dh]
+    background = np.frombuffer((krita.work / f"{name}.background").read_bytes(), _NP[dtype])
+    background = background.reshape(dh, dw, 4)
+    assert (background == _solid(case["options"]["background"], case["model"], case["depth"])).all()
 
 
 def test_cmyk_layer_is_read_through_rgb(krita):
@@ -304,6 +385,12 @@ def test_failures_leave_the_document_unchanged(krita):
     assert life["cancelled"] == {"done": True, "error": "cancelled", "unchanged": True}
     assert life["after_cancel"]["node_type"] == "transparencymask"
     assert life["layer_deleted_mid_job"]["error"] == "layer_gone"
+    assert life["bad_shadow_style"]["error"][0] == "bad_request"
+    assert "soft, contact, drop, front" in life["bad_shadow_style"]["error"][1]
+    assert life["bad_shadow_style"]["unchanged"]
+    assert life["clone_source_at_bottom"]["error"][0] == "bad_request", life["clone_source_at_bottom"]
+    assert "clone" in life["clone_source_at_bottom"]["error"][1]
+    assert life["clone_source_at_bottom"]["unchanged"], "a refused finishing job leaves nothing behind"
     assert life["active_job_left"] is False
 
 
@@ -332,4 +419,32 @@ def test_gui_plugin_loaded_from_kritarc_docker_action_and_undo(krita):
     outcomes = ("No layer is selected", "Transparency mask added")
     assert any(text in gui["button_stage_text"] for text in outcomes)
     assert '"output": "transparency-mask"' in gui["settings_in_kritarc"], "settings persist in kritarc"
+    assert '"shadow_style": "soft"' in gui["settings_in_kritarc"]
+
+
+def test_gui_shadow_and_background_undo(krita):
+    """Krita 5.2's scripting API makes every inserted or removed node its own undo step and cannot
+    insert under a parent's bottom layer (the plugin takes that layer out and puts it back): so
+    the job takes ``undo_steps`` Ctrl+Z, the first one removes the mask, and the last one brings
+    back exactly the original node tree with the layer's pixels untouched."""
+    gui = krita.gui
+    assert gui and "crash" not in gui, gui.get("crash") or krita.gui_log[-3000:]
+    assert gui["finish_error"] is None, gui["finish_error"]
+    before = gui["finish_tree_before"]
+    bottom = before[0][0]  # the document's own first layer, under "subject"
+    assert [n[0] for n in before] == [bottom, "subject"]
+    after = gui["finish_tree"]
+    assert [n[0] for n in after] == ["subject background", bottom, "subject shadow", "subject"]
+    assert after[-1][2] == [["Background Removal", "transparencymask", []]]
+    assert gui["finish_layer_uuid_kept"]
+    # mask + shadow + background + the bottom layer taken out and put back
+    assert gui["finish_undo_steps"] == 5
+    trees = gui["finish_undo_trees"]
+    assert len(trees) == 5
+    assert [n[0] for n in trees[0]] == ["subject background", bottom, "subject shadow", "subject"]
+    assert trees[0][-1][2] == [], "the first Ctrl+Z removes the mask"
+    assert [n[0] for n in trees[1]] == ["subject background", bottom, "subject"], "the second, the shadow"
+    assert all("subject" in [n[0] for n in t] for t in trees), "the processed layer is never missing"
+    assert trees[-1] == before, "after all the job's steps the original node tree is back"
+    assert gui["pixels_unchanged_after_finish_undo"]
 

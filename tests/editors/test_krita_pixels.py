@@ -93,3 +93,28 @@ def test_roi_relative_to_layer():
     assert px.relative_roi((5, 3, 80, 64), (30, 20, 40, 30)) == (25, 17, 40, 30)
     assert px.relative_roi((-16, 40, 96, 64), (0, 0, 10, 50)) == (16, 0, 10, 10)
     assert px.relative_roi((0, 0, 10, 10), (20, 20, 5, 5)) is None
+
+
+def test_solid_pixels_for_shadow_and_background_layers():
+    assert px.parse_color("#3366cc") == (0x33 / 255, 0x66 / 255, 0xCC / 255)
+    assert px.parse_color("fff") == (1.0, 1.0, 1.0) and px.parse_color("Black") == (0.0, 0.0, 0.0)
+    assert px.color_hex(px.parse_color("#AbC")) == "#aabbcc"
+    with pytest.raises(ValueError):
+        px.parse_color("#12345")
+    blue = px.parse_color("#3366cc")
+    srgb8 = px.PixelFormat("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")
+    assert px.solid_pixel(blue, srgb8) == bytes([204, 102, 51, 255]), "8-bit RGBA is B,G,R,A"
+    # linear profiles get linear light; float RGBA is R,G,B,A
+    linear32 = px.PixelFormat("RGBA", "F32", "sRGB-elle-V2-g10.icc")
+    r, g, b, a = struct.unpack("<4f", px.solid_pixel(blue, linear32))
+    assert abs(r - ((0.2 + 0.055) / 1.055) ** 2.4) < 1e-6 and abs(b - ((0.8 + 0.055) / 1.055) ** 2.4) < 1e-6
+    assert a == 1.0
+    white16 = px.solid_pixel((1.0, 1.0, 1.0), px.PixelFormat("RGBA", "U16"))
+    assert struct.unpack("<4H", white16) == (65535,) * 4
+    # grayscale: luminance, in the layer's transfer
+    gray8 = px.PixelFormat("GRAYA", "U8", "Gray-D50-elle-V2-srgbtrc.icc")
+    gray, alpha = px.solid_pixel((1.0, 0.0, 0.0), gray8)
+    assert alpha == 255 and abs(gray - 255 * (1.055 * 0.2126 ** (1 / 2.4) - 0.055)) <= 0.5
+    half = px.solid_pixel((0.5, 0.5, 0.5), px.PixelFormat("GRAYA", "F16", "g10"))
+    gray16, alpha16 = struct.unpack("<2e", half)
+    assert abs(gray16 - 0.2140) < 1e-3 and alpha16 == 1.0  # 50% sRGB grey is 21.4% linear

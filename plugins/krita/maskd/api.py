@@ -38,6 +38,12 @@ def remove_background(document=None, node=None, output="transparency-mask", **op
     (the preset a daemon started by the plugin loads), and the daemon's other pipeline options
     (``threshold``, ``grow``, ``feather``, ``fill_holes``, ``invert``); missing ones come from the
     docker's saved settings.
+    Finishing layers (separate and editable; nothing is flattened): ``shadow="soft"|"contact"|
+    "drop"|"front"`` (optionally with ``maskd remove --shadow`` overrides, e.g. "drop,opacity=0.3")
+    adds "<layer> shadow" directly under the layer: a paint layer in the shadow colour whose
+    transparency mask is the generated shadow; ``background="#rrggbb"`` adds "<layer> background",
+    a paint layer in that colour over the canvas, at the bottom of the layer's parent. ``None``
+    turns either off.
     Returns the created node (a ``Selection`` for "selection"); raises ``JobError`` with a
     readable message when it fails, leaving the document unchanged.
     """

@@ -6,8 +6,10 @@ import html
 
 from krita import DockWidget
 from PyQt5.QtCore import QThread, QTimer, pyqtSignal
+from PyQt5.QtGui import QColor
 from PyQt5.QtWidgets import (
     QCheckBox,
+    QColorDialog,
     QComboBox,
     QFormLayout,
     QHBoxLayout,
@@ -120,6 +122,31 @@ class BackgroundRemovalDocker(DockWidget):
         self.decontaminate_box.setChecked(self._values["decontaminate"])
         layout.addWidget(self.decontaminate_box)
 
+        # product-photo finishing: separate, editable layers (nothing is flattened)
+        shadow_row = QHBoxLayout()
+        self.shadow_box = QCheckBox("Add shadow layer")
+        self.shadow_box.setToolTip("A paint layer in the shadow colour under the layer, with the generated "
+                                   "shadow as its transparency mask")
+        self.shadow_box.setChecked(self._values["shadow"])
+        shadow_row.addWidget(self.shadow_box)
+        self.shadow_style_box = self._combo(cfg.SHADOW_STYLES, self._values["shadow_style"])
+        self.shadow_style_box.setEnabled(self._values["shadow"])
+        shadow_row.addWidget(self.shadow_style_box)
+        layout.addLayout(shadow_row)
+        background_row = QHBoxLayout()
+        self.background_box = QCheckBox("Add background layer")
+        self.background_box.setToolTip("A paint layer in this colour at the bottom of the layer's group")
+        self.background_box.setChecked(self._values["background"])
+        background_row.addWidget(self.background_box)
+        self.background_color = self._values["background_color"]
+        self.background_button = QPushButton()
+        self.background_button.setToolTip("Background colour")
+        self.background_button.clicked.connect(self._pick_background)
+        self.background_button.setEnabled(self._values["background"])
+        self._show_background()
+        background_row.addWidget(self.background_button)
+        layout.addLayout(background_row)
+
         buttons = QHBoxLayout()
         self.run_button = QPushButton("Remove Background")
         self.run_button.clicked.connect(self.run)
@@ -141,10 +168,12 @@ class BackgroundRemovalDocker(DockWidget):
         layout.addWidget(self.stage_label)
         layout.addStretch(1)
 
-        for box in (self.output_box, self.quality_box, self.model_box):
+        for box in (self.output_box, self.quality_box, self.model_box, self.shadow_style_box):
             box.currentIndexChanged.connect(self._save)
-        for box in (self.refine_box, self.decontaminate_box):
+        for box in (self.refine_box, self.decontaminate_box, self.shadow_box, self.background_box):
             box.toggled.connect(self._save)
+        self.shadow_box.toggled.connect(self.shadow_style_box.setEnabled)
+        self.background_box.toggled.connect(self.background_button.setEnabled)
         api.add_job_listener(self._watch)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self.refresh_status)
@@ -169,7 +198,24 @@ class BackgroundRemovalDocker(DockWidget):
             "model": self.model_box.currentData() or "",
             "refine": self.refine_box.isChecked(),
             "decontaminate": self.decontaminate_box.isChecked(),
+            "shadow": self.shadow_box.isChecked(),
+            "shadow_style": self.shadow_style_box.currentData() or "soft",
+            "background": self.background_box.isChecked(),
+            "background_color": self.background_color,
         }
+
+    def _show_background(self):
+        self.background_button.setText(self.background_color)
+        light = QColor(self.background_color).lightness() > 140
+        self.background_button.setStyleSheet(f"background-color: {self.background_color}; "
+                                             f"color: {'#000' if light else '#fff'};")
+
+    def _pick_background(self):
+        colour = QColorDialog.getColor(QColor(self.background_color), self, "Background layer colour")
+        if colour.isValid():
+            self.background_color = colour.name()
+            self._show_background()
+            self._save()
 
     def _save(self, *_):
         self._values = self.values()
@@ -221,7 +267,12 @@ class BackgroundRemovalDocker(DockWidget):
             took = sum(job.timings.values())
             done = {"transparency-mask": "Transparency mask added", "selection": "Selection set",
                     "new-layer": "Cut-out layer added", "apply": "Layer replaced by its cut-out"}
-            self._message(f"{done.get(job.snapshot.output, 'Done')} ({took:.1f} s).")
+            text = done.get(job.snapshot.output, "Done")
+            extras = [name for name in ("shadow", "background") if name in job.extra_nodes]
+            if extras:
+                text += ", " + " and ".join(extras) + (" layers" if len(extras) > 1 else " layer") + " added"
+                text += f"; undo takes {job.undo_steps} steps"
+            self._message(f"{text} ({took:.1f} s).")
         self.refresh_status()
 
     def _message(self, text: str, error: bool = False):

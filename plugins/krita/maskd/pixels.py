@@ -209,3 +209,50 @@ def cutout_pixels(pixels, fmt: PixelFormat, alpha: bytes, foreground: bytes | No
                 for i in range(size):
                     out[slot * size + i::step] = fg[rgb_index * size + i::fstep]
     return out
+
+
+# ----------------------------------------------------------------------------- solid colours
+# (the shadow and background layers: one colour, written in the new layer's own format)
+
+_NAMED = {"white": "#ffffff", "black": "#000000", "grey": "#808080", "gray": "#808080"}
+
+
+def parse_color(text) -> tuple:
+    """``#rrggbb``, ``#rgb`` (the ``#`` optional) or white/black/grey -> sRGB (r, g, b) in 0..1."""
+    raw = str(text).strip().lower()
+    raw = _NAMED.get(raw, raw).lstrip("#")
+    if len(raw) == 3:
+        raw = "".join(c * 2 for c in raw)
+    if len(raw) != 6 or any(c not in "0123456789abcdef" for c in raw):
+        raise ValueError(f"colour {text!r} is not #rrggbb, #rgb, white, black or grey")
+    return tuple(int(raw[i:i + 2], 16) / 255.0 for i in (0, 2, 4))
+
+
+def color_hex(rgb) -> str:
+    return "#" + "".join(f"{min(255, max(0, int(round(c * 255)))):02x}" for c in rgb)
+
+
+def srgb_to_linear(c: float) -> float:
+    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+
+def linear_to_srgb(c: float) -> float:
+    return c * 12.92 if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+
+
+def solid_pixel(rgb, fmt: PixelFormat) -> bytes:
+    """One opaque pixel of the sRGB colour ``rgb`` in ``fmt``'s byte layout.
+
+    Linear-light profiles get the colour decoded to linear; grayscale layers get its luminance
+    (Rec. 709 weights, computed in linear light) in their own transfer.
+    """
+    linear = [srgb_to_linear(c) for c in rgb]
+    if fmt.layout == "GRAYA":
+        y = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+        values = [y if fmt.transfer == "linear" else linear_to_srgb(y)]
+    else:
+        values = list(linear if fmt.transfer == "linear" else rgb)
+        if fmt.layout == "BGRA":
+            values.reverse()
+    values.append(1.0)
+    return bytes(_encode(values, fmt.dtype))

@@ -7,8 +7,10 @@ The split keeps Krita responsive and safe:
 2. The worker (no Krita API at all) connects to — or starts — the daemon, sends the pixels,
    streams progress back through queued signals and turns the alpha into mask bytes.
 3. ``Job._finish`` (GUI thread again) checks that the document is still open and the layer still
-   where it was, then makes exactly one structural, undoable change (``addChildNode``) after the
-   new node's pixels are written — so one Ctrl+Z removes it and the layer's pixels are untouched.
+   where it was, writes every new node's pixels while the nodes are still detached, and only then
+   makes the structural, undoable changes (``addChildNode``) — so one Ctrl+Z removes the mask and
+   the layer's pixels are untouched. The optional shadow and background layers add one undo step
+   per inserted node (Krita's scripting API cannot group them; ``Job.undo_steps`` counts them).
 
 Errors at any point leave the document as it was and come back as a ``JobError`` message.
 """
@@ -25,6 +27,8 @@ from . import pixels as px
 from . import settings as cfg
 
 MASK_NAME = "Background Removal"
+SHADOW_MASK_NAME = "Shadow"
+FILL_STRIP_BYTES = 16 << 20  # solid layers are written in strips of at most this many bytes
 _MASK_TYPES = ("transparencymask", "selectionmask", "filtermask", "transformmask", "colorizemask")
 _OWN_PIXELS = ("paintlayer",)  # layers whose own pixels are read; others use their projection
 
@@ -93,6 +97,8 @@ class Snapshot:
         self.profile = ""
         self.pixels = b""
         self.output = "transparency-mask"
+        self.shadow = None  # shadow style for the shadow layer ("soft", "drop,direction=135", ...)
+        self.background = None  # "#rrggbb" for the background layer
         self.options = {}
         self.config = {}
         self.timings = {}
@@ -169,9 +175,51 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
         if snap.roi == (0, 0, w, h):
             snap.roi = None
     snap.options = dict(options)
+    snap.shadow = shadow_style(snap.options.pop("shadow", None))
+    snap.background = background_colour(snap.options.pop("background", None))
+    if snap.shadow or snap.background:
+        model, depth = doc.colorModel(), doc.colorDepth()
+        try:
+            px.PixelFormat(model, depth, doc.colorProfile())
+        except px.UnsupportedLayer:
+            raise JobError(f"Shadow and background layers are written in the image's colour space, and "
+                           f"maskd writes RGB and Grayscale only; this image is {model}/{depth}. Convert it "
+                           "(Image ▸ Convert Image Color Space) or turn the shadow/background layers off.",
+                           "colour_space") from None
     snap.config = cfg.daemon_config(load_config(), str(snap.options.pop("model", "") or ""))
     snap.timings["read"] = time.perf_counter() - t0
     return snap
+
+
+def shadow_style(value):
+    """The ``shadow`` option: None/False/"" (no shadow layer), True ("soft"), or a style name with
+    optional ``key=value`` overrides (``maskd remove --shadow`` syntax; the daemon checks those)."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if value is True:
+        return "soft"
+    if not isinstance(value, str):
+        raise JobError(f"shadow={value!r}: give a style name ({', '.join(cfg.SHADOW_STYLES)}) or None",
+                       "bad_request")
+    style = value.strip()
+    name = style.split(",", 1)[0].strip().lower()
+    if name not in cfg.SHADOW_STYLES:
+        raise JobError(f"unknown shadow style {name!r}; choose one of {', '.join(cfg.SHADOW_STYLES)} "
+                       "(with key=value overrides as in `maskd remove --shadow`, e.g. 'drop,opacity=0.3')",
+                       "bad_request")
+    return style
+
+
+def background_colour(value):
+    """The ``background`` option: None/False/"" (no background layer), True (white) or a colour."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    if value is True:
+        return "#ffffff"
+    try:
+        return px.color_hex(px.parse_color(value))
+    except ValueError as exc:
+        raise JobError(f"background: {exc}", "bad_request") from None
 
 
 class Outcome:
@@ -180,6 +228,8 @@ class Outcome:
     def __init__(self):
         self.mask = None  # u8 bytes for a mask or selection
         self.cutout = None  # layer-format bytes for the cut-out outputs
+        self.shadow = None  # u8 bytes: the shadow layer's mask (the daemon's shadow alpha)
+        self.shadow_color = "#000000"
         self.info = {}
         self.timings = {}
 
@@ -211,12 +261,20 @@ def compute(snap: Snapshot, progress=None, cancelled=None, on_client=None) -> Ou
             roi=snap.roi, alpha_dtype="u8" if not cutout or snap.fmt.dtype == "u8" else
             ("u16" if snap.fmt.dtype == "u16" else "f32"),
             foreground=bool(cutout and snap.options.get("decontaminate")), progress=report,
-            transfer=snap.fmt.transfer)
+            transfer=snap.fmt.transfer, shadow=snap.shadow)
         t2 = time.perf_counter()
         out.timings["segment"] = t2 - t1
         out.info = dict(result.info or {})
         if cancelled is not None and cancelled():
             raise Cancelled()
+        if snap.shadow:
+            if result.shadow is None:
+                raise JobError("The running maskd engine does not make shadows (it is older than this "
+                               "plugin). Update maskd, then restart the engine with `maskd stop`.",
+                               "unsupported")
+            out.shadow = (result.shadow if result.alpha_dtype == "u8"
+                          else px.convert_alpha(result.shadow, result.alpha_dtype, "u8"))
+            out.shadow_color = (result.shadow_info or {}).get("color") or "#000000"
         if cutout:
             alpha = px.cutout_alpha(result.alpha, result.alpha_dtype, snap.pixels, snap.fmt)
             out.cutout = px.cutout_pixels(snap.pixels, snap.fmt, alpha, result.foreground,
@@ -279,6 +337,8 @@ class Job(QObject):
         self._args = (document, node, output, dict(options or {}))
         self.snapshot = None
         self.result_node = None  # the created mask / layer, or a Selection
+        self.extra_nodes = {}  # "shadow" / "background" -> the finishing layers made
+        self.undo_steps = 0  # structural changes made (each is one Ctrl+Z in Krita 5.2)
         self.error = None  # JobError when it failed
         self.info = {}
         self.timings = {}
@@ -346,7 +406,8 @@ class Job(QObject):
         self.info = outcome.info
         self.timings.update(outcome.timings)
         try:
-            self.result_node = apply_outcome(self.snapshot, outcome)
+            applied = apply_outcome(self.snapshot, outcome)
+            self.result_node, self.extra_nodes, self.undo_steps = applied.node, applied.extras, applied.steps
         except JobError as exc:
             self._fail(exc)
             return
@@ -375,8 +436,118 @@ def _quiet_cancel(client) -> None:
         pass
 
 
-def apply_outcome(snap: Snapshot, outcome: Outcome):
-    """Write the result into the document (GUI thread): one structural change, pixels first."""
+class Applied:
+    """What ``apply_outcome`` did: the main node, the finishing layers, the undo steps it took."""
+
+    def __init__(self):
+        self.node = None
+        self.extras = {}
+        self.steps = 0
+
+
+class _Changes:
+    """The structural changes made so far, so that an error can take them back."""
+
+    def __init__(self):
+        self.done = []  # ("added", node) | ("replaced", original, parent, replacement)
+        self.count = 0
+
+    def add(self, parent, node, above, what: str) -> None:
+        if not parent.addChildNode(node, above):
+            raise JobError(f"Krita would not add the {what}.", "write_failed")
+        self.done.append(("added", node))
+        self.count += 1
+
+    def rollback(self) -> None:
+        for entry in reversed(self.done):
+            try:
+                if entry[0] == "added":
+                    entry[1].remove()
+                elif entry[0] == "replaced":
+                    _, original, parent, replacement = entry
+                    parent.addChildNode(original, replacement)
+            except Exception:
+                pass
+        self.done = []
+
+
+def _solid_layer(doc, name: str, colour: str, rect):
+    """A detached paint layer in the image's colour space, ``rect`` filled with ``colour``."""
+    layer = doc.createNode(name, "paintlayer")
+    try:
+        fmt = px.PixelFormat(layer.colorModel(), layer.colorDepth(), layer.colorProfile())
+    except px.UnsupportedLayer:
+        raise JobError(f"The image's colour space {layer.colorModel()}/{layer.colorDepth()} cannot hold the "
+                       f"{name!r} layer; convert the image to RGB.", "colour_space") from None
+    pixel = px.solid_pixel(px.parse_color(colour), fmt)
+    x, y, w, h = rect
+    rows = max(1, min(h, FILL_STRIP_BYTES // max(1, w * len(pixel))))
+    strip = QByteArray(pixel * (w * rows))
+    for top in range(0, h, rows):
+        n = min(rows, h - top)
+        layer.setPixelData(strip if n == rows else QByteArray(pixel * (w * n)), x, y + top, w, n)
+    return layer
+
+
+def _bottom(parent):
+    children = parent.childNodes()
+    return children[0] if children else None
+
+
+def _below(parent, node):
+    """The sibling directly under ``node`` (None when it is the bottom one)."""
+    lower = None
+    for child in parent.childNodes():  # bottom first
+        if child.uniqueId() == node.uniqueId():
+            return lower
+        lower = child
+    return None
+
+
+def _clone_sources(doc) -> set:
+    """uniqueIds of layers that clone layers copy (removing those would turn the clones into
+    paint layers)."""
+    sources = set()
+
+    def walk(node):
+        for child in node.childNodes():
+            if child.type() == "clonelayer":
+                try:
+                    source = child.sourceNode()
+                    if source is not None:
+                        sources.add(source.uniqueId())
+                except Exception:
+                    pass
+            walk(child)
+
+    walk(doc.rootNode())
+    return sources
+
+
+def _insert_at_bottom(parent, nodes, changes: _Changes) -> None:
+    """Put ``nodes`` (bottom first) under the parent's bottom layer.
+
+    Krita 5.2's ``addChildNode`` inserts above a given sibling or on top, never at the bottom, so
+    the bottom layer is taken out and put back above the new ones: the same node (its id, pixels,
+    masks and properties are kept), two more undo steps.
+    """
+    bottom = _bottom(parent)
+    above = bottom
+    for node, what in nodes:
+        changes.add(parent, node, above, what)
+        above = node
+    bottom.remove()  # these two calls follow each other directly: the layer is never left out
+    parent.addChildNode(bottom, above)
+    changes.count += 2
+
+
+def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
+    """Write the result into the document (GUI thread): pixels first, then the structural changes.
+
+    With the shadow/background options, the shadow layer goes directly under the processed layer
+    and the background layer at the bottom of the layer's parent; both are separate paint layers
+    and nothing is flattened. Any error takes back what was inserted.
+    """
     doc = snap.document
     if not document_is_open(doc):
         raise JobError(f"The image was closed while removing the background of '{snap.node_name}'; "
@@ -389,36 +560,79 @@ def apply_outcome(snap: Snapshot, outcome: Outcome):
         raise JobError(f"The layer '{snap.node_name}' was moved or painted on while its background was "
                        "being removed; nothing was changed. Run it again.", "layer_changed")
     x, y, w, h = snap.region
-    if snap.output == "transparency-mask":
-        mask = doc.createTransparencyMask(MASK_NAME)
-        mask.setPixelData(QByteArray(outcome.mask), x, y, w, h)  # before insertion: one undo step
-        if not node.addChildNode(mask, None):
-            raise JobError(f"Krita would not add a transparency mask to '{snap.node_name}'.", "write_failed")
-        doc.setActiveNode(mask)
-        return mask
-    if snap.output == "selection":
-        from krita import Selection
-
-        selection = Selection()
-        selection.setPixelData(QByteArray(outcome.mask), x, y, w, h)
-        doc.setSelection(selection)
-        return selection
     parent = node.parentNode()
-    if snap.output == "new-layer":
-        layer = doc.createNode(f"{snap.node_name} (cut-out)", "paintlayer")
+    done = Applied()
+    # 1. every new node, detached, with its pixels (Krita records no undo for setPixelData)
+    created = None
+    if snap.output == "transparency-mask":
+        created = doc.createTransparencyMask(MASK_NAME)
+        created.setPixelData(QByteArray(outcome.mask), x, y, w, h)
+    elif snap.output == "new-layer":
+        created = doc.createNode(f"{snap.node_name} (cut-out)", "paintlayer")
         model, depth = snap.fmt.model, snap.fmt.depth
-        if (layer.colorModel(), layer.colorDepth(), layer.colorProfile()) != (model, depth, snap.profile):
-            layer.setColorSpace(model, depth, snap.profile)
-        layer.setPixelData(QByteArray(bytes(outcome.cutout)), x, y, w, h)
-        if not parent.addChildNode(layer, node):
-            raise JobError("Krita would not add the cut-out layer.", "write_failed")
-        doc.setActiveNode(layer)
-        return layer
-    # apply: a copy of the layer (name, opacity, blending, masks) with the cut-out pixels replaces it
-    replacement = node.duplicate()
-    replacement.setPixelData(QByteArray(bytes(outcome.cutout)), x, y, w, h)
-    if not parent.addChildNode(replacement, node):
-        raise JobError("Krita would not add the cut-out layer.", "write_failed")
-    node.remove()
-    doc.setActiveNode(replacement)
-    return replacement
+        space = (created.colorModel(), created.colorDepth(), created.colorProfile())
+        if space != (model, depth, snap.profile):
+            created.setColorSpace(model, depth, snap.profile)
+        created.setPixelData(QByteArray(bytes(outcome.cutout)), x, y, w, h)
+    elif snap.output == "apply":
+        # a copy of the layer (name, opacity, blending, masks) with the cut-out pixels replaces it
+        created = node.duplicate()
+        created.setPixelData(QByteArray(bytes(outcome.cutout)), x, y, w, h)
+    shadow = background = None
+    if snap.shadow:
+        shadow = _solid_layer(doc, f"{snap.node_name} shadow", outcome.shadow_color, snap.region)
+        shadow_mask = doc.createTransparencyMask(SHADOW_MASK_NAME)
+        shadow_mask.setPixelData(QByteArray(outcome.shadow), x, y, w, h)
+        shadow.setChildNodes([shadow_mask])  # detached: no undo step, inserted with its layer
+        done.extras["shadow"] = shadow
+    if snap.background:
+        background = _solid_layer(doc, f"{snap.node_name} background", snap.background,
+                                  (0, 0, doc.width(), doc.height()))
+        done.extras["background"] = background
+    # the layer under which new layers go is taken out and put back; refuse where that would
+    # change other layers (before anything is changed)
+    bottom = _bottom(parent)
+    moves_bottom = background is not None or (shadow is not None and bottom.uniqueId() == node.uniqueId())
+    replaced_bottom = snap.output == "apply" and bottom.uniqueId() == node.uniqueId()
+    if moves_bottom and not replaced_bottom and bottom.uniqueId() in _clone_sources(doc):
+        where = "the image" if parent.parentNode() is None else f"the group '{parent.name()}'"
+        raise JobError(f"'{bottom.name()}' (the bottom layer of {where}) is the source of clone layers, "
+                       "and putting layers under it would turn those clones into paint layers. Add an "
+                       "empty layer at the bottom first, or turn the shadow/background layers off.",
+                       "bad_request")
+    # 2. the structural changes, each one undoable. The finishing layers go in first, so that the
+    # first Ctrl+Z takes back the mask (or cut-out) and the next ones the shadow and background.
+    changes = _Changes()
+    try:
+        node_is_bottom = _below(parent, node) is None
+        new_bottom = []
+        if background is not None:
+            new_bottom.append((background, "background layer"))
+        if shadow is not None and node_is_bottom:
+            new_bottom.append((shadow, "shadow layer"))
+        if new_bottom:
+            _insert_at_bottom(parent, new_bottom, changes)
+        if shadow is not None and not node_is_bottom:
+            changes.add(parent, shadow, _below(parent, node), "shadow layer")  # directly under the layer
+        if snap.output == "transparency-mask":
+            changes.add(node, created, None, "transparency mask")
+        elif snap.output == "selection":
+            from krita import Selection
+
+            created = Selection()
+            created.setPixelData(QByteArray(outcome.mask), x, y, w, h)
+            doc.setSelection(created)  # no undo step in Krita's scripting API
+        elif snap.output == "new-layer":
+            changes.add(parent, created, node, "cut-out layer")
+        else:
+            changes.add(parent, created, node, "cut-out layer")
+            node.remove()
+            changes.count += 1
+            changes.done.append(("replaced", node, parent, created))
+    except Exception:
+        changes.rollback()
+        raise
+    if snap.output != "selection":
+        doc.setActiveNode(created)
+    done.node, done.steps = created, changes.count
+    return done

@@ -26,12 +26,19 @@ MODELS = {
     "hr": "High resolution",
     "hr-matting": "High resolution matting",
 }
+# the shadow styles of `maskd remove --shadow` (core/shadow.py); a script may add key=value overrides
+SHADOW_STYLES = {"soft": "Soft (floor)", "contact": "Contact only", "drop": "Drop (back-right)",
+                 "front": "Front (towards the viewer)"}
 DEFAULTS = {
     "output": "transparency-mask",
     "refine": True,
     "decontaminate": True,
     "quality": "default",
     "model": "",
+    "shadow": False,  # "Add shadow layer"
+    "shadow_style": "soft",
+    "background": False,  # "Add background layer"
+    "background_color": "#ffffff",
 }
 SECTION = "maskd"
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -65,7 +72,16 @@ def load() -> dict:
         values["output"] = DEFAULTS["output"]
     if values["quality"] not in QUALITIES:
         values["quality"] = DEFAULTS["quality"]
+    if values["shadow_style"] not in SHADOW_STYLES:
+        values["shadow_style"] = DEFAULTS["shadow_style"]
+    if not _is_hex_colour(values["background_color"]):
+        values["background_color"] = DEFAULTS["background_color"]
     return values
+
+
+def _is_hex_colour(text: str) -> bool:
+    raw = text.lstrip("#").lower()
+    return text.startswith("#") and len(raw) == 6 and all(c in "0123456789abcdef" for c in raw)
 
 
 def save(values: dict) -> None:
@@ -77,9 +93,13 @@ def save(values: dict) -> None:
 
 
 def daemon_options(values: dict) -> dict:
-    """The pipeline options the daemon takes, from the docker's choices."""
+    """The job's options from the docker's choices: the daemon's pipeline options plus the
+    finishing layers (``shadow``: a style or None, ``background``: "#rrggbb" or None), which the
+    job takes out before asking the daemon."""
     options = {"refine": bool(values.get("refine", True)), "quality": values.get("quality", "default"),
-               "decontaminate": bool(values.get("decontaminate", True))}
+               "decontaminate": bool(values.get("decontaminate", True)),
+               "shadow": values.get("shadow_style", "soft") if values.get("shadow") else None,
+               "background": values.get("background_color", "#ffffff") if values.get("background") else None}
     return options
 
 

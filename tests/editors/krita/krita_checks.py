@@ -67,6 +67,18 @@ def _doc_state(doc):
     return state
 
 
+def _tree(node):
+    """[name, type, children] for each child, bottom first (what "nothing extra" is checked on)."""
+    return [[c.name(), c.type(), _tree(c)] for c in node.childNodes()]
+
+
+def _find(node, name):
+    for child in node.childNodes():
+        if child.name() == name:
+            return child
+    return None
+
+
 def _make_case_document(app, case, work):
     from PyQt5.QtCore import QByteArray
 
@@ -79,6 +91,11 @@ def _make_case_document(app, case, work):
     x, y, w, h = case["rect"]
     with open(os.path.join(work, case["name"] + ".pixels"), "rb") as fh:
         data = fh.read()
+    if case.get("under"):  # a layer under the subject: the shadow goes between the two
+        paper = doc.createNode("paper", "paintlayer")
+        root.addChildNode(paper, None)
+        paper.setPixelData(QByteArray(bytes([200, 210, 220, 255]) * (case["doc_w"] * case["doc_h"])), 0, 0,
+                           case["doc_w"], case["doc_h"])
     layer = doc.createNode("subject", "paintlayer")
     target = layer
     if case.get("group"):
@@ -111,6 +128,8 @@ def run_case(app, maskd, case, work):
     res["color"] = [target.colorModel(), target.colorDepth(), target.colorProfile()]
     before = _doc_state(doc)
     layer_before = _sha(layer.pixelData(b.x(), b.y(), b.width(), b.height()))
+    paper = _find(doc.rootNode(), "paper")
+    paper_before = None if paper is None else _sha(paper.pixelData(0, 0, case["doc_w"], case["doc_h"]))
     output = case.get("output", "transparency-mask")
     t0 = time.perf_counter()
     try:
@@ -124,6 +143,24 @@ def run_case(app, maskd, case, work):
     res["seconds"] = time.perf_counter() - t0
     doc.waitForDone()
     x, y, w, h = res["bounds"]
+    res["tree"] = _tree(doc.rootNode())
+    if paper is not None:
+        paper_now = _sha(paper.pixelData(0, 0, case["doc_w"], case["doc_h"]))
+        res["paper_pixels_unchanged"] = paper_now == paper_before
+    parent = target.parentNode() or doc.rootNode()  # ("apply" replaced the target)
+    shadow = _find(parent, target.name() + " shadow")
+    if shadow is not None:  # its own pixels (colour), its mask, and what it shows (layer x mask)
+        for suffix, data in (("shadow-layer", shadow.pixelData(x, y, w, h)),
+                             ("shadow-mask", shadow.childNodes()[0].pixelData(x, y, w, h)),
+                             ("shadow-shown", shadow.projectionPixelData(x, y, w, h))):
+            with open(os.path.join(work, f"{case['name']}.{suffix}"), "wb") as fh:
+                fh.write(bytes(data))
+    background = _find(parent, target.name() + " background")
+    if background is not None:
+        with open(os.path.join(work, case["name"] + ".background"), "wb") as fh:
+            fh.write(bytes(background.pixelData(0, 0, case["doc_w"], case["doc_h"])))
+        bb = background.bounds()
+        res["background_bounds"] = [bb.x(), bb.y(), bb.width(), bb.height()]
     if output == "transparency-mask":
         res["node_type"] = node.type()
         res["node_parent"] = node.parentNode().name()
@@ -216,6 +253,22 @@ def run_lifecycle_checks(app, maskd, spec, work):
     _wait(job)
     out["layer_deleted_mid_job"] = {"error": None if job.error is None else job.error.code,
                                     "nodes": [n.name() for n in doc.rootNode().childNodes()]}
+    doc.close()
+    # finishing options refused: a bad style (before the daemon is asked), and a bottom layer that
+    # clone layers copy (after it answered): the document stays as it was either way
+    doc, layer, target = _make_case_document(app, case, work)
+    clone = doc.createCloneLayer("subject clone", target)
+    doc.rootNode().addChildNode(clone, None)
+    doc.waitForDone()
+    before = _doc_state(doc)
+    for name, options in (("bad_shadow_style", {"shadow": "sparkle"}),
+                          ("clone_source_at_bottom", {"shadow": "soft", "background": "#ffffff"})):
+        try:
+            _guarded(lambda options=options: maskd.remove_background(doc, target, **options))
+            out[name] = {"error": None}
+        except maskd.JobError as exc:
+            out[name] = {"error": [exc.code, exc.message]}
+        out[name]["unchanged"] = _doc_state(doc) == before
     doc.close()
     out["active_job_left"] = runner.active_job() is not None
     return out

@@ -52,6 +52,10 @@ def _masks(node):
     return [n.name() for n in node.childNodes() if n.type() == "transparencymask"]
 
 
+def _tree(node):
+    return [[c.name(), c.type(), _tree(c)] for c in node.childNodes()]
+
+
 def _sha(data):
     return hashlib.sha256(bytes(data)).hexdigest()
 
@@ -142,6 +146,25 @@ class GuiCheck(Extension):
         _spin(100)
         res["new_layer_after_undo"] = [n.name() for n in doc.rootNode().childNodes()]
         res["scripting_node_type"] = node.type()
+
+        # 2b. shadow and background layers under the only layer; Ctrl+Z until the tree is back
+        tree_before = _tree(doc.rootNode())
+        job = maskd.start_job(doc, layer, "transparency-mask", {"shadow": "soft", "background": "#ffffff"})
+        _wait_job(job)
+        doc.waitForDone()
+        res["finish_error"] = job.error.message if job.error is not None else None
+        res["finish_tree_before"] = tree_before
+        res["finish_tree"] = _tree(doc.rootNode())
+        res["finish_undo_steps"] = job.undo_steps
+        res["finish_layer_uuid_kept"] = doc.nodeByUniqueID(layer.uniqueId()) is not None
+        trees = []
+        for _ in range(job.undo_steps if job.error is None else 0):
+            undo.trigger()
+            doc.waitForDone()
+            _spin(100)
+            trees.append(_tree(doc.rootNode()))
+        res["finish_undo_trees"] = trees
+        res["pixels_unchanged_after_finish_undo"] = _sha(layer.pixelData(0, 0, w, h)) == before
 
         # 3. selection: set as the global selection
         _guarded(lambda: maskd.remove_background(doc, layer, output="selection"))
