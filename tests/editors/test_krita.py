@@ -56,7 +56,7 @@ CASES = [
     dict(name="apply-decontaminate", model="RGBA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48),
          output="apply", options=dict(OPTIONS, decontaminate=True)),
     # finishing layers: under a layer that has one below it, and under the only layer (16-bit linear)
-    dict(name="finishing", model="RGBA", depth="U8", doc=(96, 72), rect=(8, 6, 80, 60), under=True,
+    dict(name="finishing", model="RGBA", depth="U8", doc=(128, 104), rect=(24, 16, 80, 60), under=True,
          options=dict(OPTIONS, shadow="drop", background="#3366cc")),
     dict(name="finishing-only-layer", model="RGBA", depth="U16", doc=(64, 48), rect=(0, 0, 64, 48),
          options=dict(OPTIONS, shadow="soft", background="#ffffff")),
@@ -192,19 +192,35 @@ def _case(krita: KritaRuns, name: str) -> dict:
     return got
 
 
+def shadow_region(case):
+    """With a shadow the plugin processes the layer's bounds joined with the canvas."""
+    x, y, w, h = case["rect"]
+    dw, dh = case["doc"]
+    return min(x, 0), min(y, 0), max(x + w, dw) - min(x, 0), max(y + h, dh) - min(y, 0)
+
+
 def _expected(client, case, *, foreground=False):
-    """What the daemon answers the host for the bytes the case put into Krita."""
+    """What the daemon answers the host for the bytes the case put into Krita (with a shadow:
+    the layer's pixels on the transparent canvas around it, as Krita hands them out). The alpha
+    returned covers the layer's rectangle; ``Result.shadow`` covers ``shadow_region``."""
     layout, dtype, transfer = KRITA_FORMAT[(case["model"], case["depth"])]
     x, y, w, h = case["rect"]
+    pixels = make_pixels(case)
+    options = {k: v for k, v in case.get("options", OPTIONS).items() if k not in FINISHING}
+    shadow = case.get("options", {}).get("shadow")
+    lx, ly, lw, lh = x, y, w, h  # the layer, inside what is sent
+    if shadow:
+        rx, ry, rw, rh = shadow_region(case)
+        size = len(pixels) // (w * h)
+        canvas = np.zeros((rh, rw, size), np.uint8)
+        canvas[y - ry:y - ry + h, x - rx:x - rx + w] = np.frombuffer(pixels, np.uint8).reshape(h, w, size)
+        pixels, (x, y, w, h) = canvas.tobytes(), (rx, ry, rw, rh)
     roi = None
     if case.get("selection"):
         sx, sy, sw, sh = case["selection"]
         x0, y0 = max(x, sx), max(y, sy)
         x1, y1 = min(x + w, sx + sw), min(y + h, sy + sh)
         roi = (x0 - x, y0 - y, x1 - x0, y1 - y0)
-    pixels = make_pixels(case)
-    options = {k: v for k, v in case.get("options", OPTIONS).items() if k not in FINISHING}
-    shadow = case.get("options", {}).get("shadow")
     deadline = time.monotonic() + 120
 
     def give_up(stage, fraction):  # the daemon streams progress even for a job that never runs
@@ -215,6 +231,7 @@ def _expected(client, case, *, foreground=False):
                          roi=roi, alpha_dtype="u8", foreground=foreground, transfer=transfer,
                          progress=give_up, shadow=shadow)
     alpha = np.frombuffer(res.alpha, np.uint8).reshape(h, w).astype(np.int32)
+    alpha = alpha[ly - y:ly - y + lh, lx - x:lx - x + lw]
     return alpha, res, roi
 
 
@@ -298,15 +315,22 @@ def test_shadow_and_background_layers(krita, name):
 
     # the shadow: the daemon's shadow alpha for the same style, as the shadow layer's mask
     assert res.shadow is not None and res.shadow_info.get("style", style).startswith(style)
-    want = np.frombuffer(res.shadow, np.uint8).reshape(h, w).astype(np.int32)
+    rx, ry, rw, rh = shadow_region(case)
+    assert got["shadow_region"] == [rx, ry, rw, rh]
+    assert got["shadow_bounds"] == [rx, ry, rw, rh], "the shadow layer covers the layer and the canvas"
+    want = np.frombuffer(res.shadow, np.uint8).reshape(rh, rw).astype(np.int32)
     assert want.max() >= 20, "the daemon made no visible shadow: the check below would prove nothing"
-    shadow_mask = np.frombuffer((krita.work / f"{name}.shadow-mask").read_bytes(), np.uint8).reshape(h, w)
+    shadow_mask = np.frombuffer((krita.work / f"{name}.shadow-mask").read_bytes(), np.uint8).reshape(rh, rw)
     assert np.abs(shadow_mask.astype(np.int32) - want).max() <= 1
+    if (rx, ry, rw, rh) != (x, y, w, h):  # the shadow falls beyond the layer's bounds: it is kept
+        outside = np.ones((rh, rw), bool)
+        outside[y - ry:y - ry + h, x - rx:x - rx + w] = False
+        assert want[outside].max() >= 20 and shadow_mask[outside].max() >= 19
     colour = res.shadow_info.get("color", "#000000")
     pixel = _solid(colour, case["model"], case["depth"])
-    layer = np.frombuffer((krita.work / f"{name}.shadow-layer").read_bytes(), _NP[dtype]).reshape(h, w, 4)
+    layer = np.frombuffer((krita.work / f"{name}.shadow-layer").read_bytes(), _NP[dtype]).reshape(rh, rw, 4)
     assert (layer == pixel).all(), f"the shadow layer is {colour}, opaque, over the layer's bounds"
-    shown = np.frombuffer((krita.work / f"{name}.shadow-shown").read_bytes(), _NP[dtype]).reshape(h, w, 4)
+    shown = np.frombuffer((krita.work / f"{name}.shadow-shown").read_bytes(), _NP[dtype]).reshape(rh, rw, 4)
     scale = 255.0 / float(np.iinfo(_NP[dtype]).max) if dtype != "u8" else 1.0
     shown_alpha = shown[..., 3].astype(np.float64) * scale
     assert np.abs(shown_alpha - want).max() <= 1.0, "effective shadow alpha = the daemon's shadow alpha"

@@ -90,7 +90,9 @@ class Snapshot:
         self.node_id = None
         self.node_name = ""
         self.node_type = ""
-        self.region = (0, 0, 0, 0)  # image rectangle that was read (may reach beyond the canvas)
+        self.bounds = (0, 0, 0, 0)  # the layer's bounds (may reach beyond the canvas)
+        self.region = (0, 0, 0, 0)  # image rectangle that was read: the bounds, or with a shadow
+        # the bounds joined with the canvas
         self.roi = None  # selection bounding box relative to region
         self.fmt = None
         self.converted_from = None  # original "MODEL/DEPTH" when Krita converted for reading
@@ -128,6 +130,23 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
     region = _rect(node.bounds())
     if region[2] <= 0 or region[3] <= 0:
         raise JobError(f"The layer '{snap.node_name}' is empty: there is nothing to cut out.", "empty")
+    snap.bounds = region
+    snap.options = dict(options)
+    snap.shadow = shadow_style(snap.options.pop("shadow", None))
+    snap.background = background_colour(snap.options.pop("background", None))
+    if snap.shadow or snap.background:
+        model, depth = doc.colorModel(), doc.colorDepth()
+        try:
+            px.PixelFormat(model, depth, doc.colorProfile())
+        except px.UnsupportedLayer:
+            raise JobError(f"Shadow and background layers are written in the image's colour space, and "
+                           f"maskd writes RGB and Grayscale only; this image is {model}/{depth}. Convert it "
+                           "(Image ▸ Convert Image Color Space) or turn the shadow/background layers off.",
+                           "colour_space") from None
+    if snap.shadow:
+        # the shadow falls outside a cut-out layer's tight bounds (under and beside the object):
+        # process the whole canvas around it, the layer's transparent surroundings included
+        region = px.union(region, (0, 0, doc.width(), doc.height()))
     snap.region = region
     if output == "apply" and snap.node_type not in _OWN_PIXELS:
         raise JobError(f"'Apply to the layer' changes a paint layer's pixels; '{snap.node_name}' is a "
@@ -174,18 +193,6 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
                            "subject's area (or Select ▸ Deselect to use the whole layer).", "roi")
         if snap.roi == (0, 0, w, h):
             snap.roi = None
-    snap.options = dict(options)
-    snap.shadow = shadow_style(snap.options.pop("shadow", None))
-    snap.background = background_colour(snap.options.pop("background", None))
-    if snap.shadow or snap.background:
-        model, depth = doc.colorModel(), doc.colorDepth()
-        try:
-            px.PixelFormat(model, depth, doc.colorProfile())
-        except px.UnsupportedLayer:
-            raise JobError(f"Shadow and background layers are written in the image's colour space, and "
-                           f"maskd writes RGB and Grayscale only; this image is {model}/{depth}. Convert it "
-                           "(Image ▸ Convert Image Color Space) or turn the shadow/background layers off.",
-                           "colour_space") from None
     snap.config = cfg.daemon_config(load_config(), str(snap.options.pop("model", "") or ""))
     snap.timings["read"] = time.perf_counter() - t0
     return snap
@@ -556,7 +563,7 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
     if node is None or node.parentNode() is None:
         raise JobError(f"The layer '{snap.node_name}' was deleted while its background was being removed; "
                        "nothing was changed.", "layer_gone")
-    if _rect(node.bounds()) != snap.region:
+    if _rect(node.bounds()) != snap.bounds:
         raise JobError(f"The layer '{snap.node_name}' was moved or painted on while its background was "
                        "being removed; nothing was changed. Run it again.", "layer_changed")
     x, y, w, h = snap.region
@@ -564,9 +571,14 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
     done = Applied()
     # 1. every new node, detached, with its pixels (Krita records no undo for setPixelData)
     created = None
+    mask_rect = snap.region
+    if snap.output in ("transparency-mask", "selection") and snap.region != snap.bounds:
+        # (the region was widened for the shadow): the mask covers the layer, as without one
+        outcome.mask = px.crop(outcome.mask, snap.region, snap.bounds)
+        mask_rect = snap.bounds
     if snap.output == "transparency-mask":
         created = doc.createTransparencyMask(MASK_NAME)
-        created.setPixelData(QByteArray(outcome.mask), x, y, w, h)
+        created.setPixelData(QByteArray(outcome.mask), *mask_rect)
     elif snap.output == "new-layer":
         created = doc.createNode(f"{snap.node_name} (cut-out)", "paintlayer")
         model, depth = snap.fmt.model, snap.fmt.depth
@@ -620,7 +632,7 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
             from krita import Selection
 
             created = Selection()
-            created.setPixelData(QByteArray(outcome.mask), x, y, w, h)
+            created.setPixelData(QByteArray(outcome.mask), *mask_rect)
             doc.setSelection(created)  # no undo step in Krita's scripting API
         elif snap.output == "new-layer":
             changes.add(parent, created, node, "cut-out layer")

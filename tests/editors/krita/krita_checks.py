@@ -149,10 +149,16 @@ def run_case(app, maskd, case, work):
         res["paper_pixels_unchanged"] = paper_now == paper_before
     parent = target.parentNode() or doc.rootNode()  # ("apply" replaced the target)
     shadow = _find(parent, target.name() + " shadow")
-    if shadow is not None:  # its own pixels (colour), its mask, and what it shows (layer x mask)
-        for suffix, data in (("shadow-layer", shadow.pixelData(x, y, w, h)),
-                             ("shadow-mask", shadow.childNodes()[0].pixelData(x, y, w, h)),
-                             ("shadow-shown", shadow.projectionPixelData(x, y, w, h))):
+    if shadow is not None:  # its own pixels (colour), its mask, and what it shows (layer x mask),
+        # over the layer's bounds joined with the canvas (where a shadow may fall)
+        sx, sy = min(x, 0), min(y, 0)
+        sw, sh = max(x + w, case["doc_w"]) - sx, max(y + h, case["doc_h"]) - sy
+        res["shadow_region"] = [sx, sy, sw, sh]
+        sb = shadow.bounds()
+        res["shadow_bounds"] = [sb.x(), sb.y(), sb.width(), sb.height()]
+        for suffix, data in (("shadow-layer", shadow.pixelData(sx, sy, sw, sh)),
+                             ("shadow-mask", shadow.childNodes()[0].pixelData(sx, sy, sw, sh)),
+                             ("shadow-shown", shadow.projectionPixelData(sx, sy, sw, sh))):
             with open(os.path.join(work, f"{case['name']}.{suffix}"), "wb") as fh:
                 fh.write(bytes(data))
     background = _find(parent, target.name() + " background")
