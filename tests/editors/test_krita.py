@@ -463,6 +463,7 @@ def test_gui_shadow_and_background_undo(krita):
     assert gui["finish_layer_uuid_kept"]
     # mask + shadow + background + the bottom layer taken out and put back
     assert gui["finish_undo_steps"] == 5
+    assert "shadow and background layers added; undo takes 5 steps" in gui["finish_docker_text"]
     trees = gui["finish_undo_trees"]
     assert len(trees) == 5
     assert [n[0] for n in trees[0]] == ["subject background", bottom, "subject shadow", "subject"]

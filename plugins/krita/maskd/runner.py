@@ -616,16 +616,14 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
     # first Ctrl+Z takes back the mask (or cut-out) and the next ones the shadow and background.
     changes = _Changes()
     try:
-        node_is_bottom = _below(parent, node) is None
-        new_bottom = []
         if background is not None:
-            new_bottom.append((background, "background layer"))
-        if shadow is not None and node_is_bottom:
-            new_bottom.append((shadow, "shadow layer"))
-        if new_bottom:
-            _insert_at_bottom(parent, new_bottom, changes)
-        if shadow is not None and not node_is_bottom:
-            changes.add(parent, shadow, _below(parent, node), "shadow layer")  # directly under the layer
+            _insert_at_bottom(parent, [(background, "background layer")], changes)
+        if shadow is not None:  # directly under the layer
+            lower = _below(parent, node)
+            if lower is not None:
+                changes.add(parent, shadow, lower, "shadow layer")
+            else:
+                _insert_at_bottom(parent, [(shadow, "shadow layer")], changes)
         if snap.output == "transparency-mask":
             changes.add(node, created, None, "transparency mask")
         elif snap.output == "selection":

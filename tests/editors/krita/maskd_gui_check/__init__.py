@@ -156,6 +156,7 @@ class GuiCheck(Extension):
         res["finish_tree_before"] = tree_before
         res["finish_tree"] = _tree(doc.rootNode())
         res["finish_undo_steps"] = job.undo_steps
+        res["finish_docker_text"] = docker.stage_label.text() if docker is not None else None
         res["finish_layer_uuid_kept"] = doc.nodeByUniqueID(layer.uniqueId()) is not None
         trees = []
         for _ in range(job.undo_steps if job.error is None else 0):
