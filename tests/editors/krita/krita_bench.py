@@ -61,6 +61,8 @@ def main(args):
             doc.waitForDone()
             t1 = time.perf_counter()
             job.result_node.remove()  # back to the bare layer for the next run
+            for extra in job.extra_nodes.values():  # shadow / background layers, when asked for
+                extra.remove()
             doc.waitForDone()
             out["runs"].append({"total": total, "timings": job.timings, "daemon": job.info.get("timings", {}),
                                 "cleanup": time.perf_counter() - t1})
