@@ -48,7 +48,7 @@ EXISTING_MASK = [
 QUALITIES = [
     ("default", "Default", "Guided-filter refinement at full resolution"),
     ("fast", "Fast", "Cheaper refinement"),
-    ("quality", "Best", "Slower refinement with trimap matting of the edges"),
+    ("quality", "Best", "Wider uncertain edge band, more refinement steps (slower)"),
 ]
 # The styles of `maskd remove --shadow` (core/shadow.py, docs/finishing.md).
 SHADOW_STYLES = [
