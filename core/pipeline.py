@@ -18,7 +18,9 @@ layer's own resolution with the layer's own colours:
    strands that joint upsampling dims. A hard (binary) mask is no area average of anything
    soft — every real edge would leave intermediate values — so it is not back-projected.
 4. **Foreground colours** (``core.foreground``): blur-fusion, large blurs on the model's grid,
-   the per-pixel step at full resolution in the band; elsewhere F = I.
+   the per-pixel step at full resolution in the band; where α is large enough, unmixing against
+   the nearest background colour (searched far on the grid, near at full resolution); elsewhere
+   F = I.
 5. **User options** (``core.mask_ops``): fill holes, grow/shrink, threshold (anti-aliased),
    feather, invert; then pixels the input already had fully transparent are forced to 0.
 
@@ -372,7 +374,8 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     tiles = _band_tiles(soft)
     if not tiles:
         return fg
-    r_large, r_small = fgmod.radii(max(height, width))
+    long_side = max(height, width)
+    r_large, r_small = fgmod.radii(long_side)
     scale = max(h / height, w / width)
     alpha_low = _downsample(alpha, (h, w))
     rl, rs = max(1, round(r_large * scale)), max(1, round(r_small * scale))
@@ -380,22 +383,38 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
         f_mean1, b_mean1 = fgmod._weighted_means(grid_blend, grid_blend, alpha_low, rl)
     else:
         f_mean, b_mean = fgmod.fusion_means(grid_blend, alpha_low, rl, rs)
+    # The nearest background colour on the grid (far reach); tiles refine it at full resolution.
+    reach_low = max(1, round(fgmod.FILL_COARSE * long_side * scale))
+    bg_low, found = fgmod.nearest_background(grid_blend, fgmod.background_weight(alpha_low),
+                                             fgmod.fill_radii(reach_low))
+    fallback = b_mean1 if full_small_pass else b_mean  # no background anywhere near: blur-fusion's B̄
+    bg_low[~found] = fallback[~found]
+    fine = max(1, round(fgmod.FILL_FINE * long_side))
+    halo = max(r_small, fine) if full_small_pass else 0
     clock.lap("foreground-grid")
     for k, box in enumerate(tiles):
         y0, y1, x0, x1 = box
+        # The tile plus a halo: the small blur-fusion pass and the fine background search read it.
+        hy0, hy1 = max(0, y0 - halo), min(height, y1 + halo)
+        hx0, hx1 = max(0, x0 - halo), min(width, x1 + halo)
+        hbox = (hy0, hy1, hx0, hx1)
+        _, blend = _tile_pixels(sub, hy0, hy1, hx0, hx1, False)
+        centre = (slice(y0 - hy0, y1 - hy0), slice(x0 - hx0, x1 - hx0))
+        a_tile = alpha[y0:y1, x0:x1]
+        background = _warp(bg_low, box, (height, width))
         if full_small_pass:
-            # Second pass on the full-resolution tile plus a halo of the small radius.
-            hy0, hy1 = max(0, y0 - r_small), min(height, y1 + r_small)
-            hx0, hx1 = max(0, x0 - r_small), min(width, x1 + r_small)
-            hbox = (hy0, hy1, hx0, hx1)
-            _, blend = _tile_pixels(sub, hy0, hy1, hx0, hx1, False)
-            centre = (slice(y0 - hy0, y1 - hy0), slice(x0 - hx0, x1 - hx0))
-            f = fgmod.small_pass(blend, alpha[hy0:hy1, hx0:hx1], _warp(f_mean1, hbox, (height, width)),
+            a_halo = alpha[hy0:hy1, hx0:hx1]
+            f = fgmod.small_pass(blend, a_halo, _warp(f_mean1, hbox, (height, width)),
                                  _warp(b_mean1, hbox, (height, width)), r_small, centre)
+            needed = np.zeros(a_halo.shape, dtype=bool)
+            needed[centre] = soft[y0:y1, x0:x1]
+            near, near_found = fgmod.nearest_background(blend, fgmod.background_weight(a_halo),
+                                                        fgmod.fill_radii(fine), needed)
+            np.copyto(background, near[centre], where=near_found[centre][..., None])
         else:
-            _, blend = _tile_pixels(sub, y0, y1, x0, x1, False)
-            f = fgmod.fuse(blend, alpha[y0:y1, x0:x1], _warp(f_mean, box, (height, width)),
+            f = fgmod.fuse(blend, a_tile, _warp(f_mean, box, (height, width)),
                            _warp(b_mean, box, (height, width)))
+        f = fgmod.unmix(np.ascontiguousarray(blend[centre]), a_tile, background, f)
         np.copyto(fg[y0:y1, x0:x1], f, where=soft[y0:y1, x0:x1, None])
         if k % 16 == 0:
             clock.report("foreground", k / len(tiles))

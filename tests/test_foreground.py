@@ -53,3 +53,40 @@ def test_degenerate_alphas():
     assert np.array_equal(foreground.blur_fusion(image, np.ones((8, 8), np.float32)), image)
     one = foreground.blur_fusion(np.full((1, 1, 3), 0.5, np.float32), np.full((1, 1), 0.5, np.float32))
     assert one.shape == (1, 1, 3) and np.isfinite(one).all()
+
+
+def test_nearest_background_takes_the_closest_samples_and_says_where_it_found_none():
+    h, w = 8, 64
+    image = np.zeros((h, w, 3), np.float32)
+    image[:, :8] = (0.2, 0.4, 0.6)  # background samples on the far left
+    image[:, 8:] = (0.9, 0.9, 0.9)  # not background (weight 0): must never leak in
+    weight = np.zeros((h, w), np.float32)
+    weight[:, :8] = 1.0
+    est, found = foreground.nearest_background(image, weight, foreground.fill_radii(16))
+    assert found[:, :20].all() and not found[:, 40:].any()
+    assert np.allclose(est[found], (0.2, 0.4, 0.6), atol=1e-5)
+    assert np.array_equal(est[~found], np.zeros_like(est[~found]))
+    none, nowhere = foreground.nearest_background(image, np.zeros((h, w), np.float32), [1, 2])
+    assert not nowhere.any() and not none.any()
+    assert foreground.fill_radii(40) == [1, 2, 4, 8, 16, 32, 40] and foreground.fill_radii(1) == [1]
+    assert np.allclose(foreground.background_weight(np.array([0.0, 0.1, 0.5, 1.0])), [1.0, 0.9, 0.0, 0.0])
+
+
+def test_unmix_recovers_a_textured_subject_where_blur_fusion_smooths_it():
+    """Soft pixels of a detailed subject (hair strands of different colours) over a known background:
+    F = (I − (1 − α)·B)/α gives back each pixel's own colour; blur-fusion returns the local mean."""
+    rng = np.random.default_rng(0)
+    h, w = 32, 32
+    fg = rng.uniform(0.0, 1.0, (h, w, 3)).astype(np.float32)
+    alpha = rng.uniform(0.05, 0.95, (h, w)).astype(np.float32)
+    bg = np.full((h, w, 3), (0.1, 0.5, 0.2), np.float32)
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    smooth = foreground.blur_fusion(image, alpha)
+    est = foreground.unmix(image, alpha, bg, smooth)
+    trusted = alpha >= foreground.UNMIX_FULL
+    assert np.abs(est - fg)[trusted].max() < 1e-4
+    assert np.abs(est - fg)[trusted].mean() < 0.1 * np.abs(smooth - fg)[trusted].mean()
+    faint = alpha < 0.1  # fades towards the smooth colour where 1/α would amplify noise
+    share = (alpha[faint] / foreground.UNMIX_FULL)[:, None]  # the unmixed colour's weight there
+    assert (np.abs(est[faint] - smooth[faint]) <= share + 1e-5).all()
+    assert est.dtype == np.float32 and est.min() >= 0 and est.max() <= 1

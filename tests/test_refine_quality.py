@@ -63,3 +63,23 @@ def test_colour_error_on_composites_with_a_clean_foreground(pairs):
         raw = metrics.foreground_error(comp / np.float32(255), clean, alpha)
         ratios.append(metrics.foreground_error(res.foreground, clean, alpha) / raw)
     assert np.mean(ratios) <= 0.5
+
+
+def test_colour_error_on_composites_of_the_photo_itself(pairs):
+    """The issue's literal protocol: F = the pair's own photo, whose soft pixels still hold their old
+    background. Blur-fusion alone is no better than raw pixels here (1.02×, pymatting's multi-level
+    estimate 0.98×); unmixing against the nearest background brings it to about 0.66×. The issue's
+    target is 0.5× (not reached: see the bench's table)."""
+    import cv2
+
+    ratios = []
+    for i, (_, img, alpha, _) in enumerate(pairs):
+        h, w = alpha.shape
+        other = pairs[(i + 1) % len(pairs)][1]
+        background = cv2.resize(other, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+        photo = img.astype(np.float32) / 255
+        comp = bench_refine.composite(photo, alpha, background)
+        res = pipeline.refine(comp, bench_refine.coarse_mask(alpha))
+        raw = metrics.foreground_error(comp / np.float32(255), photo, alpha)
+        ratios.append(metrics.foreground_error(res.foreground, photo, alpha) / raw)
+    assert np.mean(ratios) <= 0.75
