@@ -18,6 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from installers.plugins import (
+    GIMP_PLUGIN_NAME,
+    KRITA_PLUGIN_NAME,
+    install_gimp_plugin,
+    install_krita_plugin,
+    set_kritarc_value,
+    write_plugin_config,
+)
 from tests.conftest import REPO, maskd_command, maskd_env, skip_or_fail
 
 HERE = Path(__file__).resolve().parent
@@ -84,6 +92,71 @@ def editors_daemon(tmp_path_factory, lite_weights) -> EditorsDaemon:
         yield EditorsDaemon(connection_file=connection, run_dir=run_dir, config=config)
     finally:
         subprocess.run(maskd_command() + ["stop"], env=env, capture_output=True, timeout=60, cwd=REPO)
+
+
+INSTALLED_HOME_VAR = "MASKD_TEST_INSTALLED_HOME"
+
+
+def installed_home() -> Path | None:
+    """A HOME the one-command installer ran in (``tests/test_install_e2e.py`` sets it): the editor
+    tests then run the plugins exactly as the installer placed them there, not the repo's copies."""
+    value = os.environ.get(INSTALLED_HOME_VAR)
+    return Path(value) if value else None
+
+
+def _copy_installed(src: Path, dest: Path) -> None:
+    if not src.exists():
+        pytest.fail(f"{INSTALLED_HOME_VAR}: the installer left no {src}")
+    if dest.exists():
+        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+    if src.is_dir():
+        shutil.copytree(src, dest)  # copy2: the executable bit GIMP needs comes along
+    else:
+        shutil.copy2(src, dest)
+
+
+def place_gimp_plugin(profile_dir: Path, config: dict) -> Path:
+    """The GIMP plug-in in ``profile_dir`` (a GIMP 3.0 profile) talking to the test daemon.
+
+    Normally installed from the repo by the installer's own code; with ``MASKD_TEST_INSTALLED_HOME``
+    copied from that HOME byte for byte. Only ``maskd_config.json`` (where the daemon is) is
+    rewritten, to reach this session's daemon.
+    """
+    dest = Path(profile_dir) / "plug-ins" / GIMP_PLUGIN_NAME
+    home = installed_home()
+    if home is None:
+        install_gimp_plugin(profile_dir, config)
+    else:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _copy_installed(home / ".config/GIMP/3.0/plug-ins" / GIMP_PLUGIN_NAME, dest)
+        write_plugin_config(dest, config)
+    return dest
+
+
+def place_krita_plugin(data_dir: Path, kritarc: Path, config: dict) -> Path:
+    """The Krita plugin in ``data_dir/pykrita``, enabled in ``kritarc`` (see ``place_gimp_plugin``)."""
+    pykrita = Path(data_dir) / "pykrita"
+    home = installed_home()
+    if home is None:
+        install_krita_plugin(data_dir, kritarc, config)
+    else:
+        pykrita.mkdir(parents=True, exist_ok=True)
+        src = home / ".local/share/krita/pykrita"
+        _copy_installed(src / KRITA_PLUGIN_NAME, pykrita / KRITA_PLUGIN_NAME)
+        _copy_installed(src / f"{KRITA_PLUGIN_NAME}.desktop", pykrita / f"{KRITA_PLUGIN_NAME}.desktop")
+        write_plugin_config(pykrita / KRITA_PLUGIN_NAME, config)
+        set_kritarc_value(Path(kritarc), "python", f"enable_{KRITA_PLUGIN_NAME}", "true")
+    return pykrita / KRITA_PLUGIN_NAME
+
+
+def differing_files(copy: Path, original: Path) -> list[str]:
+    """Files that differ between a placed plugin folder and its origin (the config and caches aside)."""
+    def files(folder: Path) -> dict[str, bytes]:
+        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and p.name != "maskd_config.json"}
+
+    a, b = files(copy), files(original)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
 
 
 def read_json(path: Path) -> dict:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from installers.plugins import CONFIG_NAME, GIMP_PLUGIN_NAME, PLUGINS_DIR, install_gimp_plugin
-from tests.editors.conftest import read_json, run_in_root
+from installers.plugins import CONFIG_NAME, GIMP_PLUGIN_NAME, PLUGINS_DIR
+from tests.editors.conftest import differing_files, installed_home, place_gimp_plugin, read_json, run_in_root
 
 pytestmark = [pytest.mark.editors]
 
@@ -198,7 +198,7 @@ def build_cases(plugin_config_path: Path, work: Path) -> list[Case]:
 def gimp_home(tmp_path_factory, editors_daemon) -> Path:
     """One HOME for every GIMP run of the session (a warm profile starts GIMP in seconds)."""
     home = tmp_path_factory.mktemp("gimp-home")
-    install_gimp_plugin(home / ".config" / "GIMP" / "3.0", editors_daemon.config)
+    place_gimp_plugin(home / ".config" / "GIMP" / "3.0", editors_daemon.config)
     return home
 
 
@@ -336,6 +336,19 @@ def test_plugin_imports_only_stdlib_gi_and_the_client():
             modules.add(node.module.split(".")[0])
     foreign = {m for m in modules if m not in sys.stdlib_module_names and m not in ("gi", "maskd_client")}
     assert not foreign, f"the GIMP plug-in imports {sorted(foreign)}"
+
+
+def test_the_plugin_gimp_runs_is_the_installed_copy(gimp_results, gimp_home):
+    """GIMP registered the plug-in from this HOME's profile; its files are the installer's copy
+    (with ``MASKD_TEST_INSTALLED_HOME``: the one-command installer's, byte for byte)."""
+    assert gimp_results["registration"]["found"]
+    placed = gimp_home / ".config/GIMP/3.0/plug-ins" / GIMP_PLUGIN_NAME
+    home = installed_home()
+    if home is not None:
+        assert not differing_files(placed, home / ".config/GIMP/3.0/plug-ins" / GIMP_PLUGIN_NAME)
+    assert (placed / "maskd_client.py").read_bytes() == (PLUGINS_DIR / "maskd_client.py").read_bytes()
+    # the plug-in's own files are this checkout's; the client module is the one added beside it
+    assert differing_files(placed, PLUGINS_DIR / "gimp" / GIMP_PLUGIN_NAME) == ["maskd_client.py"]
 
 
 def test_registration(gimp_results):

@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from installers.plugins import install_krita_plugin, set_kritarc_value
+from installers.plugins import set_kritarc_value
 from plugins import maskd_client as mc
-from tests.conftest import CACHE, skip_or_fail
-from tests.editors.conftest import read_json, run_in_root
+from tests.conftest import CACHE, REPO, skip_or_fail
+from tests.editors.conftest import differing_files, installed_home, place_krita_plugin, read_json, run_in_root
 
 pytestmark = [pytest.mark.editors, pytest.mark.slow]
 
@@ -105,7 +105,7 @@ def make_pixels(case) -> bytes:
 
 def _install(home: Path, config: dict, with_gui_check: bool) -> None:
     data, kritarc = home / ".local/share/krita", home / ".config/kritarc"
-    install_krita_plugin(data, kritarc, config)
+    place_krita_plugin(data, kritarc, config)
     pykrita = data / "pykrita"
     dest = pykrita / "maskd_gui_check"
     if dest.exists():
@@ -240,6 +240,10 @@ def test_plugin_installed_copy_is_what_runs(krita):
     assert krita.runner["krita"].startswith("5.2"), krita.runner["krita"]
     installed = CACHE / "krita-home" / ".local/share/krita/pykrita/maskd"
     assert krita.runner["maskd_file"].startswith(str(installed))
+    home = installed_home()  # the one-command installer's copy, byte for byte
+    if home is not None:
+        assert not differing_files(installed, home / ".local/share/krita/pykrita/maskd")
+    assert differing_files(installed, REPO / "plugins/krita/maskd") == ["maskd_client.py"]
     # Krita's Python has no pyzmq: the client's own ZMTP implementation carried the pixels
     assert krita.runner["client_backend"] == "zmtp"
 
