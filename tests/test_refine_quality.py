@@ -68,7 +68,7 @@ def test_colour_error_on_composites_with_a_clean_foreground(pairs):
 def test_colour_error_on_composites_of_the_photo_itself(pairs):
     """The issue's literal protocol: F = the pair's own photo, whose soft pixels still hold their old
     background. Blur-fusion alone is no better than raw pixels here (1.02×, pymatting's multi-level
-    estimate 0.98×); unmixing against the nearest background brings it to about 0.66×. The issue's
+    estimate 0.98×); unmixing against the nearest background brings it to about 0.64×. The issue's
     target is 0.5× (not reached: see the bench's table)."""
     import cv2
 
