@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,6 +148,43 @@ def place_krita_plugin(data_dir: Path, kritarc: Path, config: dict) -> Path:
         write_plugin_config(pykrita / KRITA_PLUGIN_NAME, config)
         set_kritarc_value(Path(kritarc), "python", f"enable_{KRITA_PLUGIN_NAME}", "true")
     return pykrita / KRITA_PLUGIN_NAME
+
+
+def host_python_binds(*extra: Path) -> dict[str, str]:
+    """Bind mounts that let a program inside the root run this checkout's maskd daemon exactly as
+    on the host (the venv, the Python it was made from, the checkout, ``extra`` paths) — how a
+    plug-in's autostart is tested: the editor runs the daemon command the installer would write."""
+    wanted = {Path(p).resolve() for p in (REPO, sys.prefix, sys.base_prefix, *extra)}
+    paths = sorted(wanted, key=lambda p: len(p.parts))
+    kept: list[Path] = []
+    for p in paths:
+        if not any(p == k or k in p.parents for k in kept):
+            kept.append(p)
+    return {str(p): str(p) for p in kept}
+
+
+def maskd_serve_command(weights: Path, log_file: Path) -> list[str]:
+    """``maskd serve`` of this checkout's environment with the editor tests' model settings."""
+    maskd = Path(sys.executable).parent / "maskd"
+    if not maskd.exists():
+        pytest.fail(f"{maskd} is missing: install the project into the environment (pip install -e .)")
+    return [str(maskd), "serve", "--weights", str(weights), "--variant", "lite", "--device", "cpu",
+            "--resolution", str(DAEMON_RESOLUTION), "--log-file", str(log_file)]
+
+
+def stop_daemon(connection_file: Path) -> None:
+    """Stop a daemon an editor started (it outlives the editor, as it would on a desktop)."""
+    try:
+        pid = int(json.loads(connection_file.read_text()).get("pid", 0))
+    except (OSError, ValueError):
+        return
+    subprocess.run(maskd_command() + ["stop"], env=maskd_env(MASKD_CONNECTION_FILE=connection_file),
+                   capture_output=True, timeout=60, cwd=REPO)
+    if pid > 0 and connection_file.exists():  # `stop` could not reach it: do not leave it running
+        try:
+            os.kill(pid, 9)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def differing_files(copy: Path, original: Path) -> list[str]:

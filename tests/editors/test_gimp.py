@@ -20,7 +20,16 @@ import numpy as np
 import pytest
 
 from installers.plugins import CONFIG_NAME, GIMP_PLUGIN_NAME, PLUGINS_DIR
-from tests.editors.conftest import differing_files, installed_home, place_gimp_plugin, read_json, run_in_root
+from tests.editors.conftest import (
+    differing_files,
+    host_python_binds,
+    installed_home,
+    maskd_serve_command,
+    place_gimp_plugin,
+    read_json,
+    run_in_root,
+    stop_daemon,
+)
 
 pytestmark = [pytest.mark.editors]
 
@@ -152,7 +161,7 @@ FINISH_ARGS = {"add-shadow": True, "shadow-style": FINISH_SHADOW[0], "shadow-set
                "add-background": True, "background-color": "#3366cc"}
 
 
-def build_cases(plugin_config_path: Path, work: Path) -> list[Case]:
+def build_cases(plugin_config_path: Path, work: Path, autostart_command: list[str]) -> list[Case]:
     absent = {"path": str(plugin_config_path),
               "config": {"connection_file": "/nonexistent/maskd/connection.json", "autostart": False,
                          "daemon_command": []}}
@@ -160,6 +169,11 @@ def build_cases(plugin_config_path: Path, work: Path) -> list[Case]:
     broken = {"path": str(plugin_config_path),
               "config": {"connection_file": str(work / "no-daemon" / "connection.json"), "autostart": True,
                          "daemon_command": ["/bin/false"]}}
+    # no daemon at this connection file: the plug-in runs the configured command (this checkout's
+    # `maskd serve`, reachable inside the root through bind mounts) and waits for the model to load
+    autostart = {"path": str(plugin_config_path),
+                 "config": {"connection_file": str(work / "autostart-run" / "connection.json"),
+                            "autostart": True, "daemon_command": autostart_command}}
     return [
         Case("rgba8", save=True, undo=True, seed=1),
         Case("dialog", interactive=True, seed=18),  # the menu path: dialog, Return = OK
@@ -180,6 +194,7 @@ def build_cases(plugin_config_path: Path, work: Path) -> list[Case]:
         Case("group", group=True, seed=14),
         Case("absent", plugin_config=absent, seed=15),
         Case("autostart_fails", plugin_config=broken, seed=17),
+        Case("autostart", plugin_config=autostart, seed=24),
         Case("alpha_with_mask", args={"output": "alpha"}, existing_mask=split_mask(*CANVAS), seed=16),
         # product-photo finishing (last: GIMP remembers an interactive run's values, keep them default)
         Case("finish", args=FINISH_ARGS, size=(80, 56), offsets=(5, 3), below=["floor"], undo=True, seed=20),
@@ -203,9 +218,10 @@ def gimp_home(tmp_path_factory, editors_daemon) -> Path:
 
 
 def run_gimp(root: Path, home: Path, work: Path, daemon, script: str, env: dict | None = None,
-             timeout: float = 600):
+             timeout: float = 600, binds: dict | None = None):
     """Run a script from tests/editors/gimp inside GIMP 3 (GUI under Xvfb, so undo can be pressed)."""
-    binds = {str(home): str(home), str(work): str(work), str(GIMP_SCRIPTS): "/maskd-gimp-tests"}
+    binds = dict(binds or {})
+    binds.update({str(home): str(home), str(work): str(work), str(GIMP_SCRIPTS): "/maskd-gimp-tests"})
     binds.update(daemon.binds())
     command = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "timeout", "-k", "5", str(int(timeout) - 30),
                "gimp-3.0", "-d", "-f", "--no-splash", "--batch-interpreter=python-fu-eval",
@@ -216,16 +232,22 @@ def run_gimp(root: Path, home: Path, work: Path, daemon, script: str, env: dict 
 
 
 @pytest.fixture(scope="module")
-def gimp_results(editors_root, editors_daemon, gimp_home, tmp_path_factory):
+def gimp_results(editors_root, editors_daemon, gimp_home, tmp_path_factory, lite_weights):
     work = tmp_path_factory.mktemp("gimp-cases")
-    data, out = work / "data", work / "out"
+    data, out, autostart_run = work / "data", work / "out", work / "autostart-run"
     data.mkdir()
     out.mkdir()
+    autostart_run.mkdir(mode=0o700)
     config_path = gimp_home / ".config/GIMP/3.0/plug-ins" / GIMP_PLUGIN_NAME / CONFIG_NAME
-    cases = build_cases(config_path, work)
+    cases = build_cases(config_path, work, maskd_serve_command(lite_weights, autostart_run / "daemon.log"))
     (data / "plan.json").write_text(json.dumps({"cases": [c.plan(data) for c in cases]}))
-    proc = run_gimp(editors_root, gimp_home, work, editors_daemon, "run_cases.py",
-                    env={"MASKD_PLAN": str(data / "plan.json"), "OUT_DIR": str(out)})
+    try:
+        proc = run_gimp(editors_root, gimp_home, work, editors_daemon, "run_cases.py",
+                        env={"MASKD_PLAN": str(data / "plan.json"), "OUT_DIR": str(out)},
+                        binds=host_python_binds(Path(lite_weights).parent))
+        autostarted = read_json(autostart_run / "connection.json")  # before stopping removes it
+    finally:
+        stop_daemon(autostart_run / "connection.json")
     results = read_json(out / "results.json")
     if not results:
         pytest.fail(f"GIMP wrote no results (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}")
@@ -233,7 +255,8 @@ def gimp_results(editors_root, editors_daemon, gimp_home, tmp_path_factory):
     for r in results["cases"]:
         assert not r.get("exception"), f"case {r['name']} raised inside GIMP:\n{r['exception']}"
     return {"registration": results["registration"], "cases": {c.name: c for c in cases},
-            "results": by_name, "out": out, "log": proc.stdout + proc.stderr}
+            "results": by_name, "out": out, "log": proc.stdout + proc.stderr,
+            "autostarted": autostarted, "autostart_log": autostart_run / "daemon.log"}
 
 
 @pytest.fixture(scope="module")
@@ -365,7 +388,7 @@ def test_registration(gimp_results):
 
 
 @pytest.mark.parametrize("name", ["rgba8", "rgb8_larger", "rgba8_smaller", "rgba16", "float_linear", "gray8",
-                                  "dialog"])
+                                  "dialog", "autostart"])
 def test_mask_equals_daemon_alpha(gimp_results, reference, name):
     """Layer mask: exists, has the layer's size, equals the daemon's alpha within 1/255."""
     r = result(gimp_results, name)
@@ -382,6 +405,16 @@ def test_mask_equals_daemon_alpha(gimp_results, reference, name):
     assert np.array_equal(load(gimp_results["out"], r["after"]["layer"]),
                           load(gimp_results["out"], r["before"]["layer"]))
     assert r["after"]["layers"] == ["photo"] and r["after"]["finishing"] == {}
+
+
+def test_autostart_runs_the_configured_daemon_command(gimp_results):
+    """No daemon at the configured connection file: the plug-in ran ``daemon_command`` inside GIMP,
+    waited for the model, and the mask came from that daemon (see test_mask_equals_daemon_alpha)."""
+    assert result(gimp_results, "autostart")["status"] == "success"
+    started = gimp_results["autostarted"]
+    assert started.get("pid"), "the autostarted daemon wrote no connection file"
+    log = gimp_results["autostart_log"].read_text()
+    assert "'name': 'lite'" in log, log[-2000:]
 
 
 def test_selection_is_the_roi_and_the_rest_is_black(gimp_results, reference):

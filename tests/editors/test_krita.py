@@ -31,7 +31,16 @@ import pytest
 from installers.plugins import set_kritarc_value
 from plugins import maskd_client as mc
 from tests.conftest import CACHE, REPO, skip_or_fail
-from tests.editors.conftest import differing_files, installed_home, place_krita_plugin, read_json, run_in_root
+from tests.editors.conftest import (
+    differing_files,
+    host_python_binds,
+    installed_home,
+    maskd_serve_command,
+    place_krita_plugin,
+    read_json,
+    run_in_root,
+    stop_daemon,
+)
 
 pytestmark = [pytest.mark.editors, pytest.mark.slow]
 
@@ -126,7 +135,7 @@ class KritaRuns:
 
 
 @pytest.fixture(scope="module")
-def krita(editors_root, editors_daemon, tmp_path_factory) -> KritaRuns:
+def krita(editors_root, editors_daemon, tmp_path_factory, lite_weights) -> KritaRuns:
     if not (editors_root / "usr/bin/kritarunner").exists():
         skip_or_fail(f"kritarunner is missing from {editors_root}")
     work = tmp_path_factory.mktemp("krita")
@@ -143,8 +152,12 @@ def krita(editors_root, editors_daemon, tmp_path_factory) -> KritaRuns:
                            "under": case.get("under", False),
                            "output": case.get("output", "transparency-mask"),
                            "options": case.get("options", OPTIONS)})
+    autostart_run = work / "autostart-run"
+    autostart_run.mkdir(mode=0o700)
     spec = {"work": str(work), "pykrita": str(pykrita), "result": str(work / "runner.json"),
-            "cases": spec_cases}
+            "cases": spec_cases,
+            "autostart": {"connection_file": str(autostart_run / "connection.json"),
+                          "daemon_command": maskd_serve_command(lite_weights, autostart_run / "daemon.log")}}
     (work / "spec.json").write_text(json.dumps(spec))
     # the daemon's answers for the same bytes, asked by the host before Krita runs
     client = mc.connect(str(editors_daemon.connection_file), timeout=60)
@@ -174,14 +187,21 @@ def krita(editors_root, editors_daemon, tmp_path_factory) -> KritaRuns:
     try:
         command = ["timeout", "-k", "5", "600", "kritarunner", "-s", "krita_checks", "-f", "main",
                    str(work / "spec.json")]
-        r = run_in_root(editors_root, command, binds=binds, env=env, timeout=660)
+        daemon_binds = host_python_binds(Path(lite_weights).parent)  # for the autostart check
+        r = run_in_root(editors_root, command, binds={**daemon_binds, **binds}, env=env, timeout=660)
         runner_log = r.stdout + r.stderr
     except subprocess.TimeoutExpired:
         runner_log = "kritarunner timed out"
+    finally:
+        log_file = autostart_run / "daemon.log"
+        autostart_log = log_file.read_text() if log_file.exists() else ""
+        stop_daemon(autostart_run / "connection.json")
     runner = read_json(work / "runner.json")
     if not runner:
         pytest.fail(f"kritarunner wrote no result; its output ends:\n{runner_log[-3000:]}")
-    return KritaRuns(work, runner, runner_log, read_json(gui_out), gui_log, read_json(marker), expected)
+    runs = KritaRuns(work, runner, runner_log, read_json(gui_out), gui_log, read_json(marker), expected)
+    runs.autostart_log = autostart_log
+    return runs
 
 
 def _case(krita: KritaRuns, name: str) -> dict:
@@ -408,6 +428,10 @@ def test_failures_leave_the_document_unchanged(krita):
     assert life["autostart_fails"]["error"][0] == "unavailable"
     assert "failed to start" in life["autostart_fails"]["error"][1]
     assert life["autostart_fails"]["unchanged"]
+    # no daemon at the configured connection file: the plugin started `maskd serve` itself
+    assert life["autostarted"]["error"] is None, life["autostarted"]
+    assert life["autostarted"]["node_type"] == "transparencymask"
+    assert "'name': 'lite'" in krita.autostart_log, krita.autostart_log[-2000:]
     assert life["busy"]["error"][0] == "busy"
     assert life["closed_mid_job"]["done"] and life["closed_mid_job"]["error"][0] == "document_closed"
     assert life["cancelled"] == {"done": True, "error": "cancelled", "unchanged": True}

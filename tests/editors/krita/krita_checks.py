@@ -211,8 +211,8 @@ def run_lifecycle_checks(app, maskd, spec, work):
         before = _doc_state(doc)
         t0 = time.perf_counter()
         try:
-            _guarded(lambda: maskd.remove_background(doc, target))
-            out[name] = {"error": None}
+            node = _guarded(lambda: maskd.remove_background(doc, target))
+            out[name] = {"error": None, "node_type": node.type()}
         except maskd.JobError as exc:
             out[name] = {"error": [exc.code, exc.message]}
         out[name]["seconds"] = time.perf_counter() - t0
@@ -224,6 +224,8 @@ def run_lifecycle_checks(app, maskd, spec, work):
         with_config({"connection_file": missing, "autostart": False, "daemon_command": []}, "daemon_absent")
         with_config({"connection_file": missing, "autostart": True, "daemon_command": ["/bin/false"]},
                     "autostart_fails")
+        if spec.get("autostart"):  # no daemon there: the plugin runs the configured `maskd serve`
+            with_config(dict(spec["autostart"], autostart=True), "autostarted")
     finally:
         with open(config_path, "w", encoding="utf-8") as fh:
             fh.write(good_config)
