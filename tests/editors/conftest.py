@@ -30,6 +30,9 @@ from installers.plugins import (
 from tests.conftest import REPO, maskd_command, maskd_env, skip_or_fail
 
 HERE = Path(__file__).resolve().parent
+NO_AUTOSTART = ("this Python lives in a system folder ({}): it cannot be mounted into the editors' "
+                "root, so the plug-in's autostart of a real daemon is not run (use a venv made from a "
+                "Python outside /usr, as CI does)")
 ROOT = Path(os.environ.get("MASKD_EDITORS_ROOT", "/var/cache/maskd/trixie-root"))
 DAEMON_RESOLUTION = 256  # model input size for editor tests: a real forward in ~1-2 s on CI's CPU
 
@@ -150,11 +153,21 @@ def place_krita_plugin(data_dir: Path, kritarc: Path, config: dict) -> Path:
     return pykrita / KRITA_PLUGIN_NAME
 
 
-def host_python_binds(*extra: Path) -> dict[str, str]:
+_SYSTEM_DIRS = {Path(p) for p in ("/", "/usr", "/usr/local", "/bin", "/lib", "/lib64", "/etc", "/var",
+                                  "/opt")}
+
+
+def host_python_binds(*extra: Path) -> dict[str, str] | None:
     """Bind mounts that let a program inside the root run this checkout's maskd daemon exactly as
     on the host (the venv, the Python it was made from, the checkout, ``extra`` paths) — how a
-    plug-in's autostart is tested: the editor runs the daemon command the installer would write."""
+    plug-in's autostart is tested: the editor runs the daemon command the installer would write.
+
+    None when the Python lives in a system folder (Debian's own ``/usr/bin/python3``): binding that
+    over the root's ``/usr`` would replace the editors' own libraries.
+    """
     wanted = {Path(p).resolve() for p in (REPO, sys.prefix, sys.base_prefix, *extra)}
+    if wanted & _SYSTEM_DIRS:
+        return None
     paths = sorted(wanted, key=lambda p: len(p.parts))
     kept: list[Path] = []
     for p in paths:
