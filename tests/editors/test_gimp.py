@@ -298,6 +298,15 @@ def reference(editors_daemon):
         client.close()
 
 
+def shadow_area(case: Case):
+    """The layer's rectangle joined with the canvas, in layer coordinates (what the plug-in sends
+    with a shadow and no selection: a cut-out's shadow falls outside its tight bounds)."""
+    ox, oy = case.offsets
+    x0, y0 = min(0, -ox), min(0, -oy)
+    x1, y1 = max(case.width, CANVAS[0] - ox), max(case.height, CANVAS[1] - oy)
+    return x0, y0, x1 - x0, y1 - y0
+
+
 @pytest.fixture(scope="module")
 def shadow_reference(editors_daemon):
     """The daemon's alpha, shadow alpha and shadow info for a case's pixels and a shadow style,
@@ -308,15 +317,24 @@ def shadow_reference(editors_daemon):
     scale = {"u8": 255.0, "u16": 65535.0, "f32": 1.0}
 
     def ask(case: Case, shadow: str):
+        """(alpha of the processed part of the layer, shadow alpha of what was sent, shadow info):
+        without a selection the plug-in sends the layer on the transparent canvas around it."""
         x, y, w, h = case.roi()
         pixels = np.ascontiguousarray(case.samples[y:y + h, x:x + w])
-        res = client.segment(pixels.tobytes(), w, h, layout=case.layout, dtype=case.dtype,
+        sx, sy, sw, sh = x, y, w, h
+        if not case.selection:
+            sx, sy, sw, sh = shadow_area(case)
+            canvas = np.zeros((sh, sw, pixels.shape[2]), pixels.dtype)  # transparent around the layer
+            canvas[y - sy:y - sy + h, x - sx:x - sx + w] = pixels
+            pixels = canvas
+        res = client.segment(pixels.tobytes(), sw, sh, layout=case.layout, dtype=case.dtype,
                              transfer=case.transfer, options=DEFAULT_OPTIONS, alpha_dtype=case.dtype,
                              shadow=shadow)
         dt = {"u8": np.uint8, "u16": "<u2", "f32": "<f4"}[case.dtype]
-        alpha = np.frombuffer(res.alpha, dt).reshape(h, w).astype(np.float32) / scale[case.dtype]
+        alpha = np.frombuffer(res.alpha, dt).reshape(sh, sw).astype(np.float32) / scale[case.dtype]
+        alpha = alpha[y - sy:y - sy + h, x - sx:x - sx + w]
         assert res.shadow is not None, "the daemon returned no shadow"
-        shadow_alpha = np.frombuffer(res.shadow, dt).reshape(h, w).astype(np.float32) / scale[case.dtype]
+        shadow_alpha = np.frombuffer(res.shadow, dt).reshape(sh, sw).astype(np.float32) / scale[case.dtype]
         return alpha, shadow_alpha, res.shadow_info
 
     try:
@@ -569,8 +587,9 @@ def hex_rgb(text: str) -> np.ndarray:
 
 def test_shadow_and_background_layers(gimp_results, shadow_reference):
     """Both toggles: the photo keeps its pixels and gets the daemon's mask; "photo shadow" sits
-    directly under it (its size and offsets, filled with the returned colour, the daemon's shadow
-    alpha as its mask); "photo background" (canvas-sized, the colour) is at the bottom of the stack."""
+    directly under it (covering the photo and the canvas — the layer is smaller than the canvas and
+    the shadow may fall outside it —, filled with the returned colour, the daemon's shadow alpha as
+    its mask); "photo background" (canvas-sized, the colour) is at the bottom of the stack."""
     r = result(gimp_results, "finish")
     case = gimp_results["cases"]["finish"]
     out = gimp_results["out"]
@@ -584,9 +603,14 @@ def test_shadow_and_background_layers(gimp_results, shadow_reference):
     assert np.abs(load(out, after["mask"]) - want_alpha).max() <= TOL
 
     shadow = after["finishing"]["shadow"]
-    assert (shadow["width"], shadow["height"], shadow["offsets"]) == (case.width, case.height,
-                                                                      list(case.offsets))
+    ax, ay, aw, ah = shadow_area(case)
+    assert (aw, ah) == CANVAS and (ax, ay) == (-case.offsets[0], -case.offsets[1])  # this case's layout
+    assert (shadow["width"], shadow["height"], shadow["offsets"]) == (aw, ah, [case.offsets[0] + ax,
+                                                                              case.offsets[1] + ay])
     assert info["color"].lower() == "#402010" and info["style"]
+    outside = np.ones((ah, aw), bool)
+    outside[-ay:-ay + case.height, -ax:-ax + case.width] = False
+    assert want_shadow[outside].max() > 0.05, "the test's shadow should reach beyond the layer"
     assert want_shadow.max() > 0.1, "the test image should cast a visible shadow"
     assert shadow["mask"] is not None
     assert np.abs(load(out, shadow["mask"]) - want_shadow).max() <= TOL

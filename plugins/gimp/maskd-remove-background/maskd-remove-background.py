@@ -204,6 +204,38 @@ def read_pixels(layer, fmt, roi):
     return bytes(data), (x, y, w, h)
 
 
+def shadow_region(image, layer):
+    """The layer's rectangle joined with the canvas, in layer coordinates: a cut-out layer's shadow
+    falls outside its own tight bounds (under and beside the object), so with a shadow the daemon
+    sees the layer on the transparent canvas around it."""
+    ox, oy = _offsets(layer)
+    w, h = layer.get_width(), layer.get_height()
+    x0, y0 = min(0, -ox), min(0, -oy)
+    x1, y1 = max(w, image.get_width() - ox), max(h, image.get_height() - oy)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def place_in(data, rect, region, pixel_bytes):
+    """``data`` (the pixels of ``rect``) inside ``region``, zeros (transparent) around it."""
+    x, y, w, h = rect
+    rx, ry, rw, rh = region
+    row, src_row, at = rw * pixel_bytes, w * pixel_bytes, (x - rx) * pixel_bytes
+    out = bytearray(row * rh)
+    for j in range(h):
+        start = (y - ry + j) * row + at
+        out[start:start + src_row] = data[j * src_row:(j + 1) * src_row]
+    return bytes(out)
+
+
+def cut_out(data, region, rect):
+    """The part of ``data`` (covering ``region``) that covers ``rect``; any bytes per pixel."""
+    rx, ry, rw, rh = region
+    x, y, w, h = rect
+    pixel_bytes = len(data) // (rw * rh)
+    row, dst_row, at = rw * pixel_bytes, w * pixel_bytes, (x - rx) * pixel_bytes
+    return b"".join(data[(y - ry + j) * row + at:(y - ry + j) * row + at + dst_row] for j in range(h))
+
+
 def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress, shadow=None):
     """Segment ``pixels`` with the daemon (starting it if the config allows); returns the Result."""
     try:
@@ -353,19 +385,23 @@ def _stack(image, parent):
     return list(parent.get_children()) if parent is not None else list(image.get_layers())
 
 
-def add_shadow_layer(image, layer, rect, fmt, shadow, colour):
+def add_shadow_layer(image, layer, rect, fmt, shadow, colour, area=None):
     """Finishing: "NAME shadow" directly under ``layer`` — filled with the shadow's colour, the
-    generated shadow's alpha as its layer mask (black outside ``rect``), same size and offsets."""
-    w, h = layer.get_width(), layer.get_height()
+    generated shadow's alpha (covering ``rect``) as its layer mask, black elsewhere. ``area`` is the
+    new layer's rectangle (layer coordinates): the layer's own, or the layer joined with the canvas."""
+    ax, ay, aw, ah = area or (0, 0, layer.get_width(), layer.get_height())
     kind = Gimp.ImageType.GRAYA_IMAGE if fmt.gray else Gimp.ImageType.RGBA_IMAGE
-    new = Gimp.Layer.new(image, f"{layer.get_name()} shadow", w, h, kind, 100.0, Gimp.LayerMode.NORMAL)
+    new = Gimp.Layer.new(image, f"{layer.get_name()} shadow", aw, ah, kind, 100.0, Gimp.LayerMode.NORMAL)
     image.insert_layer(new, layer.get_parent(), image.get_item_position(layer) + 1)
-    new.set_offsets(*_offsets(layer))
+    ox, oy = _offsets(layer)
+    new.set_offsets(ox + ax, oy + ay)
     _fill(new, colour)
-    full = rect == (0, 0, w, h)
+    x, y, w, h = rect
+    local = (x - ax, y - ay, w, h)
+    full = local == (0, 0, aw, ah)
     mask = new.create_mask(Gimp.AddMaskType.WHITE if full else Gimp.AddMaskType.BLACK)
     new.add_mask(mask)
-    _write_rect(mask, rect, fmt.mask, shadow)  # linear, exactly like the subject's mask
+    _write_rect(mask, local, fmt.mask, shadow)  # linear, exactly like the subject's mask
     return new
 
 
@@ -430,17 +466,27 @@ def remove_background(image, drawables, settings, progress):
     want_foreground = output == "layer" and settings["decontaminate"]
     options = {"refine": settings["refine"], "decontaminate": want_foreground, "quality": settings["quality"]}
     shadow_text = shadow_request(settings)
-    result = ask_daemon(pixels, rect, fmt, options, want_foreground, settings["model"], progress,
+    sent, sent_rect = pixels, rect
+    if shadow_text and roi is None:  # a selection keeps everything, the shadow too, inside it
+        region = shadow_region(image, layer)
+        if region != rect:
+            sent = place_in(pixels, rect, region, fmt.channels * fmt.sample_bytes)
+            sent_rect = region
+    result = ask_daemon(sent, sent_rect, fmt, options, want_foreground, settings["model"], progress,
                         shadow=shadow_text)
     t_daemon = time.perf_counter()
     alpha = result.alpha
-    expected = rect[2] * rect[3] * fmt.sample_bytes
+    expected = sent_rect[2] * sent_rect[3] * fmt.sample_bytes
     if result.alpha_dtype != fmt.alpha_dtype or len(alpha) != expected:
         raise PluginError(f"maskd returned a {result.alpha_dtype} matte of {len(alpha)} bytes; expected "
                           f"{fmt.alpha_dtype} with {expected} bytes. Update maskd and the plug-in together.")
     shadow = shadow_rgb = None
     if shadow_text:
         shadow, shadow_rgb = shadow_colour(result, expected, fmt)
+    if sent_rect != rect:  # the layer's own part of what came back
+        alpha = cut_out(alpha, sent_rect, rect)
+        if result.foreground is not None:
+            result.foreground = cut_out(result.foreground, sent_rect, rect)
     progress.set("writing " + output, 0.92)
     selected = list(image.get_selected_layers())
     image.undo_group_start()
@@ -454,7 +500,8 @@ def remove_background(image, drawables, settings, progress):
         else:
             select_matte(image, layer, rect, fmt, alpha)
         if shadow is not None:
-            add_shadow_layer(image, layer, rect, fmt, shadow, shadow_rgb)
+            add_shadow_layer(image, layer, sent_rect, fmt, shadow, shadow_rgb,
+                             area=sent_rect if sent_rect != rect else None)
         if settings["add_background"]:
             add_background_layer(image, layer, fmt, settings["background_color"])
         if (shadow is not None or settings["add_background"]) and selected:
