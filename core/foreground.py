@@ -172,21 +172,6 @@ def nearest_background(image: np.ndarray, weight: np.ndarray, radii,
         if cv2.countNonZero(found) == found.size:
             break
     return out, found > 0
-    stack = np.empty(weight.shape + (4,), dtype=np.float32)  # (colour·weight, weight): one blur each
-    np.multiply(image, weight[..., None], out=stack[..., :3])
-    stack[..., 3] = weight
-    for r in radii:
-        blurred = _blur(stack, r)
-        den = blurred[..., 3]
-        ok = den > _FILL_MIN_WEIGHT
-        ok &= ~found
-        if ok.any():
-            mean = blurred[..., :3] / (den[..., None] + _EPS)
-            np.copyto(out, mean, where=ok[..., None])
-            found |= ok
-        if found.all() or (needed is not None and not (needed & ~found).any()):
-            break
-    return out, found
 
 
 def unmix(image: np.ndarray, alpha: np.ndarray, background: np.ndarray, smooth: np.ndarray) -> np.ndarray:
