@@ -95,7 +95,7 @@ def editors_daemon(tmp_path_factory, lite_weights) -> EditorsDaemon:
     try:
         yield EditorsDaemon(connection_file=connection, run_dir=run_dir, config=config)
     finally:
-        subprocess.run(maskd_command() + ["stop"], env=env, capture_output=True, timeout=60, cwd=REPO)
+        stop_daemon(connection)
 
 
 INSTALLED_HOME_VAR = "MASKD_TEST_INSTALLED_HOME"

@@ -129,8 +129,9 @@ def _install(home: Path, config: dict, with_gui_check: bool) -> None:
 
 class KritaRuns:
     def __init__(self, work: Path, runner: dict, runner_log: str, gui: dict, gui_log: str, marker: dict,
-                 expected: dict):
+                 expected: dict, autostart_log: str = ""):
         self.expected = expected  # case name -> (alpha, Result, roi) the daemon gave the host
+        self.autostart_log = autostart_log  # the log of the daemon the plugin started itself
         self.work, self.runner, self.runner_log = work, runner, runner_log
         self.gui, self.gui_log, self.marker = gui, gui_log, marker
         self.cases = {c["name"]: c for c in runner.get("cases", [])}
@@ -203,9 +204,8 @@ def krita(editors_root, editors_daemon, tmp_path_factory, lite_weights) -> Krita
     runner = read_json(work / "runner.json")
     if not runner:
         pytest.fail(f"kritarunner wrote no result; its output ends:\n{runner_log[-3000:]}")
-    runs = KritaRuns(work, runner, runner_log, read_json(gui_out), gui_log, read_json(marker), expected)
-    runs.autostart_log = autostart_log
-    return runs
+    return KritaRuns(work, runner, runner_log, read_json(gui_out), gui_log, read_json(marker), expected,
+                     autostart_log)
 
 
 def _case(krita: KritaRuns, name: str) -> dict:
