@@ -69,6 +69,26 @@ def test_alpha_is_exactly_binary_outside_the_band():
     assert ((res.alpha > 0) & (res.alpha < 1)).sum() > 500
 
 
+def test_back_projection_matches_the_matte_by_moving_soft_pixels_only():
+    """Back-projection shares each model pixel's residual among its soft pixels (weight α(1 − α)):
+    the area average comes back to the matte, pixels at 0 or 1 stay where they are."""
+    rng = np.random.default_rng(1)
+    truth = np.clip(rng.uniform(-0.5, 1.5, (64, 64)), 0, 1).astype(np.float32)
+    matte = _coarse(truth)
+    start = np.clip(cv2.resize(matte, (64, 64), interpolation=cv2.INTER_LINEAR), 0, 1)
+    start[::7, ::5] = 0.0
+    start[3::7, 2::5] = 1.0
+    hard = (start == 0.0) | (start == 1.0)
+    alpha = start.copy()
+    band = np.ones(alpha.shape, bool)
+    before = np.abs(_coarse(alpha) - matte).mean()
+    pipeline._back_project(alpha, matte, [(0, 64, 0, 64)], band, 8)
+    after = np.abs(_coarse(alpha) - matte).mean()
+    assert after < 0.1 * before
+    assert np.abs(alpha - start)[hard].max() < 0.02
+    assert np.abs(alpha - start)[~hard].mean() > 0.02  # the soft pixels took the correction
+
+
 def test_tiled_upsampling_matches_whole_image_joint_upsampling():
     image, alpha, _ = _hair_scene(300)  # 300 is not a multiple of the tile: edge tiles too
     coarse = _coarse(alpha)
@@ -79,6 +99,20 @@ def test_tiled_upsampling_matches_whole_image_joint_upsampling():
     band = trimapmod.upscale_nearest(trimapmod.band_from_matte(coarse, 1)[0], alpha.shape)
     diff = np.abs(res.alpha - whole)[band]
     assert np.percentile(diff, 99) < 0.02 and diff.mean() < 0.005
+
+
+def test_tiled_sharpening_matches_the_whole_image_guided_filter():
+    image, alpha, _ = _hair_scene(600)  # several tiles and their seams
+    rough = np.clip(cv2.GaussianBlur(alpha, (0, 0), 2.0), 0, 1)
+    band = (rough > 0) & (rough < 1)
+    tiles = pipeline._band_tiles(band)
+    assert len(tiles) > 4
+    out = rough.copy()
+    pipeline._sharpen(image, out, tiles, band, False)
+    whole = gf.guided_filter(imageio.to_float(image), rough, pipeline.SHARPEN_RADIUS, pipeline.SHARPEN_EPS)
+    assert np.abs(out - whole)[band].max() < 1e-4
+    assert np.array_equal(out[~band], rough[~band])
+    assert np.abs(out - rough)[band].mean() > 0.005  # it did filter (its gain shows in test_refine_quality)
 
 
 @pytest.mark.parametrize("value", [0.0, 1.0])
