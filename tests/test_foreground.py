@@ -90,3 +90,20 @@ def test_unmix_recovers_a_textured_subject_where_blur_fusion_smooths_it():
     share = (alpha[faint] / foreground.UNMIX_FULL)[:, None]  # the unmixed colour's weight there
     assert (np.abs(est[faint] - smooth[faint]) <= share + 1e-5).all()
     assert est.dtype == np.float32 and est.min() >= 0 and est.max() <= 1
+
+
+def test_unmix_keeps_the_raw_colour_where_no_real_colour_fits():
+    """An unmixed colour outside [0, 1]³ means the background estimate (or α) is wrong at that
+    pixel: the result then stays near the raw pixel instead of clipping to a saturated colour."""
+    image = np.array([[0.5, 0.5, 0.5], [0.3, 0.6, 0.2]], np.float32)
+    background = np.array([[0.9, 0.9, 0.9], [0.1, 0.5, 0.2]], np.float32)
+    alpha = np.array([0.5, 0.5], np.float32)
+    smooth = np.zeros((2, 3), np.float32)
+    est = foreground.unmix(image, alpha, background, smooth)
+    # pixel 0: (0.5 − 0.5·0.9)/0.5 = 0.1 (in gamut, exact); pixel 1: (0.3 − 0.05)/0.5 = 0.5 etc.
+    assert np.allclose(est, [[0.1, 0.1, 0.1], [0.5, 0.7, 0.2]], atol=1e-6)
+    # α = 0.2 over a light background: (0.5 − 0.8·0.9)/0.2 = −1.1, 1.1 outside the cube
+    est = foreground.unmix(image[:1], np.array([0.2], np.float32), background[:1], smooth[:1])
+    trust = foreground.GAMUT_TOLERANCE / (foreground.GAMUT_TOLERANCE + 1.1)
+    assert np.allclose(est, 0.5 - 0.5 * trust, atol=1e-5)
+    assert np.abs(est - 0.5).max() < 0.01  # the raw pixel's colour, not black

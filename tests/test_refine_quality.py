@@ -67,9 +67,9 @@ def test_colour_error_on_composites_with_a_clean_foreground(pairs):
 
 def test_colour_error_on_composites_of_the_photo_itself(pairs):
     """The issue's literal protocol: F = the pair's own photo, whose soft pixels still hold their old
-    background. Blur-fusion alone is no better than raw pixels here (1.02×, pymatting's multi-level
-    estimate 0.98×); unmixing against the nearest background brings it to about 0.64×. The issue's
-    target is 0.5× (not reached: see the bench's table)."""
+    background, so F is only recovered by unmixing against the new background under it. Blur-fusion
+    alone is worse than raw pixels here (1.28×, pymatting's multi-level estimate 0.98×); maskd's
+    default is at about 0.495× (the bench prints the table)."""
     import cv2
 
     ratios = []
@@ -82,4 +82,4 @@ def test_colour_error_on_composites_of_the_photo_itself(pairs):
         res = pipeline.refine(comp, bench_refine.coarse_mask(alpha))
         raw = metrics.foreground_error(comp / np.float32(255), photo, alpha)
         ratios.append(metrics.foreground_error(res.foreground, photo, alpha) / raw)
-    assert np.mean(ratios) <= 0.75
+    assert np.mean(ratios) <= 0.5
