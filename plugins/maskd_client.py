@@ -56,7 +56,7 @@ import uuid
 
 __all__ = [
     "MaskdClientError", "Client", "Result", "connect", "ensure_daemon", "load_plugin_config",
-    "default_connection_file", "read_connection_file", "PROTOCOL_VERSION",
+    "default_connection_file", "read_connection_file", "PROTOCOL_VERSION", "crop_pixels", "place_pixels",
 ]
 
 CLIENT_VERSION = "0.1.0"
@@ -709,6 +709,42 @@ def connect(connection_file: str | None = None, timeout: float = DEFAULT_TIMEOUT
             transport: str | None = None) -> Client:
     """Connect to the running daemon (raises ``MaskdClientError("unavailable")`` in < 1 s if none)."""
     return Client(connection_file, timeout=timeout, backend=backend, transport=transport)
+
+
+# --------------------------------------------------------------------------- rectangles of pixels
+# Both plugins send a region and keep part of the reply (or the reverse): rectangles are
+# (x, y, width, height) in one coordinate system, buffers row-major and tightly packed.
+
+def crop_pixels(data, region, rect, pixel_bytes: int | None = None) -> bytes:
+    """The part of ``data`` (the pixels of ``region``) inside ``rect`` (which lies inside ``region``).
+
+    ``pixel_bytes`` defaults to what the buffer's size says (``len(data) // (width·height)``).
+    """
+    rx, ry, rw, rh = region
+    x, y, w, h = rect
+    if x < rx or y < ry or x + w > rx + rw or y + h > ry + rh:
+        raise ValueError(f"rectangle {tuple(rect)} is not inside {tuple(region)}")
+    if (x, y, w, h) == (rx, ry, rw, rh):
+        return bytes(data)
+    step = pixel_bytes or len(data) // max(1, rw * rh)
+    view = memoryview(data).cast("B")
+    row, width, left = rw * step, w * step, (x - rx) * step
+    return b"".join(view[(y - ry + j) * row + left:(y - ry + j) * row + left + width] for j in range(h))
+
+
+def place_pixels(data, rect, region, pixel_bytes: int) -> bytes:
+    """``data`` (the pixels of ``rect``) inside ``region``, zero bytes (transparent) around it."""
+    x, y, w, h = rect
+    rx, ry, rw, rh = region
+    if x < rx or y < ry or x + w > rx + rw or y + h > ry + rh:
+        raise ValueError(f"rectangle {tuple(rect)} is not inside {tuple(region)}")
+    view = memoryview(data).cast("B")
+    row, src_row, left = rw * pixel_bytes, w * pixel_bytes, (x - rx) * pixel_bytes
+    out = bytearray(row * rh)
+    for j in range(h):
+        start = (y - ry + j) * row + left
+        out[start:start + src_row] = view[j * src_row:(j + 1) * src_row]
+    return bytes(out)
 
 
 # --------------------------------------------------------------------------- autostart

@@ -215,27 +215,6 @@ def shadow_region(image, layer):
     return x0, y0, x1 - x0, y1 - y0
 
 
-def place_in(data, rect, region, pixel_bytes):
-    """``data`` (the pixels of ``rect``) inside ``region``, zeros (transparent) around it."""
-    x, y, w, h = rect
-    rx, ry, rw, rh = region
-    row, src_row, at = rw * pixel_bytes, w * pixel_bytes, (x - rx) * pixel_bytes
-    out = bytearray(row * rh)
-    for j in range(h):
-        start = (y - ry + j) * row + at
-        out[start:start + src_row] = data[j * src_row:(j + 1) * src_row]
-    return bytes(out)
-
-
-def cut_out(data, region, rect):
-    """The part of ``data`` (covering ``region``) that covers ``rect``; any bytes per pixel."""
-    rx, ry, rw, rh = region
-    x, y, w, h = rect
-    pixel_bytes = len(data) // (rw * rh)
-    row, dst_row, at = rw * pixel_bytes, w * pixel_bytes, (x - rx) * pixel_bytes
-    return b"".join(data[(y - ry + j) * row + at:(y - ry + j) * row + at + dst_row] for j in range(h))
-
-
 def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress, shadow=None):
     """Segment ``pixels`` with the daemon (starting it if the config allows); returns the Result."""
     try:
@@ -470,7 +449,7 @@ def remove_background(image, drawables, settings, progress):
     if shadow_text and roi is None:  # a selection keeps everything, the shadow too, inside it
         region = shadow_region(image, layer)
         if region != rect:
-            sent = place_in(pixels, rect, region, fmt.channels * fmt.sample_bytes)
+            sent = maskd_client.place_pixels(pixels, rect, region, fmt.channels * fmt.sample_bytes)
             sent_rect = region
     result = ask_daemon(sent, sent_rect, fmt, options, want_foreground, settings["model"], progress,
                         shadow=shadow_text)
@@ -484,9 +463,9 @@ def remove_background(image, drawables, settings, progress):
     if shadow_text:
         shadow, shadow_rgb = shadow_colour(result, expected, fmt)
     if sent_rect != rect:  # the layer's own part of what came back
-        alpha = cut_out(alpha, sent_rect, rect)
+        alpha = maskd_client.crop_pixels(alpha, sent_rect, rect)
         if result.foreground is not None:
-            result.foreground = cut_out(result.foreground, sent_rect, rect)
+            result.foreground = maskd_client.crop_pixels(result.foreground, sent_rect, rect)
     progress.set("writing " + output, 0.92)
     selected = list(image.get_selected_layers())
     image.undo_group_start()

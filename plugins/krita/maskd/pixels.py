@@ -97,18 +97,6 @@ def union(a, b):
     return (x0, y0, x1 - x0, y1 - y0)
 
 
-def crop(data, region, rect, pixel_bytes: int = 1) -> bytes:
-    """The part of ``data`` (row-major, covering ``region``) inside ``rect`` (inside ``region``)."""
-    if tuple(rect) == tuple(region):
-        return bytes(data)
-    view = memoryview(data)
-    stride = region[2] * pixel_bytes
-    left = (rect[0] - region[0]) * pixel_bytes
-    width = rect[2] * pixel_bytes
-    top = rect[1] - region[1]
-    return b"".join(view[(top + r) * stride + left:(top + r) * stride + left + width] for r in range(rect[3]))
-
-
 def relative_roi(region, selection):
     """The selection's bounding box in the coordinates of ``region`` (both image rectangles)."""
     overlap = intersect(region, selection)

@@ -574,7 +574,7 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
     mask_rect = snap.region
     if snap.output in ("transparency-mask", "selection") and snap.region != snap.bounds:
         # (the region was widened for the shadow): the mask covers the layer, as without one
-        outcome.mask = px.crop(outcome.mask, snap.region, snap.bounds)
+        outcome.mask = _client_module().crop_pixels(outcome.mask, snap.region, snap.bounds)
         mask_rect = snap.bounds
     if snap.output == "transparency-mask":
         created = doc.createTransparencyMask(MASK_NAME)
