@@ -66,10 +66,15 @@ def guided_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) 
     s22 = box_mean(ch[1] * ch[1], r) - mean_i[1] * mean_i[1] + e
     s23 = box_mean(ch[1] * ch[2], r) - mean_i[1] * mean_i[2]
     s33 = box_mean(ch[2] * ch[2], r) - mean_i[2] * mean_i[2] + e
-    i11, i12, i13, i22, i23, i33 = _inverse_sym3(s11, s12, s13, s22, s23, s33)
-    a_r = i11 * cov_ip[0] + i12 * cov_ip[1] + i13 * cov_ip[2]
-    a_g = i12 * cov_ip[0] + i22 * cov_ip[1] + i23 * cov_ip[2]
-    a_b = i13 * cov_ip[0] + i23 * cov_ip[1] + i33 * cov_ip[2]
+    # The 3×3 solve in float64: where colour varies along one direction only (a gray guide, neutral
+    # greys, one hue) Σ + εU is nearly singular and the adjugate's terms cancel ~10⁴-fold, which
+    # float32 cannot carry (a gray layer's alpha came out several times worse).
+    sym = [x.astype(np.float64) for x in (s11, s12, s13, s22, s23, s33)]
+    cov = [x.astype(np.float64) for x in cov_ip]
+    i11, i12, i13, i22, i23, i33 = _inverse_sym3(*sym)
+    a_r = (i11 * cov[0] + i12 * cov[1] + i13 * cov[2]).astype(np.float32)
+    a_g = (i12 * cov[0] + i22 * cov[1] + i23 * cov[2]).astype(np.float32)
+    a_b = (i13 * cov[0] + i23 * cov[1] + i33 * cov[2]).astype(np.float32)
     b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
     out = np.empty(p.shape + (4,), dtype=np.float32)
     for k, plane in enumerate((a_r, a_g, a_b, b)):

@@ -51,6 +51,19 @@ def test_colour_guided_filter_matches_float64_reference(r, eps):
     assert np.abs(ours - ref).max() < 2e-3
 
 
+@pytest.mark.parametrize("tint", [0.0, 0.02])
+def test_colour_guide_with_one_colour_direction_is_stable(tint):
+    """A gray layer seen as RGB (three equal channels), or one hue: Σ + εU is nearly singular and
+    the 3×3 solve must not lose the filter to round-off (it once gave a gray layer ~10× the error)."""
+    rng = np.random.default_rng(3)
+    gray = cv2.GaussianBlur(rng.random((48, 48)).astype(np.float32), (0, 0), 1.0)
+    guide = np.dstack([gray, gray * (1 - tint), gray * (1 - 2 * tint)]).astype(np.float32)
+    p = (gray > np.median(gray)).astype(np.float32)
+    ours = gf.guided_filter(guide, p, 2, 1e-5)
+    ref = np.clip(_guided_ref(guide, p, 2, 1e-5), 0, 1)
+    assert np.abs(ours - ref).max() < 2e-3
+
+
 def test_gray_guide_follows_edges():
     guide = np.zeros((20, 20), np.float32)
     guide[:, 10:] = 1.0

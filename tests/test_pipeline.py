@@ -89,6 +89,17 @@ def test_back_projection_matches_the_matte_by_moving_soft_pixels_only():
     assert np.abs(alpha - start)[~hard].mean() > 0.02  # the soft pixels took the correction
 
 
+def test_gray_layers_refine_as_well_as_colour_ones():
+    """A gray layer's guide has three equal channels; its alpha must be as good as the colour one's
+    (the guided filter's 3×3 solve is near-singular there, see test_guided_filter)."""
+    image, alpha, _ = _hair_scene()
+    gray = image[..., :1]  # the red channel: the subject still stands out
+    coarse = _coarse(alpha)
+    err_rgb = np.abs(pipeline.refine(image, coarse, pipeline.CutoutOptions(decontaminate=False)).alpha - alpha).sum()
+    err_gray = np.abs(pipeline.refine(gray, coarse, pipeline.CutoutOptions(decontaminate=False)).alpha - alpha).sum()
+    assert err_gray < 2.0 * err_rgb
+
+
 def test_tiled_upsampling_matches_whole_image_joint_upsampling():
     image, alpha, _ = _hair_scene(300)  # 300 is not a multiple of the tile: edge tiles too
     coarse = _coarse(alpha)
