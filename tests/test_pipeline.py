@@ -95,8 +95,9 @@ def test_gray_layers_refine_as_well_as_colour_ones():
     image, alpha, _ = _hair_scene()
     gray = image[..., :1]  # the red channel: the subject still stands out
     coarse = _coarse(alpha)
-    err_rgb = np.abs(pipeline.refine(image, coarse, pipeline.CutoutOptions(decontaminate=False)).alpha - alpha).sum()
-    err_gray = np.abs(pipeline.refine(gray, coarse, pipeline.CutoutOptions(decontaminate=False)).alpha - alpha).sum()
+    opts = pipeline.CutoutOptions(decontaminate=False)
+    err_rgb = np.abs(pipeline.refine(image, coarse, opts).alpha - alpha).sum()
+    err_gray = np.abs(pipeline.refine(gray, coarse, opts).alpha - alpha).sum()
     assert err_gray < 2.0 * err_rgb
 
 
