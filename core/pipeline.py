@@ -28,6 +28,10 @@ layer's own resolution with the layer's own colours:
 5. **User options** (``core.mask_ops``): fill holes, grow/shrink, threshold (anti-aliased),
    feather, invert; then pixels the input already had fully transparent are forced to 0.
 
+Device: with ``CutoutOptions.device`` a CUDA or MPS device (the daemon passes its model's), steps
+1–4 run in ``core.refine_torch`` as whole-image tensors with the same arithmetic; the user options
+(5) stay here. A device that runs out of memory hands the job back to this CPU path.
+
 Transfer: the model and the guide see sRGB-encoded values (a linear input is encoded first,
 after averaging in linear light). Foreground colours are solved and returned in the input's
 own encoding (sRGB values for sRGB input, linear for ``linear=True``): that is where the
@@ -43,6 +47,7 @@ plain step there, measured with the masks blurred by σ = 0.7 and 1.5 model pixe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -65,7 +70,7 @@ REFINE_GRID = 1024  # refine(): a mask larger than this (longer side) is worked 
 REFINE_MIN_FACTOR = 2  # refine(): and on a grid at most half the image's size (room to follow edges)
 HARD_MASK_SIGMA = 0.5  # model pixels of smoothing for a binary mask's stair-steps
 SHARPEN_RADIUS = 2  # full-resolution pixels: the colour-line model of single strands
-SHARPEN_EPS = 3e-5  # guide units²: at 1e-5 float32 round-off in flat colour shows (±0.04)
+SHARPEN_EPS = 3e-5  # guide units² (as good as 1e-5 on the benchmark, calmer in flat colour)
 BP_FLOOR = np.float32(1e-3)  # back-projection weight of pixels at 0 or 1 (keeps the division finite)
 SNAP = 1.0 / 510.0  # alpha within half an 8-bit step of 0 or 1 becomes exactly 0 or 1
 
@@ -95,6 +100,7 @@ class CutoutOptions:
     linear: bool = False  # the input is linear light (else sRGB-encoded)
     band_radius: int | None = None  # model pixels; None = the mode's
     roi_margin: float = 0.1  # context around the ROI for the model, × the ROI's longer side
+    device: str = "cpu"  # where refinement runs: "cpu" (OpenCV tiles) or a torch device ("cuda", "mps")
 
     def validate(self) -> CutoutOptions:
         if self.quality not in QUALITIES:
@@ -105,6 +111,8 @@ class CutoutOptions:
             raise InputError(f"feather {self.feather} must be a number of pixels ≥ 0")
         if self.band_radius is not None and self.band_radius < 0:
             raise InputError(f"band radius {self.band_radius} must be ≥ 0 model pixels")
+        if not str(self.device).startswith(("cpu", "cuda", "mps")):
+            raise InputError(f"device {self.device!r} is not one of cpu, cuda, cuda:N, mps")
         if self.roi is not None:
             if len(self.roi) != 4 or self.roi[2] <= 0 or self.roi[3] <= 0:
                 raise InputError(f"roi {self.roi} must be (x, y, width, height) with a positive size")
@@ -318,13 +326,19 @@ def _band_tiles(band_full: np.ndarray):
     return tiles
 
 
+def _mode(opts):
+    """(band radius, back-projection steps, sharpening rounds, full-resolution small fusion pass)."""
+    radius, steps, rounds, full_small_pass = _MODES[opts.quality]
+    if opts.band_radius is not None:
+        radius = int(opts.band_radius)
+    return radius, steps, rounds, full_small_pass
+
+
 def _refine_alpha(sub, matte, opts, clock, grid_guide):
     """Full-resolution alpha for ``sub`` from ``matte`` (on its own, smaller-or-equal grid)."""
     height, width = sub.shape[:2]
     h, w = matte.shape
-    radius, steps, rounds, _ = _MODES[opts.quality]
-    if opts.band_radius is not None:
-        radius = int(opts.band_radius)
+    radius, steps, rounds, _ = _mode(opts)
     hard = not trimapmod.is_area_average(matte)
     if hard:  # a binary mask's staircase: smooth its level set first (anti-aliasing); colour then sharpens
         matte = cv2.GaussianBlur(matte, (0, 0), HARD_MASK_SIGMA, borderType=cv2.BORDER_REPLICATE)
@@ -360,6 +374,23 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
         view[view < SNAP] = 0.0
         view[view > 1.0 - SNAP] = 1.0
     return alpha
+
+
+def _device_alpha(img, matte, opts) -> np.ndarray:
+    """``_refine_alpha`` (or plain bilinear upsampling) on the device; the result back in memory."""
+    from core import refine_torch
+
+    if opts.refine:
+        radius, steps, rounds, _ = _mode(opts)
+        a = refine_torch.refine_alpha(
+            img, matte, radius=radius, steps=steps, rounds=rounds, guide_radius=GUIDE_RADIUS,
+            guide_eps=GUIDE_EPS, sharpen_radius=SHARPEN_RADIUS, sharpen_eps=SHARPEN_EPS,
+            floor=float(BP_FLOOR),
+            snap=SNAP, hard_sigma=HARD_MASK_SIGMA)
+    else:
+        m = refine_torch.torch.from_numpy(np.ascontiguousarray(matte, dtype=np.float32)).to(img.device)
+        a = img.grid.up(m).clamp(0.0, 1.0)
+    return np.ascontiguousarray(a.cpu().numpy())
 
 
 def _back_project(alpha, matte, tiles, band, steps):
@@ -472,18 +503,48 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
 
 
 def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) -> Cutout:
+    if opts.device != "cpu":
+        try:
+            return _finish_on(image, sub, matte, crop, paste, opts, clock)
+        except RuntimeError as exc:  # the GPU is full (another app, a huge layer): the CPU does it
+            if not _out_of_memory(exc):
+                raise
+            from core import refine_torch
+
+            refine_torch.release(opts.device)
+            clock.timings["device-fallback"] = 1.0
+            opts = dataclasses.replace(opts, device="cpu")
+    return _finish_on(image, sub, matte, crop, paste, opts, clock)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in str(exc).lower()
+
+
+def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) -> Cutout:
     height, width = sub.shape[:2]
     h, w = matte.shape
     if h > height or w > width:  # a model grid finer than a small image: work at the image's size
         matte = cv2.resize(matte, (min(w, width), min(h, height)), interpolation=cv2.INTER_AREA)
         h, w = matte.shape
-    grid_guide, grid_blend = _low_guides(sub, (h, w), opts.linear)
-    clock.lap("guide")
-    if opts.refine:
-        alpha = _refine_alpha(sub, matte, opts, clock, grid_guide)
-    else:
-        alpha = np.clip(cv2.resize(matte, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+    on_device = opts.device != "cpu"
+    if on_device:  # the same steps as whole-image tensors on a GPU (core.refine_torch)
+        from core import refine_torch
+
+        img = refine_torch.DeviceImage(sub, (h, w), opts.linear, opts.device)
+        clock.lap("guide")
+        alpha = _device_alpha(img, matte, opts)
         clock.lap("upsample")
+    else:
+        grid_guide, grid_blend = _low_guides(sub, (h, w), opts.linear)
+        clock.lap("guide")
+        if opts.refine:
+            alpha = _refine_alpha(sub, matte, opts, clock, grid_guide)
+        else:
+            alpha = np.clip(cv2.resize(matte, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
+            clock.lap("upsample")
     alpha = mask_ops.apply_options(alpha, threshold_level=opts.threshold, grow_px=opts.grow,
                                    feather_px=opts.feather, fill=opts.fill_holes, inverted=opts.invert)
     if crop:  # alpha 0 outside the ROI proper (the margin was context for the model)
@@ -497,7 +558,14 @@ def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) 
     clock.lap("options")
     # Colours last, for the final alpha: grown or feathered edges get decontaminated colours too.
     clock.report("foreground", 0.0)
-    fg = _foreground(sub, alpha, grid_blend, opts, clock) if opts.decontaminate else None
+    fg = None
+    if opts.decontaminate and on_device:
+        a = refine_torch.torch.from_numpy(np.ascontiguousarray(alpha)).to(img.device)
+        f = refine_torch.foreground(img, a, full_small_pass=_mode(opts)[3])
+        fg = np.ascontiguousarray(f.permute(1, 2, 0).cpu().numpy())
+        clock.lap("foreground")
+    elif opts.decontaminate:
+        fg = _foreground(sub, alpha, grid_blend, opts, clock)
     if crop:
         full_h, full_w = image.shape[:2]
         out = np.zeros((full_h, full_w), dtype=np.float32)

@@ -637,8 +637,12 @@ def make_session(config: DaemonConfig):
 
 # ---------------------------------------------------------------------- the work itself
 
-def _options(job: Job) -> object:
-    """Client options -> CutoutOptions, ignoring names this daemon does not know (additive protocol)."""
+def _options(job: Job, device: str = "cpu") -> object:
+    """Client options -> CutoutOptions, ignoring names this daemon does not know (additive protocol).
+
+    The refinement runs where the model runs (``device``, the session's: a GPU's daemon refines
+    on the GPU); clients do not choose it.
+    """
     cls = _cutout_options_class()
     given = job.header.get("options") or {}
     roi = job.header.get("roi")
@@ -646,7 +650,9 @@ def _options(job: Job) -> object:
     if cls is None:
         return dict(given, roi=roi, linear=linear)
     known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in given.items() if k in known and k not in ("roi", "linear")}
+    kwargs = {k: v for k, v in given.items() if k in known and k not in ("roi", "linear", "device")}
+    if "device" in known:
+        kwargs["device"] = device if str(device).startswith(("cuda", "mps")) else "cpu"
     if "roi" in known:
         kwargs["roi"] = tuple(roi) if roi else None
     if "linear" in known:
@@ -687,7 +693,7 @@ def run_job(daemon: Daemon, job: Job):
     if daemon.config.worker == "null":
         result_alpha, fg = _null_work(job, image, progress)
     else:
-        opts = _options(job)
+        opts = _options(job, str(getattr(daemon.session, "device", "cpu")))
         from core import pipeline
 
         if job.op == "segment":

@@ -152,3 +152,20 @@ def test_bad_weights_fail_at_serve_with_a_clear_message(tmp_path):
     assert r.returncode == 1
     assert "bad.safetensors" in r.stderr and "Traceback" not in r.stderr
     assert not d.connection_file.exists()
+
+
+def test_refinement_runs_on_the_sessions_device_not_the_clients_choice():
+    """A GPU daemon refines on its GPU (core.refine_torch); a client cannot move the work."""
+    from types import SimpleNamespace
+
+    from server import daemon
+
+    def job(options):
+        return SimpleNamespace(header={"options": options, "roi": None, "foreground": True},
+                               spec=SimpleNamespace(transfer="srgb"))
+
+    assert daemon._options(job({}), "cuda:0").device == "cuda:0"
+    assert daemon._options(job({}), "mps").device == "mps"
+    assert daemon._options(job({}), "cpu").device == "cpu"
+    assert daemon._options(job({"device": "cuda"}), "cpu").device == "cpu"
+    assert daemon._options(job({"quality": "fast"}), "cuda:1").quality == "fast"

@@ -140,6 +140,8 @@ def test_refine_gray_jpeg_and_roi(files, tmp_path):
         (["photo16.png", "--mask", "mask.png", "-o", "o.png", "--threshold", "300"], 2, "--threshold"),
         (["photo16.png", "--mask", "mask.png", "-o", "o.png", "--roi", "1,2"], 2, "--roi"),
         (["photo16.png", "-o", "o.png"], 2, "--mask"),
+        (["photo16.png", "--mask", "mask.png", "-o", "o.png", "--device", "cuda"], 1, "sees no CUDA GPU"),
+        (["photo16.png", "--mask", "mask.png", "-o", "o.png", "--device", "tpu"], 1, "unknown device"),
     ],
 )
 def test_refine_errors_are_short_and_clear(files, args, code, message):
@@ -162,3 +164,14 @@ def test_refine_does_not_import_torch(files):
         [maskd_command()[0], "-c", code], capture_output=True, text=True, env=maskd_env(), timeout=120
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_refine_on_a_torch_device_gives_the_same_alpha(files):
+    """``--device`` takes the GPU code path (core.refine_torch); on torch's CPU device it must agree."""
+    tmp, _ = files
+    assert _run("photo16.png", "--mask", "mask.png", "-o", "cpu.png", cwd=tmp).returncode == 0
+    proc = _run("photo16.png", "--mask", "mask.png", "-o", "dev.png", "--device", "cpu:0", cwd=tmp)
+    assert proc.returncode == 0, proc.stderr
+    a = cv2.imread(str(tmp / "cpu.png"), cv2.IMREAD_UNCHANGED).astype(int)
+    b = cv2.imread(str(tmp / "dev.png"), cv2.IMREAD_UNCHANGED).astype(int)
+    assert a.shape == b.shape and np.percentile(np.abs(a - b), 99) <= 1
