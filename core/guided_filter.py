@@ -28,17 +28,28 @@ def box_mean(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.boxFilter(x, -1, (k, k), normalize=True, borderType=cv2.BORDER_REFLECT_101)
 
 
-def _inverse_sym3(a11, a12, a13, a22, a23, a33):
-    """Per-pixel inverse of a symmetric 3×3 matrix via its adjugate (six planes in, six out)."""
-    c11 = a22 * a33 - a23 * a23
-    c12 = a13 * a23 - a12 * a33
-    c13 = a12 * a23 - a13 * a22
-    c22 = a11 * a33 - a13 * a13
-    c23 = a12 * a13 - a11 * a23
-    c33 = a11 * a22 - a12 * a12
-    det = a11 * c11 + a12 * c12 + a13 * c13
-    inv_det = 1.0 / det  # Σ + εU is positive definite for ε > 0
-    return (c11 * inv_det, c12 * inv_det, c13 * inv_det, c22 * inv_det, c23 * inv_det, c33 * inv_det)
+def solve_sym3(s11, s12, s13, s22, s23, s33, c1, c2, c3):
+    """Per-pixel ``Σ⁻¹·c`` for a symmetric positive definite 3×3 ``Σ`` (planes in, three planes out).
+
+    By Cholesky factorisation (``Σ = L·Lᵀ``), which stays accurate in float32 where ``Σ + εU`` is
+    nearly singular — colour varying along one direction only (a gray layer's three equal
+    channels, neutral greys, one hue). The adjugate formula loses everything there: its
+    determinant's terms cancel ~10⁴-fold (a gray layer's alpha came out ~10× worse). Works on
+    numpy arrays and torch tensors alike.
+    """
+    l11 = s11 ** 0.5
+    l21 = s12 / l11
+    l31 = s13 / l11
+    l22 = (s22 - l21 * l21) ** 0.5
+    l32 = (s23 - l31 * l21) / l22
+    l33 = (s33 - l31 * l31 - l32 * l32) ** 0.5
+    y1 = c1 / l11  # L·y = c
+    y2 = (c2 - l21 * y1) / l22
+    y3 = (c3 - l31 * y1 - l32 * y2) / l33
+    a3 = y3 / l33  # Lᵀ·a = y
+    a2 = (y2 - l32 * a3) / l22
+    a1 = (y1 - l21 * a2 - l31 * a3) / l11
+    return a1, a2, a3
 
 
 def guided_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
@@ -66,15 +77,7 @@ def guided_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) 
     s22 = box_mean(ch[1] * ch[1], r) - mean_i[1] * mean_i[1] + e
     s23 = box_mean(ch[1] * ch[2], r) - mean_i[1] * mean_i[2]
     s33 = box_mean(ch[2] * ch[2], r) - mean_i[2] * mean_i[2] + e
-    # The 3×3 solve in float64: where colour varies along one direction only (a gray guide, neutral
-    # greys, one hue) Σ + εU is nearly singular and the adjugate's terms cancel ~10⁴-fold, which
-    # float32 cannot carry (a gray layer's alpha came out several times worse).
-    sym = [x.astype(np.float64) for x in (s11, s12, s13, s22, s23, s33)]
-    cov = [x.astype(np.float64) for x in cov_ip]
-    i11, i12, i13, i22, i23, i33 = _inverse_sym3(*sym)
-    a_r = (i11 * cov[0] + i12 * cov[1] + i13 * cov[2]).astype(np.float32)
-    a_g = (i12 * cov[0] + i22 * cov[1] + i23 * cov[2]).astype(np.float32)
-    a_b = (i13 * cov[0] + i23 * cov[1] + i33 * cov[2]).astype(np.float32)
+    a_r, a_g, a_b = solve_sym3(s11, s12, s13, s22, s23, s33, *cov_ip)
     b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
     out = np.empty(p.shape + (4,), dtype=np.float32)
     for k, plane in enumerate((a_r, a_g, a_b, b)):

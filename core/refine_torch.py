@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from core import foreground as fgmod
+from core import guided_filter as gf
 from core import imageio
 from core import trimap as trimapmod
 
@@ -120,25 +121,13 @@ def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: flo
     pairs = torch.stack([guide[0] * guide[0], guide[0] * guide[1], guide[0] * guide[2],
                          guide[1] * guide[1], guide[1] * guide[2], guide[2] * guide[2]])
     m = box_mean(pairs, r)
-    # The 3×3 solve in float64 (see core.guided_filter: near-singular Σ + εU); MPS has no float64.
-    wide = torch.float32 if guide.device.type == "mps" else torch.float64
-    m, mean_w, cov = m.to(wide), mean_i.to(wide), cov_ip.to(wide)
-    s11 = m[0] - mean_w[0] * mean_w[0] + eps
-    s12 = m[1] - mean_w[0] * mean_w[1]
-    s13 = m[2] - mean_w[0] * mean_w[2]
-    s22 = m[3] - mean_w[1] * mean_w[1] + eps
-    s23 = m[4] - mean_w[1] * mean_w[2]
-    s33 = m[5] - mean_w[2] * mean_w[2] + eps
-    c11 = s22 * s33 - s23 * s23
-    c12 = s13 * s23 - s12 * s33
-    c13 = s12 * s23 - s13 * s22
-    c22 = s11 * s33 - s13 * s13
-    c23 = s12 * s13 - s11 * s23
-    c33 = s11 * s22 - s12 * s12
-    inv_det = 1.0 / (s11 * c11 + s12 * c12 + s13 * c13)
-    a_r = ((c11 * cov[0] + c12 * cov[1] + c13 * cov[2]) * inv_det).to(torch.float32)
-    a_g = ((c12 * cov[0] + c22 * cov[1] + c23 * cov[2]) * inv_det).to(torch.float32)
-    a_b = ((c13 * cov[0] + c23 * cov[1] + c33 * cov[2]) * inv_det).to(torch.float32)
+    s11 = m[0] - mean_i[0] * mean_i[0] + eps
+    s12 = m[1] - mean_i[0] * mean_i[1]
+    s13 = m[2] - mean_i[0] * mean_i[2]
+    s22 = m[3] - mean_i[1] * mean_i[1] + eps
+    s23 = m[4] - mean_i[1] * mean_i[2]
+    s33 = m[5] - mean_i[2] * mean_i[2] + eps
+    a_r, a_g, a_b = gf.solve_sym3(s11, s12, s13, s22, s23, s33, cov_ip[0], cov_ip[1], cov_ip[2])
     b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
     return box_mean(torch.stack([a_r, a_g, a_b, b]), r)
 
