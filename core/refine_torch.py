@@ -50,21 +50,39 @@ def _reflect_index(n: int, pad: int, device) -> torch.Tensor:
     return torch.where(i < n, i, period - i)
 
 
+_CUMSUM_FROM = 8  # box radius from which running sums (float64) beat direct sums
+
+
 def box_mean(x: torch.Tensor, r: int) -> torch.Tensor:
     """Mean over a (2r+1)² window of a C×H×W tensor, mirrored borders (``cv2.blur``/``boxFilter``).
 
-    Separable direct sums (a depthwise convolution), not running sums: float32 differences of
-    large cumulative sums would cost the guided filter its precision.
+    Separable. Small windows: direct sums (a depthwise convolution). Large ones (the colour
+    fill's and blur-fusion's radii reach 160 model pixels): running sums in float64, O(1) per
+    pixel — float32 differences of large cumulative sums would lose the guided filter's precision.
+    MPS has no float64 and keeps the direct sums.
     """
     if r <= 0:
         return x
-    c, h, w = x.shape
+    if r >= _CUMSUM_FROM and x.device.type != "mps":
+        return _box_running(_box_running(x, r, 2), r, 1)
+    c = x.shape[0]
     k = 2 * r + 1
     ones = torch.full((c, 1, 1, k), 1.0 / k, dtype=x.dtype, device=x.device)
-    y = x.index_select(2, _reflect_index(w, r, x.device))
+    y = x.index_select(2, _reflect_index(x.shape[2], r, x.device))
     y = F.conv2d(y.unsqueeze(0), ones, groups=c)[0]
-    y = y.index_select(1, _reflect_index(h, r, x.device))
+    y = y.index_select(1, _reflect_index(x.shape[1], r, x.device))
     return F.conv2d(y.unsqueeze(0), ones.transpose(2, 3), groups=c)[0]
+
+
+def _box_running(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """The (2r+1)-wide mean along ``dim`` by differences of float64 running sums."""
+    k = 2 * r + 1
+    y = x.index_select(dim, _reflect_index(x.shape[dim], r, x.device)).to(torch.float64)
+    shape = list(y.shape)
+    shape[dim] = 1
+    s = torch.cat([torch.zeros(shape, dtype=torch.float64, device=x.device), y.cumsum(dim)], dim)
+    n = x.shape[dim]
+    return ((s.narrow(dim, k, n) - s.narrow(dim, 0, n)) * (1.0 / k)).to(x.dtype)
 
 
 def _area_matrix(n_out: int, n_in: int, device) -> torch.Tensor:
