@@ -385,11 +385,9 @@ def _device_alpha(img, matte, opts) -> np.ndarray:
         a = refine_torch.refine_alpha(
             img, matte, radius=radius, steps=steps, rounds=rounds, guide_radius=GUIDE_RADIUS,
             guide_eps=GUIDE_EPS, sharpen_radius=SHARPEN_RADIUS, sharpen_eps=SHARPEN_EPS,
-            floor=float(BP_FLOOR),
-            snap=SNAP, hard_sigma=HARD_MASK_SIGMA)
+            floor=float(BP_FLOOR), snap=SNAP, hard_sigma=HARD_MASK_SIGMA)
     else:
-        m = refine_torch.torch.from_numpy(np.ascontiguousarray(matte, dtype=np.float32)).to(img.device)
-        a = img.grid.up(m).clamp(0.0, 1.0)
+        a = img.grid.up(refine_torch.upload(matte, img.device)).clamp(0.0, 1.0)
     return np.ascontiguousarray(a.cpu().numpy())
 
 
@@ -445,7 +443,7 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     """
     height, width = alpha.shape
     h, w = grid_blend.shape[:2]
-    full_small_pass = _MODES[opts.quality][3]
+    full_small_pass = _mode(opts)[3]
     colour, _ = imageio.split_channels(sub)
     fg = imageio.to_float(colour)
     if fg.shape[2] == 1:
@@ -560,8 +558,8 @@ def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Cloc
     clock.report("foreground", 0.0)
     fg = None
     if opts.decontaminate and on_device:
-        a = refine_torch.torch.from_numpy(np.ascontiguousarray(alpha)).to(img.device)
-        f = refine_torch.foreground(img, a, full_small_pass=_mode(opts)[3])
+        on_gpu = refine_torch.upload(alpha, img.device)
+        f = refine_torch.foreground(img, on_gpu, full_small_pass=_mode(opts)[3])
         fg = np.ascontiguousarray(f.permute(1, 2, 0).cpu().numpy())
         clock.lap("foreground")
     elif opts.decontaminate:

@@ -29,6 +29,11 @@ from core import trimap as trimapmod
 _EPS = 1e-5
 
 
+def upload(array: np.ndarray, device) -> torch.Tensor:
+    """A float32 numpy array (copied if it is not contiguous float32) as a tensor on ``device``."""
+    return torch.from_numpy(np.require(array, dtype=np.float32, requirements=["C", "W"])).to(device)
+
+
 def release(device) -> None:
     """Give cached GPU memory back (after running out of it)."""
     if torch.device(device).type == "cuda" and torch.cuda.is_available():
@@ -93,7 +98,7 @@ def _area_matrix(n_out: int, n_in: int, device) -> torch.Tensor:
         start, end = d * scale, (d + 1) * scale
         for s in range(int(math.floor(start)), min(n_in, int(math.ceil(end)))):
             m[d, s] = (min(end, s + 1) - max(start, s)) / scale
-    return torch.from_numpy(m.astype(np.float32)).to(device)
+    return upload(m, device)
 
 
 class Grid:
@@ -124,7 +129,7 @@ class Grid:
 
     def up_nearest(self, mask: np.ndarray, device) -> torch.Tensor:
         """A boolean grid mask at full resolution (``INTER_NEAREST``, as ``trimap.upscale_nearest``)."""
-        t = torch.from_numpy(mask.astype(np.float32)).to(device)[None, None]
+        t = upload(mask, device)[None, None]
         return F.interpolate(t, size=self.full_hw, mode="nearest")[0, 0] > 0.5
 
 
@@ -177,19 +182,19 @@ class DeviceImage:
         else:
             c = np.require(colour, dtype=None if integer else np.float32, requirements=["C", "W"])
             c = torch.from_numpy(c).to(self.device)
-        raw = c.to(torch.float32).permute(2, 0, 1)
-        raw = raw * (1.0 / scale) if integer else torch.nan_to_num(raw.clamp(0.0, 1.0), nan=0.0)
-        self.raw = (raw.expand(3, -1, -1) if raw.shape[0] == 1 else raw).contiguous()
+        values = c.to(torch.float32).permute(2, 0, 1)
+        if values.shape[0] == 1:
+            values = values.expand(3, -1, -1)
+        raw = values * (1.0 / scale) if integer else torch.nan_to_num(values.clamp(0.0, 1.0), nan=0.0)
+        self.raw = raw.contiguous()
         self.blend = self.raw
         composited = alpha is not None and alpha.min() < imageio.value_scale(alpha.dtype)
         if composited:
-            a = torch.from_numpy(imageio.to_float(alpha)).to(self.device)
+            a = upload(imageio.to_float(alpha), self.device)
             self.blend = self.raw * a[None] + 0.5 * (1.0 - a[None])
         self.grid = Grid(self.raw.shape[1:], grid_hw, self.device)
         if integer and not composited:  # the CPU path averages the integer samples (rounded)
-            counts = c.to(torch.float32).permute(2, 0, 1)
-            low = torch.round(self.grid.down(counts.expand(3, -1, -1) if counts.shape[0] == 1 else counts))
-            low = low * (1.0 / scale)
+            low = torch.round(self.grid.down(values)) * (1.0 / scale)
         else:
             low = self.grid.down(self.blend)
         self.grid_blend = low.clamp(0.0, 1.0)
@@ -217,7 +222,7 @@ def refine_alpha(img: DeviceImage, matte: np.ndarray, *, radius: int, steps: int
     hard = not trimapmod.is_area_average(matte)
     if hard:
         matte = cv2.GaussianBlur(matte, (0, 0), hard_sigma, borderType=cv2.BORDER_REPLICATE)
-    m = torch.from_numpy(np.ascontiguousarray(matte, dtype=np.float32)).to(device)
+    m = upload(matte, device)
     g_low = img.grid_guide
     coef = guided_coefficients(g_low, m, guide_radius, guide_eps)
     if not hard:  # exact offsets (see core.guided_filter.joint_coefficients)
@@ -315,8 +320,9 @@ def foreground(img: DeviceImage, alpha: torch.Tensor, *, full_small_pass: bool) 
     bg_low, found = nearest_background(g, _background_weight(alpha_low), fgmod.fill_radii(reach_low))
     background = grid.up(torch.where(found[None], bg_low, fallback))
     if full_small_pass:  # core.foreground.small_pass on the whole image
-        f1 = _fuse(blend, alpha, grid.up(f_mean1), grid.up(b_mean1))
-        f_mean, b_mean = _weighted_means(f1, grid.up(b_mean1), alpha, r_small)
+        b_up = grid.up(b_mean1)
+        f1 = _fuse(blend, alpha, grid.up(f_mean1), b_up)
+        f_mean, b_mean = _weighted_means(f1, b_up, alpha, r_small)
         f = _fuse(blend, alpha, f_mean, b_mean)
         fine = max(1, round(fgmod.FILL_FINE * long_side))
         near, near_found = nearest_background(blend, _background_weight(alpha), fgmod.fill_radii(fine))
