@@ -124,6 +124,7 @@ class Cutout:
     alpha: np.ndarray  # float32 H×W in [0, 1], full resolution
     foreground: np.ndarray | None  # float32 H×W×3 straight colours in [0, 1], input's transfer
     timings: dict = field(default_factory=dict)  # stage -> seconds
+    device: str = "cpu"  # where the refinement ran (the CPU when a GPU ran out of memory)
 
 
 class _Clock:
@@ -510,7 +511,6 @@ def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) 
             from core import refine_torch
 
             refine_torch.release(opts.device)
-            clock.timings["device-fallback"] = 1.0
             opts = dataclasses.replace(opts, device="cpu")
     return _finish_on(image, sub, matte, crop, paste, opts, clock)
 
@@ -575,4 +575,5 @@ def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Cloc
             fg = full_fg
         clock.lap("paste")
     clock.report("done", 1.0)
-    return Cutout(alpha=np.ascontiguousarray(alpha, dtype=np.float32), foreground=fg, timings=clock.timings)
+    return Cutout(alpha=np.ascontiguousarray(alpha, dtype=np.float32), foreground=fg, timings=clock.timings,
+                  device=opts.device)

@@ -705,7 +705,7 @@ def run_job(daemon: Daemon, job: Job):
         result_alpha = res.alpha
         fg = res.foreground if job.header.get("foreground") else None
         timings = {k: round(float(v), 4) for k, v in (getattr(res, "timings", None) or {}).items()}
-        if "device-fallback" in timings:
+        if res.device != opts.device:
             log.warning("job %s: the GPU ran out of memory for the refinement; the CPU did it", job.job_id)
     if job.cancel.is_set():
         raise Cancelled()
