@@ -715,15 +715,22 @@ def connect(connection_file: str | None = None, timeout: float = DEFAULT_TIMEOUT
 # Both plugins send a region and keep part of the reply (or the reverse): rectangles are
 # (x, y, width, height) in one coordinate system, buffers row-major and tightly packed.
 
+def _inside(rect, region):
+    """``region`` (unpacked), after checking that ``rect`` lies inside it."""
+    x, y, w, h = rect
+    rx, ry, rw, rh = region
+    if x < rx or y < ry or x + w > rx + rw or y + h > ry + rh:
+        raise ValueError(f"rectangle {tuple(rect)} is not inside {tuple(region)}")
+    return rx, ry, rw, rh
+
+
 def crop_pixels(data, region, rect, pixel_bytes: int | None = None) -> bytes:
     """The part of ``data`` (the pixels of ``region``) inside ``rect`` (which lies inside ``region``).
 
     ``pixel_bytes`` defaults to what the buffer's size says (``len(data) // (width·height)``).
     """
-    rx, ry, rw, rh = region
     x, y, w, h = rect
-    if x < rx or y < ry or x + w > rx + rw or y + h > ry + rh:
-        raise ValueError(f"rectangle {tuple(rect)} is not inside {tuple(region)}")
+    rx, ry, rw, rh = _inside(rect, region)
     if (x, y, w, h) == (rx, ry, rw, rh):
         return bytes(data)
     step = pixel_bytes or len(data) // max(1, rw * rh)
@@ -735,9 +742,7 @@ def crop_pixels(data, region, rect, pixel_bytes: int | None = None) -> bytes:
 def place_pixels(data, rect, region, pixel_bytes: int) -> bytes:
     """``data`` (the pixels of ``rect``) inside ``region``, zero bytes (transparent) around it."""
     x, y, w, h = rect
-    rx, ry, rw, rh = region
-    if x < rx or y < ry or x + w > rx + rw or y + h > ry + rh:
-        raise ValueError(f"rectangle {tuple(rect)} is not inside {tuple(region)}")
+    rx, ry, rw, rh = _inside(rect, region)
     view = memoryview(data).cast("B")
     row, src_row, left = rw * pixel_bytes, w * pixel_bytes, (x - rx) * pixel_bytes
     out = bytearray(row * rh)
