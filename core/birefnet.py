@@ -24,12 +24,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from maskd.core.deform_conv import DeformableConv2d, fold_batchnorm, set_chunk_bytes
+from maskd.core.errors import InputError
+from maskd.core.presets import PATCH_ORDERS, Preset, check_patch_order
+from maskd.core.swin import SWIN_CONFIGS, SwinTransformer
 from torch import nn
-
-from core.deform_conv import DeformableConv2d, fold_batchnorm, set_chunk_bytes
-from core.errors import InputError
-from core.presets import PATCH_ORDERS, Preset, check_patch_order
-from core.swin import SWIN_CONFIGS, SwinTransformer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -173,8 +172,9 @@ class BasicLatBlk(nn.Module):
 
 
 def _gdt_convs(channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(channels, GDT_CHANNELS, 3, 1, 1), nn.BatchNorm2d(GDT_CHANNELS),
-                         nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(channels, GDT_CHANNELS, 3, 1, 1), nn.BatchNorm2d(GDT_CHANNELS), nn.ReLU(inplace=True)
+    )
 
 
 class Decoder(_Folded):
@@ -213,8 +213,8 @@ class Decoder(_Folded):
             self._set(f"_gdt{level}_w", w)
             self._set(f"_gdt{level}_b", b)
         final = self.conv_out1[0]
-        head_w = final.weight.detach()[:, :self.split_at].clone()  # applies to the decoder features
-        ipt_w = final.weight.detach()[:, self.split_at:].flatten(1)  # applies to ipt_blk1's output
+        head_w = final.weight.detach()[:, : self.split_at].clone()  # applies to the decoder features
+        ipt_w = final.weight.detach()[:, self.split_at :].flatten(1)  # applies to ipt_blk1's output
         last = self.ipt_blk1.conv_out
         ipt_w64 = ipt_w.cpu().double()  # float64 on the CPU: MPS has no float64
         fused_w = torch.einsum("po,oikl->pikl", ipt_w64, last.weight.detach().cpu().double())
@@ -258,7 +258,7 @@ class Decoder(_Folded):
             a, b = max(r0 - 2, 0), min(r1 + 2, height)
             inner = conv1(x[:, :, a:b])  # rows a..b-1; only the band's edge rows saw a fake border
             lo, hi = max(r0 - 1, 0), min(r1 + 1, height)  # conv1 rows the second conv needs
-            inner = inner[:, :, lo - a:hi - a]
+            inner = inner[:, :, lo - a : hi - a]
             inner = F.pad(inner, (0, 0, int(r0 == 0), int(r1 == height)))  # the image's own zero border
             out[:, :, r0:r1] += F.conv2d(inner, self._ipt1_w, self._ipt1_b, padding=(0, 1))
         return out
@@ -302,16 +302,18 @@ class BiRefNet(nn.Module):
         x4 = torch.cat((_resize(x1, size), _resize(x2, size), _resize(x3, size), x4), 1)
         return [x1, x2, x3, x4]
 
-    def decode(self, x: torch.Tensor, feats: list[torch.Tensor],
-               patch_order: str | None = None) -> torch.Tensor:
+    def decode(
+        self, x: torch.Tensor, feats: list[torch.Tensor], patch_order: str | None = None
+    ) -> torch.Tensor:
         x1, x2, x3, x4 = feats
         x4 = self.squeeze_module(x4)
         return self.decoder(x, x1, x2, x3, x4, patch_order or self.patch_order)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != 3 or x.shape[2] % 32 or x.shape[3] % 32:
-            raise InputError(f"BiRefNet needs a (B, 3, H, W) input with H and W multiples of 32, "
-                             f"got {tuple(x.shape)}")
+            raise InputError(
+                f"BiRefNet needs a (B, 3, H, W) input with H and W multiples of 32, got {tuple(x.shape)}"
+            )
         param = self.decoder.conv_out1[0].weight
         x = x.to(device=param.device, dtype=param.dtype).contiguous(memory_format=torch.channels_last)
         return self.decode(x, self.encode(x)).float()
@@ -321,8 +323,14 @@ class BiRefNet(nn.Module):
 # public API
 
 
-def load_model(source: str | None = None, *, variant: str | None = None, device: str = "cpu",
-               dtype=None, patch_order: str | None = None) -> BiRefNet:
+def load_model(
+    source: str | None = None,
+    *,
+    variant: str | None = None,
+    device: str = "cpu",
+    dtype=None,
+    patch_order: str | None = None,
+) -> BiRefNet:
     """Load BiRefNet weights into our architecture, strictly, and return the model in eval mode.
 
     ``source``: a preset name (``general``, ``lite``, …), a Hugging Face repo id, a local
@@ -332,8 +340,8 @@ def load_model(source: str | None = None, *, variant: str | None = None, device:
     (fp16 on GPUs, fp32 on CPU), or fp32/fp16/bf16 (names or ``torch.dtype``). ``patch_order``:
     ``"wg-hg-c"`` / ``"c-hg-wg"`` to override the preset's.
     """
-    from core import device as devices
-    from core import weights
+    from maskd.core import device as devices
+    from maskd.core import weights
 
     check_patch_order(patch_order)
     torch_device = devices.pick_device(device)

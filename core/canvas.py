@@ -22,8 +22,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-
-from core.errors import InputError
+from maskd.core.errors import InputError
 
 BOUNDS_THRESHOLD = 0.05  # alpha above this counts as subject for the bounding box
 MAX_CANVAS_SIDE = 30000  # refuse canvases that would need tens of GB
@@ -43,8 +42,12 @@ class Margin:
         """(top, right, bottom, left) in output pixels for an output of ``width``×``height``."""
         if not self.percent:
             return self.top, self.right, self.bottom, self.left
-        return (self.top / 100 * height, self.right / 100 * width, self.bottom / 100 * height,
-                self.left / 100 * width)
+        return (
+            self.top / 100 * height,
+            self.right / 100 * width,
+            self.bottom / 100 * height,
+            self.left / 100 * width,
+        )
 
     def describe(self) -> str:
         unit = "%" if self.percent else "px"
@@ -79,8 +82,9 @@ class Placement:
 
     @property
     def identity(self) -> bool:
-        return self.fx == 1.0 and self.fy == 1.0 and float(self.tx).is_integer() and \
-            float(self.ty).is_integer()
+        return (
+            self.fx == 1.0 and self.fy == 1.0 and float(self.tx).is_integer() and float(self.ty).is_integer()
+        )
 
     def to_canvas(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
         """A source rectangle (x, y, w, h) in canvas pixels, rounded outwards, clipped to the canvas."""
@@ -98,9 +102,16 @@ class Placement:
 # Parsing user values (all raise InputError with the value and an example)
 
 ALIGN_NAMES = {
-    "center": (0.5, 0.5), "centre": (0.5, 0.5), "middle": (0.5, 0.5),
-    "top": (0.5, 0.0), "bottom": (0.5, 1.0), "left": (0.0, 0.5), "right": (1.0, 0.5),
-    "top-left": (0.0, 0.0), "top-right": (1.0, 0.0), "bottom-left": (0.0, 1.0),
+    "center": (0.5, 0.5),
+    "centre": (0.5, 0.5),
+    "middle": (0.5, 0.5),
+    "top": (0.5, 0.0),
+    "bottom": (0.5, 1.0),
+    "left": (0.0, 0.5),
+    "right": (1.0, 0.5),
+    "top-left": (0.0, 0.0),
+    "top-right": (1.0, 0.0),
+    "bottom-left": (0.0, 1.0),
     "bottom-right": (1.0, 1.0),
 }
 
@@ -170,8 +181,12 @@ def parse_scale(text: str) -> float:
 def parse_align(text: str) -> tuple[float, float]:
     """A name (center, bottom, top-left, …) or ``X%,Y%`` (0%,0% = top-left, 100%,100% = bottom-right)."""
     t = str(text).strip().lower().replace("_", "-").replace(" ", "-")
-    alias = {"left-top": "top-left", "right-top": "top-right", "left-bottom": "bottom-left",
-             "right-bottom": "bottom-right"}
+    alias = {
+        "left-top": "top-left",
+        "right-top": "top-right",
+        "left-bottom": "bottom-left",
+        "right-bottom": "bottom-right",
+    }
     t = alias.get(t, t)
     if t in ALIGN_NAMES:
         return ALIGN_NAMES[t]
@@ -183,22 +198,24 @@ def parse_align(text: str) -> tuple[float, float]:
             vals = None
         if vals and all(0 <= v <= 1 for v in vals):
             return vals
-    raise InputError(f"align {text!r}: give center, top, bottom, left, right, top-left, … "
-                     "or X%,Y% (e.g. 50%,100%)")
+    raise InputError(
+        f"align {text!r}: give center, top, bottom, left, right, top-left, … or X%,Y% (e.g. 50%,100%)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Bounds and planning
 
 
-def subject_bounds(alpha: np.ndarray,
-                   threshold: float = BOUNDS_THRESHOLD) -> tuple[int, int, int, int] | None:
+def subject_bounds(
+    alpha: np.ndarray, threshold: float = BOUNDS_THRESHOLD
+) -> tuple[int, int, int, int] | None:
     """The subject's bounding box (x, y, w, h) where alpha > ``threshold``; None when it is empty."""
     solid = np.asarray(alpha) > threshold
     rows = np.flatnonzero(solid.any(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(solid[rows[0]:rows[-1] + 1].any(axis=0))
+    cols = np.flatnonzero(solid[rows[0] : rows[-1] + 1].any(axis=0))
     return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
 
 
@@ -212,9 +229,15 @@ def union_box(a, b):
     return x0, y0, x1 - x0, y1 - y0
 
 
-def plan(image_hw: tuple[int, int], region: tuple[int, int, int, int] | None, *,
-         margin: Margin = Margin(), canvas: CanvasSpec | None = None, scale: float = 1.0,
-         align: tuple[float, float] = (0.5, 0.5)) -> Placement:
+def plan(
+    image_hw: tuple[int, int],
+    region: tuple[int, int, int, int] | None,
+    *,
+    margin: Margin = Margin(),
+    canvas: CanvasSpec | None = None,
+    scale: float = 1.0,
+    align: tuple[float, float] = (0.5, 0.5),
+) -> Placement:
     """Plan where ``region`` (x, y, w, h in source pixels; None = the whole frame) lands."""
     h_img, w_img = image_hw
     canvas = canvas or CanvasSpec()
@@ -245,20 +268,36 @@ def plan(image_hw: tuple[int, int], region: tuple[int, int, int, int] | None, *,
             else:
                 ch = math.ceil(cw / canvas.aspect - 1e-6)
         if max(cw, ch) > MAX_CANVAS_SIDE:
-            raise InputError(f"the output would be {cw}x{ch} pixels (over {MAX_CANVAS_SIDE}); "
-                             "use a smaller margin or a fixed --canvas size")
+            raise InputError(
+                f"the output would be {cw}x{ch} pixels (over {MAX_CANVAS_SIDE}); "
+                "use a smaller margin or a fixed --canvas size"
+            )
         mt, mr, mb, ml = margin.pixels(cw, ch)
         box_w, box_h = cw - ml - mr, ch - mt - mb
         f = tw / rw
     ox = round(ml + (box_w - tw) * ax)
     oy = round(mt + (box_h - th) * ay)
     fx, fy = tw / rw, th / rh
-    return Placement(width=int(cw), height=int(ch), fx=fx, fy=fy, tx=ox - rx * fx, ty=oy - ry * fy,
-                     box=(int(ox), int(oy), int(tw), int(th)), source_box=(rx, ry, rw, rh))
+    return Placement(
+        width=int(cw),
+        height=int(ch),
+        fx=fx,
+        fy=fy,
+        tx=ox - rx * fx,
+        ty=oy - ry * fy,
+        box=(int(ox), int(oy), int(tw), int(th)),
+        source_box=(rx, ry, rw, rh),
+    )
 
 
-def place(src: np.ndarray, p: Placement, *, fill: float = 0.0, out: np.ndarray | None = None,
-          within: tuple[int, int, int, int] | None = None) -> np.ndarray:
+def place(
+    src: np.ndarray,
+    p: Placement,
+    *,
+    fill: float = 0.0,
+    out: np.ndarray | None = None,
+    within: tuple[int, int, int, int] | None = None,
+) -> np.ndarray:
     """``src`` (H×W or H×W×C float32) on the canvas; area outside the source gets ``fill``.
 
     At scale 1 with an integer offset this is a plain copy (pixel-exact) — or a view of ``src``
@@ -274,7 +313,7 @@ def place(src: np.ndarray, p: Placement, *, fill: float = 0.0, out: np.ndarray |
     if out is None and p.identity:
         x0, y0 = int(-p.tx), int(-p.ty)
         if x0 >= 0 and y0 >= 0 and x0 + p.width <= w and y0 + p.height <= h:
-            return src[y0:y0 + p.height, x0:x0 + p.width]  # a view: the canvas lies inside the source
+            return src[y0 : y0 + p.height, x0 : x0 + p.width]  # a view: the canvas lies inside the source
     if out is None:
         out = np.empty(shape, np.float32)
         out[...] = fill
@@ -307,5 +346,5 @@ def place(src: np.ndarray, p: Placement, *, fill: float = 0.0, out: np.ndarray |
     x1 = min(p.width, dx + part.shape[1])
     y1 = min(p.height, dy + part.shape[0])
     if x1 > x0 and y1 > y0:
-        out[y0:y1, x0:x1] = part[sy0:sy0 + (y1 - y0), sx0:sx0 + (x1 - x0)]
+        out[y0:y1, x0:x1] = part[sy0 : sy0 + (y1 - y0), sx0 : sx0 + (x1 - x0)]
     return out

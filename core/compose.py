@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from core import imageio
-from core.canvas import CanvasSpec, Margin, Placement, place, plan, subject_bounds, union_box
-from core.errors import InputError
-from core.shadow import ShadowField, ShadowSpec, generate
+from maskd.core import imageio
+from maskd.core.canvas import CanvasSpec, Margin, Placement, place, plan, subject_bounds, union_box
+from maskd.core.errors import InputError
+from maskd.core.shadow import ShadowField, ShadowSpec, generate
 
 EPS_ALPHA = 1.0 / 131072.0  # alpha within this of 0 or 1 is treated as exactly 0 or 1 (< ½ 16-bit step)
 BLUR_DEFAULT = 0.02  # blurred-original background: σ as a fraction of the canvas's longer side
@@ -35,9 +34,16 @@ CROPS = ("none", "subject", "subject+shadow")
 FITS = ("cover", "contain", "stretch")
 
 NAMED_COLOURS = {
-    "white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128), "grey": (128, 128, 128),
-    "lightgray": (211, 211, 211), "lightgrey": (211, 211, 211), "red": (255, 0, 0),
-    "green": (0, 128, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+    "lightgray": (211, 211, 211),
+    "lightgrey": (211, 211, 211),
+    "red": (255, 0, 0),
+    "green": (0, 128, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
 }
 
 
@@ -101,7 +107,7 @@ def parse_colour(text: str) -> tuple[float, float, float, float]:
         if len(h) in (3, 4):
             h = "".join(c * 2 for c in h)
         if len(h) in (6, 8) and re.fullmatch(r"[0-9a-f]+", h):
-            vals = [int(h[i:i + 2], 16) / 255 for i in range(0, len(h), 2)]
+            vals = [int(h[i : i + 2], 16) / 255 for i in range(0, len(h), 2)]
             return tuple(vals) + ((1.0,) if len(vals) == 3 else ())
     parts = [p.strip() for p in t.replace("rgba(", "").replace("rgb(", "").rstrip(")").split(",")]
     if len(parts) in (3, 4):
@@ -158,8 +164,10 @@ def parse_background(text: str) -> BackgroundSpec | None:
             except ValueError:
                 amount = -1
             if not 0 < amount <= 0.5:
-                raise InputError(f"background {text!r}: give the blur as a percentage of the picture's "
-                                 "longer side, e.g. blur:2%")
+                raise InputError(
+                    f"background {text!r}: give the blur as a percentage of the picture's "
+                    "longer side, e.g. blur:2%"
+                )
         return BackgroundSpec(kind="blur", blur=amount)
     try:  # a colour first (a file called "white" in the current folder does not shadow it)
         return BackgroundSpec(kind="color", color=parse_colour(t))
@@ -173,8 +181,10 @@ def parse_background(text: str) -> BackgroundSpec | None:
         return BackgroundSpec(kind="image", image=str(Path(path).resolve()), fit=fit)
     if Path(path).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"):
         raise InputError(f"background image not found: {path}")
-    raise InputError(f"background {text!r}: give a colour (white, #rrggbb, #rrggbbaa, r,g,b), "
-                     "blur, or an existing image file (photo.jpg, photo.jpg:contain)")
+    raise InputError(
+        f"background {text!r}: give a colour (white, #rrggbb, #rrggbbaa, r,g,b), "
+        "blur, or an existing image file (photo.jpg, photo.jpg:contain)"
+    )
 
 
 @dataclass
@@ -241,8 +251,14 @@ def composite_reference(fg, a, bg, bg_a, shadow_colour, s, *, linear=False):
     h, w = a.shape
     n = h * w
     bg_a = np.broadcast_to(np.asarray(bg_a, np.float32), (h, w)).reshape(n)
-    col, out_a = over_linear(to_lin(fg).reshape(n, 3), a.reshape(n), to_lin(bg).reshape(n, 3), bg_a,
-                             to_lin(np.asarray(shadow_colour, np.float32)), s.reshape(n))
+    col, out_a = over_linear(
+        to_lin(fg).reshape(n, 3),
+        a.reshape(n),
+        to_lin(bg).reshape(n, 3),
+        bg_a,
+        to_lin(np.asarray(shadow_colour, np.float32)),
+        s.reshape(n),
+    )
     return from_lin(col).reshape(h, w, 3), out_a.reshape(h, w)
 
 
@@ -293,22 +309,23 @@ def _fitted_image(spec: BackgroundSpec, h: int, w: int):
     if spec.fit == "contain":
         out = np.zeros((h, w, c), np.float32)
         y0, x0 = (h - nh) // 2, (w - nw) // 2
-        out[y0:y0 + nh, x0:x0 + nw] = resized
+        out[y0 : y0 + nh, x0 : x0 + nw] = resized
         bg_a = out[..., 3] if c == 4 else np.zeros((h, w), np.float32)
         if c != 4:
-            bg_a[y0:y0 + nh, x0:x0 + nw] = 1.0
+            bg_a[y0 : y0 + nh, x0 : x0 + nw] = 1.0
         result = (np.ascontiguousarray(out[..., :3]), bg_a)
     else:
         y0, x0 = (nh - h) // 2, (nw - w) // 2
-        crop = resized[y0:y0 + h, x0:x0 + w]
+        crop = resized[y0 : y0 + h, x0 : x0 + w]
         result = (np.ascontiguousarray(crop[..., :3]), np.ascontiguousarray(crop[..., 3]) if c == 4 else 1.0)
     _FITTED_CACHE.clear()
     _FITTED_CACHE[key] = result
     return result
 
 
-def _blurred_original(colour: np.ndarray, alpha: np.ndarray, p: Placement, sigma_frac: float,
-                      linear: bool) -> np.ndarray:
+def _blurred_original(
+    colour: np.ndarray, alpha: np.ndarray, p: Placement, sigma_frac: float, linear: bool
+) -> np.ndarray:
     """The photo without its subject, blurred, on the canvas (edges extended beyond the photo).
 
     Normalised convolution with weight (1 − alpha) keeps the subject's colours out of the blur.
@@ -336,16 +353,27 @@ def _blurred_original(colour: np.ndarray, alpha: np.ndarray, p: Placement, sigma
     # grid → canvas: grid pixel centre i ↔ source (i + 0.5)·(w / sw) ↔ canvas edge coordinate
     sx, sy = w / sw * p.fx, h / sh * p.fy
     m = np.array([[sx, 0, 0.5 * sx + p.tx - 0.5], [0, sy, 0.5 * sy + p.ty - 0.5]], np.float64)
-    return cv2.warpAffine(np.ascontiguousarray(small, dtype=np.float32), m, (p.width, p.height),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        np.ascontiguousarray(small, dtype=np.float32),
+        m,
+        (p.width, p.height),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # The whole job
 
 
-def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None = None,
-           options: FinishOptions | None = None, *, layers: bool = False) -> Finished:
+def finish(
+    image: np.ndarray,
+    alpha: np.ndarray,
+    foreground: np.ndarray | None = None,
+    options: FinishOptions | None = None,
+    *,
+    layers: bool = False,
+) -> Finished:
     """Finish one cut-out. ``image``: the input (H×W×C, any supported dtype); ``alpha``: float32
     H×W; ``foreground``: decontaminated straight colours (H×W×3 float32) or None for the image's own."""
     opts = (options or FinishOptions()).validate()
@@ -420,8 +448,9 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
     background_layer = None
     if layers:
         ba = np.broadcast_to(np.asarray(bg_alpha, np.float32), (hc, wc))
-        background_layer = np.concatenate([out if bg_spec is not None else np.zeros_like(out), ba[..., None]],
-                                          axis=2)
+        background_layer = np.concatenate(
+            [out if bg_spec is not None else np.zeros_like(out), ba[..., None]], axis=2
+        )
     lap("background")
 
     # the shadow on the canvas (only its footprint region)
@@ -446,11 +475,11 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
     if s_canvas is not None:
         x, y, rw, rh = s_region
         s = s_canvas
-        under = out[y:y + rh, x:x + rw]
+        under = out[y : y + rh, x : x + rw]
         if bg_spec is None:
             # shadow on transparency: the shadow's colour, its darkness in alpha
             under[...] = np.where((s > EPS_ALPHA)[..., None], from_lin(shadow_lin[None, None, :]), under)
-            out_alpha[y:y + rh, x:x + rw] = s
+            out_alpha[y : y + rh, x : x + rw] = s
         elif scalar_bg_a and bg_alpha >= 1.0:
             # opaque background: linear = bg + (shadow − bg)·s, per channel
             if bg_const is not None:
@@ -464,11 +493,17 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
             under[...] = from_lin(lin)
         else:
             n = rh * rw
-            bga = bg_alpha if scalar_bg_a else out_alpha[y:y + rh, x:x + rw].reshape(n)
-            col, sa = over_linear(np.zeros((n, 3), np.float32), np.zeros(n, np.float32),
-                                  to_lin(under.reshape(n, 3)), bga, shadow_lin, s.reshape(n))
+            bga = bg_alpha if scalar_bg_a else out_alpha[y : y + rh, x : x + rw].reshape(n)
+            col, sa = over_linear(
+                np.zeros((n, 3), np.float32),
+                np.zeros(n, np.float32),
+                to_lin(under.reshape(n, 3)),
+                bga,
+                shadow_lin,
+                s.reshape(n),
+            )
             under[...] = from_lin(col).reshape(rh, rw, 3)
-            out_alpha[y:y + rh, x:x + rw] = sa.reshape(rh, rw)
+            out_alpha[y : y + rh, x : x + rw] = sa.reshape(rh, rw)
     lap("shadow blend")
 
     # 2) the subject: opaque pixels are copied, edge pixels blended in linear light
@@ -505,8 +540,14 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
                 o_flat[edge] = from_lin(mix)
             else:
                 a_flat = out_alpha[y0:y1].reshape(-1)
-                col, oa = over_linear(f_lin, a_e, to_lin(o_flat[edge]), a_flat[edge], shadow_lin,
-                                      np.zeros(edge.size, np.float32))
+                col, oa = over_linear(
+                    f_lin,
+                    a_e,
+                    to_lin(o_flat[edge]),
+                    a_flat[edge],
+                    shadow_lin,
+                    np.zeros(edge.size, np.float32),
+                )
                 o_flat[edge] = from_lin(col)
                 a_flat[edge] = oa
     lap("subject blend")
@@ -519,8 +560,14 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
     elif out_alpha is not None:
         matte = user_lin(opts.matte)
         n = hc * wc
-        col, _ = over_linear(to_lin(out.reshape(n, 3)), out_alpha.reshape(n), np.broadcast_to(matte, (n, 3)),
-                             1.0, shadow_lin, np.zeros(n, np.float32))
+        col, _ = over_linear(
+            to_lin(out.reshape(n, 3)),
+            out_alpha.reshape(n),
+            np.broadcast_to(matte, (n, 3)),
+            1.0,
+            shadow_lin,
+            np.zeros(n, np.float32),
+        )
         result = from_lin(col).reshape(hc, wc, 3)
     else:
         result = out
@@ -529,7 +576,7 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
     shadow_full = None
     shadow_box = None
     if s_canvas is not None:
-        from core.canvas import subject_bounds as _sb
+        from maskd.core.canvas import subject_bounds as _sb
 
         sb = _sb(s_canvas, 0.02)
         if sb is not None:
@@ -537,14 +584,23 @@ def finish(image: np.ndarray, alpha: np.ndarray, foreground: np.ndarray | None =
         if layers:
             shadow_full = np.zeros((hc, wc), np.float32)
             x, y, rw, rh = s_region
-            shadow_full[y:y + rh, x:x + rw] = s_canvas
+            shadow_full[y : y + rh, x : x + rw] = s_canvas
     subject_layer = None
     if layers:
         subject_layer = np.concatenate([fg, a[..., None]], axis=2)
     shadow_colour = tuple(float(v) for v in (opts.shadow.color if opts.shadow else (0, 0, 0)))
-    return Finished(image=result, placement=p, subject_box=box, source_box=bounds, shadow_box=shadow_box,
-                    shadow=shadow_full, shadow_colour=shadow_colour,
-                    background=background_layer, subject=subject_layer, timings=timings)
+    return Finished(
+        image=result,
+        placement=p,
+        subject_box=box,
+        source_box=bounds,
+        shadow_box=shadow_box,
+        shadow=shadow_full,
+        shadow_colour=shadow_colour,
+        background=background_layer,
+        subject=subject_layer,
+        timings=timings,
+    )
 
 
 def _colours_kept_outside_alpha(opts: FinishOptions) -> bool:
@@ -556,7 +612,7 @@ def _colours_kept_outside_alpha(opts: FinishOptions) -> bool:
 def shadow_layer(alpha: np.ndarray, spec: ShadowSpec | str = "soft") -> np.ndarray:
     """The shadow alone at the image's size (float32 H×W, darkness included): an editor's
     "shadow layer" (fill it with the shadow colour and use this as its alpha/mask)."""
-    from core.shadow import parse_shadow
+    from maskd.core.shadow import parse_shadow
 
     if isinstance(spec, str):
         spec = parse_shadow(spec)
@@ -580,13 +636,27 @@ def describe_options(opts: FinishOptions) -> dict:
     }
     if opts.shadow is not None:
         s = opts.shadow
-        d["shadow"] = {"direction": s.direction, "distance": s.distance_px if s.distance_px is not None
-                       else s.distance, "distance_unit": "px" if s.distance_px is not None else "height",
-                       "softness": s.softness_px if s.softness_px is not None else s.softness,
-                       "opacity": s.opacity, "contact": s.contact, "fade": s.fade,
-                       "color": "#" + "".join(f"{round(v * 255):02x}" for v in s.color)}
+        d["shadow"] = {
+            "direction": s.direction,
+            "distance": s.distance_px if s.distance_px is not None else s.distance,
+            "distance_unit": "px" if s.distance_px is not None else "height",
+            "softness": s.softness_px if s.softness_px is not None else s.softness,
+            "opacity": s.opacity,
+            "contact": s.contact,
+            "fade": s.fade,
+            "color": "#" + "".join(f"{round(v * 255):02x}" for v in s.color),
+        }
     return d
 
 
-__all__ = ["BackgroundSpec", "FinishOptions", "Finished", "finish", "parse_background", "parse_colour",
-           "shadow_layer", "over_linear", "composite_reference"]
+__all__ = [
+    "BackgroundSpec",
+    "FinishOptions",
+    "Finished",
+    "finish",
+    "parse_background",
+    "parse_colour",
+    "shadow_layer",
+    "over_linear",
+    "composite_reference",
+]

@@ -55,9 +55,17 @@ def _base_grid(device, geometry, out_size, sample_size):
     return base, scale
 
 
-def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor,
-                  bias: torch.Tensor | None = None, stride=1, padding=0, dilation=1,
-                  max_chunk_bytes: int | None = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+def deform_conv2d(
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    mask: torch.Tensor | None,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    stride=1,
+    padding=0,
+    dilation=1,
+    max_chunk_bytes: int | None = DEFAULT_CHUNK_BYTES,
+) -> torch.Tensor:
     """DCNv2 forward. Returns ``(B, O, Ho, Wo)`` in channels-last memory, dtype of ``x``.
 
     ``max_chunk_bytes=None`` builds all columns at once (for tests: chunked must equal unchunked).
@@ -72,8 +80,10 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
     expected_h = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     expected_w = (width + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     if (out_h, out_w) != (expected_h, expected_w) or offset.shape[1] != 2 * taps:
-        raise ValueError(f"offset shape {tuple(offset.shape)} does not fit input {tuple(x.shape)} and "
-                         f"kernel {kh}x{kw} (expected (B, {2 * taps}, {expected_h}, {expected_w}))")
+        raise ValueError(
+            f"offset shape {tuple(offset.shape)} does not fit input {tuple(x.shape)} and "
+            f"kernel {kh}x{kw} (expected (B, {2 * taps}, {expected_h}, {expected_w}))"
+        )
     out_dtype = x.dtype
     sample = x.float()
     # grid_sample(align_corners=True) cannot address a side of length 1; a zero row/column
@@ -98,7 +108,7 @@ def deform_conv2d(x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | No
         mask = mask.view(batch, taps, out_h, out_w)
 
     for b in range(batch):
-        image = sample[b:b + 1]
+        image = sample[b : b + 1]
         for r0 in range(0, out_h, rows_per_chunk):
             r1 = min(out_h, r0 + rows_per_chunk)
             rows = r1 - r0
@@ -123,8 +133,9 @@ def _sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     except (NotImplementedError, RuntimeError) as exc:
         if image.device.type != "mps" or "implemented" not in str(exc):
             raise
-        out = F.grid_sample(image.cpu(), grid.cpu(), mode="bilinear", padding_mode="zeros",
-                            align_corners=True)
+        out = F.grid_sample(
+            image.cpu(), grid.cpu(), mode="bilinear", padding_mode="zeros", align_corners=True
+        )
         return out.to(image.device)
 
 
@@ -142,8 +153,15 @@ class DeformableConv2d(nn.Module):
     Offsets and mask come from one fused convolution (their weights concatenated at ``prepare``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1,
-                 padding: int = 1, bias: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int = 1,
+        bias: bool = False,
+    ):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         taps = kernel_size * kernel_size
@@ -171,10 +189,18 @@ class DeformableConv2d(nn.Module):
             self.prepare()
         taps = self.kernel_size * self.kernel_size
         om = F.conv2d(x, self._om_weight, self._om_bias, self.stride, self.padding)
-        offset, modulator = om[:, :2 * taps], om[:, 2 * taps:]
+        offset, modulator = om[:, : 2 * taps], om[:, 2 * taps :]
         mask = 2.0 * torch.sigmoid(modulator.float())
-        return deform_conv2d(x, offset, mask, self._weight, self._bias, self.stride, self.padding,
-                             max_chunk_bytes=self.max_chunk_bytes)
+        return deform_conv2d(
+            x,
+            offset,
+            mask,
+            self._weight,
+            self._bias,
+            self.stride,
+            self.padding,
+            max_chunk_bytes=self.max_chunk_bytes,
+        )
 
 
 def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.BatchNorm2d):

@@ -8,13 +8,17 @@ where half precision is slower and less accurate.
 from __future__ import annotations
 
 import torch
-
-from core.errors import MaskdError
+from maskd.core.errors import MaskdError
 
 _DTYPES = {
-    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
-    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "float": torch.float32,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
 }
 
 
@@ -39,15 +43,19 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
     except (RuntimeError, ValueError) as exc:
         raise MaskdError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:N or mps") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise MaskdError(f"device {name!r} asked for, but this torch build sees no CUDA GPU "
-                         f"(torch {torch.__version__}); use --device auto or cpu, "
-                         "or install a CUDA build of torch")
+        raise MaskdError(
+            f"device {name!r} asked for, but this torch build sees no CUDA GPU "
+            f"(torch {torch.__version__}); use --device auto or cpu, "
+            "or install a CUDA build of torch"
+        )
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise MaskdError(f"device {name!r} asked for, but only {torch.cuda.device_count()} "
-                         "CUDA device(s) exist")
+        raise MaskdError(
+            f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+        )
     if device.type == "mps" and not mps_available():
-        raise MaskdError("device 'mps' asked for, but Apple MPS is not available here; "
-                         "use --device auto or cpu")
+        raise MaskdError(
+            "device 'mps' asked for, but Apple MPS is not available here; use --device auto or cpu"
+        )
     return device
 
 

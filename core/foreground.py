@@ -84,8 +84,14 @@ def fusion_means(image: np.ndarray, alpha: np.ndarray, r_large: int, r_small: in
     return _weighted_means(f1, b_mean, alpha, r_small)
 
 
-def small_pass(image: np.ndarray, alpha: np.ndarray, f_mean1: np.ndarray, b_mean1: np.ndarray, r_small: int,
-               centre: tuple[slice, slice]) -> np.ndarray:
+def small_pass(
+    image: np.ndarray,
+    alpha: np.ndarray,
+    f_mean1: np.ndarray,
+    b_mean1: np.ndarray,
+    r_small: int,
+    centre: tuple[slice, slice],
+) -> np.ndarray:
     """Pass 1's per-pixel step and all of pass 2 on one tile with a halo ≥ ``r_small``.
 
     ``f_mean1, b_mean1``: pass 1's blurred colours sampled on the tile (they come from a coarse
@@ -116,8 +122,9 @@ def _fuse3(image, a3, f_mean, b_mean):
     return np.clip(out, 0.0, 1.0, out=out)
 
 
-def blur_fusion(image: np.ndarray, alpha: np.ndarray, r_large: int | None = None,
-                r_small: int | None = None) -> np.ndarray:
+def blur_fusion(
+    image: np.ndarray, alpha: np.ndarray, r_large: int | None = None, r_small: int | None = None
+) -> np.ndarray:
     """Whole-image two-pass blur-fusion (BiRefNet's ``refine_foreground`` recipe), float32 H×W×3."""
     image = np.asarray(image, dtype=np.float32)
     alpha = np.asarray(alpha, dtype=np.float32)
@@ -142,8 +149,9 @@ def background_weight(alpha: np.ndarray) -> np.ndarray:
     return np.where(alpha <= BACKGROUND_ALPHA, 1.0 - alpha, 0.0).astype(np.float32)
 
 
-def nearest_background(image: np.ndarray, weight: np.ndarray, radii,
-                       needed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def nearest_background(
+    image: np.ndarray, weight: np.ndarray, radii, needed: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """``(B̂, found)``: each pixel's nearest background colour and whether one was within reach.
 
     ``B̂`` is the weighted mean of the samples in the smallest box (radius from ``radii``) whose

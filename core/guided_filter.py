@@ -37,7 +37,7 @@ def solve_sym3(s11, s12, s13, s22, s23, s33, c1, c2, c3):
     determinant's terms cancel ~10⁴-fold (a gray layer's alpha came out ~10× worse). Works on
     numpy arrays and torch tensors alike.
     """
-    l11 = s11 ** 0.5
+    l11 = s11**0.5
     l21 = s12 / l11
     l31 = s13 / l11
     l22 = (s22 - l21 * l21) ** 0.5
@@ -128,8 +128,9 @@ def low_to_full_coords(idx_y: np.ndarray, idx_x: np.ndarray, full_hw, low_hw):
     return (idx_y + 0.5) * sy - 0.5, (idx_x + 0.5) * sx - 0.5
 
 
-def apply_coefficients_at(guide_pixels: np.ndarray, coef_low: np.ndarray, idx_y, idx_x,
-                          full_hw) -> np.ndarray:
+def apply_coefficients_at(
+    guide_pixels: np.ndarray, coef_low: np.ndarray, idx_y, idx_x, full_hw
+) -> np.ndarray:
     """Joint-upsampled values at selected full-resolution pixels.
 
     ``guide_pixels``: N×3 (or N) float32 guide values at those pixels; ``coef_low``: the
@@ -158,8 +159,9 @@ def joint_coefficients(guide_low: np.ndarray, matte_low: np.ndarray, r: int, eps
     return coef
 
 
-def joint_upsample(guide_full: np.ndarray, matte_low: np.ndarray, r: int = 1,
-                   eps: float = 1e-5) -> np.ndarray:
+def joint_upsample(
+    guide_full: np.ndarray, matte_low: np.ndarray, r: int = 1, eps: float = 1e-5
+) -> np.ndarray:
     """Whole-image guided joint upsampling of ``matte_low`` to the guide's size (colour guide)."""
     h, w = matte_low.shape
     guide_low = cv2.resize(guide_full, (w, h), interpolation=cv2.INTER_AREA)

@@ -18,8 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import InputError, MaskdError
+from maskd.core.errors import InputError, MaskdError
 
 
 def value_scale(dtype) -> float:

@@ -86,8 +86,15 @@ def invert(alpha: np.ndarray) -> np.ndarray:
     return 1.0 - np.asarray(alpha, dtype=np.float32)
 
 
-def apply_options(alpha: np.ndarray, *, threshold_level: float | None = None, grow_px: int = 0,
-                  feather_px: float = 0.0, fill: bool = False, inverted: bool = False) -> np.ndarray:
+def apply_options(
+    alpha: np.ndarray,
+    *,
+    threshold_level: float | None = None,
+    grow_px: int = 0,
+    feather_px: float = 0.0,
+    fill: bool = False,
+    inverted: bool = False,
+) -> np.ndarray:
     """All user mask options in their fixed order (see the module docstring)."""
     a = alpha
     if fill:

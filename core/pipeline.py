@@ -55,12 +55,11 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-
-from core import foreground as fgmod
-from core import guided_filter as gf
-from core import imageio, mask_ops
-from core import trimap as trimapmod
-from core.errors import InputError
+from maskd.core import foreground as fgmod
+from maskd.core import guided_filter as gf
+from maskd.core import imageio, mask_ops
+from maskd.core import trimap as trimapmod
+from maskd.core.errors import InputError
 
 QUALITIES = ("fast", "default", "quality")
 GUIDE_RADIUS = 1  # model pixels
@@ -147,15 +146,19 @@ class _Clock:
 # Public entry points
 
 
-def cutout(image: np.ndarray, matte_fn: Callable[[np.ndarray], np.ndarray],
-           options: CutoutOptions | None = None, progress: Progress | None = None) -> Cutout:
+def cutout(
+    image: np.ndarray,
+    matte_fn: Callable[[np.ndarray], np.ndarray],
+    options: CutoutOptions | None = None,
+    progress: Progress | None = None,
+) -> Cutout:
     """Run the model (``matte_fn(rgb_uint8) -> matte at model size``) and refine to full resolution."""
     opts = (options or CutoutOptions()).validate()
     clock = _Clock(progress)
     image = _native(image)
     colour, _ = imageio.split_channels(image)
     crop, paste = _roi_boxes(opts, colour.shape[:2])
-    sub = image[crop[1]:crop[3], crop[0]:crop[2]] if crop else image
+    sub = image[crop[1] : crop[3], crop[0] : crop[2]] if crop else image
     clock.report("model", 0.0)
     matte = _check_matte(matte_fn(_model_input(sub, opts.linear)))
     clock.lap("model")
@@ -163,8 +166,12 @@ def cutout(image: np.ndarray, matte_fn: Callable[[np.ndarray], np.ndarray],
     return _finish(image, sub, matte, crop, paste, opts, clock)
 
 
-def refine(image: np.ndarray, mask: np.ndarray, options: CutoutOptions | None = None,
-           progress: Progress | None = None) -> Cutout:
+def refine(
+    image: np.ndarray,
+    mask: np.ndarray,
+    options: CutoutOptions | None = None,
+    progress: Progress | None = None,
+) -> Cutout:
     """Refine a rough mask of any size (uint8/uint16/float, resized to the image) — no model.
 
     The mask is worked on at its own size, but at most ``REFINE_GRID`` on its longer side and at
@@ -309,8 +316,13 @@ def _warp(low: np.ndarray, box, full_hw, interpolation: int = cv2.INTER_LINEAR) 
     lx1 = min(w, int(math.ceil((x1 - 0.5) * sx - 0.5)) + reach + 1)
     src = np.ascontiguousarray(low[ly0:ly1, lx0:lx1])
     matrix = np.array([[sx, 0.0, (x0 + 0.5) * sx - 0.5 - lx0], [0.0, sy, (y0 + 0.5) * sy - 0.5 - ly0]])
-    out = cv2.warpAffine(src, matrix, (x1 - x0, y1 - y0), flags=interpolation | cv2.WARP_INVERSE_MAP,
-                         borderMode=cv2.BORDER_REPLICATE)
+    out = cv2.warpAffine(
+        src,
+        matrix,
+        (x1 - x0, y1 - y0),
+        flags=interpolation | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     if low.ndim == 3 and out.ndim == 2:
         out = out[..., None]
     return out
@@ -379,14 +391,24 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
 
 def _device_alpha(img, matte, opts) -> np.ndarray:
     """``_refine_alpha`` (or plain bilinear upsampling) on the device; the result back in memory."""
-    from core import refine_torch
+    from maskd.core import refine_torch
 
     if opts.refine:
         radius, steps, rounds, _ = _mode(opts)
         a = refine_torch.refine_alpha(
-            img, matte, radius=radius, steps=steps, rounds=rounds, guide_radius=GUIDE_RADIUS,
-            guide_eps=GUIDE_EPS, sharpen_radius=SHARPEN_RADIUS, sharpen_eps=SHARPEN_EPS,
-            floor=float(BP_FLOOR), snap=SNAP, hard_sigma=HARD_MASK_SIGMA)
+            img,
+            matte,
+            radius=radius,
+            steps=steps,
+            rounds=rounds,
+            guide_radius=GUIDE_RADIUS,
+            guide_eps=GUIDE_EPS,
+            sharpen_radius=SHARPEN_RADIUS,
+            sharpen_eps=SHARPEN_EPS,
+            floor=float(BP_FLOOR),
+            snap=SNAP,
+            hard_sigma=HARD_MASK_SIGMA,
+        )
     else:
         a = img.grid.up(refine_torch.upload(matte, img.device)).clamp(0.0, 1.0)
     return np.ascontiguousarray(a.cpu().numpy())
@@ -432,7 +454,7 @@ def _sharpen(sub, alpha, tiles, band, linear):
         hy0, hy1 = max(0, y0 - halo), min(height, y1 + halo)
         hx0, hx1 = max(0, x0 - halo), min(width, x1 + halo)
         guide, _ = _tile_pixels(sub, hy0, hy1, hx0, hx1, linear)
-        q = gf.guided_filter(guide, src[hy0:hy1, hx0:hx1], r, eps)[y0 - hy0:y1 - hy0, x0 - hx0:x1 - hx0]
+        q = gf.guided_filter(guide, src[hy0:hy1, hx0:hx1], r, eps)[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
         np.copyto(alpha[y0:y1, x0:x1], q, where=band[y0:y1, x0:x1])
 
 
@@ -464,8 +486,9 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
         f_mean, b_mean = fgmod.fusion_means(grid_blend, alpha_low, rl, rs)
     # The nearest background colour on the grid (far reach); tiles refine it at full resolution.
     reach_low = max(1, round(fgmod.FILL_COARSE * long_side * scale))
-    bg_low, found = fgmod.nearest_background(grid_blend, fgmod.background_weight(alpha_low),
-                                             fgmod.fill_radii(reach_low))
+    bg_low, found = fgmod.nearest_background(
+        grid_blend, fgmod.background_weight(alpha_low), fgmod.fill_radii(reach_low)
+    )
     fallback = b_mean1 if full_small_pass else b_mean  # no background anywhere near: blur-fusion's B̄
     bg_low[~found] = fallback[~found]
     fine = max(1, round(fgmod.FILL_FINE * long_side))
@@ -483,16 +506,24 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
         background = _warp(bg_low, box, (height, width))
         if full_small_pass:
             a_halo = alpha[hy0:hy1, hx0:hx1]
-            f = fgmod.small_pass(blend, a_halo, _warp(f_mean1, hbox, (height, width)),
-                                 _warp(b_mean1, hbox, (height, width)), r_small, centre)
+            f = fgmod.small_pass(
+                blend,
+                a_halo,
+                _warp(f_mean1, hbox, (height, width)),
+                _warp(b_mean1, hbox, (height, width)),
+                r_small,
+                centre,
+            )
             needed = np.zeros(a_halo.shape, dtype=bool)
             needed[centre] = soft[y0:y1, x0:x1]
-            near, near_found = fgmod.nearest_background(blend, fgmod.background_weight(a_halo),
-                                                        fgmod.fill_radii(fine), needed)
+            near, near_found = fgmod.nearest_background(
+                blend, fgmod.background_weight(a_halo), fgmod.fill_radii(fine), needed
+            )
             np.copyto(background, near[centre], where=near_found[centre][..., None])
         else:
-            f = fgmod.fuse(blend, a_tile, _warp(f_mean, box, (height, width)),
-                           _warp(b_mean, box, (height, width)))
+            f = fgmod.fuse(
+                blend, a_tile, _warp(f_mean, box, (height, width)), _warp(b_mean, box, (height, width))
+            )
         f = fgmod.unmix(np.ascontiguousarray(blend[centre]), a_tile, background, f)
         np.copyto(fg[y0:y1, x0:x1], f, where=soft[y0:y1, x0:x1, None])
         if k % 16 == 0:
@@ -508,7 +539,7 @@ def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) 
         except RuntimeError as exc:  # the GPU is full (another app, a huge layer): the CPU does it
             if not _out_of_memory(exc):
                 raise
-            from core import refine_torch
+            from maskd.core import refine_torch
 
             refine_torch.release(opts.device)
             opts = dataclasses.replace(opts, device="cpu")
@@ -529,7 +560,7 @@ def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Cloc
         h, w = matte.shape
     on_device = opts.device != "cpu"
     if on_device:  # the same steps as whole-image tensors on a GPU (core.refine_torch)
-        from core import refine_torch
+        from maskd.core import refine_torch
 
         img = refine_torch.DeviceImage(sub, (h, w), opts.linear, opts.device)
         clock.lap("guide")
@@ -543,12 +574,18 @@ def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Cloc
         else:
             alpha = np.clip(cv2.resize(matte, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
             clock.lap("upsample")
-    alpha = mask_ops.apply_options(alpha, threshold_level=opts.threshold, grow_px=opts.grow,
-                                   feather_px=opts.feather, fill=opts.fill_holes, inverted=opts.invert)
+    alpha = mask_ops.apply_options(
+        alpha,
+        threshold_level=opts.threshold,
+        grow_px=opts.grow,
+        feather_px=opts.feather,
+        fill=opts.fill_holes,
+        inverted=opts.invert,
+    )
     if crop:  # alpha 0 outside the ROI proper (the margin was context for the model)
         x0, y0, x1, y1 = paste
         keep = np.zeros_like(alpha, dtype=bool)
-        keep[y0 - crop[1]:y1 - crop[1], x0 - crop[0]:x1 - crop[0]] = True
+        keep[y0 - crop[1] : y1 - crop[1], x0 - crop[0] : x1 - crop[0]] = True
         alpha[~keep] = 0.0
     sub_alpha = imageio.split_channels(sub)[1]
     if sub_alpha is not None:
@@ -567,13 +604,17 @@ def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Cloc
     if crop:
         full_h, full_w = image.shape[:2]
         out = np.zeros((full_h, full_w), dtype=np.float32)
-        out[crop[1]:crop[3], crop[0]:crop[2]] = alpha
+        out[crop[1] : crop[3], crop[0] : crop[2]] = alpha
         alpha = out
         if fg is not None:
             full_fg = imageio.colour_float(image, to_srgb=False)
-            full_fg[crop[1]:crop[3], crop[0]:crop[2]] = fg
+            full_fg[crop[1] : crop[3], crop[0] : crop[2]] = fg
             fg = full_fg
         clock.lap("paste")
     clock.report("done", 1.0)
-    return Cutout(alpha=np.ascontiguousarray(alpha, dtype=np.float32), foreground=fg, timings=clock.timings,
-                  device=opts.device)
+    return Cutout(
+        alpha=np.ascontiguousarray(alpha, dtype=np.float32),
+        foreground=fg,
+        timings=clock.timings,
+        device=opts.device,
+    )

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.errors import WeightsError
+from maskd.core.errors import WeightsError
 
 # How the decoder's input blocks stack the image cut into a grid of hg × wg patches along channels:
 # "wg-hg-c": columns outer, rows, channels innermost (official code before 2024-11-05);
 # "c-hg-wg": channels outer, rows, columns innermost (official code since then).
 PATCH_ORDERS = ("wg-hg-c", "c-hg-wg")
 
-_OLD_ORDER = ("trained before the official code switched the patch order on 2024-11-05 "
-              "(commit 'Upgrade patches merging and split methods to einops version'); "
-              "the weights were never re-permuted")
+_OLD_ORDER = (
+    "trained before the official code switched the patch order on 2024-11-05 "
+    "(commit 'Upgrade patches merging and split methods to einops version'); "
+    "the weights were never re-permuted"
+)
 _NEW_ORDER = "uploaded after the official code switched to 'c-hg-wg' on 2024-11-05"
 
 MIT = "MIT"
@@ -52,36 +54,111 @@ class Preset:
         return "gated" in self.licence.lower()
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("general", "ZhengPeng7/BiRefNet", "model.safetensors", "swin_v1_l", (1024, 1024), "wg-hg-c",
-           "uploaded before 2024-11 (release notes); " + _OLD_ORDER, MIT,
-           "the default: general-purpose dichotomous segmentation (epoch 244)"),
-    Preset("lite", "ZhengPeng7/BiRefNet_lite", "model.safetensors", "swin_v1_t", (1024, 1024), "wg-hg-c",
-           "uploaded 2024-08-02; confirmed by a public parity study; " + _OLD_ORDER, MIT,
-           "Swin-T backbone: about 4x fewer FLOPs than general, slightly less accurate"),
-    Preset("hr", "ZhengPeng7/BiRefNet_HR", "model.safetensors", "swin_v1_l", (2048, 2048), "c-hg-wg",
-           "uploaded 2025-02-01; " + _NEW_ORDER, MIT,
-           "high resolution: trained at 2048x2048 (4x the compute of general)"),
-    Preset("hr-matting", "ZhengPeng7/BiRefNet_HR-matting", "model.safetensors", "swin_v1_l", (2048, 2048),
-           "c-hg-wg", "uploaded 2025-02-12; " + _NEW_ORDER, MIT,
-           "soft mattes (hair, fur, glass) at 2048x2048"),
-    Preset("matting", "ZhengPeng7/BiRefNet-matting", "model.safetensors", "swin_v1_l", (1024, 1024),
-           "wg-hg-c", "uploaded 2024-10-06; " + _OLD_ORDER, MIT,
-           "soft mattes (hair, fur, glass) at 1024x1024"),
-    Preset("lite-2k", "ZhengPeng7/BiRefNet_lite-2K", "model.safetensors", "swin_v1_t", (1440, 2560),
-           "wg-hg-c", "uploaded 2024-09-24; " + _OLD_ORDER, MIT,
-           "Swin-T trained at 2560x1440 (width x height) for large landscape images"),
-    Preset("dynamic", "ZhengPeng7/BiRefNet_dynamic", "model.safetensors", "swin_v1_l", (1024, 1024),
-           "c-hg-wg", "uploaded 2025-03-31; " + _NEW_ORDER, MIT,
-           "trained at sizes 256-2304: any multiple of 32 works (1024 is the default here)"),
-    Preset("portrait", "ZhengPeng7/BiRefNet-portrait", "model.safetensors", "swin_v1_l", (1024, 1024),
-           "wg-hg-c", "uploaded before 2024-11 (release notes); " + _OLD_ORDER, MIT,
-           "people and portraits"),
-    Preset("rmbg2", "briaai/RMBG-2.0", "model.safetensors", "swin_v1_l", (1024, 1024), "wg-hg-c",
-           "BRIA's own inference code stacks patches in the old order", CC_BY_NC,
-           "BRIA RMBG-2.0 (BiRefNet trained on licensed data). NON-COMMERCIAL licence, gated repo: "
-           "accept the terms on https://huggingface.co/briaai/RMBG-2.0 and log in (`hf auth login`)"),
-]}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            "general",
+            "ZhengPeng7/BiRefNet",
+            "model.safetensors",
+            "swin_v1_l",
+            (1024, 1024),
+            "wg-hg-c",
+            "uploaded before 2024-11 (release notes); " + _OLD_ORDER,
+            MIT,
+            "the default: general-purpose dichotomous segmentation (epoch 244)",
+        ),
+        Preset(
+            "lite",
+            "ZhengPeng7/BiRefNet_lite",
+            "model.safetensors",
+            "swin_v1_t",
+            (1024, 1024),
+            "wg-hg-c",
+            "uploaded 2024-08-02; confirmed by a public parity study; " + _OLD_ORDER,
+            MIT,
+            "Swin-T backbone: about 4x fewer FLOPs than general, slightly less accurate",
+        ),
+        Preset(
+            "hr",
+            "ZhengPeng7/BiRefNet_HR",
+            "model.safetensors",
+            "swin_v1_l",
+            (2048, 2048),
+            "c-hg-wg",
+            "uploaded 2025-02-01; " + _NEW_ORDER,
+            MIT,
+            "high resolution: trained at 2048x2048 (4x the compute of general)",
+        ),
+        Preset(
+            "hr-matting",
+            "ZhengPeng7/BiRefNet_HR-matting",
+            "model.safetensors",
+            "swin_v1_l",
+            (2048, 2048),
+            "c-hg-wg",
+            "uploaded 2025-02-12; " + _NEW_ORDER,
+            MIT,
+            "soft mattes (hair, fur, glass) at 2048x2048",
+        ),
+        Preset(
+            "matting",
+            "ZhengPeng7/BiRefNet-matting",
+            "model.safetensors",
+            "swin_v1_l",
+            (1024, 1024),
+            "wg-hg-c",
+            "uploaded 2024-10-06; " + _OLD_ORDER,
+            MIT,
+            "soft mattes (hair, fur, glass) at 1024x1024",
+        ),
+        Preset(
+            "lite-2k",
+            "ZhengPeng7/BiRefNet_lite-2K",
+            "model.safetensors",
+            "swin_v1_t",
+            (1440, 2560),
+            "wg-hg-c",
+            "uploaded 2024-09-24; " + _OLD_ORDER,
+            MIT,
+            "Swin-T trained at 2560x1440 (width x height) for large landscape images",
+        ),
+        Preset(
+            "dynamic",
+            "ZhengPeng7/BiRefNet_dynamic",
+            "model.safetensors",
+            "swin_v1_l",
+            (1024, 1024),
+            "c-hg-wg",
+            "uploaded 2025-03-31; " + _NEW_ORDER,
+            MIT,
+            "trained at sizes 256-2304: any multiple of 32 works (1024 is the default here)",
+        ),
+        Preset(
+            "portrait",
+            "ZhengPeng7/BiRefNet-portrait",
+            "model.safetensors",
+            "swin_v1_l",
+            (1024, 1024),
+            "wg-hg-c",
+            "uploaded before 2024-11 (release notes); " + _OLD_ORDER,
+            MIT,
+            "people and portraits",
+        ),
+        Preset(
+            "rmbg2",
+            "briaai/RMBG-2.0",
+            "model.safetensors",
+            "swin_v1_l",
+            (1024, 1024),
+            "wg-hg-c",
+            "BRIA's own inference code stacks patches in the old order",
+            CC_BY_NC,
+            "BRIA RMBG-2.0 (BiRefNet trained on licensed data). NON-COMMERCIAL licence, gated repo: "
+            "accept the terms on https://huggingface.co/briaai/RMBG-2.0 and log in (`hf auth login`)",
+        ),
+    ]
+}
 
 DEFAULT_PRESET = "general"
 

@@ -20,11 +20,10 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-from core import foreground as fgmod
-from core import guided_filter as gf
-from core import imageio
-from core import trimap as trimapmod
+from maskd.core import foreground as fgmod
+from maskd.core import guided_filter as gf
+from maskd.core import imageio
+from maskd.core import trimap as trimapmod
 
 _EPS = 1e-5
 
@@ -141,8 +140,16 @@ def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: flo
     mean_i = box_mean(guide, r)
     mean_p = box_mean(src[None], r)[0]
     cov_ip = box_mean(guide * src[None], r) - mean_i * mean_p[None]
-    pairs = torch.stack([guide[0] * guide[0], guide[0] * guide[1], guide[0] * guide[2],
-                         guide[1] * guide[1], guide[1] * guide[2], guide[2] * guide[2]])
+    pairs = torch.stack(
+        [
+            guide[0] * guide[0],
+            guide[0] * guide[1],
+            guide[0] * guide[2],
+            guide[1] * guide[1],
+            guide[1] * guide[2],
+            guide[2] * guide[2],
+        ]
+    )
     m = box_mean(pairs, r)
     s11 = m[0] - mean_i[0] * mean_i[0] + eps
     s12 = m[1] - mean_i[0] * mean_i[1]
@@ -213,9 +220,21 @@ def _srgb(x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------- alpha
 
 
-def refine_alpha(img: DeviceImage, matte: np.ndarray, *, radius: int, steps: int, rounds: int,
-                 guide_radius: int, guide_eps: float, sharpen_radius: int, sharpen_eps: float, floor: float,
-                 snap: float, hard_sigma: float) -> torch.Tensor:
+def refine_alpha(
+    img: DeviceImage,
+    matte: np.ndarray,
+    *,
+    radius: int,
+    steps: int,
+    rounds: int,
+    guide_radius: int,
+    guide_eps: float,
+    sharpen_radius: int,
+    sharpen_eps: float,
+    floor: float,
+    snap: float,
+    hard_sigma: float,
+) -> torch.Tensor:
     """``core.pipeline._refine_alpha`` (upsampling, back-projection, sharpening) on whole tensors."""
     device, grid = img.device, img.grid
     (height, width), (h, w) = grid.full_hw, grid.low_hw

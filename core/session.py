@@ -50,8 +50,12 @@ class MatteSession:
         """Free (GPU) memory; the next ``matte`` loads again."""
 
     def describe(self) -> dict:
-        return {"name": self.name, "resolution": list(self.resolution), "device": self.device,
-                "dtype": self.dtype}
+        return {
+            "name": self.name,
+            "resolution": list(self.resolution),
+            "device": self.device,
+            "dtype": self.dtype,
+        }
 
 
 class StandInSession(MatteSession):
@@ -87,7 +91,7 @@ class BiRefNetSession(MatteSession):
         self.spec = spec
         self._model = None
         self._lock = threading.Lock()
-        from core import presets
+        from maskd.core import presets
 
         preset = presets.resolve_preset(spec.variant or spec.model or "general", default="general")
         size = spec.resolution or None
@@ -99,12 +103,15 @@ class BiRefNetSession(MatteSession):
     def load(self) -> None:
         with self._lock:
             if self._model is None:
-                from core import birefnet
+                from maskd.core import birefnet
 
                 dtype = None if self.spec.precision == "auto" else self.spec.precision
                 self._model = birefnet.load_model(
-                    self.spec.source, variant=self.spec.variant, device=self.spec.device,
-                    dtype=dtype, patch_order=self.spec.patch_order,
+                    self.spec.source,
+                    variant=self.spec.variant,
+                    device=self.spec.device,
+                    dtype=dtype,
+                    patch_order=self.spec.patch_order,
                 )
                 param = next(self._model.parameters())
                 self.device = str(param.device)
@@ -125,7 +132,7 @@ class BiRefNetSession(MatteSession):
 
     def matte(self, rgb: np.ndarray) -> np.ndarray:
         self.load()
-        from core import birefnet
+        from maskd.core import birefnet
 
         return birefnet.predict_matte_native(self._model, rgb, size=self.resolution)
 

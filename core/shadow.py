@@ -24,8 +24,7 @@ import re
 from dataclasses import dataclass, replace
 
 import numpy as np
-
-from core.errors import InputError
+from maskd.core.errors import InputError
 
 WORK_SIDE = 384  # the subject's longer side on the working grid (pixels)
 FLOOR_BAND = 0.04  # columns whose lowest pixel is within this × height of the floor get contact
@@ -69,20 +68,43 @@ class ShadowSpec:
 
 SHADOW_PRESETS = {
     # a soft floor shadow right under the subject (peeking out in front of it), for catalogue shots
-    "soft": ShadowSpec(direction=270.0, distance=0.15, softness=0.07, opacity=0.3, contact=0.65,
-                       contact_softness=0.025, fade=0.85),
+    "soft": ShadowSpec(
+        direction=270.0,
+        distance=0.15,
+        softness=0.07,
+        opacity=0.3,
+        contact=0.65,
+        contact_softness=0.025,
+        fade=0.85,
+    ),
     # contact only: grounds the subject without a visible cast shadow
     "contact": ShadowSpec(opacity=0.0, contact=0.7, contact_softness=0.01),
     # a longer cast shadow falling back and to the right, as from a window light
-    "drop": ShadowSpec(direction=50.0, distance=0.6, softness=0.05, opacity=0.45, contact=0.5,
-                       contact_softness=0.01, fade=0.9),
+    "drop": ShadowSpec(
+        direction=50.0,
+        distance=0.6,
+        softness=0.05,
+        opacity=0.45,
+        contact=0.5,
+        contact_softness=0.01,
+        fade=0.9,
+    ),
     # a reflection-like shadow towards the viewer, as on a shiny table under a top-back light
     "front": ShadowSpec(direction=270.0, distance=0.35, softness=0.05, opacity=0.35, contact=0.55, fade=0.9),
 }
 
 DIRECTION_NAMES = {
-    "right": 0.0, "back-right": 45.0, "back": 90.0, "behind": 90.0, "up": 90.0, "back-left": 135.0,
-    "left": 180.0, "front-left": 225.0, "front": 270.0, "down": 270.0, "front-right": 315.0,
+    "right": 0.0,
+    "back-right": 45.0,
+    "back": 90.0,
+    "behind": 90.0,
+    "up": 90.0,
+    "back-left": 135.0,
+    "left": 180.0,
+    "front-left": 225.0,
+    "front": 270.0,
+    "down": 270.0,
+    "front-right": 315.0,
 }
 
 
@@ -96,14 +118,16 @@ def _length(key: str, value: str) -> tuple[float, bool]:
             return float(v[:-1]) / 100.0, False
         return float(v), False
     except ValueError:
-        raise InputError(f"shadow {key}={value!r}: give a fraction of the subject height (0.3), "
-                         "a percentage (30%) or pixels (40px)") from None
+        raise InputError(
+            f"shadow {key}={value!r}: give a fraction of the subject height (0.3), "
+            "a percentage (30%) or pixels (40px)"
+        ) from None
 
 
 def parse_shadow(text: str) -> ShadowSpec | None:
     """``soft`` | ``contact`` | ``drop`` | ``front`` | ``none``, optionally followed by overrides:
     ``drop,direction=135,distance=40%,softness=20px,opacity=0.3,contact=0.6,color=#203040``."""
-    from core.compose import parse_colour
+    from maskd.core.compose import parse_colour
 
     parts = [p.strip() for p in re.split(r"[,;]", str(text)) if p.strip()]
     if not parts:
@@ -118,8 +142,10 @@ def parse_shadow(text: str) -> ShadowSpec | None:
     elif first in SHADOW_PRESETS:
         spec, rest = SHADOW_PRESETS[first], parts[1:]
     else:
-        raise InputError(f"shadow {text!r}: unknown style {parts[0]!r}; use "
-                         f"{', '.join(SHADOW_PRESETS)} or none, optionally with key=value overrides")
+        raise InputError(
+            f"shadow {text!r}: unknown style {parts[0]!r}; use "
+            f"{', '.join(SHADOW_PRESETS)} or none, optionally with key=value overrides"
+        )
     changes: dict = {}
     for part in rest:
         key, sep, value = part.partition("=")
@@ -134,8 +160,10 @@ def parse_shadow(text: str) -> ShadowSpec | None:
                 try:
                     changes["direction"] = float(name.removesuffix("deg").removesuffix("°"))
                 except ValueError:
-                    raise InputError(f"shadow direction={value!r}: give degrees (0 right, 90 behind, "
-                                     f"270 front) or one of {', '.join(DIRECTION_NAMES)}") from None
+                    raise InputError(
+                        f"shadow direction={value!r}: give degrees (0 right, 90 behind, "
+                        f"270 front) or one of {', '.join(DIRECTION_NAMES)}"
+                    ) from None
         elif key in ("distance", "length", "softness", "blur", "contact_softness"):
             name = {"length": "distance", "blur": "softness"}.get(key, key)
             v, px = _length(key, value)
@@ -156,8 +184,10 @@ def parse_shadow(text: str) -> ShadowSpec | None:
             r, g, b, _a = parse_colour(value)
             changes["color"] = (r, g, b)
         else:
-            raise InputError(f"shadow: unknown parameter {key!r}; use direction, distance, softness, "
-                             "opacity, contact, contact_softness, fade, color")
+            raise InputError(
+                f"shadow: unknown parameter {key!r}; use direction, distance, softness, "
+                "opacity, contact, contact_softness, fade, color"
+            )
     changes.pop("contact_softness_px", None)
     return replace(spec, **changes).validate()
 
@@ -177,7 +207,7 @@ class ShadowField:
 
     def source_box(self, threshold: float = 0.02) -> tuple[int, int, int, int] | None:
         """Where the shadow is visible (> ``threshold``), as (x, y, w, h) in source pixels."""
-        from core.canvas import subject_bounds
+        from maskd.core.canvas import subject_bounds
 
         b = subject_bounds(self.alpha, threshold)
         if b is None:
@@ -199,8 +229,9 @@ class ShadowField:
             src = self.source_box(VISIBLE)
             if src is not None:
                 x, y, w, h = src
-                region = p.to_canvas((x - 2 * self.step_x, y - 2 * self.step_y, w + 4 * self.step_x,
-                                      h + 4 * self.step_y))
+                region = p.to_canvas(
+                    (x - 2 * self.step_x, y - 2 * self.step_y, w + 4 * self.step_x, h + 4 * self.step_y)
+                )
         rx, ry, rw, rh = region
         if rw <= 0 or rh <= 0:
             return np.zeros((max(0, rh), max(0, rw)), np.float32), region
@@ -209,13 +240,14 @@ class ShadowField:
         ox = p.fx * (self.x0 + 0.5 * self.step_x) + p.tx - 0.5 - rx
         oy = p.fy * (self.y0 + 0.5 * self.step_y) + p.ty - 0.5 - ry
         m = np.array([[sx, 0.0, ox], [0.0, sy, oy]], np.float64)
-        out = cv2.warpAffine(self.alpha, m, (rw, rh), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+        out = cv2.warpAffine(
+            self.alpha, m, (rw, rh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0
+        )
         return out, region
 
     def full(self, height: int, width: int) -> np.ndarray:
         """The shadow at the source image's own size (for a separate editor layer)."""
-        from core.canvas import Placement
+        from maskd.core.canvas import Placement
 
         identity = Placement(width, height, 1.0, 1.0, 0.0, 0.0, (0, 0, width, height), (0, 0, width, height))
         out, _ = self.render(identity, (0, 0, width, height))
@@ -237,23 +269,24 @@ def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
     padded = np.zeros((sh * k, sw * k) + x.shape[2:], np.float32)
     padded[:h, :w] = x
     small = cv2.resize(padded, (sw, sh), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), math.sqrt(max(sigma * sigma - 0.25 * k * k, 1.0)) / k,
-                             borderType=cv2.BORDER_CONSTANT)
+    small = cv2.GaussianBlur(
+        small, (0, 0), math.sqrt(max(sigma * sigma - 0.25 * k * k, 1.0)) / k, borderType=cv2.BORDER_CONSTANT
+    )
     # cell centres: small pixel j covers [j·k, (j+1)·k) → centre j·k + k/2 − 0.5 in x's pixel units
     m = np.array([[k, 0, k / 2 - 0.5], [0, k, k / 2 - 0.5]], np.float64)
     return cv2.warpAffine(small, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
 
 
-def generate(alpha: np.ndarray, spec: ShadowSpec,
-             bounds: tuple[int, int, int, int] | None = None) -> ShadowField | None:
+def generate(
+    alpha: np.ndarray, spec: ShadowSpec, bounds: tuple[int, int, int, int] | None = None
+) -> ShadowField | None:
     """The shadow of the subject in ``alpha`` (H×W float in [0, 1]); None when there is no subject.
 
     Each separate object (connected part of the silhouette) stands on its own floor line — the
     bottom of that object — so a group of items placed at different depths is grounded item by item.
     """
     import cv2
-
-    from core.canvas import subject_bounds
+    from maskd.core.canvas import subject_bounds
 
     spec = spec.validate()
     bounds = bounds or subject_bounds(alpha)
@@ -263,7 +296,7 @@ def generate(alpha: np.ndarray, spec: ShadowSpec,
     step = max(max(bw, bh) / WORK_SIDE, 0.25)
     nw, nh = max(2, round(bw / step)), max(2, round(bh / step))
     step_x, step_y = bw / nw, bh / nh
-    sub = np.ascontiguousarray(alpha[by:by + bh, bx:bx + bw], dtype=np.float32)
+    sub = np.ascontiguousarray(alpha[by : by + bh, bx : bx + bw], dtype=np.float32)
     interp = cv2.INTER_AREA if step >= 1 else cv2.INTER_LINEAR
     small = np.clip(cv2.resize(sub, (nw, nh), interpolation=interp), 0.0, 1.0)
 
@@ -274,8 +307,9 @@ def generate(alpha: np.ndarray, spec: ShadowSpec,
         sig_far = spec.softness_px / step_y if spec.softness_px is not None else spec.softness * ch
         # at least ~1.5 source pixels of blur, so small subjects still get a visible contact line
         floor_sigma = max(0.6, MIN_BLUR_PX / step_y)
-        fld, ox, oy = _object_shadow(sil, spec, dist, max(floor_sigma, sig_far),
-                                     max(floor_sigma, spec.contact_softness * ch))
+        fld, ox, oy = _object_shadow(
+            sil, spec, dist, max(floor_sigma, sig_far), max(floor_sigma, spec.contact_softness * ch)
+        )
         parts.append((fld, cx + ox, cy + oy))
     if not parts:
         return None
@@ -285,10 +319,11 @@ def generate(alpha: np.ndarray, spec: ShadowSpec,
     gy1 = max(y + f.shape[0] for f, _, y in parts)
     total = np.zeros((gy1 - gy0, gx1 - gx0), np.float32)
     for fld, x, y in parts:
-        view = total[y - gy0:y - gy0 + fld.shape[0], x - gx0:x - gx0 + fld.shape[1]]
+        view = total[y - gy0 : y - gy0 + fld.shape[0], x - gx0 : x - gx0 + fld.shape[1]]
         view[...] = 1.0 - (1.0 - view) * (1.0 - fld)  # overlapping shadows do not add up past 1
-    return ShadowField(np.clip(total, 0.0, 1.0), x0=bx + gx0 * step_x, y0=by + gy0 * step_y,
-                       step_x=step_x, step_y=step_y)
+    return ShadowField(
+        np.clip(total, 0.0, 1.0), x0=bx + gx0 * step_x, y0=by + gy0 * step_y, step_x=step_x, step_y=step_y
+    )
 
 
 MAX_OBJECTS = 24
@@ -382,8 +417,14 @@ def _cast(small, dist, ux, uy, fade, sig_near, sig_far, grid_hw, pad_l, pad_t) -
     else:  # downwards (front): flipped, starting at the floor
         src = squashed[::-1].copy()
         m = np.array([[1.0, shear, pad_l + shear * 0.5], [0.0, 1.0, floor_y]], np.float64)
-    grid = cv2.warpAffine(np.ascontiguousarray(src), m, (gw, gh), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0.0, 0.0, 0.0, 0.0))
+    grid = cv2.warpAffine(
+        np.ascontiguousarray(src),
+        m,
+        (gw, gh),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=(0.0, 0.0, 0.0, 0.0),
+    )
     shade, height_sum, cover = grid[..., 0], grid[..., 1], grid[..., 2]
     near = _blur(shade, sig_near)
     far = _blur(shade, sig_far)
@@ -421,7 +462,7 @@ def _contact(small, grid_hw, pad_l, floor_y, sigma) -> np.ndarray:
     d = ys - base_edge[None, :]
     below = np.exp(-0.5 * np.square(np.maximum(d, 0.0) / sigma))
     band = below * np.exp(-np.square(np.minimum(d, 0.0) / sigma))
-    out[y0:y1, pad_l:pad_l + nw] = (band * strength[None, :]).astype(np.float32)
+    out[y0:y1, pad_l : pad_l + nw] = (band * strength[None, :]).astype(np.float32)
     return np.clip(_blur(out, sigma * 0.7), 0.0, 1.0)
 
 
@@ -432,7 +473,7 @@ def _footprint(small, grid_hw, pad_l, floor_y, sigma) -> np.ndarray:
     lowest, has = _base_rows(small)
     line = np.zeros(grid_hw, np.float32)
     row = min(gh - 1, int(floor_y))
-    line[row, pad_l:pad_l + nw] = has.astype(np.float32)
+    line[row, pad_l : pad_l + nw] = has.astype(np.float32)
     blurred = _blur(line, sigma)
     peak = float(blurred.max())
     return np.clip(blurred / peak, 0.0, 1.0) if peak > 0 else blurred

@@ -67,8 +67,11 @@ class _WindowPlan:
         ty, tx = torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
         sy = wy.reshape(-1, 1) * window + ty.reshape(1, -1)  # (nW, N) shifted-frame rows
         sx = wx.reshape(-1, 1) * window + tx.reshape(1, -1)
-        boundary = ((wy == nwh - 1) | (wx == nww - 1)).reshape(-1) if shift else torch.zeros(
-            nwh * nww, dtype=torch.bool)
+        boundary = (
+            ((wy == nwh - 1) | (wx == nww - 1)).reshape(-1)
+            if shift
+            else torch.zeros(nwh * nww, dtype=torch.bool)
+        )
         order = torch.cat([torch.nonzero(~boundary).flatten(), torch.nonzero(boundary).flatten()])
         sy, sx = sy[order], sx[order]
         oy, ox = (sy + shift) % hp, (sx + shift) % wp  # roll(-shift) undone: source position
@@ -76,7 +79,7 @@ class _WindowPlan:
         flat = (oy * width + ox).clamp(max=height * width - 1)
         hw = height * width
         batch_offsets = torch.arange(batch).view(1, batch, 1) * hw
-        gather = (flat.unsqueeze(1) + batch_offsets)  # (nW, B, N)
+        gather = flat.unsqueeze(1) + batch_offsets  # (nW, B, N)
         self.gather = gather.reshape(-1).to(device)
         pad_rows = torch.nonzero((~real).unsqueeze(1).expand_as(gather).reshape(-1)).flatten()
         self.pad_rows = pad_rows.to(device) if pad_rows.numel() else None
@@ -95,7 +98,7 @@ class _WindowPlan:
                 return (coord >= size - window).long() + (coord >= size - shift).long()
 
             ids = region(sy, hp) * 3 + region(sx, wp)  # (nW, N)
-            ids = ids[int((~boundary).sum()):]
+            ids = ids[int((~boundary).sum()) :]
             mask = torch.zeros(ids.shape[0], ids.shape[1], ids.shape[1])
             mask.masked_fill_(ids[:, :, None] != ids[:, None, :], float("-inf"))
             self.boundary_mask = mask.unsqueeze(1).repeat_interleave(batch, dim=0).to(device)  # (nB·B,1,N,N)
@@ -146,10 +149,10 @@ class WindowAttention(nn.Module):
                 r1 = min(stop, r0 + step)
                 qkv = self.qkv(windows[r0:r1]).view(r1 - r0, n, 3, heads, c // heads)
                 q, k, v = qkv.permute(2, 0, 3, 1, 4)
-                band_mask = mask if mask.shape[0] == 1 else mask[r0 - start:r1 - start]
+                band_mask = mask if mask.shape[0] == 1 else mask[r0 - start : r1 - start]
                 attended = F.scaled_dot_product_attention(q, k, v, attn_mask=band_mask)
                 attended = attended.transpose(1, 2).reshape((r1 - r0) * n, c)
-                torch.addmm(proj_bias, attended, weight_t, out=flat_out[r0 * n:r1 * n])
+                torch.addmm(proj_bias, attended, weight_t, out=flat_out[r0 * n : r1 * n])
         return out
 
     def _fresh_bias(self) -> torch.Tensor:
@@ -191,7 +194,7 @@ class SwinBlock(nn.Module):
         # (x is this block's own new tensor), so only one band of it exists at a time
         step = max(256, MLP_BAND_VALUES // (4 * c))
         for r0 in range(0, x.shape[0], step):
-            band = x[r0:r0 + step]
+            band = x[r0 : r0 + step]
             band += self.mlp(self.norm2(band))
         return x
 
@@ -219,7 +222,8 @@ class SwinStage(nn.Module):
         super().__init__()
         self.window = window
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else window // 2) for i in range(depth))
+            SwinBlock(dim, num_heads, window, 0 if i % 2 == 0 else window // 2) for i in range(depth)
+        )
         self.downsample = PatchMerging(dim) if downsample else None
 
 
@@ -246,7 +250,8 @@ class SwinTransformer(nn.Module):
         self.patch_embed = PatchEmbed(config.embed_dim)
         self.layers = nn.ModuleList(
             SwinStage(dim, config.depths[i], config.num_heads[i], config.window_size, downsample=i < 3)
-            for i, dim in enumerate(config.channels))
+            for i, dim in enumerate(config.channels)
+        )
         for i, dim in enumerate(config.channels):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
         self._plans: dict = {}

@@ -21,8 +21,9 @@ def ellipse(radius: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
 
 
-def band_from_matte(matte: np.ndarray, radius: int = DEFAULT_RADIUS, low: float = UNKNOWN_LOW,
-                    high: float = UNKNOWN_HIGH) -> tuple[np.ndarray, np.ndarray]:
+def band_from_matte(
+    matte: np.ndarray, radius: int = DEFAULT_RADIUS, low: float = UNKNOWN_LOW, high: float = UNKNOWN_HIGH
+) -> tuple[np.ndarray, np.ndarray]:
     """``(band, foreground)`` boolean masks on the matte's own grid.
 
     ``band``: uncertain pixels (low < matte < high) and every pixel where certain foreground

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import WeightsError
-from core.presets import PRESETS, Preset, is_preset, presets_with_backbone, resolve_preset
+from maskd.core.errors import WeightsError
+from maskd.core.presets import PRESETS, Preset, is_preset, presets_with_backbone, resolve_preset
 
 TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 PREFIXES = ("_orig_mod.", "module.")
@@ -31,9 +31,11 @@ class Located:
 def _fix_download(preset: Preset | None, repo_id: str, filename: str) -> str:
     url = f"https://huggingface.co/{repo_id}/resolve/main/{filename}"
     variant = preset.name if preset else "general"
-    return (f"download {url} on a machine with internet access and run "
-            f"`maskd serve --weights FILE --variant {variant}` "
-            f"(or `maskd fetch --weights FILE --variant {variant}` to check it)")
+    return (
+        f"download {url} on a machine with internet access and run "
+        f"`maskd serve --weights FILE --variant {variant}` "
+        f"(or `maskd fetch --weights FILE --variant {variant}` to check it)"
+    )
 
 
 def download(repo_id: str, filename: str = "model.safetensors", preset: Preset | None = None) -> Path:
@@ -41,8 +43,10 @@ def download(repo_id: str, filename: str = "model.safetensors", preset: Preset |
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as exc:  # pragma: no cover - a dependency
-        raise WeightsError("huggingface_hub is not installed; `pip install huggingface_hub`, or pass a "
-                           "local weights file with --weights FILE --variant NAME") from exc
+        raise WeightsError(
+            "huggingface_hub is not installed; `pip install huggingface_hub`, or pass a "
+            "local weights file with --weights FILE --variant NAME"
+        ) from exc
     errors = _hub_errors()
     what = f"{repo_id}/{filename}"
     hint = _fix_download(preset, repo_id, filename)
@@ -59,33 +63,47 @@ def download(repo_id: str, filename: str = "model.safetensors", preset: Preset |
     if not offline:
         unreachable = _unreachable_reason()
         if unreachable:
-            raise WeightsError(f"weights {what} are not in the local cache ({cache}) and the "
-                               f"Hugging Face hub cannot be reached ({unreachable}). Fix: connect and run "
-                               f"`maskd fetch {preset.name if preset else repo_id}`, or {hint}")
+            raise WeightsError(
+                f"weights {what} are not in the local cache ({cache}) and the "
+                f"Hugging Face hub cannot be reached ({unreachable}). Fix: connect and run "
+                f"`maskd fetch {preset.name if preset else repo_id}`, or {hint}"
+            )
     try:
         return Path(hf_hub_download(repo_id, filename))
     except errors["LocalEntryNotFoundError"] as exc:
-        why = ("HF_HUB_OFFLINE is set" if offline
-               else "the Hugging Face hub could not be reached (no network, proxy or firewall?)")
-        raise WeightsError(f"weights {what} are not in the local cache ({cache}) and {why}. "
-                           f"Fix: connect and run `maskd fetch {preset.name if preset else repo_id}`, "
-                           f"or {hint}") from exc
+        why = (
+            "HF_HUB_OFFLINE is set"
+            if offline
+            else "the Hugging Face hub could not be reached (no network, proxy or firewall?)"
+        )
+        raise WeightsError(
+            f"weights {what} are not in the local cache ({cache}) and {why}. "
+            f"Fix: connect and run `maskd fetch {preset.name if preset else repo_id}`, "
+            f"or {hint}"
+        ) from exc
     except errors["GatedRepoError"] as exc:
         raise WeightsError(
             f"{repo_id} is a gated repository: accept its licence at https://huggingface.co/{repo_id} "
-            f"and log in (`hf auth login` or HF_TOKEN), then retry; or {hint}") from exc
+            f"and log in (`hf auth login` or HF_TOKEN), then retry; or {hint}"
+        ) from exc
     except errors["RepositoryNotFoundError"] as exc:
-        raise WeightsError(f"Hugging Face repository {repo_id!r} does not exist (or needs a login). "
-                           "Check the name; known presets: " + ", ".join(PRESETS)) from exc
+        raise WeightsError(
+            f"Hugging Face repository {repo_id!r} does not exist (or needs a login). "
+            "Check the name; known presets: " + ", ".join(PRESETS)
+        ) from exc
     except errors["EntryNotFoundError"] as exc:
-        raise WeightsError(f"{repo_id} has no file {filename!r}; pass the weights file directly with "
-                           "--weights FILE --variant NAME") from exc
+        raise WeightsError(
+            f"{repo_id} has no file {filename!r}; pass the weights file directly with "
+            "--weights FILE --variant NAME"
+        ) from exc
     except (errors["HfHubHTTPError"], OSError, ValueError) as exc:
         raise WeightsError(f"could not download {what}: {_short(exc)}. Fix: retry later, or {hint}") from exc
     except Exception as exc:  # network libraries raise their own connection errors
         if type(exc).__module__.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3"):
-            raise WeightsError(f"could not reach the Hugging Face hub for {what}: {_short(exc)}. "
-                               f"Fix: check the connection, or {hint}") from exc
+            raise WeightsError(
+                f"could not reach the Hugging Face hub for {what}: {_short(exc)}. "
+                f"Fix: check the connection, or {hint}"
+            ) from exc
         raise
 
 
@@ -130,8 +148,13 @@ def _hub_errors() -> dict:
     import huggingface_hub
 
     modules = [getattr(huggingface_hub, "errors", None), getattr(huggingface_hub, "utils", None)]
-    names = ["GatedRepoError", "RepositoryNotFoundError", "EntryNotFoundError", "LocalEntryNotFoundError",
-             "HfHubHTTPError"]
+    names = [
+        "GatedRepoError",
+        "RepositoryNotFoundError",
+        "EntryNotFoundError",
+        "LocalEntryNotFoundError",
+        "HfHubHTTPError",
+    ]
 
     class _Never(Exception):
         pass
@@ -161,11 +184,14 @@ def _file_in_dir(directory: Path) -> Path:
         if (directory / name).is_file():
             return directory / name
     candidates = sorted(directory.glob("*.safetensors")) + sorted(
-        p for s in TORCH_SUFFIXES for p in directory.glob("*" + s))
+        p for s in TORCH_SUFFIXES for p in directory.glob("*" + s)
+    )
     if not candidates:
-        raise WeightsError(f"no weights file (model.safetensors, *.safetensors or *.pth) in directory "
-                           f"{directory}. Fix: point --weights at the snapshot folder that holds "
-                           "model.safetensors, or at the file itself")
+        raise WeightsError(
+            f"no weights file (model.safetensors, *.safetensors or *.pth) in directory "
+            f"{directory}. Fix: point --weights at the snapshot folder that holds "
+            "model.safetensors, or at the file itself"
+        )
     return candidates[0]
 
 
@@ -182,23 +208,31 @@ def locate(source: str, variant: str | None = None) -> Located:
             preset = vpreset or _preset_from_path(path)
             return Located(file, preset, vpreset is not None, str(file))
         return Located(path, vpreset or _preset_from_path(path), vpreset is not None, str(path))
-    looks_like_path = (os.sep in source and not re.fullmatch(r"[\w.-]+/[\w.-]+", source)) or \
-        source.lower().endswith((".safetensors",) + TORCH_SUFFIXES) or source.startswith((".", "~"))
+    looks_like_path = (
+        (os.sep in source and not re.fullmatch(r"[\w.-]+/[\w.-]+", source))
+        or source.lower().endswith((".safetensors",) + TORCH_SUFFIXES)
+        or source.startswith((".", "~"))
+    )
     if looks_like_path:
         preset = vpreset or resolve_preset("general")
-        raise WeightsError(f"weights file {path} does not exist. Fix: check the path, use a preset name "
-                           f"({', '.join(PRESETS)}), "
-                           f"or {_fix_download(preset, preset.repo_id, preset.filename)}")
+        raise WeightsError(
+            f"weights file {path} does not exist. Fix: check the path, use a preset name "
+            f"({', '.join(PRESETS)}), "
+            f"or {_fix_download(preset, preset.repo_id, preset.filename)}"
+        )
     if is_preset(source):
         preset = resolve_preset(source)
         file = download(preset.repo_id, preset.filename, preset)
-        return Located(file, vpreset or preset, vpreset is not None,
-                       f"preset '{preset.name}' ({preset.repo_id}, {file})")
+        return Located(
+            file, vpreset or preset, vpreset is not None, f"preset '{preset.name}' ({preset.repo_id}, {file})"
+        )
     if re.fullmatch(r"[\w.-]+/[\w.-]+", source):
         file = download(source, "model.safetensors", vpreset)
         return Located(file, vpreset, vpreset is not None, f"{source} ({file})")
-    raise WeightsError(f"{source!r} is neither a weights file, a directory, a preset ({', '.join(PRESETS)}) "
-                       "nor a Hugging Face repo id (owner/name)")
+    raise WeightsError(
+        f"{source!r} is neither a weights file, a directory, a preset ({', '.join(PRESETS)}) "
+        "nor a Hugging Face repo id (owner/name)"
+    )
 
 
 def _strip_prefixes(state: dict) -> dict:
@@ -209,7 +243,7 @@ def _strip_prefixes(state: dict) -> dict:
             changed = False
             for prefix in PREFIXES:
                 if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
+                    key, changed = key[len(prefix) :], True
         out[key] = value
     return out
 
@@ -226,8 +260,10 @@ def read_state_dict(path: Path | str) -> dict:
         head = f.read(8)
     is_torch = path.suffix.lower() in TORCH_SUFFIXES or head[:2] == b"PK" or head[:1] == b"\x80"
     if size == 0:
-        raise WeightsError(f"weights file {path} is empty (an interrupted download?). Fix: delete it and "
-                           "download it again (`maskd fetch PRESET`)")
+        raise WeightsError(
+            f"weights file {path} is empty (an interrupted download?). Fix: delete it and "
+            "download it again (`maskd fetch PRESET`)"
+        )
     if is_torch:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -235,7 +271,8 @@ def read_state_dict(path: Path | str) -> dict:
             raise WeightsError(
                 f"cannot read {path} as a PyTorch weights file ({_short(exc)}): it is corrupt, truncated, or "
                 "holds more than plain tensors (only weights_only files are read; no code is run). "
-                "Fix: download it again, or use the model.safetensors of the Hugging Face repo") from exc
+                "Fix: download it again, or use the model.safetensors of the Hugging Face repo"
+            ) from exc
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]
@@ -250,7 +287,8 @@ def read_state_dict(path: Path | str) -> dict:
             raise WeightsError(
                 f"cannot read {path} as safetensors ({_short(exc)}): the file is corrupt or truncated "
                 f"({size:,} bytes). Fix: delete it and download it again (`maskd fetch PRESET`, "
-                "or the model.safetensors of the preset's Hugging Face repo)") from exc
+                "or the model.safetensors of the preset's Hugging Face repo)"
+            ) from exc
     return _strip_prefixes(state)
 
 
@@ -263,17 +301,26 @@ def detect_backbone(state: dict) -> str | None:
     depth = max(blocks) + 1 if blocks else 0
     width = int(embed.shape[0])
     return {(96, 6): "swin_v1_t", (96, 18): "swin_v1_s", (128, 18): "swin_v1_b", (192, 18): "swin_v1_l"}.get(
-        (width, depth))
+        (width, depth)
+    )
 
 
 def _custom_preset(backbone: str) -> Preset:
-    return Preset(f"custom-{backbone}", "", "", backbone, (1024, 1024), "c-hg-wg",
-                  "no official release has this backbone: the current official code's order is assumed",
-                  "unknown (your own weights)", "guessed from the tensor shapes")
+    return Preset(
+        f"custom-{backbone}",
+        "",
+        "",
+        backbone,
+        (1024, 1024),
+        "c-hg-wg",
+        "no official release has this backbone: the current official code's order is assumed",
+        "unknown (your own weights)",
+        "guessed from the tensor shapes",
+    )
 
 
 def _describe_backbone(backbone: str | None) -> str:
-    from core.swin import BACKBONE_NAMES
+    from maskd.core.swin import BACKBONE_NAMES
 
     if backbone is None:
         return "no BiRefNet Swin backbone"
@@ -288,10 +335,12 @@ def match_preset(state: dict, located: Located) -> Preset:
     backbone = detect_backbone(state)
     if backbone is None:
         sample = ", ".join(list(state)[:3])
-        raise WeightsError(f"{located.path} is not a BiRefNet checkpoint: it has no Swin backbone tensors "
-                           f"('bb.patch_embed.proj.weight'; first keys: {sample}). "
-                           "Fix: use the model.safetensors of a BiRefNet repo "
-                           f"({', '.join(p.repo_id for p in PRESETS.values())})")
+        raise WeightsError(
+            f"{located.path} is not a BiRefNet checkpoint: it has no Swin backbone tensors "
+            f"('bb.patch_embed.proj.weight'; first keys: {sample}). "
+            "Fix: use the model.safetensors of a BiRefNet repo "
+            f"({', '.join(p.repo_id for p in PRESETS.values())})"
+        )
     known = presets_with_backbone(backbone)
     preferred = [p for p in known if p.name in ("general", "lite")]
     return (preferred or known)[0] if known else _custom_preset(backbone)
@@ -302,8 +351,7 @@ def fill_derivable(state: dict, model) -> list[str]:
     index (a function of the window size) and BatchNorm's ``num_batches_tracked`` (unused in eval).
     Only done when the file has the learned tensors next to them. Returns the keys added."""
     import torch
-
-    from core.swin import relative_position_index
+    from maskd.core.swin import relative_position_index
 
     added = []
     for key, ref in model.state_dict().items():
@@ -328,7 +376,7 @@ def check_compatible(state: dict, model, located: Located, preset: Preset) -> No
     wrong = [k for k in expected if k in got and got[k] != expected[k]]
     if not (missing or unexpected or wrong):
         return
-    from core.swin import BACKBONE_NAMES
+    from maskd.core.swin import BACKBONE_NAMES
 
     detected = detect_backbone(state)
     details = []
@@ -338,20 +386,26 @@ def check_compatible(state: dict, model, located: Located, preset: Preset) -> No
         details.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:2])})")
     if wrong:
         k = wrong[0]
-        details.append(f"{len(wrong)} with other shapes "
-                       f"(e.g. {k}: file {list(got[k])}, expected {list(expected[k])})")
+        details.append(
+            f"{len(wrong)} with other shapes (e.g. {k}: file {list(got[k])}, expected {list(expected[k])})"
+        )
     if detected and detected != preset.backbone:
         closest = [p for p in presets_with_backbone(detected)]
-        fix = (f"if the file is a {closest[0].name} checkpoint, pass --variant {closest[0].name}" if closest
-               else f"this backbone has no preset; pass a {BACKBONE_NAMES[preset.backbone]} checkpoint")
-        fix += (f"; the '{preset.name}' weights are at {preset.url}" if preset.repo_id else "")
+        fix = (
+            f"if the file is a {closest[0].name} checkpoint, pass --variant {closest[0].name}"
+            if closest
+            else f"this backbone has no preset; pass a {BACKBONE_NAMES[preset.backbone]} checkpoint"
+        )
+        fix += f"; the '{preset.name}' weights are at {preset.url}" if preset.repo_id else ""
     elif detected is None:
         fix = f"use the model.safetensors of a BiRefNet release, e.g. {preset.url or PRESETS['general'].url}"
     else:
-        fix = ("the file may be from a different BiRefNet version or a partial download; download it again"
-               + (f" from {preset.url}" if preset.repo_id else ""))
+        fix = "the file may be from a different BiRefNet version or a partial download; download it again" + (
+            f" from {preset.url}" if preset.repo_id else ""
+        )
     how = "from --variant" if located.from_variant else "for this source"
     raise WeightsError(
         f"weights {located.path} do not match the '{preset.name}' architecture {how} "
         f"({BACKBONE_NAMES[preset.backbone]}): {'; '.join(details)}. The file looks like "
-        f"{_describe_backbone(detected)}. Fix: {fix}")
+        f"{_describe_backbone(detected)}. Fix: {fix}"
+    )

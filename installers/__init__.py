@@ -5,7 +5,7 @@ can run them with the system Python before maskd's own environment exists; ``ins
 is the exception and runs inside that environment.
 """
 
-from core.errors import MaskdError
+from maskd.core.errors import MaskdError
 
 
 class InstallError(MaskdError):

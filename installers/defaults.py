@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from installers.locations import Platform
+from maskd.installers.locations import Platform
 
 
 def installed_serve_args(plat: Platform | None = None) -> list[str]:

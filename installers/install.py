@@ -29,10 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from installers import InstallError  # noqa: E402
-from installers.locations import Platform  # noqa: E402
-from installers.manifest import Manifest  # noqa: E402
-from installers.torch_choice import KINDS, choose_torch  # noqa: E402
+from maskd.installers import InstallError  # noqa: E402
+from maskd.installers.locations import Platform  # noqa: E402
+from maskd.installers.manifest import Manifest  # noqa: E402
+from maskd.installers.torch_choice import KINDS, choose_torch  # noqa: E402
 
 EXIT_INCOMPLETE = 3  # installed, but without weights: the message says how to supply them
 GPU_PRESET, CPU_PRESET = "general", "lite"
@@ -40,36 +40,63 @@ GPU_PRESET, CPU_PRESET = "general", "lite"
 
 def parse_args(argv=None) -> argparse.Namespace:
     env = os.environ
-    p = argparse.ArgumentParser(prog="install.sh", description="Install maskd, its model weights and the "
-                                "GIMP/Krita plugins (re-run to upgrade in place).")
+    p = argparse.ArgumentParser(
+        prog="install.sh",
+        description="Install maskd, its model weights and the "
+        "GIMP/Krita plugins (re-run to upgrade in place).",
+    )
     p.add_argument("--prefix", type=Path, help="maskd's folder (venv, weights, manifest); env MASKD_HOME")
-    p.add_argument("--package", default=env.get("MASKD_PACKAGE"),
-                   help="what to pip-install as maskd: a wheel or source folder (default: this clone)")
+    p.add_argument(
+        "--package",
+        default=env.get("MASKD_PACKAGE"),
+        help="what to pip-install as maskd: a wheel or source folder (default: this clone)",
+    )
     t = p.add_argument_group("torch")
-    t.add_argument("--torch", choices=KINDS, default=env.get("MASKD_TORCH", "auto"),
-                   help="which build: auto (NVIDIA driver → cuda, Apple Silicon → mps, else cpu), or "
-                        "force one; skip keeps the torch already in the environment")
-    t.add_argument("--torch-spec",
-                   help="pip requirement for torch (env MASKD_TORCH_SPEC; default torch==2.13.0)")
-    t.add_argument("--torch-index-url",
-                   help="pip index for torch (env MASKD_TORCH_INDEX_URL; '' = pip's own)")
+    t.add_argument(
+        "--torch",
+        choices=KINDS,
+        default=env.get("MASKD_TORCH", "auto"),
+        help="which build: auto (NVIDIA driver → cuda, Apple Silicon → mps, else cpu), or "
+        "force one; skip keeps the torch already in the environment",
+    )
+    t.add_argument(
+        "--torch-spec", help="pip requirement for torch (env MASKD_TORCH_SPEC; default torch==2.13.0)"
+    )
+    t.add_argument(
+        "--torch-index-url", help="pip index for torch (env MASKD_TORCH_INDEX_URL; '' = pip's own)"
+    )
     w = p.add_argument_group("model weights")
-    w.add_argument("--preset", default=env.get("MASKD_PRESET"),
-                   help=f"preset to download (default: {GPU_PRESET} with a GPU, {CPU_PRESET} on CPU)")
-    w.add_argument("--weights", type=Path, default=env.get("MASKD_WEIGHTS") or None,
-                   help="use this local weights file instead of downloading (env MASKD_WEIGHTS)")
-    w.add_argument("--variant", default=env.get("MASKD_VARIANT"),
-                   help="the preset whose architecture --weights has, e.g. lite (env MASKD_VARIANT)")
+    w.add_argument(
+        "--preset",
+        default=env.get("MASKD_PRESET"),
+        help=f"preset to download (default: {GPU_PRESET} with a GPU, {CPU_PRESET} on CPU)",
+    )
+    w.add_argument(
+        "--weights",
+        type=Path,
+        default=env.get("MASKD_WEIGHTS") or None,
+        help="use this local weights file instead of downloading (env MASKD_WEIGHTS)",
+    )
+    w.add_argument(
+        "--variant",
+        default=env.get("MASKD_VARIANT"),
+        help="the preset whose architecture --weights has, e.g. lite (env MASKD_VARIANT)",
+    )
     w.add_argument("--sha256", help="expected SHA-256 of --weights")
     w.add_argument("--no-weights", action="store_true", help="skip the weights step")
     e = p.add_argument_group("editors")
     e.add_argument("--editors", help="only these editors/locations (see `maskd install-plugins --list`)")
     e.add_argument("--no-plugins", action="store_true", help="skip the plugin step")
-    e.add_argument("--no-service", action="store_true",
-                   help="no daemon autostart entry for sandboxed editors")
+    e.add_argument(
+        "--no-service", action="store_true", help="no daemon autostart entry for sandboxed editors"
+    )
     e.add_argument("--no-start", action="store_true", help="do not start the autostart entry now")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                   help="device the daemon uses (default auto: CUDA > MPS > CPU)")
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        default="auto",
+        help="device the daemon uses (default auto: CUDA > MPS > CPU)",
+    )
     p.add_argument("--no-bin-link", action="store_true", help="do not link maskd into ~/.local/bin")
     p.add_argument("--uninstall", action="store_true", help="remove what an earlier install put in place")
     p.add_argument("--keep-weights", action="store_true", help="with --uninstall: keep the model weights")
@@ -109,8 +136,14 @@ class Installer:
 
     def venv_output(self, code: str) -> str | None:
         try:
-            r = subprocess.run([str(self.python), "-c", code], capture_output=True, text=True, timeout=120,
-                               env=dict(self.plat.env), stdin=subprocess.DEVNULL)
+            r = subprocess.run(
+                [str(self.python), "-c", code],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                env=dict(self.plat.env),
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return r.stdout.strip() if r.returncode == 0 else None
@@ -128,15 +161,24 @@ class Installer:
         if not existed:
             m.add("tree", self.venv)
         m.save()
-        r = subprocess.run([sys.executable, "-m", "venv", *(["--clear"] if existed else []), str(self.venv)],
-                           capture_output=True, text=True, env=dict(self.plat.env))
+        r = subprocess.run(
+            [sys.executable, "-m", "venv", *(["--clear"] if existed else []), str(self.venv)],
+            capture_output=True,
+            text=True,
+            env=dict(self.plat.env),
+        )
         if r.returncode != 0:
             text = (r.stdout + r.stderr).strip()
-            fix = ("install it: `sudo apt install python3-venv` (Debian/Ubuntu), then run the installer again"
-                   if "ensurepip" in text or "venv" in text else "see the message above")
-            raise InstallError(f"could not create the virtual environment {self.venv} with "
-                               f"{sys.executable}:\n"
-                               f"{text[-1500:]}\nFix: {fix}")
+            fix = (
+                "install it: `sudo apt install python3-venv` (Debian/Ubuntu), then run the installer again"
+                if "ensurepip" in text or "venv" in text
+                else "see the message above"
+            )
+            raise InstallError(
+                f"could not create the virtual environment {self.venv} with "
+                f"{sys.executable}:\n"
+                f"{text[-1500:]}\nFix: {fix}"
+            )
         self.done.append(f"environment {self.venv} (Python {sys.version.split()[0]})")
 
     def install_torch(self) -> str:
@@ -154,8 +196,9 @@ class Installer:
         have = self.venv_output("import torch; print(torch.__version__, bool(torch.version.cuda))")
         if choice.kind == "skip":
             if not have:
-                raise InstallError("--torch skip, but maskd's environment has no torch. "
-                                   "Fix: drop --torch skip")
+                raise InstallError(
+                    "--torch skip, but maskd's environment has no torch. Fix: drop --torch skip"
+                )
             self.done.append(f"torch {have.split()[0]} (kept)")
             return "skip"
         extra = []
@@ -174,11 +217,15 @@ class Installer:
         self.step(f"maskd from {package}")
         before = self.venv_output("import importlib.metadata as m; print(m.version('maskd'))")
         # the `layered` extra (gimpformats, pure Python) lets `maskd remove` read GIMP's XCF files
-        self.run([self.python, "-m", "pip", "install", package + "[layered]"],
-                 "installing maskd and its dependencies")
+        self.run(
+            [self.python, "-m", "pip", "install", package + "[layered]"],
+            "installing maskd and its dependencies",
+        )
         if before:  # same version number: pip would keep the old files, so replace them (upgrade in place)
-            self.run([self.python, "-m", "pip", "install", "--force-reinstall", "--no-deps", package],
-                     "upgrading maskd in place")
+            self.run(
+                [self.python, "-m", "pip", "install", "--force-reinstall", "--no-deps", package],
+                "upgrading maskd in place",
+            )
         version = self.venv_output("import importlib.metadata as m; print(m.version('maskd'))") or "?"
         self.done.append(f"maskd {version}" + (f" (was {before})" if before else ""))
         maskd = self.plat.venv_maskd(self.venv)
@@ -207,28 +254,36 @@ class Installer:
             return True
         if a.weights:
             if not a.variant:
-                raise InstallError("--weights FILE needs --variant NAME: the preset whose architecture "
-                                   "the file has (lite for BiRefNet_lite, general for BiRefNet, ...)")
+                raise InstallError(
+                    "--weights FILE needs --variant NAME: the preset whose architecture "
+                    "the file has (lite for BiRefNet_lite, general for BiRefNet, ...)"
+                )
             self.step(f"model weights from {a.weights} (as '{a.variant}')")
             cmd = ["--file", Path(a.weights).expanduser().resolve(), "--variant", a.variant]
             cmd += ["--sha256", a.sha256] if a.sha256 else []
         else:
             probe = "import torch; print(torch.cuda.is_available() or torch.backends.mps.is_available())"
-            gpu = torch_kind in ("cuda", "mps") or \
-                (torch_kind == "skip" and self.venv_output(probe) == "True")
+            gpu = torch_kind in ("cuda", "mps") or (
+                torch_kind == "skip" and self.venv_output(probe) == "True"
+            )
             preset = a.preset or (GPU_PRESET if gpu else CPU_PRESET)
             why = "" if a.preset else f" (the default {'with a GPU' if gpu else 'on CPU'})"
             self.step(f"model weights: preset '{preset}'{why}")
             cmd = ["--preset", preset]
-        code = self.run([self.python, "-m", "installers.weights", "--manifest", self.manifest_path, *cmd],
-                        "the weights step", check=False)
+        code = self.run(
+            [self.python, "-m", "maskd.installers.weights", "--manifest", self.manifest_path, *cmd],
+            "the weights step",
+            check=False,
+        )
         if code == 3:
             return False
         if code != 0:
             raise InstallError("the model weights could not be installed (see the message above)")
         settings = self.manifest().settings
-        self.done.append(f"weights: {settings.get('weights_path')} (daemon: maskd serve "
-                         f"{' '.join(settings.get('model_args', []))})")
+        self.done.append(
+            f"weights: {settings.get('weights_path')} (daemon: maskd serve "
+            f"{' '.join(settings.get('model_args', []))})"
+        )
         return True
 
     def install_plugins(self) -> None:
@@ -267,14 +322,18 @@ class Installer:
             print(f"    ! {line}")
         print(f"    manifest: {self.manifest_path} (`maskd uninstall` removes all of it)")
         if not weights_ok:
-            print("\nINCOMPLETE: the model weights are missing (see WEIGHTS NOT INSTALLED above). "
-                  "Everything else is in place; re-run the installer with --weights FILE --variant NAME "
-                  "to finish.")
+            print(
+                "\nINCOMPLETE: the model weights are missing (see WEIGHTS NOT INSTALLED above). "
+                "Everything else is in place; re-run the installer with --weights FILE --variant NAME "
+                "to finish."
+            )
             return EXIT_INCOMPLETE
-        print(f"\nNext: restart GIMP/Krita and use Layer ▸ Transparency ▸ Remove Background… (GIMP) or "
-              f"the Background Removal docker (Krita); on the command line: "
-              f"`maskd remove photo.jpg -o cutout.png`; "
-              f"check the setup any time with `{maskd} doctor`.")
+        print(
+            f"\nNext: restart GIMP/Krita and use Layer ▸ Transparency ▸ Remove Background… (GIMP) or "
+            f"the Background Removal docker (Krita); on the command line: "
+            f"`maskd remove photo.jpg -o cutout.png`; "
+            f"check the setup any time with `{maskd} doctor`."
+        )
         return 0
 
 
@@ -287,11 +346,12 @@ def main(argv=None) -> int:
     plat = Platform.current(**overrides)
     try:
         if args.uninstall:
-            from installers.uninstall import uninstall
+            from maskd.installers.uninstall import uninstall
 
             report = uninstall(plat, keep_weights=args.keep_weights)
-            print("\n".join(report) if report else
-                  f"nothing to uninstall (no manifest at {plat.manifest_path})")
+            print(
+                "\n".join(report) if report else f"nothing to uninstall (no manifest at {plat.manifest_path})"
+            )
             return 0
         return Installer(args, plat).install()
     except InstallError as exc:
@@ -304,4 +364,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -144,8 +144,15 @@ class Platform:
     # -- autostart of the daemon with the user session (needed by sandboxed editors)
     def service_file(self) -> Path:
         if self.system == "windows":
-            return (self.appdata / "Microsoft" / "Windows" / "Start Menu" / "Programs" / "Startup"
-                    / f"{SERVICE_NAME}.cmd")
+            return (
+                self.appdata
+                / "Microsoft"
+                / "Windows"
+                / "Start Menu"
+                / "Programs"
+                / "Startup"
+                / f"{SERVICE_NAME}.cmd"
+            )
         if self.system == "darwin":
             return self.home / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
         return self.config_home / "systemd" / "user" / f"{SERVICE_NAME}.service"
@@ -160,8 +167,14 @@ class Platform:
         if not self.probe:
             return ""
         try:
-            r = subprocess.run(args, capture_output=True, text=True, timeout=timeout,
-                               env=dict(self.env), stdin=subprocess.DEVNULL)
+            r = subprocess.run(
+                args,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env=dict(self.env),
+                stdin=subprocess.DEVNULL,
+            )
         except (OSError, subprocess.SubprocessError):
             return ""
         return (r.stdout or "") + (r.stderr or "")
@@ -174,6 +187,7 @@ class Platform:
 
 
 # --------------------------------------------------------------------------- editors
+
 
 @dataclass
 class EditorTarget:
@@ -251,8 +265,11 @@ def _gimp_program(plat: Platform, flavour: str) -> tuple[str, str]:
                 return f"program {exe}", series
         return "", ""
     if flavour == "windows":
-        for base in (plat.env.get("ProgramFiles"), plat.env.get("ProgramW6432"),
-                     str(plat.local_appdata / "Programs")):
+        for base in (
+            plat.env.get("ProgramFiles"),
+            plat.env.get("ProgramW6432"),
+            str(plat.local_appdata / "Programs"),
+        ):
             if not base:
                 continue
             for exe in sorted(Path(base).glob("GIMP 3*/bin/gimp-3*.exe"), reverse=True):
@@ -271,30 +288,67 @@ def _gimp_targets(plat: Platform) -> list[EditorTarget]:
         layouts = [("macos", plat.mac_support / "GIMP", None)]
     else:
         flatpak_app = plat.home / ".var" / "app" / GIMP_FLATPAK_ID
-        layouts = [("native", plat.config_home / "GIMP", None),
-                   ("flatpak", flatpak_app / "config" / "GIMP", flatpak_app / "data" / "maskd")]
+        layouts = [
+            ("native", plat.config_home / "GIMP", None),
+            ("flatpak", flatpak_app / "config" / "GIMP", flatpak_app / "data" / "maskd"),
+        ]
     targets = []
     for flavour, base, sandbox_dir in layouts:
         sandboxed = sandbox_dir is not None
-        profiles = sorted((p for p in base.glob("3.*") if p.is_dir() and GIMP_PROFILE_RE.match(p.name)),
-                          key=lambda p: tuple(int(x) for x in p.name.split(".")))
+        profiles = sorted(
+            (p for p in base.glob("3.*") if p.is_dir() and GIMP_PROFILE_RE.match(p.name)),
+            key=lambda p: tuple(int(x) for x in p.name.split(".")),
+        )
         found_program, series = _gimp_program(plat, flavour)
         for profile in profiles:
-            targets.append(EditorTarget("gimp", flavour, profile, sandboxed=sandboxed,
-                                        sandbox_dir=sandbox_dir, found_by=f"profile folder {profile}",
-                                        series=profile.name))
+            targets.append(
+                EditorTarget(
+                    "gimp",
+                    flavour,
+                    profile,
+                    sandboxed=sandboxed,
+                    sandbox_dir=sandbox_dir,
+                    found_by=f"profile folder {profile}",
+                    series=profile.name,
+                )
+            )
         if found_program and not profiles:
             if series and not GIMP_PROFILE_RE.match(series):
                 # GIMP 2.x: maskd needs GIMP 3; report it as not found with the reason in doctor
-                targets.append(EditorTarget("gimp", flavour, base / GIMP_DEFAULT_SERIES, sandboxed=sandboxed,
-                                            sandbox_dir=sandbox_dir, series=f"{series} (unsupported)"))
+                targets.append(
+                    EditorTarget(
+                        "gimp",
+                        flavour,
+                        base / GIMP_DEFAULT_SERIES,
+                        sandboxed=sandboxed,
+                        sandbox_dir=sandbox_dir,
+                        series=f"{series} (unsupported)",
+                    )
+                )
                 continue
             series = series or GIMP_DEFAULT_SERIES
-            targets.append(EditorTarget("gimp", flavour, base / series, sandboxed=sandboxed,
-                                        sandbox_dir=sandbox_dir, found_by=found_program, series=series))
+            targets.append(
+                EditorTarget(
+                    "gimp",
+                    flavour,
+                    base / series,
+                    sandboxed=sandboxed,
+                    sandbox_dir=sandbox_dir,
+                    found_by=found_program,
+                    series=series,
+                )
+            )
         if not profiles and not found_program:
-            targets.append(EditorTarget("gimp", flavour, base / GIMP_DEFAULT_SERIES, sandboxed=sandboxed,
-                                        sandbox_dir=sandbox_dir, series=GIMP_DEFAULT_SERIES))
+            targets.append(
+                EditorTarget(
+                    "gimp",
+                    flavour,
+                    base / GIMP_DEFAULT_SERIES,
+                    sandboxed=sandboxed,
+                    sandbox_dir=sandbox_dir,
+                    series=GIMP_DEFAULT_SERIES,
+                )
+            )
     return targets
 
 
@@ -311,8 +365,15 @@ def _krita_targets(plat: Platform) -> list[EditorTarget]:
         for app in (plat.applications_dir / "krita.app", plat.home / "Applications" / "krita.app"):
             if app.is_dir():
                 program = f"application {app}"
-        layouts = [("macos", plat.mac_support / "krita", plat.home / "Library" / "Preferences" / "kritarc",
-                    None, program)]
+        layouts = [
+            (
+                "macos",
+                plat.mac_support / "krita",
+                plat.home / "Library" / "Preferences" / "kritarc",
+                None,
+                program,
+            )
+        ]
     else:
         exe = plat.which("krita")
         flatpak_app = plat.home / ".var" / "app" / KRITA_FLATPAK_ID
@@ -320,14 +381,27 @@ def _krita_targets(plat: Platform) -> list[EditorTarget]:
         snap_user = plat.home / "snap" / "krita"
         snap_found = (plat.snap_dir / "krita").is_dir()
         layouts = [
-            ("native", plat.data_home / "krita", plat.config_home / "kritarc", None,
-             f"program {exe}" if exe else ""),
-            ("flatpak", flatpak_app / "data" / "krita", flatpak_app / "config" / "kritarc",
-             flatpak_app / "data" / "maskd",
-             f"Flatpak {KRITA_FLATPAK_ID} ({flatpak_found})" if flatpak_found else ""),
-            ("snap", snap_user / "current" / ".local" / "share" / "krita",
-             snap_user / "current" / ".config" / "kritarc", snap_user / "common" / "maskd",
-             f"Snap {plat.snap_dir / 'krita'}" if snap_found else ""),
+            (
+                "native",
+                plat.data_home / "krita",
+                plat.config_home / "kritarc",
+                None,
+                f"program {exe}" if exe else "",
+            ),
+            (
+                "flatpak",
+                flatpak_app / "data" / "krita",
+                flatpak_app / "config" / "kritarc",
+                flatpak_app / "data" / "maskd",
+                f"Flatpak {KRITA_FLATPAK_ID} ({flatpak_found})" if flatpak_found else "",
+            ),
+            (
+                "snap",
+                snap_user / "current" / ".local" / "share" / "krita",
+                snap_user / "current" / ".config" / "kritarc",
+                snap_user / "common" / "maskd",
+                f"Snap {plat.snap_dir / 'krita'}" if snap_found else "",
+            ),
         ]
     targets = []
     for flavour, root, kritarc, sandbox_dir, program in layouts:
@@ -338,14 +412,23 @@ def _krita_targets(plat: Platform) -> list[EditorTarget]:
             found = f"settings file {kritarc}"
         elif program:
             found = program
-        targets.append(EditorTarget("krita", flavour, root, kritarc=kritarc,
-                                    sandboxed=sandbox_dir is not None, sandbox_dir=sandbox_dir,
-                                    found_by=found))
+        targets.append(
+            EditorTarget(
+                "krita",
+                flavour,
+                root,
+                kritarc=kritarc,
+                sandboxed=sandbox_dir is not None,
+                sandbox_dir=sandbox_dir,
+                found_by=found,
+            )
+        )
     return targets
 
 
-def editor_targets(plat: Platform, editors: list[str] | None = None,
-                   found_only: bool = False) -> list[EditorTarget]:
+def editor_targets(
+    plat: Platform, editors: list[str] | None = None, found_only: bool = False
+) -> list[EditorTarget]:
     """Every plugin location maskd knows for this platform (``found_only``: only editors that are there).
 
     "Found" means the editor's profile/resource folder or settings file exists, or the program (or

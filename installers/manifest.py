@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 # imported now, not when needed: uninstall removes the venv this code may be running from
-from installers.plugins import remove_empty_ini_section, set_kritarc_value
+from maskd.installers.plugins import remove_empty_ini_section, set_kritarc_value
 
 FORMAT = 1
 
@@ -30,8 +30,12 @@ def _norm(path) -> str:
 class Manifest:
     def __init__(self, path: Path, data: dict | None = None):
         self.path = Path(path)
-        self.data = data or {"format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                             "settings": {}, "entries": []}
+        self.data = data or {
+            "format": FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "settings": {},
+            "entries": [],
+        }
 
     # -- persistence
     @classmethod
@@ -42,10 +46,12 @@ class Manifest:
         except FileNotFoundError:
             return cls(path)
         except (OSError, ValueError) as exc:
-            from core.errors import MaskdError  # only reached inside maskd's environment
+            from maskd.core.errors import MaskdError  # only reached inside maskd's environment
 
-            raise MaskdError(f"the install manifest {path} is unreadable ({exc}); remove it to start afresh "
-                             "(uninstall then cannot know what an earlier install put in place)") from None
+            raise MaskdError(
+                f"the install manifest {path} is unreadable ({exc}); remove it to start afresh "
+                "(uninstall then cannot know what an earlier install put in place)"
+            ) from None
         data.setdefault("entries", [])
         data.setdefault("settings", {})
         return cls(path, data)
@@ -73,8 +79,11 @@ class Manifest:
     def _find(self, kind: str, path, **match) -> dict | None:
         path = _norm(path)
         for entry in self.entries:
-            if entry["kind"] == kind and entry["path"] == path and \
-                    all(entry.get(k) == v for k, v in match.items()):
+            if (
+                entry["kind"] == kind
+                and entry["path"] == path
+                and all(entry.get(k) == v for k, v in match.items())
+            ):
                 return entry
         return None
 
@@ -112,6 +121,7 @@ class Manifest:
 
 
 # --------------------------------------------------------------------------- undo
+
 
 def _remove_path(path: Path) -> bool:
     if path.is_symlink() or path.is_file():
@@ -178,8 +188,11 @@ def undo(manifest: Manifest, run_commands: bool = True, keep=()) -> list[str]:
         elif entry["kind"] == "ini":
             _undo_ini(entry, report)
     # maskd's own folders (the venv this may be running from) go last
-    removable = [e for e in entries if e["kind"] in ("file", "tree", "service", "hf_cache", "weights")
-                 and e["kind"] not in keep]
+    removable = [
+        e
+        for e in entries
+        if e["kind"] in ("file", "tree", "service", "hf_cache", "weights") and e["kind"] not in keep
+    ]
     for entry in sorted(removable, key=lambda e: e["kind"] == "tree"):
         path = Path(entry["path"])
         if _remove_path(path):

@@ -6,7 +6,7 @@ installer:
 
 - adds an autostart entry (Linux: a systemd user unit, enabled for ``default.target``; macOS: a
   launchd agent; Windows: a Startup-folder script) running ``maskd serve --foreground``;
-- on Linux runs it through ``python -m installers.service run --mirror PATH… -- COMMAND``: a small
+- on Linux runs it through ``python -m maskd.installers.service run --mirror PATH… -- COMMAND``: a small
   supervisor that copies the daemon's connection file (mode 0600) into a folder each sandbox sees
   at the same path (``~/.var/app/<app-id>/data/maskd/connection.json`` for Flatpak,
   ``~/snap/krita/common/maskd/connection.json`` for Snap) whenever it changes, and removes the
@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from installers.locations import LAUNCHD_LABEL, SERVICE_NAME, Platform
-from installers.manifest import Manifest
+from maskd.installers.locations import LAUNCHD_LABEL, SERVICE_NAME, Platform
+from maskd.installers.manifest import Manifest
 
 
 def _systemd_quote(arg: str) -> str:
@@ -37,7 +37,7 @@ def _systemd_quote(arg: str) -> str:
 
 
 def supervisor_command(python: Path, serve_command: list[str], mirrors: list[Path]) -> list[str]:
-    command = [str(python), "-m", "installers.service", "run"]
+    command = [str(python), "-m", "maskd.installers.service", "run"]
     for mirror in mirrors:
         command += ["--mirror", str(mirror)]
     return command + ["--"] + [str(c) for c in serve_command]
@@ -59,35 +59,54 @@ def service_text(plat: Platform, command: list[str], log_file: Path | None = Non
             "WantedBy=default.target\n"
         )
     if plat.system == "darwin":
-        plist = {"Label": LAUNCHD_LABEL, "ProgramArguments": [str(c) for c in command], "RunAtLoad": True,
-                 "KeepAlive": {"SuccessfulExit": False}, "ProcessType": "Background"}
+        plist = {
+            "Label": LAUNCHD_LABEL,
+            "ProgramArguments": [str(c) for c in command],
+            "RunAtLoad": True,
+            "KeepAlive": {"SuccessfulExit": False},
+            "ProcessType": "Background",
+        }
         if log_file:
             plist["StandardOutPath"] = plist["StandardErrorPath"] = str(log_file)
         return plistlib.dumps(plist).decode("utf-8")
     quoted = " ".join(f'"{c}"' if " " in str(c) else str(c) for c in command)
-    return ("@echo off\r\nrem Written by the maskd installer; `maskd uninstall` removes it.\r\n"
-            f'start "maskd" /min {quoted}\r\n')
+    return (
+        "@echo off\r\nrem Written by the maskd installer; `maskd uninstall` removes it.\r\n"
+        f'start "maskd" /min {quoted}\r\n'
+    )
 
 
 def _systemctl_user_available() -> bool:
     if not shutil.which("systemctl"):
         return False
     try:
-        r = subprocess.run(["systemctl", "--user", "show-environment"], capture_output=True, timeout=10,
-                           stdin=subprocess.DEVNULL)
+        r = subprocess.run(
+            ["systemctl", "--user", "show-environment"],
+            capture_output=True,
+            timeout=10,
+            stdin=subprocess.DEVNULL,
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return r.returncode == 0
 
 
-def install_service(plat: Platform, manifest: Manifest, serve_command: list[str], *,
-                    python: Path | None = None, mirrors: list[Path] = (), start: bool = True) -> list[str]:
+def install_service(
+    plat: Platform,
+    manifest: Manifest,
+    serve_command: list[str],
+    *,
+    python: Path | None = None,
+    mirrors: list[Path] = (),
+    start: bool = True,
+) -> list[str]:
     """Write and enable the autostart entry; returns lines for the summary."""
     path = plat.service_file()
     lines = []
     if plat.system == "linux":
-        command = supervisor_command(Path(python or sys.executable), list(serve_command) + ["--foreground"],
-                                     list(mirrors))
+        command = supervisor_command(
+            Path(python or sys.executable), list(serve_command) + ["--foreground"], list(mirrors)
+        )
     else:
         command = list(serve_command) + ["--foreground"] if plat.system == "darwin" else list(serve_command)
     manifest.ensure_dir(path.parent)
@@ -105,12 +124,15 @@ def install_service(plat: Platform, manifest: Manifest, serve_command: list[str]
         manifest.add("file", link)
         if start and plat.probe and _systemctl_user_available():
             for args in (["daemon-reload"], ["restart", f"{SERVICE_NAME}.service"]):
-                subprocess.run(["systemctl", "--user"] + args, capture_output=True, timeout=60,
-                               stdin=subprocess.DEVNULL)
+                subprocess.run(
+                    ["systemctl", "--user"] + args, capture_output=True, timeout=60, stdin=subprocess.DEVNULL
+                )
             lines.append(f"started it now (systemctl --user status {SERVICE_NAME})")
         else:
-            lines.append("it starts at your next login (no systemd user session reachable now; "
-                         f"or run: systemctl --user start {SERVICE_NAME})")
+            lines.append(
+                "it starts at your next login (no systemd user session reachable now; "
+                f"or run: systemctl --user start {SERVICE_NAME})"
+            )
     elif plat.system == "darwin" and start and plat.probe and shutil.which("launchctl"):
         subprocess.run(["launchctl", "unload", str(path)], capture_output=True, timeout=30)
         subprocess.run(["launchctl", "load", str(path)], capture_output=True, timeout=30)
@@ -123,6 +145,7 @@ def install_service(plat: Platform, manifest: Manifest, serve_command: list[str]
 
 # --------------------------------------------------------------------------- the supervisor
 
+
 def _copy_private(data: bytes, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(dest.parent, 0o700)
@@ -133,8 +156,9 @@ def _copy_private(data: bytes, dest: Path) -> None:
     os.replace(tmp, dest)
 
 
-def run_with_mirrors(command: list[str], mirrors: list[Path], primary: Path | None = None,
-                     poll: float = 0.5) -> int:
+def run_with_mirrors(
+    command: list[str], mirrors: list[Path], primary: Path | None = None, poll: float = 0.5
+) -> int:
     """Run the daemon in the foreground, keeping copies of its connection file where sandboxes see them."""
     primary = Path(primary or Platform.current().default_connection_file())
     env = dict(os.environ, MASKD_CONNECTION_FILE=str(primary))
@@ -168,8 +192,10 @@ def run_with_mirrors(command: list[str], mirrors: list[Path], primary: Path | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m installers.service",
-                                     description="Run maskd serve; mirror its connection file into sandboxes")
+    parser = argparse.ArgumentParser(
+        prog="python -m maskd.installers.service",
+        description="Run maskd serve; mirror its connection file into sandboxes",
+    )
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run")
     run.add_argument("--mirror", action="append", default=[], type=Path)

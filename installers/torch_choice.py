@@ -67,13 +67,20 @@ def reachable(url: str, timeout: float = 5.0) -> bool:
         return False
 
 
-def choose_torch(requested: str | None = None, *, system: str, machine: str | None = None,
-                 env: dict | None = None, nvidia: str | None = None, probe=reachable) -> TorchChoice:
+def choose_torch(
+    requested: str | None = None,
+    *,
+    system: str,
+    machine: str | None = None,
+    env: dict | None = None,
+    nvidia: str | None = None,
+    probe=reachable,
+) -> TorchChoice:
     """Decide the torch build; ``nvidia``/``probe`` are injectable for tests."""
     env = dict(os.environ if env is None else env)
     requested = (requested or env.get("MASKD_TORCH") or "auto").lower()
     if requested not in KINDS:
-        from installers import InstallError
+        from maskd.installers import InstallError
 
         raise InstallError(f"--torch {requested!r} is not one of {', '.join(KINDS)}")
     machine = (machine or _platform.machine()).lower()
@@ -103,7 +110,9 @@ def choose_torch(requested: str | None = None, *, system: str, machine: str | No
         if probe(CPU_INDEX + "/torch/"):
             choice.index_url = CPU_INDEX
         else:
-            choice.notes.append(f"{CPU_INDEX} cannot be reached: installing {spec} with pip's own "
-                                "configuration (on Linux the PyPI wheel is the large CUDA build; set "
-                                "MASKD_TORCH_INDEX_URL to a CPU wheel index to avoid it)")
+            choice.notes.append(
+                f"{CPU_INDEX} cannot be reached: installing {spec} with pip's own "
+                "configuration (on Linux the PyPI wheel is the large CUDA build; set "
+                "MASKD_TORCH_INDEX_URL to a CPU wheel index to avoid it)"
+            )
     return choice

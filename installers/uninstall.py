@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from installers.locations import Platform
-from installers.manifest import Manifest, undo
+from maskd.installers.locations import Platform
+from maskd.installers.manifest import Manifest, undo
 
 
 def stop_daemon(plat: Platform) -> str:
     """Ask a running daemon to shut down (its code is about to be removed); "" when none answered."""
     try:
-        from plugins import maskd_client as mc
+        from maskd.plugins import maskd_client as mc
     except ImportError:
         return ""
     cfile = str(plat.default_connection_file())
@@ -27,8 +27,13 @@ def stop_daemon(plat: Platform) -> str:
     return f"stopped the running daemon ({cfile})"
 
 
-def uninstall(plat: Platform, *, keep_weights: bool = False, run_commands: bool | None = None,
-              manifest_path: Path | None = None) -> list[str]:
+def uninstall(
+    plat: Platform,
+    *,
+    keep_weights: bool = False,
+    run_commands: bool | None = None,
+    manifest_path: Path | None = None,
+) -> list[str]:
     """Undo the install; ``run_commands`` (default: ``plat.probe``) stops the daemon and its autostart."""
     run_commands = plat.probe if run_commands is None else run_commands
     manifest = Manifest.load(manifest_path or plat.manifest_path)

@@ -25,8 +25,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from core.errors import MaskdError, WeightsError
-from installers.manifest import Manifest
+from maskd.core.errors import MaskdError, WeightsError
+from maskd.installers.manifest import Manifest
 
 EXIT_UNAVAILABLE = 3  # the weights could not be downloaded: everything else may still be installed
 
@@ -53,14 +53,17 @@ def hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:
 
 
 def how_to_supply(preset) -> str:
-    return (f"download {preset.url} on a machine with internet access, copy it here, and run\n"
-            f"    ./installers/install.sh --weights /path/to/{preset.filename} --variant {preset.name}\n"
-            f"(or set MASKD_WEIGHTS=/path/to/{preset.filename} MASKD_VARIANT={preset.name} before the "
-            f"installer; with maskd installed, `maskd fetch --weights FILE --variant {preset.name}` "
-            "checks a file)")
+    return (
+        f"download {preset.url} on a machine with internet access, copy it here, and run\n"
+        f"    ./installers/install.sh --weights /path/to/{preset.filename} --variant {preset.name}\n"
+        f"(or set MASKD_WEIGHTS=/path/to/{preset.filename} MASKD_VARIANT={preset.name} before the "
+        f"installer; with maskd installed, `maskd fetch --weights FILE --variant {preset.name}` "
+        "checks a file)"
+    )
 
 
 # --------------------------------------------------------------------------- checks
+
 
 def safetensors_header(path: Path) -> dict:
     """The header of a .safetensors file, after checking every tensor lies inside the file."""
@@ -69,20 +72,25 @@ def safetensors_header(path: Path) -> dict:
     with open(path, "rb") as fh:
         head = fh.read(8)
         if len(head) < 8:
-            raise WeightsError(f"{path} is too short to be a safetensors file ({size} bytes): an interrupted "
-                               "download? Delete it and fetch it again")
+            raise WeightsError(
+                f"{path} is too short to be a safetensors file ({size} bytes): an interrupted "
+                "download? Delete it and fetch it again"
+            )
         (length,) = struct.unpack("<Q", head)
         if length <= 0 or length > min(size - 8, 100 * 1024 * 1024):
-            raise WeightsError(f"{path} is not a safetensors file (header length {length} for a "
-                               f"{size:,}-byte file)")
+            raise WeightsError(
+                f"{path} is not a safetensors file (header length {length} for a {size:,}-byte file)"
+            )
         try:
             header = json.loads(fh.read(length))
         except ValueError as exc:
             raise WeightsError(f"{path} has a corrupt safetensors header ({exc})") from None
     end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
     if 8 + length + end > size:
-        raise WeightsError(f"{path} is truncated: its tensors need {8 + length + end:,} bytes, the file has "
-                           f"{size:,} (an interrupted download or copy). Delete it and fetch it again")
+        raise WeightsError(
+            f"{path} is truncated: its tensors need {8 + length + end:,} bytes, the file has "
+            f"{size:,} (an interrupted download or copy). Delete it and fetch it again"
+        )
     return header
 
 
@@ -113,28 +121,32 @@ def verify(path: Path, variant: str | None, load: bool = True) -> str:
         header = safetensors_header(path)
         parts.append(f"{len([k for k in header if k != '__metadata__'])} tensors")
     if load:
-        from core.birefnet import load_model
+        from maskd.core.birefnet import load_model
 
         start = time.perf_counter()
         model = load_model(str(path), variant=variant)
         params = sum(p.numel() for p in model.parameters())
-        parts.append(f"loads strictly as '{model.preset.name}' ({model.preset.backbone}, "
-                     f"{params / 1e6:.1f} M parameters) in {time.perf_counter() - start:.1f} s")
+        parts.append(
+            f"loads strictly as '{model.preset.name}' ({model.preset.backbone}, "
+            f"{params / 1e6:.1f} M parameters) in {time.perf_counter() - start:.1f} s"
+        )
         del model
     return ", ".join(parts)
 
 
 # --------------------------------------------------------------------------- the step
 
+
 def _repo_cache_dir(repo_id: str) -> Path:
     cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
-        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub"
+    )
     return Path(cache) / ("models--" + repo_id.replace("/", "--"))
 
 
 def fetch_preset(name: str, manifest: Manifest | None = None, load_check: bool = True) -> Path:
     """The preset's weights from the cache or the hub, verified; raises ``WeightsUnavailable`` offline."""
-    from core import presets, weights
+    from maskd.core import presets, weights
 
     preset = presets.resolve_preset(name)
     if preset.non_commercial:
@@ -143,9 +155,11 @@ def fetch_preset(name: str, manifest: Manifest | None = None, load_check: bool =
     if path is None:
         ok, why = hub_reachable()
         if not ok:
-            raise WeightsUnavailable(f"could not download the '{preset.name}' weights "
-                                     f"({preset.repo_id}/{preset.filename}): {why}.\nTo finish the install, "
-                                     + how_to_supply(preset))
+            raise WeightsUnavailable(
+                f"could not download the '{preset.name}' weights "
+                f"({preset.repo_id}/{preset.filename}): {why}.\nTo finish the install, "
+                + how_to_supply(preset)
+            )
         repo_dir = _repo_cache_dir(preset.repo_id)
         existed = repo_dir.exists()
         print(f"downloading {preset.url} (resumes if interrupted)")
@@ -164,8 +178,10 @@ def fetch_preset(name: str, manifest: Manifest | None = None, load_check: bool =
             blob = Path(os.path.realpath(path))
             blob.unlink(missing_ok=True)
             Path(path).unlink(missing_ok=True)
-            raise WeightsError(f"{path} has SHA-256 {actual}, the hub publishes {expected}: the download is "
-                               "corrupt and was deleted. Fix: run the installer again to download it afresh")
+            raise WeightsError(
+                f"{path} has SHA-256 {actual}, the hub publishes {expected}: the download is "
+                "corrupt and was deleted. Fix: run the installer again to download it afresh"
+            )
         print(f"sha256 {actual} matches the hub")
     else:
         print("sha256 not checked against the hub (it cannot be asked now); checking the file's structure")
@@ -173,10 +189,16 @@ def fetch_preset(name: str, manifest: Manifest | None = None, load_check: bool =
     return Path(path)
 
 
-def import_file(file: Path, variant: str, dest_dir: Path, manifest: Manifest | None = None,
-                sha256: str | None = None, load_check: bool = True) -> Path:
+def import_file(
+    file: Path,
+    variant: str,
+    dest_dir: Path,
+    manifest: Manifest | None = None,
+    sha256: str | None = None,
+    load_check: bool = True,
+) -> Path:
     """Verify a weights file the user supplied and place it in maskd's model folder (hard link or copy)."""
-    from core import presets
+    from maskd.core import presets
 
     file = Path(file).expanduser().resolve()
     if not file.is_file():
@@ -185,8 +207,10 @@ def import_file(file: Path, variant: str, dest_dir: Path, manifest: Manifest | N
     if sha256:
         actual = sha256_file(file)
         if actual.lower() != sha256.lower():
-            raise WeightsError(f"{file} has SHA-256 {actual}, not the {sha256} given with --sha256: a "
-                               "corrupt or different file. Fix: download it again")
+            raise WeightsError(
+                f"{file} has SHA-256 {actual}, not the {sha256} given with --sha256: a "
+                "corrupt or different file. Fix: download it again"
+            )
         print(f"sha256 {actual} matches --sha256")
     print(f"verifying {file} as '{preset.name}' ...")
     print("verified: " + verify(file, preset.name, load=load_check))
@@ -197,8 +221,11 @@ def import_file(file: Path, variant: str, dest_dir: Path, manifest: Manifest | N
         dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.exists() and os.path.samefile(dest, file):
         pass
-    elif dest.exists() and dest.stat().st_size == file.stat().st_size and \
-            sha256_file(dest) == sha256_file(file):
+    elif (
+        dest.exists()
+        and dest.stat().st_size == file.stat().st_size
+        and sha256_file(dest) == sha256_file(file)
+    ):
         print(f"already in place: {dest}")
     else:
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
@@ -215,32 +242,38 @@ def import_file(file: Path, variant: str, dest_dir: Path, manifest: Manifest | N
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m installers.weights", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m maskd.installers.weights", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--preset", help="download this preset's weights")
     parser.add_argument("--file", type=Path, help="use this local weights file instead of a download")
     parser.add_argument("--variant", help="the preset whose architecture --file has")
     parser.add_argument("--sha256", help="expected SHA-256 of --file")
-    parser.add_argument("--dest", type=Path,
-                        help="folder for a local file (default: models/ beside the manifest)")
+    parser.add_argument(
+        "--dest", type=Path, help="folder for a local file (default: models/ beside the manifest)"
+    )
     parser.add_argument("--no-load-check", action="store_true", help="skip the strict load (structure only)")
     args = parser.parse_args(argv)
     manifest = Manifest.load(args.manifest)
     try:
         if args.file:
             if not args.variant:
-                raise WeightsError("--weights FILE needs --variant NAME (the preset whose architecture "
-                                   "the file has, e.g. lite or general)")
+                raise WeightsError(
+                    "--weights FILE needs --variant NAME (the preset whose architecture "
+                    "the file has, e.g. lite or general)"
+                )
             dest = args.dest or args.manifest.parent / "models"
-            path = import_file(args.file, args.variant, dest, manifest, args.sha256,
-                               load_check=not args.no_load_check)
-            from core.presets import resolve_preset
+            path = import_file(
+                args.file, args.variant, dest, manifest, args.sha256, load_check=not args.no_load_check
+            )
+            from maskd.core.presets import resolve_preset
 
             name = resolve_preset(args.variant).name
             model_args = ["--weights", str(path), "--variant", name]
         else:
             path = fetch_preset(args.preset, manifest, load_check=not args.no_load_check)
-            from core.presets import resolve_preset
+            from maskd.core.presets import resolve_preset
 
             name = resolve_preset(args.preset).name
             model_args = ["--model", name]

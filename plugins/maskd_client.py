@@ -55,8 +55,17 @@ import time
 import uuid
 
 __all__ = [
-    "MaskdClientError", "Client", "Result", "connect", "ensure_daemon", "load_plugin_config",
-    "default_connection_file", "read_connection_file", "PROTOCOL_VERSION", "crop_pixels", "place_pixels",
+    "MaskdClientError",
+    "Client",
+    "Result",
+    "connect",
+    "ensure_daemon",
+    "load_plugin_config",
+    "default_connection_file",
+    "read_connection_file",
+    "PROTOCOL_VERSION",
+    "crop_pixels",
+    "place_pixels",
 ]
 
 CLIENT_VERSION = "0.1.0"
@@ -102,8 +111,18 @@ class Result:
     with ``shadow_info["color"]`` on a layer under the subject), and ``info`` (``timings``,
     ``model``, ``device``, ...)."""
 
-    def __init__(self, alpha, foreground, info, width, height, alpha_dtype, foreground_dtype=None,
-                 shadow=None, shadow_info=None):
+    def __init__(
+        self,
+        alpha,
+        foreground,
+        info,
+        width,
+        height,
+        alpha_dtype,
+        foreground_dtype=None,
+        shadow=None,
+        shadow_info=None,
+    ):
         self.alpha = alpha
         self.foreground = foreground
         self.info = info
@@ -115,11 +134,14 @@ class Result:
         self.shadow_info = shadow_info or {}
 
     def __repr__(self) -> str:
-        return (f"Result({self.width}x{self.height} alpha={self.alpha_dtype}, "
-                f"foreground={'yes' if self.foreground is not None else 'no'})")
+        return (
+            f"Result({self.width}x{self.height} alpha={self.alpha_dtype}, "
+            f"foreground={'yes' if self.foreground is not None else 'no'})"
+        )
 
 
 # --------------------------------------------------------------------------- connection file
+
 
 def default_connection_file() -> str:
     """``$MASKD_CONNECTION_FILE``, else ``$XDG_RUNTIME_DIR/maskd/connection.json``, else
@@ -140,11 +162,15 @@ def read_connection_file(path: str | None = None) -> dict:
         with open(path, encoding="utf-8") as fh:
             info = json.load(fh)
     except FileNotFoundError:
-        raise MaskdClientError("unavailable", f"maskd is not running (no connection file at {path}). "
-                               "Start it with `maskd serve`.", True) from None
+        raise MaskdClientError(
+            "unavailable",
+            f"maskd is not running (no connection file at {path}). Start it with `maskd serve`.",
+            True,
+        ) from None
     except (OSError, ValueError) as exc:
-        raise MaskdClientError("unavailable", f"cannot read the maskd connection file {path}: {exc}",
-                               True) from None
+        raise MaskdClientError(
+            "unavailable", f"cannot read the maskd connection file {path}: {exc}", True
+        ) from None
     if not isinstance(info, dict) or "key" not in info or "endpoints" not in info:
         raise MaskdClientError("unavailable", f"{path} is not a maskd connection file", True)
     info["_path"] = path
@@ -163,12 +189,16 @@ def load_plugin_config(folder: str) -> dict:
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:
-        raise MaskdClientError("bad_request", f"the plugin configuration {path} is unreadable: {exc}. "
-                               "Reinstall the plugins with `maskd install-plugins`.") from None
+        raise MaskdClientError(
+            "bad_request",
+            f"the plugin configuration {path} is unreadable: {exc}. "
+            "Reinstall the plugins with `maskd install-plugins`.",
+        ) from None
     return config
 
 
 # --------------------------------------------------------------------------- signing / framing
+
 
 def sign(key: bytes, header: bytes) -> bytes:
     """HMAC-SHA256 over the tag and the JSON header frame (buffers are covered by their declared sizes)."""
@@ -200,11 +230,16 @@ def _probe(endpoint: str, timeout: float = PROBE_TIMEOUT) -> None:
             s.connect(addr)
         s.close()
     except OSError as exc:
-        raise MaskdClientError("unavailable", f"maskd is not running (nothing listens at {endpoint}: "
-                               f"{exc.strerror or exc}). Start it with `maskd serve`.", True) from None
+        raise MaskdClientError(
+            "unavailable",
+            f"maskd is not running (nothing listens at {endpoint}: "
+            f"{exc.strerror or exc}). Start it with `maskd serve`.",
+            True,
+        ) from None
 
 
 # --------------------------------------------------------------------------- transports
+
 
 class _ZmtpTransport:
     """A ZMTP 3.1 DEALER peer over a plain socket (NULL mechanism)."""
@@ -286,7 +321,7 @@ class _ZmtpTransport:
         if not flags & 4:
             raise _ConnectionLost("expected a ZMTP command frame")
         n = body[0]
-        return bytes(body[1:1 + n]), body[1 + n:]
+        return bytes(body[1 : 1 + n]), body[1 + n :]
 
     def send(self, frames) -> None:
         try:
@@ -318,9 +353,9 @@ class _ZmtpTransport:
                 flags, body = self._read_frame(len(frames))
                 if flags & 4:  # command: PING -> PONG, ERROR is fatal, others ignored
                     n = body[0] if body else 0
-                    name = bytes(body[1:1 + n])
+                    name = bytes(body[1 : 1 + n])
                     if name == b"PING":
-                        self._send_frame(b"\x04PONG" + bytes(body[1 + n + 2:]), command=True)
+                        self._send_frame(b"\x04PONG" + bytes(body[1 + n + 2 :]), command=True)
                     elif name == b"ERROR":
                         raise _ConnectionLost("the daemon reported a protocol error")
                     continue
@@ -362,8 +397,9 @@ class _PyzmqTransport:
         self.sock.connect(endpoint)
         if not self.sock.poll(int(timeout * 1000), zmq.POLLOUT):
             self.close()
-            raise MaskdClientError("unavailable", f"cannot reach maskd at {endpoint} "
-                                   f"(no handshake within {timeout:.1f} s)", True)
+            raise MaskdClientError(
+                "unavailable", f"cannot reach maskd at {endpoint} (no handshake within {timeout:.1f} s)", True
+            )
         self.poller = zmq.Poller()
         self.poller.register(self.sock, zmq.POLLIN)
         self.poller.register(self.mon, zmq.POLLIN)
@@ -432,8 +468,9 @@ def _pick_backend(backend: str | None) -> str:
             return "pyzmq"
         except Exception:
             if backend == "pyzmq":
-                raise MaskdClientError("bad_request",
-                                       "MASKD_CLIENT_BACKEND=pyzmq but pyzmq is not importable") from None
+                raise MaskdClientError(
+                    "bad_request", "MASKD_CLIENT_BACKEND=pyzmq but pyzmq is not importable"
+                ) from None
     return "zmtp"
 
 
@@ -455,11 +492,17 @@ def _pick_endpoint(info: dict, transport: str | None) -> str:
 
 # --------------------------------------------------------------------------- client
 
+
 class Client:
     """One connection to the daemon. Not shared between threads, except ``cancel`` (thread-safe)."""
 
-    def __init__(self, connection_file: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 backend: str | None = None, transport: str | None = None):
+    def __init__(
+        self,
+        connection_file: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        backend: str | None = None,
+        transport: str | None = None,
+    ):
         self.connection_file = connection_file or default_connection_file()
         self.timeout = float(timeout)
         self.backend = _pick_backend(backend)
@@ -479,20 +522,25 @@ class Client:
         curve = self.info.get("curve_serverkey")
         if curve:
             if self.backend != "pyzmq":
-                raise MaskdClientError("unavailable", "this maskd encrypts its connections (CURVE), which "
-                                       "needs pyzmq; install pyzmq for this Python or use a local maskd")
+                raise MaskdClientError(
+                    "unavailable",
+                    "this maskd encrypts its connections (CURVE), which "
+                    "needs pyzmq; install pyzmq for this Python or use a local maskd",
+                )
             self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT), curve)
         elif self.backend == "pyzmq":
             self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT))
         else:
             self._conn = _ZmtpTransport(self.endpoint, max(2.0, PROBE_TIMEOUT))
         try:
-            self.hello_info = self._request({"op": "hello", "client": f"maskd_client/{CLIENT_VERSION}"},
-                                            timeout=min(self.timeout, 10.0))[0]
+            self.hello_info = self._request(
+                {"op": "hello", "client": f"maskd_client/{CLIENT_VERSION}"}, timeout=min(self.timeout, 10.0)
+            )[0]
         except _ConnectionLost as exc:
             self.close()
-            raise MaskdClientError("unavailable", f"maskd at {self.endpoint} did not answer: {exc}", True) \
-                from None
+            raise MaskdClientError(
+                "unavailable", f"maskd at {self.endpoint} did not answer: {exc}", True
+            ) from None
 
     def _reopen(self) -> None:
         if self._conn is not None:
@@ -533,14 +581,21 @@ class Client:
             if frames is None:
                 self._conn.close()  # the stream may be mid-message: never reuse it
                 self._conn = None
-                raise MaskdClientError("timeout", f"maskd did not answer for {silence:.0f} s "
-                                       f"({fields.get('op')}); it may be overloaded or stuck", True)
+                raise MaskdClientError(
+                    "timeout",
+                    f"maskd did not answer for {silence:.0f} s "
+                    f"({fields.get('op')}); it may be overloaded or stuck",
+                    True,
+                )
             if len(frames) < 3 or bytes(frames[0]) != PROTOCOL_TAG:
                 continue
             head = bytes(frames[2])
             if not hmac.compare_digest(bytes(frames[1]), sign(self.key, head)):
-                raise MaskdClientError("auth", "a reply from maskd failed signature verification "
-                                       "(a different daemon owns this endpoint?)")
+                raise MaskdClientError(
+                    "auth",
+                    "a reply from maskd failed signature verification "
+                    "(a different daemon owns this endpoint?)",
+                )
             reply = json.loads(head)
             if reply.get("id") != req_id:
                 continue  # a late reply to an earlier, abandoned request
@@ -558,8 +613,11 @@ class Client:
                         raise
                 continue
             if kind == "error":
-                raise MaskdClientError(reply.get("code", "internal"), reply.get("message", "maskd failed"),
-                                       bool(reply.get("retryable", False)))
+                raise MaskdClientError(
+                    reply.get("code", "internal"),
+                    reply.get("message", "maskd failed"),
+                    bool(reply.get("retryable", False)),
+                )
             return reply, frames[3:]
 
     def _call(self, fields, buffers=(), progress=None, timeout=None, job_id=None):
@@ -570,14 +628,20 @@ class Client:
         try:  # one reconnect (the daemon may have restarted with a new key/port) and retry
             self._reopen()
         except MaskdClientError as exc:
-            raise MaskdClientError(exc.code if exc.code != "unavailable" else "connection_lost",
-                                   f"lost the connection to maskd during {fields.get('op')} and could not "
-                                   f"reconnect: {exc.message}", True) from None
+            raise MaskdClientError(
+                exc.code if exc.code != "unavailable" else "connection_lost",
+                f"lost the connection to maskd during {fields.get('op')} and could not "
+                f"reconnect: {exc.message}",
+                True,
+            ) from None
         try:
             return self._request(fields, buffers, progress, timeout, job_id)
         except _ConnectionLost as exc:
-            raise MaskdClientError("connection_lost", f"lost the connection to maskd twice during "
-                                   f"{fields.get('op')}: {exc}", True) from None
+            raise MaskdClientError(
+                "connection_lost",
+                f"lost the connection to maskd twice during {fields.get('op')}: {exc}",
+                True,
+            ) from None
 
     # -- small ops
     def hello(self) -> dict:
@@ -616,8 +680,9 @@ class Client:
     # -- pixel ops
     def _check_image(self, pixels, width, height, layout, dtype):
         if layout not in LAYOUT_CHANNELS:
-            raise MaskdClientError("bad_request",
-                                   f"layout {layout!r} is not one of {sorted(LAYOUT_CHANNELS)}")
+            raise MaskdClientError(
+                "bad_request", f"layout {layout!r} is not one of {sorted(LAYOUT_CHANNELS)}"
+            )
         if dtype not in DTYPE_BYTES:
             raise MaskdClientError("bad_request", f"dtype {dtype!r} is not one of {sorted(DTYPE_BYTES)}")
         width, height = int(width), int(height)
@@ -626,15 +691,23 @@ class Client:
         expected = width * height * LAYOUT_CHANNELS[layout] * DTYPE_BYTES[dtype]
         nbytes = memoryview(pixels).nbytes
         if nbytes != expected:
-            raise MaskdClientError("bad_request", f"pixel buffer has {nbytes} bytes; {width}x{height} "
-                                   f"{layout} {dtype} needs {expected}")
+            raise MaskdClientError(
+                "bad_request",
+                f"pixel buffer has {nbytes} bytes; {width}x{height} {layout} {dtype} needs {expected}",
+            )
         limits = self.limits
         if limits.get("max_pixels") and width * height > limits["max_pixels"]:
-            raise MaskdClientError("too_large", f"{width}x{height} is over the daemon's limit of "
-                                   f"{limits['max_pixels']:,} pixels (maskd serve --max-pixels)")
+            raise MaskdClientError(
+                "too_large",
+                f"{width}x{height} is over the daemon's limit of "
+                f"{limits['max_pixels']:,} pixels (maskd serve --max-pixels)",
+            )
         if limits.get("max_message_bytes") and nbytes > limits["max_message_bytes"]:
-            raise MaskdClientError("too_large", f"a {nbytes:,}-byte image is over the daemon's message "
-                                   f"limit of {limits['max_message_bytes']:,} bytes")
+            raise MaskdClientError(
+                "too_large",
+                f"a {nbytes:,}-byte image is over the daemon's message "
+                f"limit of {limits['max_message_bytes']:,} bytes",
+            )
         return width, height
 
     def _pixel_op(self, op, buffers, fields, alpha_dtype, progress, job_id, timeout):
@@ -643,8 +716,9 @@ class Client:
         job_id = job_id or uuid.uuid4().hex
         self._current_job = job_id
         try:
-            reply, out = self._call(dict(fields, op=op, alpha_dtype=alpha_dtype), buffers, progress,
-                                    timeout, job_id)
+            reply, out = self._call(
+                dict(fields, op=op, alpha_dtype=alpha_dtype), buffers, progress, timeout, job_id
+            )
         finally:
             self._current_job = None
         sizes = reply.get("buffers") or []
@@ -657,12 +731,36 @@ class Client:
         shadow_meta = reply.get("shadow") or {}
         index = shadow_meta.get("buffer")
         shadow = bytes(out[index]) if isinstance(index, int) and 0 < index < len(out) else None
-        return Result(alpha, fg, reply.get("info", {}), reply.get("width"), reply.get("height"),
-                      reply.get("alpha_dtype", alpha_dtype), fg_meta.get("dtype"), shadow, shadow_meta)
+        return Result(
+            alpha,
+            fg,
+            reply.get("info", {}),
+            reply.get("width"),
+            reply.get("height"),
+            reply.get("alpha_dtype", alpha_dtype),
+            fg_meta.get("dtype"),
+            shadow,
+            shadow_meta,
+        )
 
-    def segment(self, pixels, width, height, layout="RGBA", dtype="u8", options=None, roi=None,
-                alpha_dtype="u8", foreground=False, progress=None, job_id=None, transfer="srgb",
-                timeout=None, foreground_dtype=None, shadow=None) -> Result:
+    def segment(
+        self,
+        pixels,
+        width,
+        height,
+        layout="RGBA",
+        dtype="u8",
+        options=None,
+        roi=None,
+        alpha_dtype="u8",
+        foreground=False,
+        progress=None,
+        job_id=None,
+        transfer="srgb",
+        timeout=None,
+        foreground_dtype=None,
+        shadow=None,
+    ) -> Result:
         """Cut out the subject: pixels in, full-resolution alpha out.
 
         ``options``: the pipeline options (``refine``, ``quality`` fast/default/quality,
@@ -674,39 +772,81 @@ class Client:
         may raise to cancel.
         """
         width, height = self._check_image(pixels, width, height, layout, dtype)
-        fields = {"width": width, "height": height, "layout": layout, "dtype": dtype, "transfer": transfer,
-                  "options": dict(options or {}), "roi": list(roi) if roi else None,
-                  "foreground": bool(foreground), "foreground_dtype": foreground_dtype}
+        fields = {
+            "width": width,
+            "height": height,
+            "layout": layout,
+            "dtype": dtype,
+            "transfer": transfer,
+            "options": dict(options or {}),
+            "roi": list(roi) if roi else None,
+            "foreground": bool(foreground),
+            "foreground_dtype": foreground_dtype,
+        }
         if shadow:
             fields["shadow"] = str(shadow)
         return self._pixel_op("segment", [pixels], fields, alpha_dtype, progress, job_id, timeout)
 
-    def refine(self, pixels, width, height, mask, mask_width=None, mask_height=None, mask_dtype="u8",
-               layout="RGBA", dtype="u8", options=None, roi=None, alpha_dtype="u8", foreground=False,
-               progress=None, job_id=None, transfer="srgb", timeout=None, foreground_dtype=None,
-               shadow=None) -> Result:
+    def refine(
+        self,
+        pixels,
+        width,
+        height,
+        mask,
+        mask_width=None,
+        mask_height=None,
+        mask_dtype="u8",
+        layout="RGBA",
+        dtype="u8",
+        options=None,
+        roi=None,
+        alpha_dtype="u8",
+        foreground=False,
+        progress=None,
+        job_id=None,
+        transfer="srgb",
+        timeout=None,
+        foreground_dtype=None,
+        shadow=None,
+    ) -> Result:
         """Refine a rough single-channel ``mask`` (any size, ``mask_dtype`` u8/u16/f16/f32) into a
         full-resolution alpha that follows the image's edges; no model is needed."""
         width, height = self._check_image(pixels, width, height, layout, dtype)
         mask_width, mask_height = int(mask_width or width), int(mask_height or height)
         if mask_dtype not in DTYPE_BYTES:
-            raise MaskdClientError("bad_request",
-                                   f"mask_dtype {mask_dtype!r} is not one of {sorted(DTYPE_BYTES)}")
+            raise MaskdClientError(
+                "bad_request", f"mask_dtype {mask_dtype!r} is not one of {sorted(DTYPE_BYTES)}"
+            )
         need = mask_width * mask_height * DTYPE_BYTES[mask_dtype]
         if memoryview(mask).nbytes != need:
-            raise MaskdClientError("bad_request", f"mask buffer has {memoryview(mask).nbytes} bytes; "
-                                   f"{mask_width}x{mask_height} {mask_dtype} needs {need}")
-        fields = {"width": width, "height": height, "layout": layout, "dtype": dtype, "transfer": transfer,
-                  "options": dict(options or {}), "roi": list(roi) if roi else None,
-                  "foreground": bool(foreground), "foreground_dtype": foreground_dtype,
-                  "mask": {"width": mask_width, "height": mask_height, "dtype": mask_dtype}}
+            raise MaskdClientError(
+                "bad_request",
+                f"mask buffer has {memoryview(mask).nbytes} bytes; "
+                f"{mask_width}x{mask_height} {mask_dtype} needs {need}",
+            )
+        fields = {
+            "width": width,
+            "height": height,
+            "layout": layout,
+            "dtype": dtype,
+            "transfer": transfer,
+            "options": dict(options or {}),
+            "roi": list(roi) if roi else None,
+            "foreground": bool(foreground),
+            "foreground_dtype": foreground_dtype,
+            "mask": {"width": mask_width, "height": mask_height, "dtype": mask_dtype},
+        }
         if shadow:
             fields["shadow"] = str(shadow)
         return self._pixel_op("refine", [pixels, mask], fields, alpha_dtype, progress, job_id, timeout)
 
 
-def connect(connection_file: str | None = None, timeout: float = DEFAULT_TIMEOUT, backend: str | None = None,
-            transport: str | None = None) -> Client:
+def connect(
+    connection_file: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    backend: str | None = None,
+    transport: str | None = None,
+) -> Client:
     """Connect to the running daemon (raises ``MaskdClientError("unavailable")`` in < 1 s if none)."""
     return Client(connection_file, timeout=timeout, backend=backend, transport=transport)
 
@@ -714,6 +854,7 @@ def connect(connection_file: str | None = None, timeout: float = DEFAULT_TIMEOUT
 # --------------------------------------------------------------------------- rectangles of pixels
 # Both plugins send a region and keep part of the reply (or the reverse): rectangles are
 # (x, y, width, height) in one coordinate system, buffers row-major and tightly packed.
+
 
 def _inside(rect, region):
     """``region`` (unpacked), after checking that ``rect`` lies inside it."""
@@ -736,7 +877,7 @@ def crop_pixels(data, region, rect, pixel_bytes: int | None = None) -> bytes:
     step = pixel_bytes or len(data) // max(1, rw * rh)
     view = memoryview(data).cast("B")
     row, width, left = rw * step, w * step, (x - rx) * step
-    return b"".join(view[(y - ry + j) * row + left:(y - ry + j) * row + left + width] for j in range(h))
+    return b"".join(view[(y - ry + j) * row + left : (y - ry + j) * row + left + width] for j in range(h))
 
 
 def place_pixels(data, rect, region, pixel_bytes: int) -> bytes:
@@ -748,11 +889,12 @@ def place_pixels(data, rect, region, pixel_bytes: int) -> bytes:
     out = bytearray(row * rh)
     for j in range(h):
         start = (y - ry + j) * row + left
-        out[start:start + src_row] = view[j * src_row:(j + 1) * src_row]
+        out[start : start + src_row] = view[j * src_row : (j + 1) * src_row]
     return bytes(out)
 
 
 # --------------------------------------------------------------------------- autostart
+
 
 def _wait_ready(client: Client, progress, deadline: float) -> Client:
     while True:
@@ -761,8 +903,9 @@ def _wait_ready(client: Client, progress, deadline: float) -> Client:
         if state in ("ready", "unloaded", None):
             return client
         if state == "failed":
-            raise MaskdClientError("model_unavailable",
-                                   st.get("model_error") or "maskd could not load its model")
+            raise MaskdClientError(
+                "model_unavailable", st.get("model_error") or "maskd could not load its model"
+            )
         if progress is not None:
             progress("loading model", 0.0)
         if time.monotonic() > deadline:
@@ -770,8 +913,9 @@ def _wait_ready(client: Client, progress, deadline: float) -> Client:
         time.sleep(0.25)
 
 
-def ensure_daemon(config: dict | None = None, progress=None, timeout: float = DEFAULT_TIMEOUT,
-                  start_timeout: float = 300.0) -> Client:
+def ensure_daemon(
+    config: dict | None = None, progress=None, timeout: float = DEFAULT_TIMEOUT, start_timeout: float = 300.0
+) -> Client:
     """Connect to the daemon, starting it from ``config["daemon_command"]`` when it is not running
     and ``config["autostart"]`` is true. ``progress(stage, fraction)`` hears "starting engine" and
     "loading model". Without autostart a missing daemon is reported in under a second."""
@@ -785,8 +929,12 @@ def ensure_daemon(config: dict | None = None, progress=None, timeout: float = DE
             raise
         command = config.get("daemon_command") or []
         if not config.get("autostart", True) or not command:
-            raise MaskdClientError("unavailable", "maskd is not running. Start it with `maskd serve` "
-                                   "(or enable autostart in the plugin settings).", True) from None
+            raise MaskdClientError(
+                "unavailable",
+                "maskd is not running. Start it with `maskd serve` "
+                "(or enable autostart in the plugin settings).",
+                True,
+            ) from None
     if progress is not None:
         progress("starting engine", 0.0)
     env = dict(os.environ, MASKD_CONNECTION_FILE=cfile)
@@ -804,8 +952,10 @@ def ensure_daemon(config: dict | None = None, progress=None, timeout: float = DE
     try:
         proc = subprocess.Popen([str(c) for c in command], **kwargs)
     except OSError as exc:
-        raise MaskdClientError("unavailable", f"could not start maskd with {command[0]!r}: {exc}. "
-                               "Reinstall with `maskd install-plugins`.") from None
+        raise MaskdClientError(
+            "unavailable",
+            f"could not start maskd with {command[0]!r}: {exc}. Reinstall with `maskd install-plugins`.",
+        ) from None
     finally:
         if log is not subprocess.DEVNULL:
             log.close()
@@ -819,11 +969,12 @@ def ensure_daemon(config: dict | None = None, progress=None, timeout: float = DE
                 raise
         code = proc.poll()
         if code not in (None, 0):
-            raise MaskdClientError("unavailable", f"maskd failed to start (exit {code}); see "
-                                   f"{os.path.join(log_dir, 'autostart.log')}")
+            raise MaskdClientError(
+                "unavailable",
+                f"maskd failed to start (exit {code}); see {os.path.join(log_dir, 'autostart.log')}",
+            )
         if time.monotonic() > deadline:
             raise MaskdClientError("timeout", f"maskd did not start within {start_timeout:.0f} s", True)
         if progress is not None:
             progress(stage, 0.0)
         time.sleep(0.2)
-

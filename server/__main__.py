@@ -1,7 +1,7 @@
-"""``python -m server`` is the same as the ``maskd`` console script."""
+"""``python -m maskd.server`` is the same as the ``maskd`` console script."""
 
 import sys
 
-from server.cli import main
+from maskd.server.cli import main
 
 sys.exit(main())

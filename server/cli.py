@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from server import __version__
+from maskd.server import __version__
 
 # name -> module under server.commands (dashes become underscores)
 COMMANDS = [
@@ -32,7 +32,7 @@ COMMANDS = [
 
 
 def _module(name: str):
-    return importlib.import_module("server.commands." + name.replace("-", "_"))
+    return importlib.import_module("maskd.server.commands." + name.replace("-", "_"))
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -50,7 +50,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.errors import MaskdError
+    from maskd.core.errors import MaskdError
 
     argv = list(sys.argv[1:] if argv is None else argv)
     known = {name for name, _ in COMMANDS}

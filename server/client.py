@@ -14,13 +14,16 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
-
-from core.errors import MaskdError
-from plugins import maskd_client as mc
+from maskd.core.errors import MaskdError
+from maskd.plugins import maskd_client as mc
 
 _LAYOUTS = {1: "GRAY", 2: "GRAYA", 3: "RGB", 4: "RGBA"}
-_DTYPES = {np.dtype(np.uint8): "u8", np.dtype(np.uint16): "u16", np.dtype(np.float16): "f16",
-           np.dtype(np.float32): "f32"}
+_DTYPES = {
+    np.dtype(np.uint8): "u8",
+    np.dtype(np.uint16): "u16",
+    np.dtype(np.float16): "f16",
+    np.dtype(np.float32): "f32",
+}
 
 
 @dataclass
@@ -65,25 +68,66 @@ class DaemonClient:
     def status(self) -> dict:
         return self.client.status()
 
-    def segment(self, image: np.ndarray, options: dict | None = None, *, roi=None, foreground=False,
-                linear: bool = False, progress=None) -> Answer:
+    def segment(
+        self,
+        image: np.ndarray,
+        options: dict | None = None,
+        *,
+        roi=None,
+        foreground=False,
+        linear: bool = False,
+        progress=None,
+    ) -> Answer:
         arr, layout, dtype = wire_format(image)
         h, w = arr.shape[:2]
-        r = self.client.segment(memoryview(arr).cast("B"), w, h, layout=layout, dtype=dtype,
-                                options=options, roi=roi, alpha_dtype="f32", foreground=foreground,
-                                foreground_dtype="f32", progress=progress,
-                                transfer="linear" if linear else "srgb")
+        r = self.client.segment(
+            memoryview(arr).cast("B"),
+            w,
+            h,
+            layout=layout,
+            dtype=dtype,
+            options=options,
+            roi=roi,
+            alpha_dtype="f32",
+            foreground=foreground,
+            foreground_dtype="f32",
+            progress=progress,
+            transfer="linear" if linear else "srgb",
+        )
         return _answer(r)
 
-    def refine(self, image: np.ndarray, mask: np.ndarray, options: dict | None = None, *, roi=None,
-               foreground=False, linear: bool = False, progress=None) -> Answer:
+    def refine(
+        self,
+        image: np.ndarray,
+        mask: np.ndarray,
+        options: dict | None = None,
+        *,
+        roi=None,
+        foreground=False,
+        linear: bool = False,
+        progress=None,
+    ) -> Answer:
         arr, layout, dtype = wire_format(image)
         m, _, mdtype = wire_format(mask if mask.ndim == 2 else mask[..., 0])
         h, w = arr.shape[:2]
-        r = self.client.refine(memoryview(arr).cast("B"), w, h, memoryview(m).cast("B"), m.shape[1],
-                               m.shape[0], mask_dtype=mdtype, layout=layout, dtype=dtype, options=options,
-                               roi=roi, alpha_dtype="f32", foreground=foreground, foreground_dtype="f32",
-                               progress=progress, transfer="linear" if linear else "srgb")
+        r = self.client.refine(
+            memoryview(arr).cast("B"),
+            w,
+            h,
+            memoryview(m).cast("B"),
+            m.shape[1],
+            m.shape[0],
+            mask_dtype=mdtype,
+            layout=layout,
+            dtype=dtype,
+            options=options,
+            roi=roi,
+            alpha_dtype="f32",
+            foreground=foreground,
+            foreground_dtype="f32",
+            progress=progress,
+            transfer="linear" if linear else "srgb",
+        )
         return _answer(r)
 
 
@@ -100,7 +144,7 @@ def batch_daemon(connection_file=None, serve_args: list[str] | None = None, say=
             raise MaskdError(f"cannot use the running maskd: {exc}") from None
     if client is None:
         say("maskd is not running: starting it for this batch (it stops afterwards)…")
-        cmd = [sys.executable, "-m", "server", "serve", *(serve_args or [])]
+        cmd = [sys.executable, "-m", "maskd.server", "serve", *(serve_args or [])]
         if connection_file:
             cmd += ["--connection-file", str(connection_file)]
         r = subprocess.run(cmd, capture_output=True, text=True, env=_env())

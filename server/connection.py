@@ -15,8 +15,8 @@ import secrets
 import sys
 from pathlib import Path
 
-from core.errors import MaskdError
-from plugins.maskd_client import default_connection_file
+from maskd.core.errors import MaskdError
+from maskd.plugins.maskd_client import default_connection_file
 
 IPC_NAME = "maskd.sock"
 LOCK_NAME = "maskd.lock"
@@ -38,8 +38,10 @@ def prepare_dir(folder: Path) -> None:
     if hasattr(os, "getuid"):
         st = folder.stat()
         if st.st_uid != os.getuid():
-            raise MaskdError(f"{folder} belongs to another user; refusing to put the maskd key there. "
-                             "Set MASKD_CONNECTION_FILE to a path in your own folder.")
+            raise MaskdError(
+                f"{folder} belongs to another user; refusing to put the maskd key there. "
+                "Set MASKD_CONNECTION_FILE to a path in your own folder."
+            )
         if st.st_mode & 0o077:
             os.chmod(folder, 0o700)
 

@@ -32,10 +32,9 @@ from pathlib import Path
 
 import numpy as np
 import zmq
-
-from core.errors import InputError, MaskdError, WeightsError
-from server import __version__, connection
-from server import protocol as P
+from maskd.core.errors import InputError, MaskdError, WeightsError
+from maskd.server import __version__, connection
+from maskd.server import protocol as P
 
 log = logging.getLogger("maskd")
 
@@ -124,8 +123,7 @@ class Daemon:
         self.session = None
         self.stop_requested = threading.Event()
         self.last_work = time.monotonic()
-        self.counters = {"requests": 0, "jobs_done": 0, "jobs_failed": 0, "jobs_cancelled": 0,
-                         "rejected": 0}
+        self.counters = {"requests": 0, "jobs_done": 0, "jobs_failed": 0, "jobs_cancelled": 0, "rejected": 0}
         self.started = time.time()
         self.endpoints: dict[str, str] = {}
         self.max_message_bytes = config.max_pixels * 16 + 4096
@@ -187,10 +185,16 @@ class Daemon:
         self.wake_in = self.ctx.socket(zmq.PULL)
         self.wake_in.bind("inproc://maskd-worker")
         self.info = {
-            "protocol": P.TAG.decode(), "protocol_version": list(P.VERSION), "maskd_version": __version__,
-            "pid": os.getpid(), "endpoints": self.endpoints, "key": self.key_hex,
-            "signature_scheme": "hmac-sha256", "started": self.started,
-            "limits": self.limits(), "model": getattr(self.config.spec, "source", None),
+            "protocol": P.TAG.decode(),
+            "protocol_version": list(P.VERSION),
+            "maskd_version": __version__,
+            "pid": os.getpid(),
+            "endpoints": self.endpoints,
+            "key": self.key_hex,
+            "signature_scheme": "hmac-sha256",
+            "started": self.started,
+            "limits": self.limits(),
+            "model": getattr(self.config.spec, "source", None),
             "log_file": getattr(self, "log_file", None),
         }
         if self.curve_public:
@@ -199,8 +203,12 @@ class Daemon:
         log.info("listening on %s; connection file %s", ", ".join(self.endpoints.values()), self.cfile)
 
     def limits(self) -> dict:
-        return {"max_pixels": self.config.max_pixels, "max_side": self.config.max_side,
-                "max_message_bytes": self.max_message_bytes, "max_queue": self.config.max_queue}
+        return {
+            "max_pixels": self.config.max_pixels,
+            "max_side": self.config.max_side,
+            "max_message_bytes": self.max_message_bytes,
+            "max_queue": self.config.max_queue,
+        }
 
     def cleanup(self) -> None:
         try:
@@ -281,8 +289,13 @@ class Daemon:
             if not self.worker.is_alive() and not self.stop_requested.is_set():
                 self._worker_died()
                 break
-            if (idle_s and self.model_state == "ready" and self.running is None and self.queued == 0
-                    and time.monotonic() - self.last_work > idle_s):
+            if (
+                idle_s
+                and self.model_state == "ready"
+                and self.running is None
+                and self.queued == 0
+                and time.monotonic() - self.last_work > idle_s
+            ):
                 self.model_state = "unloading"
                 self.queue.put("unload")
 
@@ -295,15 +308,21 @@ class Daemon:
         self.model_error = self.model_error or "the worker thread stopped unexpectedly"
         for job in list(self.jobs.values()):
             if job.finish():
-                self._send_error(job.identity, job.request_id, "internal",
-                                 "maskd's worker stopped unexpectedly; the daemon is restarting", True)
+                self._send_error(
+                    job.identity,
+                    job.request_id,
+                    "internal",
+                    "maskd's worker stopped unexpectedly; the daemon is restarting",
+                    True,
+                )
         self.jobs.clear()
         self.stop_requested.set()
 
     def _send(self, identity: bytes, fields: dict, buffers=()) -> bool:
         try:
-            self.router.send_multipart([identity, *P.make_message(self.key, fields, buffers)],
-                                       flags=zmq.NOBLOCK, copy=False)
+            self.router.send_multipart(
+                [identity, *P.make_message(self.key, fields, buffers)], flags=zmq.NOBLOCK, copy=False
+            )
             return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH (client gone) or EAGAIN (client not reading)
             log.info("could not reply to a client (%s)", exc.strerror)
@@ -339,26 +358,42 @@ class Daemon:
 
     def _op_hello(self, identity, req) -> None:
         fields = P.reply_fields(
-            req.id, "result", protocol=P.TAG.decode(), protocol_version=list(P.VERSION),
-            maskd_version=__version__, pid=os.getpid(), limits=self.limits(),
-            model=self.describe_model(), model_state=self.model_state, devices=self._devices(),
+            req.id,
+            "result",
+            protocol=P.TAG.decode(),
+            protocol_version=list(P.VERSION),
+            maskd_version=__version__,
+            pid=os.getpid(),
+            limits=self.limits(),
+            model=self.describe_model(),
+            model_state=self.model_state,
+            devices=self._devices(),
             presets=self._presets(),
             capabilities={
-                "ops": list(P.OPS), "layouts": list(P.LAYOUT_CHANNELS), "dtypes": list(P.DTYPES),
-                "alpha_dtypes": list(P.ALPHA_DTYPES), "transfers": list(P.TRANSFERS),
-                "foreground": True, "roi": True, "progress": True, "worker": self.config.worker,
+                "ops": list(P.OPS),
+                "layouts": list(P.LAYOUT_CHANNELS),
+                "dtypes": list(P.DTYPES),
+                "alpha_dtypes": list(P.ALPHA_DTYPES),
+                "transfers": list(P.TRANSFERS),
+                "foreground": True,
+                "roi": True,
+                "progress": True,
+                "worker": self.config.worker,
                 "options": self._option_names(),
                 "shadow": ["soft", "contact", "drop", "front"],
-            })
+            },
+        )
         self._send(identity, fields)
 
     def _presets(self) -> list:
         """The model presets this maskd knows (serving another one needs a restart: `maskd serve --model`)."""
         try:
-            from core import presets
+            from maskd.core import presets
 
-            return [{"name": p.name, "licence": p.licence, "resolution": list(p.resolution)}
-                    for p in presets.PRESETS.values()]
+            return [
+                {"name": p.name, "licence": p.licence, "resolution": list(p.resolution)}
+                for p in presets.PRESETS.values()
+            ]
         except Exception:
             return []
 
@@ -382,14 +417,24 @@ class Daemon:
     def status_fields(self) -> dict:
         model = self.describe_model()
         return {
-            "running": True, "pid": os.getpid(), "endpoints": self.endpoints,
-            "connection_file": str(self.cfile), "protocol": P.TAG.decode(),
-            "protocol_version": list(P.VERSION), "maskd_version": __version__,
-            "model": model, "model_state": self.model_state, "model_error": self.model_error,
-            "device": model.get("device"), "queue_length": self.queued + (1 if self.running else 0),
-            "queued": self.queued, "current_job": self.running.job_id if self.running else None,
-            "uptime_s": round(time.time() - self.started, 3), "counters": dict(self.counters),
-            "limits": self.limits(), "worker": self.config.worker,
+            "running": True,
+            "pid": os.getpid(),
+            "endpoints": self.endpoints,
+            "connection_file": str(self.cfile),
+            "protocol": P.TAG.decode(),
+            "protocol_version": list(P.VERSION),
+            "maskd_version": __version__,
+            "model": model,
+            "model_state": self.model_state,
+            "model_error": self.model_error,
+            "device": model.get("device"),
+            "queue_length": self.queued + (1 if self.running else 0),
+            "queued": self.queued,
+            "current_job": self.running.job_id if self.running else None,
+            "uptime_s": round(time.time() - self.started, 3),
+            "counters": dict(self.counters),
+            "limits": self.limits(),
+            "worker": self.config.worker,
         }
 
     def _op_status(self, identity, req) -> None:
@@ -430,8 +475,10 @@ class Daemon:
         nbytes = sum(P._nbytes(b) for b in req.buffers)
         waiting = sum(P._nbytes(b) for j in self.jobs.values() if not j._done for b in j.buffers)
         if self.queued and waiting + nbytes > self.max_queued_bytes:
-            raise P.ProtocolError("busy", f"maskd is busy ({self.queued} jobs, {waiting / 2**20:.0f} MiB "
-                                  "waiting); try again shortly")
+            raise P.ProtocolError(
+                "busy",
+                f"maskd is busy ({self.queued} jobs, {waiting / 2**20:.0f} MiB waiting); try again shortly",
+            )
         job = Job(job_id, req.id, identity, req.op, req.header, req.buffers, spec)
         self.jobs[job_id] = job
         job.stage, job.fraction = "queued", 0.0
@@ -447,9 +494,18 @@ class Daemon:
             updates.append((job.stage, job.fraction))
         ok = True
         for stage, fraction in updates:
-            ok = ok and self._send(job.identity, P.reply_fields(
-                job.request_id, "progress", job=job.job_id, stage=stage, fraction=round(fraction, 4),
-                state=job.state, position=position))
+            ok = ok and self._send(
+                job.identity,
+                P.reply_fields(
+                    job.request_id,
+                    "progress",
+                    job=job.job_id,
+                    stage=stage,
+                    fraction=round(fraction, 4),
+                    state=job.state,
+                    position=position,
+                ),
+            )
         job.last_sent, job.changed = time.monotonic(), False
         if not ok and not job.cancel.is_set():
             log.info("client of job %s is gone; cancelling it", job.job_id)
@@ -558,8 +614,12 @@ class Daemon:
             fields = P.error_fields(None, "cancelled", "the job was cancelled")
         except MemoryError:
             self.counters["jobs_failed"] += 1
-            fields = P.error_fields(None, "out_of_memory", f"out of memory on a {job.spec.width}x"
-                                    f"{job.spec.height} image; try a smaller image or fewer editors at once")
+            fields = P.error_fields(
+                None,
+                "out_of_memory",
+                f"out of memory on a {job.spec.width}x"
+                f"{job.spec.height} image; try a smaller image or fewer editors at once",
+            )
         except WeightsError as exc:
             self.counters["jobs_failed"] += 1
             fields = P.error_fields(None, "model_unavailable", str(exc))
@@ -571,9 +631,13 @@ class Daemon:
             self.counters["jobs_failed"] += 1
             if _is_oom(exc):
                 device = self.describe_model().get("device")
-                fields = P.error_fields(None, "out_of_memory", f"the {device} ran "
-                                        f"out of memory on a {job.spec.width}x{job.spec.height} image; try "
-                                        "a smaller image, --precision fp16, or --device cpu")
+                fields = P.error_fields(
+                    None,
+                    "out_of_memory",
+                    f"the {device} ran "
+                    f"out of memory on a {job.spec.width}x{job.spec.height} image; try "
+                    "a smaller image, --precision fp16, or --device cpu",
+                )
                 _free_accelerator_memory()
             elif isinstance(exc, MaskdError):
                 fields = P.error_fields(None, "bad_request", str(exc))
@@ -587,14 +651,22 @@ class Daemon:
             job.buffers = []  # release the request's frames now
         if job.finish():
             try:
-                out.send_multipart([b"reply", job.job_id.encode(), P.encode_header(fields), *buffers],
-                                   copy=False)
+                out.send_multipart(
+                    [b"reply", job.job_id.encode(), P.encode_header(fields), *buffers], copy=False
+                )
             except Exception:
                 log.error("job %s: could not send the result: %s", job.job_id, traceback.format_exc())
                 fields = P.error_fields(None, "internal", "processing failed while sending the result")
                 out.send_multipart([b"reply", job.job_id.encode(), P.encode_header(fields)])
-        log.info("job %s %s %dx%d: %s in %.3f s", job.job_id[:8], job.op, job.spec.width, job.spec.height,
-                 fields.get("code", "ok"), time.perf_counter() - t0)
+        log.info(
+            "job %s %s %dx%d: %s in %.3f s",
+            job.job_id[:8],
+            job.op,
+            job.spec.width,
+            job.spec.height,
+            fields.get("code", "ok"),
+            time.perf_counter() - t0,
+        )
 
 
 class AlreadyRunning(MaskdError):
@@ -617,7 +689,7 @@ def _free_accelerator_memory() -> None:
 
 def _cutout_options_class():
     try:
-        from core.pipeline import CutoutOptions
+        from maskd.core.pipeline import CutoutOptions
 
         return CutoutOptions
     except ImportError:
@@ -625,17 +697,18 @@ def _cutout_options_class():
 
 
 def make_session(config: DaemonConfig):
-    from core.session import SessionSpec, open_session
+    from maskd.core.session import SessionSpec, open_session
 
     spec = config.spec or SessionSpec(model="stand-in")
     if config.worker == "null":
-        from core.session import StandInSession
+        from maskd.core.session import StandInSession
 
         return StandInSession(resolution=spec.resolution or 1024)
     return open_session(spec)
 
 
 # ---------------------------------------------------------------------- the work itself
+
 
 def _options(job: Job, device: str = "cpu") -> object:
     """Client options -> CutoutOptions, ignoring names this daemon does not know (additive protocol).
@@ -672,7 +745,7 @@ def run_job(daemon: Daemon, job: Job):
     alpha_dtype = job.header.get("alpha_dtype", "u8")
     shadow_text = job.header.get("shadow")  # optional: also return a generated shadow (server.finishing)
     if shadow_text:
-        from core.shadow import parse_shadow
+        from maskd.core.shadow import parse_shadow
 
         parse_shadow(str(shadow_text))  # a bad style fails now (bad_request), not after the model
     last = [0.0]
@@ -694,7 +767,7 @@ def run_job(daemon: Daemon, job: Job):
         result_alpha, fg = _null_work(job, image, progress)
     else:
         opts = _options(job, str(getattr(daemon.session, "device", "cpu")))
-        from core import pipeline
+        from maskd.core import pipeline
 
         if job.op == "segment":
             res = pipeline.cutout(image, daemon.session.matte, opts, progress)
@@ -720,17 +793,31 @@ def run_job(daemon: Daemon, job: Job):
         fg_meta = {"layout": "RGB", "dtype": fg_dtype, "transfer": spec.transfer}
     shadow_meta = None
     if shadow_text:
-        from server.finishing import shadow_reply
+        from maskd.server.finishing import shadow_reply
 
         shadow_meta, shadow_alpha = shadow_reply(result_alpha, shadow_text)
         buffers.append(P.encode_alpha(shadow_alpha, alpha_dtype))
         shadow_meta["buffer"] = len(buffers) - 1
     model = daemon.describe_model()
-    info = {"timings": timings, "model": model.get("name"), "device": model.get("device"),
-            "resolution": model.get("resolution"), "worker": daemon.config.worker}
-    fields = P.reply_fields(None, "result", job=job.job_id, width=spec.width, height=spec.height,
-                            alpha_dtype=alpha_dtype, foreground=fg_meta, shadow=shadow_meta,
-                            buffers=[b.nbytes for b in buffers], info=info)
+    info = {
+        "timings": timings,
+        "model": model.get("name"),
+        "device": model.get("device"),
+        "resolution": model.get("resolution"),
+        "worker": daemon.config.worker,
+    }
+    fields = P.reply_fields(
+        None,
+        "result",
+        job=job.job_id,
+        width=spec.width,
+        height=spec.height,
+        alpha_dtype=alpha_dtype,
+        foreground=fg_meta,
+        shadow=shadow_meta,
+        buffers=[b.nbytes for b in buffers],
+        info=info,
+    )
     return fields, buffers
 
 
@@ -790,5 +877,9 @@ def setup_logging(log_file: str | None, foreground: bool) -> None:
         handlers.append(logging.FileHandler(path, encoding="utf-8"))
     if foreground or not log_file:
         handlers.append(logging.StreamHandler(sys.stderr))
-    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True,
-                        format="%(asctime)s maskd[%(process)d] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        handlers=handlers,
+        force=True,
+        format="%(asctime)s maskd[%(process)d] %(levelname)s %(message)s",
+    )

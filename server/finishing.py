@@ -15,25 +15,37 @@ import os
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import InputError, MaskdError
+from maskd.core.errors import InputError, MaskdError
 
 # Presets fill in whatever the command line leaves unset (explicit options always win).
 PRESETS = {
     "marketplace": {
         "about": "white background, subject centred on a 2000×2000 square with 5% margins, soft "
-                 "shadow, sidecar (what Amazon/eBay/Etsy-style listings ask for)",
-        "background": "white", "shadow": "soft", "crop": "subject", "margin": "5%",
-        "canvas": "2000x2000", "align": "center", "sidecar": True,
+        "shadow, sidecar (what Amazon/eBay/Etsy-style listings ask for)",
+        "background": "white",
+        "shadow": "soft",
+        "crop": "subject",
+        "margin": "5%",
+        "canvas": "2000x2000",
+        "align": "center",
+        "sidecar": True,
     },
     "square": {
         "about": "transparent square cut-out, subject centred with 5% margins, native resolution",
-        "crop": "subject", "margin": "5%", "canvas": "1:1", "align": "center",
+        "crop": "subject",
+        "margin": "5%",
+        "canvas": "1:1",
+        "align": "center",
     },
     "studio": {
         "about": "light grey backdrop, subject standing on the lower part of a 4:5 canvas, drop shadow",
-        "background": "#eeeeee", "shadow": "drop", "crop": "subject", "margin": "8%",
-        "canvas": "1600x2000", "align": "50%,75%", "sidecar": True,
+        "background": "#eeeeee",
+        "shadow": "drop",
+        "crop": "subject",
+        "margin": "8%",
+        "canvas": "1600x2000",
+        "align": "50%,75%",
+        "sidecar": True,
     },
 }
 
@@ -42,63 +54,106 @@ _FIELDS = ("background", "shadow", "crop", "margin", "canvas", "scale", "align")
 
 def _typed(parse):
     """An argparse type that shows our InputError message as the usage error."""
+
     def convert(text):
         try:
             parse(text)
         except InputError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
         return text  # keep the text: presets merge on text, parsing happens once in options()
+
     convert.__name__ = getattr(parse, "__name__", "value")
     return convert
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from core import canvas, compose, shadow
+    from maskd.core import canvas, compose, shadow
 
     # replace remove's plain --background (a superset of its syntax; see module docstring)
     handler = p.conflict_handler
     p.conflict_handler = "resolve"
     try:
-        g = p.add_argument_group(
-            "finishing (background, shadow, crop and canvas; see docs/finishing.md)")
-        g.add_argument("--background", dest="finish_background", type=_typed(compose.parse_background),
-                       metavar="COLOUR|IMAGE|blur",
-                       help="put a background behind the subject: a colour (white, #rrggbb, #rrggbbaa, "
-                            "r,g,b), an image (studio.jpg, studio.jpg:contain — cover/contain/stretch) or "
-                            "blur (the original photo, blurred; blur:4%% for more)")
+        g = p.add_argument_group("finishing (background, shadow, crop and canvas; see docs/finishing.md)")
+        g.add_argument(
+            "--background",
+            dest="finish_background",
+            type=_typed(compose.parse_background),
+            metavar="COLOUR|IMAGE|blur",
+            help="put a background behind the subject: a colour (white, #rrggbb, #rrggbbaa, "
+            "r,g,b), an image (studio.jpg, studio.jpg:contain — cover/contain/stretch) or "
+            "blur (the original photo, blurred; blur:4%% for more)",
+        )
     finally:
         p.conflict_handler = handler
     p.set_defaults(background=None)  # remove's own compositing stays off: the finisher does it
-    g.add_argument("--shadow", type=_typed(shadow.parse_shadow), metavar="STYLE[,KEY=VALUE…]",
-                   help="generated shadow: soft, contact, drop, front or none, with overrides such as "
-                        "drop,direction=135,distance=40%%,softness=5%%,opacity=0.4,contact=0.6,color=#203040")
-    g.add_argument("--crop", choices=list(compose.CROPS),
-                   help="frame the output on the subject (subject), on subject and shadow "
-                        "(subject+shadow), or keep the whole photo (none). Default: subject when "
-                        "--margin/--canvas/--scale/--align is given, else none")
-    g.add_argument("--margin", type=_typed(canvas.parse_margin), metavar="M",
-                   help="space around the subject: 5%% (of the output's width/height), 40px, or 2/4 "
-                        "values like CSS (5%%,10%% or 10,20,30,40)")
-    g.add_argument("--canvas", type=_typed(canvas.parse_canvas), metavar="WxH|W:H",
-                   help="output size (2000x2000: the subject is fitted inside the margins) or aspect "
-                        "(1:1, 4:5: native resolution, canvas grown to the aspect)")
-    g.add_argument("--scale", type=_typed(canvas.parse_scale), metavar="PCT",
-                   help="how much of the space inside the margins the subject fills (default 100%%)")
-    g.add_argument("--align", type=_typed(canvas.parse_align), metavar="POS",
-                   help="where the subject sits: center (default), top, bottom, left, right, "
-                        "top-left, …, or X%%,Y%% (50%%,100%% = bottom centre)")
-    g.add_argument("--alpha", dest="finish_alpha", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep an alpha channel (default: only when the result has transparency); "
-                        "--no-alpha flattens onto white")
-    g.add_argument("--preset", choices=sorted(PRESETS),
-                   help="; ".join(f"{name}: {v['about']}" for name, v in PRESETS.items())
-                   .replace("%", "%%") + " (explicit options override the preset)")
-    g.add_argument("--save-layers", action="store_true",
-                   help="also write the layers separately as PNGs for editing: NAME.subject.png, "
-                        "NAME.shadow.png (shadow colour + its alpha), NAME.background.png")
-    g.add_argument("--sidecar", action=argparse.BooleanOptionalAction, default=None,
-                   help="write NAME.json next to each output with the subject's bounding box "
-                        "(on by default with a preset)")
+    g.add_argument(
+        "--shadow",
+        type=_typed(shadow.parse_shadow),
+        metavar="STYLE[,KEY=VALUE…]",
+        help="generated shadow: soft, contact, drop, front or none, with overrides such as "
+        "drop,direction=135,distance=40%%,softness=5%%,opacity=0.4,contact=0.6,color=#203040",
+    )
+    g.add_argument(
+        "--crop",
+        choices=list(compose.CROPS),
+        help="frame the output on the subject (subject), on subject and shadow "
+        "(subject+shadow), or keep the whole photo (none). Default: subject when "
+        "--margin/--canvas/--scale/--align is given, else none",
+    )
+    g.add_argument(
+        "--margin",
+        type=_typed(canvas.parse_margin),
+        metavar="M",
+        help="space around the subject: 5%% (of the output's width/height), 40px, or 2/4 "
+        "values like CSS (5%%,10%% or 10,20,30,40)",
+    )
+    g.add_argument(
+        "--canvas",
+        type=_typed(canvas.parse_canvas),
+        metavar="WxH|W:H",
+        help="output size (2000x2000: the subject is fitted inside the margins) or aspect "
+        "(1:1, 4:5: native resolution, canvas grown to the aspect)",
+    )
+    g.add_argument(
+        "--scale",
+        type=_typed(canvas.parse_scale),
+        metavar="PCT",
+        help="how much of the space inside the margins the subject fills (default 100%%)",
+    )
+    g.add_argument(
+        "--align",
+        type=_typed(canvas.parse_align),
+        metavar="POS",
+        help="where the subject sits: center (default), top, bottom, left, right, "
+        "top-left, …, or X%%,Y%% (50%%,100%% = bottom centre)",
+    )
+    g.add_argument(
+        "--alpha",
+        dest="finish_alpha",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="keep an alpha channel (default: only when the result has transparency); "
+        "--no-alpha flattens onto white",
+    )
+    g.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="; ".join(f"{name}: {v['about']}" for name, v in PRESETS.items()).replace("%", "%%")
+        + " (explicit options override the preset)",
+    )
+    g.add_argument(
+        "--save-layers",
+        action="store_true",
+        help="also write the layers separately as PNGs for editing: NAME.subject.png, "
+        "NAME.shadow.png (shadow colour + its alpha), NAME.background.png",
+    )
+    g.add_argument(
+        "--sidecar",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write NAME.json next to each output with the subject's bounding box "
+        "(on by default with a preset)",
+    )
 
 
 def register(hooks) -> None:
@@ -129,7 +184,7 @@ def options(args):
     cached = getattr(args, "_finish_options", False)
     if cached is not False:
         return cached
-    from core import canvas, compose, shadow
+    from maskd.core import canvas, compose, shadow
 
     v = settings(args)
     opts = None
@@ -147,8 +202,10 @@ def options(args):
         ).validate()
         mode = getattr(args, "mode", "cutout")
         if mode == "mask" and (opts.background is not None or opts.shadow is not None):
-            raise MaskdError("--mode mask writes the alpha alone: --background and --shadow do not "
-                             "apply (drop them, or use --mode cutout)")
+            raise MaskdError(
+                "--mode mask writes the alpha alone: --background and --shadow do not "
+                "apply (drop them, or use --mode cutout)"
+            )
     args._finish_options = opts
     return opts
 
@@ -167,8 +224,8 @@ def opaque_output(args) -> bool:
 
 def finish_item(args, item) -> None:
     """remove's per-image step: compose the finished picture into ``item.output``; write the sidecar."""
-    from core import compose, imageio
-    from core.canvas import place
+    from maskd.core import compose, imageio
+    from maskd.core.canvas import place
 
     opts = options(args)
     want_sidecar = settings(args)["sidecar"]
@@ -179,22 +236,31 @@ def finish_item(args, item) -> None:
         opts = compose.FinishOptions(alpha=None)
         if mode == "mask":
             opts = None
-    colours = item.foreground if (mode != "rgba" and item.foreground is not None) \
+    colours = (
+        item.foreground
+        if (mode != "rgba" and item.foreground is not None)
         else imageio.colour_float(item.image)
+    )
     if opts is None:  # sidecar only, mask mode: bounds of the untouched alpha
-        from core.canvas import plan, subject_bounds
+        from maskd.core.canvas import plan, subject_bounds
 
         bounds = subject_bounds(item.alpha)
         p = plan(item.alpha.shape, None)
         result = None
         record = _record(item, p, bounds, bounds, None, None)
     elif mode == "mask":
-        from core.canvas import plan, subject_bounds
+        from maskd.core.canvas import plan, subject_bounds
 
         bounds = subject_bounds(item.alpha)
         region = None if opts.crop == "none" else bounds
-        p = plan(item.alpha.shape, region, margin=opts.margin, canvas=opts.canvas, scale=opts.scale,
-                 align=opts.align)
+        p = plan(
+            item.alpha.shape,
+            region,
+            margin=opts.margin,
+            canvas=opts.canvas,
+            scale=opts.scale,
+            align=opts.align,
+        )
         item.output = place(np.asarray(item.alpha, np.float32), p)[..., None]
         result = None
         record = _record(item, p, p.to_canvas(bounds) if bounds else None, bounds, None, opts)
@@ -204,8 +270,9 @@ def finish_item(args, item) -> None:
         item.output = result.image
         if layers:
             _write_layers(item, result)
-        record = _record(item, result.placement, result.subject_box, result.source_box, result.shadow_box,
-                         opts)
+        record = _record(
+            item, result.placement, result.subject_box, result.source_box, result.shadow_box, opts
+        )
     if record["subject"] is None:
         item.notes.append("no subject found (the matte is empty): framed the whole photo")
     if want_sidecar:
@@ -219,7 +286,7 @@ def layer_paths(dst: Path) -> dict:
 
 def _write_layers(item, result) -> None:
     """The finished picture's layers as separate PNGs (same size, in register; 16-bit for 16-bit input)."""
-    from core import imageio
+    from maskd.core import imageio
 
     def write(path, arr):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,8 +316,8 @@ def _box(b):
 
 
 def _record(item, placement, subject_box, source_box, shadow_box, opts) -> dict:
-    from core import compose
-    from server import __version__
+    from maskd.core import compose
+    from maskd.server import __version__
 
     h, w = item.alpha.shape
     return {
@@ -289,9 +356,9 @@ def shadow_reply(alpha, spec_text: str) -> tuple[dict, np.ndarray]:
     darkness included). Raises ``InputError`` (→ ``bad_request``) for a bad spec. The daemon appends
     the alpha, encoded like the result's alpha, as the last buffer and puts its index in ``buffer``.
     """
-    from core import compose
-    from core.imageio import to_float
-    from core.shadow import parse_shadow
+    from maskd.core import compose
+    from maskd.core.imageio import to_float
+    from maskd.core.shadow import parse_shadow
 
     spec = parse_shadow(str(spec_text)) if spec_text else None
     a = to_float(np.asarray(alpha))
@@ -299,6 +366,9 @@ def shadow_reply(alpha, spec_text: str) -> tuple[dict, np.ndarray]:
         a = a[..., 0]
     layer = compose.shadow_layer(a, spec) if spec is not None else np.zeros(a.shape, np.float32)
     colour = spec.color if spec is not None else (0.0, 0.0, 0.0)
-    field = {"color": "#" + "".join(f"{round(c * 255):02x}" for c in colour),
-             "style": str(spec_text), "buffer": None}
+    field = {
+        "color": "#" + "".join(f"{round(c * 255):02x}" for c in colour),
+        "style": str(spec_text),
+        "buffer": None,
+    }
     return field, layer

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import InputError, MaskdError
-from core.layered import LAYERED_SUFFIXES, AlphaFn, MaskResult, add_masks, is_layered
+from maskd.core.errors import InputError, MaskdError
+from maskd.core.layered import LAYERED_SUFFIXES, AlphaFn, MaskResult, add_masks, is_layered
 
 OUTPUT_SUFFIX = "-masked"
 
@@ -40,11 +39,18 @@ def add_layered_arguments(parser) -> None:
             action.help = (action.help or "") + " (not with --in-place)"
     group = parser.add_argument_group("layered files (XCF, OpenRaster, KRA)")
     group.add_argument(
-        "--layers", nargs="+", metavar="NAME", default=None,
+        "--layers",
+        nargs="+",
+        metavar="NAME",
+        default=None,
         help="which layers get a mask: 'all', 'visible', or layer names ('group/name' also works). "
-             "Default: the bottom-most visible paint layer that is not one flat colour")
-    group.add_argument("--in-place", action="store_true",
-                       help="replace each layered input with its masked version (atomically); no -o")
+        "Default: the bottom-most visible paint layer that is not one flat colour",
+    )
+    group.add_argument(
+        "--in-place",
+        action="store_true",
+        help="replace each layered input with its masked version (atomically); no -o",
+    )
 
 
 def register(hooks) -> None:
@@ -80,8 +86,10 @@ def handle(ctx, src: Path, dst: Path) -> str | None:
     if not getattr(args, "in_place", False) and target.resolve() == src.resolve():
         raise InputError(f"{src}: the output would overwrite the input; pass --in-place to replace it")
     if target.suffix.lower() != src.suffix.lower():
-        raise InputError(f"{target}: a layered file keeps its format ({src.suffix}); name the output "
-                         f"{target.with_suffix(src.suffix).name}, or give a folder")
+        raise InputError(
+            f"{target}: a layered file keeps its format ({src.suffix}); name the output "
+            f"{target.with_suffix(src.suffix).name}, or give a folder"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     alpha_fn = _daemon_alpha(ctx.client, ctx.options)
     result = add_masks(src, target, alpha_fn, layers=getattr(args, "layers", None))
@@ -90,8 +98,8 @@ def handle(ctx, src: Path, dst: Path) -> str | None:
 
 def run_in_place(args) -> int:
     """``maskd remove --in-place INPUT...``: layered inputs only, each replaced by its masked version."""
-    from server.client import batch_daemon
-    from server.commands import remove
+    from maskd.server.client import batch_daemon
+    from maskd.server.commands import remove
 
     if args.output:
         raise InputError("--in-place replaces the inputs: leave out -o/--output (or drop --in-place)")
@@ -100,16 +108,23 @@ def run_in_place(args) -> int:
         print(f"maskd remove: {problem}", file=sys.stderr)
     flat = [f for f, _ in files if not is_layered(f)]
     if flat:
-        raise InputError(f"--in-place is for layered files ({', '.join(LAYERED_SUFFIXES)}); "
-                         f"{flat[0]} is an image: give -o for images")
+        raise InputError(
+            f"--in-place is for layered files ({', '.join(LAYERED_SUFFIXES)}); "
+            f"{flat[0]} is an image: give -o for images"
+        )
     paths = [f for f, _ in files]
     if not paths:
         print("maskd remove: nothing to do (no layered files found)", file=sys.stderr)
         return 2
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     with batch_daemon(args.connection_file, remove._serve_args(args), say=say) as (client, _started):
-        summary = process_layered(paths, _daemon_alpha(client, remove._options(args)),
-                                  layers=args.layers, in_place=True, progress=False if args.quiet else None)
+        summary = process_layered(
+            paths,
+            _daemon_alpha(client, remove._options(args)),
+            layers=args.layers,
+            in_place=True,
+            progress=False if args.quiet else None,
+        )
     return 1 if summary.failed or problems else 0
 
 
@@ -123,8 +138,10 @@ def output_path(source: Path, output: str | None, in_place: bool, single: bool) 
             target.mkdir(parents=True, exist_ok=True)
             return target / source.name
         if target.suffix.lower() != source.suffix.lower():
-            raise InputError(f"-o {output}: the output of {source.name} must keep its format "
-                             f"({source.suffix}); layered files are not converted")
+            raise InputError(
+                f"-o {output}: the output of {source.name} must keep its format "
+                f"({source.suffix}); layered files are not converted"
+            )
         return target
     return source.with_name(source.stem + OUTPUT_SUFFIX + source.suffix)
 
@@ -160,8 +177,16 @@ class BatchSummary:
         return text
 
 
-def process_layered(paths: list[Path], alpha_fn: AlphaFn, *, layers=None, output: str | None = None,
-                    in_place: bool = False, progress: bool | None = None, stream=None) -> BatchSummary:
+def process_layered(
+    paths: list[Path],
+    alpha_fn: AlphaFn,
+    *,
+    layers=None,
+    output: str | None = None,
+    in_place: bool = False,
+    progress: bool | None = None,
+    stream=None,
+) -> BatchSummary:
     """Mask every layered file in ``paths``; failures are reported per file and do not stop the batch."""
     stream = stream or sys.stderr
     paths = [Path(p) for p in paths]
@@ -174,8 +199,10 @@ def process_layered(paths: list[Path], alpha_fn: AlphaFn, *, layers=None, output
             raise InputError(f"{source}: not a layered file ({', '.join(LAYERED_SUFFIXES)})")
         target = output_path(source, output, in_place, single)
         if not in_place and target.exists() and target.resolve() == source.resolve():
-            raise InputError(f"{source}: the output would overwrite the input; pass --in-place to "
-                             "replace it, or choose another -o")
+            raise InputError(
+                f"{source}: the output would overwrite the input; pass --in-place to "
+                "replace it, or choose another -o"
+            )
         planned.append((source, target))
     summary = BatchSummary()
     t0 = time.perf_counter()
@@ -226,21 +253,30 @@ def add_editor_batch_arguments(p, suffix: str, editor: str) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("-o", "--output", metavar="FOLDER", help="write the masked files here (same names)")
     where.add_argument("--in-place", action="store_true", help="replace each file with its masked version")
-    p.add_argument("--layers", nargs="+", metavar="NAME", default=None,
-                   help="'all', 'visible', or layer names; default: the bottom-most visible paint layer that "
-                        "is not one flat colour (as `maskd remove`)")
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="NAME",
+        default=None,
+        help="'all', 'visible', or layer names; default: the bottom-most visible paint layer that "
+        "is not one flat colour (as `maskd remove`)",
+    )
     p.add_argument("--quality", choices=["fast", "default", "quality"], default="default")
     p.add_argument("--no-refine", action="store_true", help="plain upsampled model matte (fastest)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.add_argument("--connection-file", metavar="PATH", help="the daemon to use (default: the per-user one)")
-    p.add_argument(f"--{editor}", metavar="COMMAND", dest="editor_command",
-                   help=f"how to run {editor} (a command line; default: found on PATH and in the usual "
-                        "install folders)")
+    p.add_argument(
+        f"--{editor}",
+        metavar="COMMAND",
+        dest="editor_command",
+        help=f"how to run {editor} (a command line; default: found on PATH and in the usual install folders)",
+    )
 
 
-def plan_editor_batch(folder: str, suffix: str, output: str | None, in_place: bool,
-                      overwrite: bool) -> tuple[list[tuple[Path, Path]], int]:
+def plan_editor_batch(
+    folder: str, suffix: str, output: str | None, in_place: bool, overwrite: bool
+) -> tuple[list[tuple[Path, Path]], int]:
     """[(input, output)] for every ``suffix`` file under ``folder`` and how many were skipped (exist)."""
     root = Path(folder)
     if not root.is_dir():
@@ -260,8 +296,10 @@ def plan_editor_batch(folder: str, suffix: str, output: str | None, in_place: bo
     for f, rel in files:
         dst = f if in_place else Path(output) / rel
         if not in_place and dst.resolve() == f.resolve():
-            raise InputError(f"-o {output} is the input folder: that would overwrite the inputs; "
-                             "use --in-place, or another folder")
+            raise InputError(
+                f"-o {output} is the input folder: that would overwrite the inputs; "
+                "use --in-place, or another folder"
+            )
         if not in_place and dst.exists() and not overwrite:
             skipped += 1
             continue
@@ -275,7 +313,7 @@ def check_before_editor(plan: list[tuple[Path, Path]]) -> tuple[list[tuple[Path,
     Editors salvage damaged files quietly (GIMP loads a truncated XCF with layers missing) and the
     batch would then save the loss; maskd's own parser reads every byte first instead.
     """
-    from core.layered import check_layered
+    from maskd.core.layered import check_layered
 
     good, bad = [], []
     for src, dst in plan:
@@ -288,9 +326,17 @@ def check_before_editor(plan: list[tuple[Path, Path]]) -> tuple[list[tuple[Path,
     return good, bad
 
 
-def run_editor_batch(editor: str, command: list[str], plan: list[tuple[Path, Path]], job: dict,
-                     job_dir: Path, *, quiet: bool, env: dict | None = None,
-                     timeout: float | None = None) -> int:
+def run_editor_batch(
+    editor: str,
+    command: list[str],
+    plan: list[tuple[Path, Path]],
+    job: dict,
+    job_dir: Path,
+    *,
+    quiet: bool,
+    env: dict | None = None,
+    timeout: float | None = None,
+) -> int:
     """Check the files, run ``command`` (the editor, already told to load ``job_dir/job.json``) on
     the good ones, show its per-file progress lines, print a summary; 0 when every file went through."""
     import json
@@ -299,19 +345,25 @@ def run_editor_batch(editor: str, command: list[str], plan: list[tuple[Path, Pat
     plan, rejected = check_before_editor(plan)
     for entry in rejected:
         message = entry["error"]
-        print("skipped: " + (message if entry["src"] in message else f"{entry['src']}: {message}"),
-              file=sys.stderr)
+        print(
+            "skipped: " + (message if entry["src"] in message else f"{entry['src']}: {message}"),
+            file=sys.stderr,
+        )
 
     job_file = job_dir / "job.json"
-    job = dict(job, files=[{"src": str(s.resolve()), "dst": str(d.resolve())} for s, d in plan],
-               result=str((job_dir / "result.json").resolve()))
+    job = dict(
+        job,
+        files=[{"src": str(s.resolve()), "dst": str(d.resolve())} for s, d in plan],
+        result=str((job_dir / "result.json").resolve()),
+    )
     job_file.write_text(json.dumps(job, indent=1))
     for _, dst in plan:
         dst.parent.mkdir(parents=True, exist_ok=True)
     from tqdm import tqdm
 
-    bar = tqdm(total=len(plan), unit="file", disable=quiet or None, dynamic_ncols=True, file=sys.stderr,
-               desc=editor)
+    bar = tqdm(
+        total=len(plan), unit="file", disable=quiet or None, dynamic_ncols=True, file=sys.stderr, desc=editor
+    )
     tail: list[str] = []
     entries: list[dict] = []
     t0 = time.perf_counter()
@@ -320,15 +372,16 @@ def run_editor_batch(editor: str, command: list[str], plan: list[tuple[Path, Pat
         print(f"maskd {editor}-batch: 0 file(s) masked, {len(rejected)} failed", file=sys.stderr)
         return 1
     try:
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                errors="replace", env=env)
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace", env=env
+        )
     except OSError as exc:
         bar.close()
         raise MaskdError(f"could not start {editor} ({' '.join(command[:3])}…): {exc.strerror}") from None
     try:
         for line in proc.stdout:
             if line.startswith(PROGRESS_TAG):
-                entry = json.loads(line[len(PROGRESS_TAG):])
+                entry = json.loads(line[len(PROGRESS_TAG) :])
                 entries.append(entry)
                 bar.update(1)
                 if entry.get("error"):
@@ -362,6 +415,8 @@ def run_editor_batch(editor: str, command: list[str], plan: list[tuple[Path, Pat
     print(text + f" in {seconds:.1f} s", file=sys.stderr)
     if missing:
         log = "\n".join(tail[-15:])
-        print(f"{editor} stopped before the end (exit code {proc.returncode}); its last output:\n{log}",
-              file=sys.stderr)
+        print(
+            f"{editor} stopped before the end (exit code {proc.returncode}); its last output:\n{log}",
+            file=sys.stderr,
+        )
     return 1 if failed or missing else 0

@@ -89,8 +89,9 @@ class ReplayGuard:
     def check(self, request_id: str, ts, now: float | None = None) -> None:
         now = time.time() if now is None else now
         if not isinstance(ts, (int, float)) or not math.isfinite(ts) or abs(now - ts) > self.window_s:
-            raise ProtocolError("auth", "request timestamp missing or outside the allowed window "
-                                "(is the clock right?)")
+            raise ProtocolError(
+                "auth", "request timestamp missing or outside the allowed window (is the clock right?)"
+            )
         if request_id in self.seen:
             raise ProtocolError("auth", f"request id {request_id} was already used (replay refused)")
         if now - self._last_prune > 10.0:
@@ -125,21 +126,28 @@ def parse_request(frames: list, key: bytes, guard: ReplayGuard | None) -> Reques
     (``ProtocolError.request_id``) so the client can match the reply.
     """
     if len(frames) < 3:
-        raise ProtocolError("bad_request", f"a request needs at least 3 frames (tag, signature, header); "
-                            f"got {len(frames)}")
+        raise ProtocolError(
+            "bad_request", f"a request needs at least 3 frames (tag, signature, header); got {len(frames)}"
+        )
     tag = bytes(frames[0]) if _nbytes(frames[0]) <= 64 else b""
     if tag != TAG:
         if tag.startswith(b"MASKD/"):
-            raise ProtocolError("version", f"protocol {tag.decode('ascii', 'replace')} is not supported; "
-                                f"this daemon speaks {TAG.decode()} (update the plugin or maskd)")
+            raise ProtocolError(
+                "version",
+                f"protocol {tag.decode('ascii', 'replace')} is not supported; "
+                f"this daemon speaks {TAG.decode()} (update the plugin or maskd)",
+            )
         raise ProtocolError("bad_request", "not a maskd message (bad protocol tag)")
     if _nbytes(frames[2]) > MAX_HEADER_BYTES:
         raise ProtocolError("bad_request", f"header over {MAX_HEADER_BYTES} bytes")
     raw = bytes(frames[2])
     sig = bytes(frames[1]) if _nbytes(frames[1]) == SIGNATURE_BYTES else b""
     if not sig or not hmac.compare_digest(sig, sign(key, raw)):
-        raise ProtocolError("auth", "bad signature: the request was not signed with this daemon's key "
-                            "(stale connection file? reconnect)")
+        raise ProtocolError(
+            "auth",
+            "bad signature: the request was not signed with this daemon's key "
+            "(stale connection file? reconnect)",
+        )
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -162,12 +170,14 @@ def parse_request(frames: list, key: bytes, guard: ReplayGuard | None) -> Reques
             raise ProtocolError("bad_request", "header.buffers must list the byte size of each buffer")
         buffers = list(frames[3:])
         if len(buffers) != len(declared):
-            raise ProtocolError("bad_request", f"header declares {len(declared)} buffers, "
-                                f"the message carries {len(buffers)}")
+            raise ProtocolError(
+                "bad_request", f"header declares {len(declared)} buffers, the message carries {len(buffers)}"
+            )
         for i, (buf, n) in enumerate(zip(buffers, declared)):
             if _nbytes(buf) != n:
-                raise ProtocolError("bad_request",
-                                    f"buffer {i} has {_nbytes(buf)} bytes, header declares {n}")
+                raise ProtocolError(
+                    "bad_request", f"buffer {i} has {_nbytes(buf)} bytes, header declares {n}"
+                )
         job = header.get("job")
         if job is not None and (not isinstance(job, str) or not 1 <= len(job) <= 128):
             raise ProtocolError("bad_request", "header.job must be a string of 1-128 characters")
@@ -209,8 +219,11 @@ def check_image_request(header: dict, buffers: list, max_pixels: int, max_side: 
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise ProtocolError("bad_request", f"{name} must be a positive integer, got {v!r}")
     if width > max_side or height > max_side or width * height > max_pixels:
-        raise ProtocolError("too_large", f"{width}x{height} is over this daemon's limit "
-                            f"({max_pixels:,} pixels, {max_side} per side; maskd serve --max-pixels)")
+        raise ProtocolError(
+            "too_large",
+            f"{width}x{height} is over this daemon's limit "
+            f"({max_pixels:,} pixels, {max_side} per side; maskd serve --max-pixels)",
+        )
     layout = header.get("layout", "RGBA")
     if layout not in LAYOUT_CHANNELS:
         raise ProtocolError("bad_request", f"layout {layout!r} is not one of {', '.join(LAYOUT_CHANNELS)}")
@@ -222,19 +235,26 @@ def check_image_request(header: dict, buffers: list, max_pixels: int, max_side: 
         raise ProtocolError("bad_request", f"transfer {transfer!r} is not one of {', '.join(TRANSFERS)}")
     alpha_dtype = header.get("alpha_dtype", "u8")
     if alpha_dtype not in ALPHA_DTYPES:
-        raise ProtocolError("bad_request",
-                            f"alpha_dtype {alpha_dtype!r} is not one of {', '.join(ALPHA_DTYPES)}")
+        raise ProtocolError(
+            "bad_request", f"alpha_dtype {alpha_dtype!r} is not one of {', '.join(ALPHA_DTYPES)}"
+        )
     spec = ImageSpec(width, height, layout, dtype, transfer)
     need = 2 if header["op"] == "refine" else 1
     if len(buffers) != need:
         raise ProtocolError("bad_request", f"{header['op']} carries {need} buffer(s), got {len(buffers)}")
     if _nbytes(buffers[0]) != spec.nbytes:
-        raise ProtocolError("bad_request", f"pixel buffer has {_nbytes(buffers[0])} bytes; {width}x{height} "
-                            f"{layout} {dtype} needs {spec.nbytes}")
+        raise ProtocolError(
+            "bad_request",
+            f"pixel buffer has {_nbytes(buffers[0])} bytes; {width}x{height} "
+            f"{layout} {dtype} needs {spec.nbytes}",
+        )
     roi = header.get("roi")
     if roi is not None:
-        if (not isinstance(roi, list) or len(roi) != 4
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in roi)):
+        if (
+            not isinstance(roi, list)
+            or len(roi) != 4
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in roi)
+        ):
             raise ProtocolError("bad_request", "roi must be [x, y, w, h] integers")
         x, y, w, h = roi
         if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
@@ -253,8 +273,11 @@ def check_image_request(header: dict, buffers: list, max_pixels: int, max_side: 
         if mw * mh > max_pixels:
             raise ProtocolError("too_large", f"mask {mw}x{mh} is over the {max_pixels:,}-pixel limit")
         if _nbytes(buffers[1]) != mw * mh * DTYPES[mdt].itemsize:
-            raise ProtocolError("bad_request", f"mask buffer has {_nbytes(buffers[1])} bytes; {mw}x{mh} "
-                                f"{mdt} needs {mw * mh * DTYPES[mdt].itemsize}")
+            raise ProtocolError(
+                "bad_request",
+                f"mask buffer has {_nbytes(buffers[1])} bytes; {mw}x{mh} "
+                f"{mdt} needs {mw * mh * DTYPES[mdt].itemsize}",
+            )
     return spec
 
 
@@ -266,8 +289,9 @@ def buffer_view(buf):
 def decode_image(buf, spec: ImageSpec) -> np.ndarray:
     """Wire pixels -> H×W×C array in RGB(A)/gray order as uint8/uint16/float32 (no copy for
     RGBA/RGB/GRAY in u8/u16/f32)."""
-    arr = np.frombuffer(buffer_view(buf), dtype=DTYPES[spec.dtype]).reshape(spec.height, spec.width,
-                                                                             spec.channels)
+    arr = np.frombuffer(buffer_view(buf), dtype=DTYPES[spec.dtype]).reshape(
+        spec.height, spec.width, spec.channels
+    )
     if spec.layout == "BGRA":
         arr = arr[..., [2, 1, 0, 3]]
     if spec.dtype == "f16":

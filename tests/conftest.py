@@ -83,7 +83,7 @@ def evaldata() -> Path:
 
 def maskd_command() -> list[str]:
     """How tests run the CLI: this checkout's code, whatever is installed."""
-    return [sys.executable, "-m", "server"]
+    return [sys.executable, "-m", "maskd.server"]
 
 
 def maskd_env(**extra) -> dict:

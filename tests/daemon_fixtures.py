@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from maskd.plugins import maskd_client as mc
+from maskd.server import protocol as P
 
-from plugins import maskd_client as mc
-from server import protocol as P
 from tests.conftest import REPO, maskd_command, maskd_env
 
 BACKENDS = ["pyzmq", "zmtp"]
@@ -45,8 +45,14 @@ class RunningDaemon:
         return maskd_env(MASKD_CONNECTION_FILE=self.connection_file, **extra)
 
     def cli(self, *args, timeout=120, **env) -> subprocess.CompletedProcess:
-        return subprocess.run(maskd_command() + list(args), capture_output=True, text=True,
-                              env=self.env(**env), timeout=timeout, cwd=REPO)
+        return subprocess.run(
+            maskd_command() + list(args),
+            capture_output=True,
+            text=True,
+            env=self.env(**env),
+            timeout=timeout,
+            cwd=REPO,
+        )
 
     def client(self, backend: str | None = None, transport: str | None = None, timeout: float = 15.0):
         return mc.connect(str(self.connection_file), timeout=timeout, backend=backend, transport=transport)
@@ -59,8 +65,9 @@ class RunningDaemon:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
-def start_daemon(folder: Path, *extra: str, worker: str = "null", model: str = "stand-in",
-                 timeout: float = 300) -> RunningDaemon:
+def start_daemon(
+    folder: Path, *extra: str, worker: str = "null", model: str = "stand-in", timeout: float = 300
+) -> RunningDaemon:
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     d = RunningDaemon(folder, folder / "connection.json")
@@ -115,8 +122,10 @@ def raw_socket(daemon: RunningDaemon):
 
 
 def signed(daemon: RunningDaemon, fields: dict, buffers=(), key: bytes | None = None) -> list:
-    header = dict({"v": [1, 0], "id": uuid.uuid4().hex, "ts": time.time(),
-                   "buffers": [len(b) for b in buffers]}, **fields)
+    header = dict(
+        {"v": [1, 0], "id": uuid.uuid4().hex, "ts": time.time(), "buffers": [len(b) for b in buffers]},
+        **fields,
+    )
     return P.make_message(key or daemon.key, header, buffers)
 
 

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
-from core import birefnet
-from core.errors import InputError
-from core.swin import SwinBlock, _WindowPlan
+from maskd.core import birefnet
+from maskd.core.errors import InputError
+from maskd.core.swin import SwinBlock, _WindowPlan
 
 
 def _naive_swin_block(block: SwinBlock, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -54,8 +53,8 @@ def _naive_swin_block(block: SwinBlock, x: torch.Tensor, height: int, width: int
 
 @pytest.mark.parametrize("height,width,shift", [(14, 14, 0), (14, 14, 3), (9, 17, 3), (16, 11, 0), (5, 6, 3)])
 def test_swin_block_matches_plain_implementation(height, width, shift, monkeypatch):
-    monkeypatch.setattr("core.swin.MLP_BAND_VALUES", 1)  # MLP in bands of 256 tokens: several here
-    monkeypatch.setattr("core.swin.ATTN_BAND_VALUES", 49 * 3 * 24 * 2)  # two windows per band
+    monkeypatch.setattr("maskd.core.swin.MLP_BAND_VALUES", 1)  # MLP in bands of 256 tokens: several here
+    monkeypatch.setattr("maskd.core.swin.ATTN_BAND_VALUES", 49 * 3 * 24 * 2)  # two windows per band
     torch.manual_seed(height * 31 + width + shift)
     block = SwinBlock(dim=24, num_heads=3, window=7, shift=shift)
     with torch.no_grad():
@@ -76,7 +75,7 @@ def test_patch_orders_stack_as_documented():
     for c in range(3):
         for hg in range(2):
             for wg in range(3):
-                patch = x[:, c, hg * 2:(hg + 1) * 2, wg * 2:(wg + 1) * 2]
+                patch = x[:, c, hg * 2 : (hg + 1) * 2, wg * 2 : (wg + 1) * 2]
                 assert torch.equal(new[:, c * 6 + hg * 3 + wg], patch)
                 assert torch.equal(old[:, wg * 6 + hg * 3 + c], patch)
     with pytest.raises(ValueError):
@@ -148,7 +147,7 @@ def test_batch_equals_single_images(lite_model):
 
 
 def test_session_serves_the_model(lite_weights):
-    from core.session import SessionSpec, open_session
+    from maskd.core.session import SessionSpec, open_session
 
     spec = SessionSpec(weights=str(lite_weights), variant="lite", device="cpu", resolution=64)
     session = open_session(spec)

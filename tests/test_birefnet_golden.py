@@ -13,9 +13,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from maskd.core.birefnet import load_model
+from maskd.core.presets import PATCH_ORDERS
 
-from core.birefnet import load_model
-from core.presets import PATCH_ORDERS
 from tests.conftest import REFERENCE
 
 pytestmark = pytest.mark.slow

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from core import imageio
-from core.canvas import (
+from maskd.core import imageio
+from maskd.core.canvas import (
     CanvasSpec,
     Margin,
     parse_align,
@@ -17,8 +16,8 @@ from core.canvas import (
     plan,
     subject_bounds,
 )
-from core.compose import FinishOptions, finish, parse_background
-from core.errors import InputError
+from maskd.core.compose import FinishOptions, finish, parse_background
+from maskd.core.errors import InputError
 
 H, W = 300, 400
 SUBJECT = (30, 40, 100, 50)  # x, y, w, h
@@ -30,7 +29,7 @@ def scene():
     img = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
     alpha = np.zeros((H, W), np.float32)
     x, y, w, h = SUBJECT
-    alpha[y:y + h, x:x + w] = 1.0
+    alpha[y : y + h, x : x + w] = 1.0
     return img, alpha
 
 
@@ -48,7 +47,7 @@ def test_crop_with_pixel_margin_is_a_pixel_exact_copy():
     assert out.shape == (70, 120, 4)
     assert res.subject_box == (10, 10, 100, 50)
     x, y, w, h = SUBJECT
-    assert np.array_equal(out[10:60, 10:110, :3], imageio.to_float(img[y:y + h, x:x + w]))
+    assert np.array_equal(out[10:60, 10:110, :3], imageio.to_float(img[y : y + h, x : x + w]))
     assert np.all(out[10:60, 10:110, 3] == 1.0)
     assert out[:10, :, 3].max() == 0 and out[60:, :, 3].max() == 0
     assert out[:, :10, 3].max() == 0 and out[:, 110:, 3].max() == 0
@@ -65,24 +64,35 @@ def test_percent_margins_are_shares_of_the_output():
     assert abs(y - 0.1 * hh) <= 1.5
 
 
-@pytest.mark.parametrize("align, origin", [
-    ("center", (20, 60)), ("top-left", (20, 20)), ("bottom", (20, 100)), ("top", (20, 20)),
-    ("50%,100%", (20, 100)),
-])
+@pytest.mark.parametrize(
+    "align, origin",
+    [
+        ("center", (20, 60)),
+        ("top-left", (20, 20)),
+        ("bottom", (20, 100)),
+        ("top", (20, 20)),
+        ("50%,100%", (20, 100)),
+    ],
+)
 def test_fixed_canvas_fits_scales_and_aligns(align, origin):
     img, alpha = scene()
-    opts = FinishOptions(crop="subject", margin=parse_margin("10%"), canvas=parse_canvas("200x200"),
-                         align=parse_align(align), background=parse_background("white"))
+    opts = FinishOptions(
+        crop="subject",
+        margin=parse_margin("10%"),
+        canvas=parse_canvas("200x200"),
+        align=parse_align(align),
+        background=parse_background("white"),
+    )
     res = finish(img, alpha, None, opts)
     assert res.image.shape == (200, 200, 3)
     # content box 160×160; the 100×50 subject fits at ×1.6 → 160×80
     assert res.subject_box == (origin[0], origin[1], 160, 80)
     assert res.placement.fx == pytest.approx(1.6)
     ox, oy = origin
-    inside = res.image[oy + 1:oy + 79, ox + 1:ox + 159]
+    inside = res.image[oy + 1 : oy + 79, ox + 1 : ox + 159]
     assert not np.allclose(inside, 1.0)  # subject pixels, not background
-    assert np.allclose(res.image[:oy - 1], 1.0) if oy > 1 else True
-    assert np.allclose(res.image[oy + 81:], 1.0)
+    assert np.allclose(res.image[: oy - 1], 1.0) if oy > 1 else True
+    assert np.allclose(res.image[oy + 81 :], 1.0)
 
 
 def test_scale_and_a_single_pixel_lands_where_expected():
@@ -106,8 +116,12 @@ def test_aspect_canvas_keeps_native_resolution():
     res = finish(img, alpha, None, FinishOptions(crop="subject", canvas=parse_canvas("1:1")))
     assert res.image.shape[:2] == (100, 100)
     assert res.subject_box == (0, 25, 100, 50) and res.placement.fx == 1.0
-    tall = finish(img, alpha, None, FinishOptions(crop="subject", canvas=parse_canvas("4:5"),
-                                                    align=parse_align("bottom")))
+    tall = finish(
+        img,
+        alpha,
+        None,
+        FinishOptions(crop="subject", canvas=parse_canvas("4:5"), align=parse_align("bottom")),
+    )
     assert tall.image.shape[:2] == (125, 100) and tall.subject_box == (0, 75, 100, 50)
 
 
@@ -122,7 +136,7 @@ def test_no_crop_keeps_the_frame_and_a_canvas_fits_the_whole_photo():
 
 
 def test_crop_can_include_the_shadow():
-    from core.shadow import parse_shadow
+    from maskd.core.shadow import parse_shadow
 
     img, alpha = scene()
     alpha[:] = 0
@@ -143,19 +157,35 @@ def test_place_is_exact_at_unit_scale_and_clips_outside():
     assert np.array_equal(out[0, :], src[0, 0:4])  # the neighbourhood comes along (margin)
 
 
-@pytest.mark.parametrize("text, margin", [
-    ("5%", Margin(5, 5, 5, 5, True)), ("40", Margin(40, 40, 40, 40)), ("40px", Margin(40, 40, 40, 40)),
-    ("5%,10%", Margin(5, 10, 5, 10, True)), ("1,2,3,4", Margin(1, 2, 3, 4)),
-])
+@pytest.mark.parametrize(
+    "text, margin",
+    [
+        ("5%", Margin(5, 5, 5, 5, True)),
+        ("40", Margin(40, 40, 40, 40)),
+        ("40px", Margin(40, 40, 40, 40)),
+        ("5%,10%", Margin(5, 10, 5, 10, True)),
+        ("1,2,3,4", Margin(1, 2, 3, 4)),
+    ],
+)
 def test_parse_margin(text, margin):
     assert parse_margin(text) == margin
 
 
-@pytest.mark.parametrize("parse, text", [
-    (parse_margin, "5%,10px"), (parse_margin, "60%"), (parse_margin, "1,2,3"), (parse_margin, "-3"),
-    (parse_canvas, "big"), (parse_canvas, "0x100"), (parse_scale, "0"), (parse_scale, "lots"),
-    (parse_align, "middle-ish"), (parse_align, "150%,0%"),
-])
+@pytest.mark.parametrize(
+    "parse, text",
+    [
+        (parse_margin, "5%,10px"),
+        (parse_margin, "60%"),
+        (parse_margin, "1,2,3"),
+        (parse_margin, "-3"),
+        (parse_canvas, "big"),
+        (parse_canvas, "0x100"),
+        (parse_scale, "0"),
+        (parse_scale, "lots"),
+        (parse_align, "middle-ish"),
+        (parse_align, "150%,0%"),
+    ],
+)
 def test_bad_values_are_rejected_with_a_hint(parse, text):
     with pytest.raises(InputError) as exc:
         parse(text)
@@ -183,6 +213,6 @@ def test_tight_crop_over_a_colour_copies_the_subject_exactly():
     x, y, w, h = SUBJECT
     out = res.image
     assert out.shape == (h, w, 3)
-    want = imageio.to_float(img[y:y + h, x:x + w])
+    want = imageio.to_float(img[y : y + h, x : x + w])
     assert np.array_equal(out[1:, 1:], want[1:, 1:])
     assert not np.allclose(out[0, 0], want[0, 0])  # the soft pixel is blended with the colour

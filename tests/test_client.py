@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from maskd.server.client import DaemonClient, wire_format
 
-from server.client import DaemonClient, wire_format
 from tests.daemon_fixtures import short_tmp, start_daemon
 
 
@@ -30,8 +30,12 @@ def square(dtype=np.uint8, channels=3):
 
 @pytest.mark.parametrize("dtype,channels", [(np.uint8, 3), (np.uint16, 1), (np.float32, 4), (np.float16, 2)])
 def test_segment_any_dtype(client, dtype, channels):
-    ans = client.segment(square(dtype, channels), {"quality": "fast"}, foreground=True,
-                         linear=dtype in (np.float32, np.float16))
+    ans = client.segment(
+        square(dtype, channels),
+        {"quality": "fast"},
+        foreground=True,
+        linear=dtype in (np.float32, np.float16),
+    )
     assert ans.alpha.dtype == np.float32 and ans.alpha.shape == (64, 80)
     assert ans.alpha[24:40, 30:50].mean() > 0.9 and ans.alpha[:8].mean() < 0.1
     assert ans.foreground.shape == (64, 80, 3) and ans.foreground.dtype == np.float32
@@ -52,7 +56,7 @@ def test_refine_float_mask(client):
 
 
 def test_wire_format_rejects_what_cannot_travel():
-    from core.errors import MaskdError
+    from maskd.core.errors import MaskdError
 
     with pytest.raises(MaskdError, match="channels"):
         wire_format(np.zeros((4, 4, 5), np.uint8))

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from core import compose, imageio
-from core.canvas import CanvasSpec, Margin
-from core.compose import BackgroundSpec, FinishOptions, finish, parse_background, parse_colour
-from core.errors import InputError
-from core.shadow import parse_shadow
+from maskd.core import compose, imageio
+from maskd.core.canvas import CanvasSpec, Margin
+from maskd.core.compose import BackgroundSpec, FinishOptions, finish, parse_background, parse_colour
+from maskd.core.errors import InputError
+from maskd.core.shadow import parse_shadow
 
 
 def srgb(v):
@@ -82,8 +81,12 @@ def test_linear_input_stays_linear_and_user_colours_are_srgb():
     res = finish(img, alpha, None, FinishOptions(background=parse_background("#808080"), linear=True))
     grey_lin = lin(0x80 / 255)
     assert res.image[0, 0, 0] == pytest.approx(0.5 + 0.5 * grey_lin, abs=1e-6)
-    bare = finish(img, np.zeros((2, 2), np.float32), None,
-                  FinishOptions(background=parse_background("#808080"), linear=True))
+    bare = finish(
+        img,
+        np.zeros((2, 2), np.float32),
+        None,
+        FinishOptions(background=parse_background("#808080"), linear=True),
+    )
     assert bare.image[0, 0, 0] == pytest.approx(grey_lin, abs=1e-6)
 
 
@@ -113,7 +116,7 @@ def test_uint8_input_edge_pixels_match_float64_reference():
     res = finish(img, alpha, None, FinishOptions(background=parse_background("#3366cc")))
     f = img.astype(np.float64) / 255
     lf = np.where(f <= 0.04045, f / 12.92, ((f + 0.055) / 1.055) ** 2.4)
-    bg = np.array([0x33, 0x66, 0xcc]) / 255
+    bg = np.array([0x33, 0x66, 0xCC]) / 255
     lb = np.where(bg <= 0.04045, bg / 12.92, ((bg + 0.055) / 1.055) ** 2.4)
     a = alpha[..., None].astype(np.float64)
     mix = lf * a + lb * (1 - a)
@@ -143,8 +146,9 @@ def test_fast_paths_equal_the_reference_composite(background, tmp_path):
     bgl = res.background
     s = res.shadow
     assert s is not None and s.max() > 0.1
-    col, out_a = compose.composite_reference(res.subject[..., :3], res.subject[..., 3], bgl[..., :3],
-                                             bgl[..., 3], parse_colour("#402010")[:3], s)
+    col, out_a = compose.composite_reference(
+        res.subject[..., :3], res.subject[..., 3], bgl[..., :3], bgl[..., 3], parse_colour("#402010")[:3], s
+    )
     if res.image.shape[2] == 4:
         assert np.abs(res.image[..., 3] - out_a).max() < 1e-4
         visible = out_a > 1e-3
@@ -188,7 +192,8 @@ def test_background_image_fits():
         imageio.write_image(path, pic)
         cover, contain, stretch = (
             finish(img, alpha, None, FinishOptions(background=parse_background(f"{path}:{fit}"))).image
-            for fit in ("cover", "contain", "stretch"))
+            for fit in ("cover", "contain", "stretch")
+        )
     assert cover.shape == (20, 20, 3)  # cover fills: the middle 20 of 80 columns, half red half blue
     assert cover[10, 2, 0] > 0.9 and cover[10, 17, 2] > 0.9
     assert contain.shape == (20, 20, 4)  # contain letterboxes: transparent bars above and below
@@ -196,11 +201,17 @@ def test_background_image_fits():
     assert stretch.shape == (20, 20, 3) and stretch[10, 3, 0] > 0.9 and stretch[10, 16, 2] > 0.9
 
 
-@pytest.mark.parametrize("text, want", [
-    ("white", (1, 1, 1, 1)), ("#000", (0, 0, 0, 1)), ("#ff000080", (1, 0, 0, 128 / 255)),
-    ("0,128,255", (0, 128 / 255, 1, 1)), ("10,20,30,0.5", (10 / 255, 20 / 255, 30 / 255, 0.5)),
-    ("transparent", (0, 0, 0, 0)),
-])
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("white", (1, 1, 1, 1)),
+        ("#000", (0, 0, 0, 1)),
+        ("#ff000080", (1, 0, 0, 128 / 255)),
+        ("0,128,255", (0, 128 / 255, 1, 1)),
+        ("10,20,30,0.5", (10 / 255, 20 / 255, 30 / 255, 0.5)),
+        ("transparent", (0, 0, 0, 0)),
+    ],
+)
 def test_parse_colour(text, want):
     assert np.allclose(parse_colour(text), want)
 
@@ -224,9 +235,18 @@ def test_background_kinds(tmp_path):
 
 def test_empty_matte_frames_the_whole_photo():
     img = flat(10, 20, (0.2, 0.3, 0.4))
-    res = finish(img, np.zeros((10, 20), np.float32), None,
-                 FinishOptions(background=parse_background("white"), shadow=parse_shadow("soft"),
-                               crop="subject", margin=Margin(5, 5, 5, 5), canvas=CanvasSpec(size=(30, 30))))
+    res = finish(
+        img,
+        np.zeros((10, 20), np.float32),
+        None,
+        FinishOptions(
+            background=parse_background("white"),
+            shadow=parse_shadow("soft"),
+            crop="subject",
+            margin=Margin(5, 5, 5, 5),
+            canvas=CanvasSpec(size=(30, 30)),
+        ),
+    )
     assert res.subject_box is None and res.image.shape == (30, 30, 3)
 
 

@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
+from maskd.plugins import maskd_client as mc
 
-from plugins import maskd_client as mc
 from tests.daemon_fixtures import BACKENDS, short_tmp, start_daemon
 
 W, H = 160, 120
@@ -51,8 +51,14 @@ def test_segment_through_the_pipeline(stand_in, backend):
     img, inside = disc_image()
     stages = []
     with stand_in.client(backend) as c:
-        r = c.segment(memoryview(img).cast("B"), W, H, options={"quality": "fast"}, foreground=True,
-                      progress=lambda s, f: stages.append(s))
+        r = c.segment(
+            memoryview(img).cast("B"),
+            W,
+            H,
+            options={"quality": "fast"},
+            foreground=True,
+            progress=lambda s, f: stages.append(s),
+        )
     check_disc(alpha_of(r), inside)
     assert len(r.foreground) == W * H * 3 and r.foreground_dtype == "u8"
     fg = np.frombuffer(r.foreground, np.uint8).reshape(H, W, 3)
@@ -104,8 +110,19 @@ def test_refine_a_rough_mask(stand_in):
 @pytest.mark.slow
 def test_real_lite_model_segment(tmp_path_factory, lite_weights):
     """Generated weights (random output): only shape, range and the forward's bookkeeping are checked."""
-    d = start_daemon(short_tmp(tmp_path_factory, "lite"), "--weights", str(lite_weights), "--variant", "lite",
-                     "--device", "cpu", "--resolution", "256", worker="pipeline", model=None)
+    d = start_daemon(
+        short_tmp(tmp_path_factory, "lite"),
+        "--weights",
+        str(lite_weights),
+        "--variant",
+        "lite",
+        "--device",
+        "cpu",
+        "--resolution",
+        "256",
+        worker="pipeline",
+        model=None,
+    )
     try:
         img, _ = disc_image()
         with d.client() as c:
@@ -123,8 +140,14 @@ def test_real_lite_model_segment(tmp_path_factory, lite_weights):
 
 
 def test_idle_unload_and_reload(tmp_path_factory):
-    d = start_daemon(short_tmp(tmp_path_factory, "idle"), "--resolution", "128", "--idle-unload", "0.005",
-                     worker="pipeline")
+    d = start_daemon(
+        short_tmp(tmp_path_factory, "idle"),
+        "--resolution",
+        "128",
+        "--idle-unload",
+        "0.005",
+        worker="pipeline",
+    )
     try:
         img, inside = disc_image()
         with d.client() as c:
@@ -158,11 +181,13 @@ def test_refinement_runs_on_the_sessions_device_not_the_clients_choice():
     """A GPU daemon refines on its GPU (core.refine_torch); a client cannot move the work."""
     from types import SimpleNamespace
 
-    from server import daemon
+    from maskd.server import daemon
 
     def job(options):
-        return SimpleNamespace(header={"options": options, "roi": None, "foreground": True},
-                               spec=SimpleNamespace(transfer="srgb"))
+        return SimpleNamespace(
+            header={"options": options, "roi": None, "foreground": True},
+            spec=SimpleNamespace(transfer="srgb"),
+        )
 
     assert daemon._options(job({}), "cuda:0").device == "cuda:0"
     assert daemon._options(job({}), "mps").device == "mps"

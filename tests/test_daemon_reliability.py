@@ -17,9 +17,9 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from maskd.plugins import maskd_client as mc
+from maskd.server import protocol as P
 
-from plugins import maskd_client as mc
-from server import protocol as P
 from tests.daemon_fixtures import (
     BACKENDS,
     assert_healthy,
@@ -60,13 +60,18 @@ def expect_error(sock, frames, code, timeout=10.0):
 
 # ---------------------------------------------------------------------------- malformed traffic
 
-@pytest.mark.parametrize("frames", [
-    [b"hello"],
-    [b"", b""],
-    [b"NOT-MASKD", b"x" * 32, b"{}"],
-    [P.TAG, b"", b""],
-    [P.TAG, b"short", b"{}"],
-], ids=["one-frame", "two-empty", "bad-tag", "empty-sig", "short-sig"])
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [b"hello"],
+        [b"", b""],
+        [b"NOT-MASKD", b"x" * 32, b"{}"],
+        [P.TAG, b"", b""],
+        [P.TAG, b"short", b"{}"],
+    ],
+    ids=["one-frame", "two-empty", "bad-tag", "empty-sig", "short-sig"],
+)
 def test_malformed_frames_get_error_and_daemon_survives(daemon, sock, frames):
     header = expect_error(sock, frames, "auth" if frames[0] == P.TAG else "bad_request")
     assert header["retryable"] is False
@@ -87,8 +92,17 @@ def test_wrong_signature(daemon, sock):
     assert_healthy(daemon)
 
 
-@pytest.mark.parametrize("header", [b"not json", b"[1, 2]", b'{"op": "ping"}', b'{"id": "x", "op": "fly"}',
-                                    b"\xff\xfe", b'{"id": "' + b"x" * 200 + b'", "op": "ping"}'])
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'{"op": "ping"}',
+        b'{"id": "x", "op": "fly"}',
+        b"\xff\xfe",
+        b'{"id": "' + b"x" * 200 + b'", "op": "ping"}',
+    ],
+)
 def test_bad_headers(daemon, sock, header):
     expect_error(sock, [P.TAG, P.sign(daemon.key, header), header], "bad_request")
     assert_healthy(daemon, backends=["zmtp"])
@@ -108,8 +122,9 @@ def test_replayed_and_stale_requests(daemon, sock):
 
 def test_declared_sizes_must_match_buffers(daemon, sock):
     pixels, _ = make_image(8, 8)
-    frames = signed(daemon, {"op": "segment", "width": 8, "height": 8, "layout": "RGBA", "dtype": "u8"},
-                    [bytes(pixels)])
+    frames = signed(
+        daemon, {"op": "segment", "width": 8, "height": 8, "layout": "RGBA", "dtype": "u8"}, [bytes(pixels)]
+    )
     frames[3] = frames[3][:-1]  # one byte short of what the signed header declares
     expect_error(sock, frames, "bad_request")
     frames = signed(daemon, {"op": "segment", "width": 8, "height": 8}, [bytes(pixels[:-4])])
@@ -120,20 +135,23 @@ def test_declared_sizes_must_match_buffers(daemon, sock):
     assert_healthy(daemon)
 
 
-@pytest.mark.parametrize("fields,code", [
-    ({"width": 10**9, "height": 10**9}, "too_large"),
-    ({"width": 100000, "height": 1}, "too_large"),
-    ({"width": -4, "height": 4}, "bad_request"),
-    ({"width": 0, "height": 4}, "bad_request"),
-    ({"width": 4.5, "height": 4}, "bad_request"),
-    ({"width": True, "height": 4}, "bad_request"),
-    ({"width": 4, "height": 4, "dtype": "f64"}, "bad_request"),
-    ({"width": 4, "height": 4, "dtype": "u8", "layout": "CMYK"}, "bad_request"),
-    ({"width": 4, "height": 4, "alpha_dtype": "u4"}, "bad_request"),
-    ({"width": 4, "height": 4, "transfer": "gamma22"}, "bad_request"),
-    ({"width": 4, "height": 4, "roi": [2, 2, 5, 5]}, "bad_request"),
-    ({"width": 4, "height": 4, "options": [1]}, "bad_request"),
-])
+@pytest.mark.parametrize(
+    "fields,code",
+    [
+        ({"width": 10**9, "height": 10**9}, "too_large"),
+        ({"width": 100000, "height": 1}, "too_large"),
+        ({"width": -4, "height": 4}, "bad_request"),
+        ({"width": 0, "height": 4}, "bad_request"),
+        ({"width": 4.5, "height": 4}, "bad_request"),
+        ({"width": True, "height": 4}, "bad_request"),
+        ({"width": 4, "height": 4, "dtype": "f64"}, "bad_request"),
+        ({"width": 4, "height": 4, "dtype": "u8", "layout": "CMYK"}, "bad_request"),
+        ({"width": 4, "height": 4, "alpha_dtype": "u4"}, "bad_request"),
+        ({"width": 4, "height": 4, "transfer": "gamma22"}, "bad_request"),
+        ({"width": 4, "height": 4, "roi": [2, 2, 5, 5]}, "bad_request"),
+        ({"width": 4, "height": 4, "options": [1]}, "bad_request"),
+    ],
+)
 def test_absurd_dimensions_and_unsupported_types(daemon, sock, fields, code):
     frames = signed(daemon, dict({"op": "segment"}, **fields), [b"\0" * 64])
     expect_error(sock, frames, code)
@@ -165,6 +183,7 @@ def test_oversized_message_is_dropped_and_clients_refuse_it_first(daemon, sock):
 
 # ---------------------------------------------------------------------------- fuzzing
 
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(max_size=300), min_size=0, max_size=6))
 def test_fuzz_random_frames(daemon, frames):
@@ -177,16 +196,39 @@ def test_fuzz_random_frames(daemon, frames):
         s.close(0)
 
 
-json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
-                           | st.text(max_size=20), lambda c: st.lists(c, max_size=4)
-                           | st.dictionaries(st.text(max_size=8), c, max_size=4), max_leaves=12)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+    max_leaves=12,
+)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(op=st.sampled_from(list(P.OPS[:6]) + ["x"]), extra=st.dictionaries(
-    st.sampled_from(["width", "height", "layout", "dtype", "roi", "options", "mask", "alpha_dtype",
-                     "transfer", "job", "target", "foreground", "buffers"]), json_values, max_size=6),
-    buffers=st.lists(st.binary(max_size=64), max_size=3))
+@given(
+    op=st.sampled_from(list(P.OPS[:6]) + ["x"]),
+    extra=st.dictionaries(
+        st.sampled_from(
+            [
+                "width",
+                "height",
+                "layout",
+                "dtype",
+                "roi",
+                "options",
+                "mask",
+                "alpha_dtype",
+                "transfer",
+                "job",
+                "target",
+                "foreground",
+                "buffers",
+            ]
+        ),
+        json_values,
+        max_size=6,
+    ),
+    buffers=st.lists(st.binary(max_size=64), max_size=3),
+)
 def test_fuzz_signed_headers(daemon, op, extra, buffers):
     """Correctly signed but arbitrary headers: always one well-formed reply, never a crash."""
     s = raw_socket(daemon)
@@ -213,6 +255,7 @@ def test_healthy_after_fuzzing(daemon):
 
 
 # ---------------------------------------------------------------------------- concurrency
+
 
 def test_eight_concurrent_clients_get_their_own_answers(daemon):
     errors = []
@@ -246,8 +289,9 @@ def test_busy_when_queue_is_full(tmp_path_factory):
     def slow(i):
         try:
             with d.client("zmtp") as c:
-                results[i] = c.segment(*make_image(4, 4)[:1], 4, 4, options={"null_delay_s": 2},
-                                       job_id=f"s{i}")
+                results[i] = c.segment(
+                    *make_image(4, 4)[:1], 4, 4, options={"null_delay_s": 2}, job_id=f"s{i}"
+                )
         except mc.MaskdClientError as exc:
             results[i] = exc
 
@@ -275,6 +319,7 @@ def test_busy_when_queue_is_full(tmp_path_factory):
 
 # ---------------------------------------------------------------------------- vanishing peers
 
+
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
 def test_client_disconnects_mid_upload(daemon, transport):
     """A peer that sends half a 4 MB frame and vanishes."""
@@ -292,8 +337,13 @@ def test_client_disconnects_while_its_job_runs(daemon):
     """The daemon notices the vanished client on its next progress heartbeat and cancels the job."""
     s = raw_socket(daemon)
     pixels, _ = make_image(16, 16)
-    s.send_multipart(signed(daemon, {"op": "segment", "width": 16, "height": 16, "job": "gone-1",
-                                     "options": {"null_delay_s": 60}}, [bytes(pixels)]))
+    s.send_multipart(
+        signed(
+            daemon,
+            {"op": "segment", "width": 16, "height": 16, "job": "gone-1", "options": {"null_delay_s": 60}},
+            [bytes(pixels)],
+        )
+    )
     with daemon.client() as c:
         cancelled = c.status()["counters"]["jobs_cancelled"]
         deadline = time.monotonic() + 20
@@ -318,8 +368,14 @@ def test_cancel_mid_job(daemon, backend):
     def run():
         try:
             with daemon.client(backend) as c:
-                c.segment(*make_image(8, 8)[:1], 8, 8, options={"null_delay_s": 60}, job_id=job,
-                          progress=lambda stage, f: stages.append(stage))
+                c.segment(
+                    *make_image(8, 8)[:1],
+                    8,
+                    8,
+                    options={"null_delay_s": 60},
+                    job_id=job,
+                    progress=lambda stage, f: stages.append(stage),
+                )
         except mc.MaskdClientError as exc:
             outcome["error"] = exc
 
@@ -364,6 +420,7 @@ def test_cancel_queued_job_and_unknown_job(daemon):
 
 
 # ---------------------------------------------------------------------------- daemon lifecycle
+
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_daemon_killed_mid_request_gives_clear_error(tmp_path_factory, backend):
@@ -445,8 +502,9 @@ def test_not_running_is_detected_fast(tmp_path):
     port = s.getsockname()[1]
     s.close()
     stale = tmp_path / "connection.json"
-    stale.write_text(json.dumps({"key": "00" * 32, "endpoints": {"tcp": f"tcp://127.0.0.1:{port}"},
-                                 "pid": 999999}))
+    stale.write_text(
+        json.dumps({"key": "00" * 32, "endpoints": {"tcp": f"tcp://127.0.0.1:{port}"}, "pid": 999999})
+    )
     for backend in BACKENDS:
         with pytest.raises(mc.MaskdClientError) as e:
             mc.connect(str(stale), backend=backend)
@@ -472,8 +530,16 @@ def test_status_json_and_stop(tmp_path_factory):
     d = start_daemon(short_tmp(tmp_path_factory, "st"))
     r = d.cli("status", "--json")
     st = json.loads(r.stdout)
-    for key in ("running", "pid", "endpoints", "connection_file", "protocol_version", "model", "device",
-                "queue_length"):
+    for key in (
+        "running",
+        "pid",
+        "endpoints",
+        "connection_file",
+        "protocol_version",
+        "model",
+        "device",
+        "queue_length",
+    ):
         assert key in st, key
     assert st["running"] is True and st["pid"] == d.pid and st["connection_file"] == str(d.connection_file)
     assert st["model"]["name"] == "stand-in" and st["device"] == "cpu" and st["queue_length"] == 0
@@ -495,8 +561,11 @@ def test_ensure_daemon_autostarts_and_reports_progress(tmp_path_factory):
 
     folder = short_tmp(tmp_path_factory, "auto")
     cfile = folder / "connection.json"
-    config = {"connection_file": str(cfile), "autostart": True,
-              "daemon_command": maskd_command() + ["serve", "--model", "stand-in", "--worker", "null"]}
+    config = {
+        "connection_file": str(cfile),
+        "autostart": True,
+        "daemon_command": maskd_command() + ["serve", "--model", "stand-in", "--worker", "null"],
+    }
     stages = []
     env_before = os.environ.get("PYTHONPATH")
     from tests.conftest import REPO
@@ -541,16 +610,22 @@ def test_two_serves_racing_start_one_daemon(tmp_path_factory):
     folder = short_tmp(tmp_path_factory, "race")
     d = RunningDaemon(folder, folder / "connection.json")
     cmd = maskd_command() + ["serve", "--model", "stand-in", "--worker", "null"]
-    procs = [subprocess.Popen(cmd, env=d.env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            cmd, env=d.env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     try:
         outs = [p.communicate(timeout=120) for p in procs]
         assert [p.returncode for p in procs] == [0, 0], outs
         import psutil
 
-        daemons = [p for p in psutil.process_iter(["cmdline"])
-                   if "--daemonized" in (p.info["cmdline"] or [])
-                   and str(d.connection_file) in p.info["cmdline"]]
+        daemons = [
+            p
+            for p in psutil.process_iter(["cmdline"])
+            if "--daemonized" in (p.info["cmdline"] or []) and str(d.connection_file) in p.info["cmdline"]
+        ]
         assert len(daemons) == 1 and daemons[0].pid == d.pid
         assert_healthy(d)
     finally:

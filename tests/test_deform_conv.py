@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-
-from core.deform_conv import DeformableConv2d, deform_conv2d, fold_batchnorm
+from maskd.core.deform_conv import DeformableConv2d, deform_conv2d, fold_batchnorm
 
 
 def _bilinear_zero_outside(img: torch.Tensor, y: float, x: float) -> torch.Tensor:
@@ -126,5 +125,6 @@ def test_module_folds_batchnorm_exactly_enough():
 
 def test_rejects_offsets_of_the_wrong_shape():
     with pytest.raises(ValueError, match="offset shape"):
-        deform_conv2d(torch.zeros(1, 2, 8, 8), torch.zeros(1, 17, 8, 8), None, torch.zeros(3, 2, 3, 3),
-                      padding=1)
+        deform_conv2d(
+            torch.zeros(1, 2, 8, 8), torch.zeros(1, 17, 8, 8), None, torch.zeros(3, 2, 3, 3), padding=1
+        )

@@ -6,15 +6,21 @@ import json
 import subprocess
 
 import pytest
+from maskd.installers.manifest import Manifest
 
-from installers.manifest import Manifest
 from tests.conftest import maskd_command
 from tests.test_install_plugins import cli_env, make_home
 
 
 def maskd(env, *args, timeout=180):
-    return subprocess.run(maskd_command() + list(args), env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=env["HOME"])
+    return subprocess.run(
+        maskd_command() + list(args),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=env["HOME"],
+    )
 
 
 def doctor(env) -> tuple[int, dict]:
@@ -35,16 +41,37 @@ def installed_home(tmp_path, lite_weights):
     """Plugins installed (native GIMP and Krita) with the generated lite weights as the model."""
     home = make_home(tmp_path, layouts=("native",))
     env = cli_env(tmp_path, home)
-    r = maskd(env, "install-plugins", "--no-start", "--weights", str(lite_weights), "--variant", "lite",
-              "--device", "cpu")
+    r = maskd(
+        env,
+        "install-plugins",
+        "--no-start",
+        "--weights",
+        str(lite_weights),
+        "--variant",
+        "lite",
+        "--device",
+        "cpu",
+    )
     assert r.returncode == 0, r.stderr
     return env
 
 
 def test_healthy_setup_with_a_running_daemon(installed_home, lite_weights):
     env = installed_home
-    r = maskd(env, "serve", "--weights", str(lite_weights), "--variant", "lite", "--device", "cpu",
-              "--resolution", "256", "--lazy", timeout=300)
+    r = maskd(
+        env,
+        "serve",
+        "--weights",
+        str(lite_weights),
+        "--variant",
+        "lite",
+        "--device",
+        "cpu",
+        "--resolution",
+        "256",
+        "--lazy",
+        timeout=300,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     try:
         code, report = doctor(env)

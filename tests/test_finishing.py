@@ -19,7 +19,7 @@ CY, CX, R = 60, 70, 30  # the subject: a disc
 def product(path, depth=8, shift=0):
     """A blue disc on a light grey backdrop (BGR for cv2); returns the disc's mask."""
     yy, xx = np.mgrid[0:H, 0:W]
-    inside = (yy - CY) ** 2 + (xx - CX - shift) ** 2 < R ** 2
+    inside = (yy - CY) ** 2 + (xx - CX - shift) ** 2 < R**2
     img = np.full((H, W, 3), (215, 215, 215), np.uint8)
     img[inside] = (200, 90, 30)
     if depth == 16:
@@ -37,8 +37,14 @@ def daemon(tmp_path_factory):
 
 
 def cli(env, *args, timeout=300):
-    return subprocess.run(maskd_command() + [str(a) for a in args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        maskd_command() + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def test_marketplace_batch_writes_finished_files_and_sidecars(daemon, tmp_path):
@@ -46,8 +52,20 @@ def test_marketplace_batch_writes_finished_files_and_sidecars(daemon, tmp_path):
     product(src / "a.png")
     product(src / "more" / "b.jpg", shift=20)
     out = tmp_path / "out"
-    r = cli(daemon.env(), "remove", src, "-o", out, "--preset", "marketplace", "--canvas", "300x300",
-            "--format", "jpg", "-q")
+    r = cli(
+        daemon.env(),
+        "remove",
+        src,
+        "-o",
+        out,
+        "--preset",
+        "marketplace",
+        "--canvas",
+        "300x300",
+        "--format",
+        "jpg",
+        "-q",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 written" in r.stdout
     for name in ("a", "more/b"):
@@ -73,22 +91,61 @@ def test_marketplace_batch_writes_finished_files_and_sidecars(daemon, tmp_path):
 def test_sixteen_bit_crop_margin_transparent_webp_and_tiff(daemon, tmp_path):
     inside = product(tmp_path / "deep.png", depth=16)
     ys, xs = np.nonzero(inside)
-    r = cli(daemon.env(), "remove", tmp_path / "deep.png", "-o", tmp_path / "o16", "--crop", "subject",
-            "--margin", "10px", "--shadow", "contact", "--background", "white", "-q")
+    r = cli(
+        daemon.env(),
+        "remove",
+        tmp_path / "deep.png",
+        "-o",
+        tmp_path / "o16",
+        "--crop",
+        "subject",
+        "--margin",
+        "10px",
+        "--shadow",
+        "contact",
+        "--background",
+        "white",
+        "-q",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     deep = cv2.imread(str(tmp_path / "o16" / "deep.png"), cv2.IMREAD_UNCHANGED)
     assert deep.dtype == np.uint16 and deep.ndim == 3 and deep.shape[2] == 3
     assert abs(deep.shape[0] - (np.ptp(ys) + 21)) <= 8 and abs(deep.shape[1] - (np.ptp(xs) + 21)) <= 8
     assert not (tmp_path / "o16" / "deep.json").exists()  # sidecars only when asked (or with a preset)
-    r = cli(daemon.env(), "remove", tmp_path / "deep.png", "-o", tmp_path / "ow", "--shadow", "drop",
-            "--canvas", "1:1", "--format", "webp", "--sidecar", "-q")
+    r = cli(
+        daemon.env(),
+        "remove",
+        tmp_path / "deep.png",
+        "-o",
+        tmp_path / "ow",
+        "--shadow",
+        "drop",
+        "--canvas",
+        "1:1",
+        "--format",
+        "webp",
+        "--sidecar",
+        "-q",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     webp = cv2.imread(str(tmp_path / "ow" / "deep.webp"), cv2.IMREAD_UNCHANGED)
     assert webp.shape[2] == 4 and webp.shape[0] == webp.shape[1]  # transparent, square
     assert webp[0, 0, 3] == 0 and webp[32, 32, 3] == 255  # transparent corner, opaque subject
     assert (tmp_path / "ow" / "deep.json").exists()
-    r = cli(daemon.env(), "remove", tmp_path / "deep.png", "-o", tmp_path / "ot", "--background",
-            "#00000000", "--shadow", "soft", "--format", "tif", "-q")
+    r = cli(
+        daemon.env(),
+        "remove",
+        tmp_path / "deep.png",
+        "-o",
+        tmp_path / "ot",
+        "--background",
+        "#00000000",
+        "--shadow",
+        "soft",
+        "--format",
+        "tif",
+        "-q",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     tif = cv2.imread(str(tmp_path / "ot" / "deep.tif"), cv2.IMREAD_UNCHANGED)
     assert tif.dtype == np.uint16 and tif.shape == (H, W, 4)
@@ -103,18 +160,51 @@ def test_option_errors_are_plain_messages(daemon, tmp_path):
     assert r.returncode == 2 and "margin" in r.stderr and "Traceback" not in r.stderr
     r = cli(daemon.env(), "remove", tmp_path / "p.png", "-o", tmp_path / "o", "--shadow", "huge")
     assert r.returncode == 2 and "unknown style" in r.stderr
-    r = cli(daemon.env(), "remove", tmp_path / "p.png", "-o", tmp_path / "o", "--mode", "mask",
-            "--shadow", "soft", "-q")
+    r = cli(
+        daemon.env(),
+        "remove",
+        tmp_path / "p.png",
+        "-o",
+        tmp_path / "o",
+        "--mode",
+        "mask",
+        "--shadow",
+        "soft",
+        "-q",
+    )
     assert r.returncode == 1 and "--mode mask" in r.stderr and "Traceback" not in r.stderr
-    r = cli(daemon.env(), "remove", tmp_path / "p.png", "-o", tmp_path / "o", "--shadow", "soft",
-            "--format", "jpg", "-q")
+    r = cli(
+        daemon.env(),
+        "remove",
+        tmp_path / "p.png",
+        "-o",
+        tmp_path / "o",
+        "--shadow",
+        "soft",
+        "--format",
+        "jpg",
+        "-q",
+    )
     assert r.returncode == 1 and "transparency" in r.stderr
 
 
 def test_mask_mode_is_cropped_and_placed_like_the_picture(daemon, tmp_path):
     product(tmp_path / "p.png")
-    r = cli(daemon.env(), "remove", tmp_path / "p.png", "-o", tmp_path / "m", "--mode", "mask",
-            "--canvas", "100x100", "--margin", "10%", "--sidecar", "-q")
+    r = cli(
+        daemon.env(),
+        "remove",
+        tmp_path / "p.png",
+        "-o",
+        tmp_path / "m",
+        "--mode",
+        "mask",
+        "--canvas",
+        "100x100",
+        "--margin",
+        "10%",
+        "--sidecar",
+        "-q",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     m = cv2.imread(str(tmp_path / "m" / "p.png"), cv2.IMREAD_UNCHANGED)
     assert m.shape == (100, 100) and m[50, 50] > 240 and m[2, 2] < 10
@@ -130,8 +220,21 @@ def test_finish_command_works_on_existing_cutouts_without_a_daemon(tmp_path):
     cv2.imwrite(str(tmp_path / "in" / "c.png"), cut)
     cv2.imwrite(str(tmp_path / "in" / "flat.png"), cut[..., :3])  # no alpha: refused, batch goes on
     env = maskd_env(MASKD_CONNECTION_FILE=tmp_path / "nowhere" / "connection.json")
-    r = cli(env, "finish", tmp_path / "in", "-o", tmp_path / "out", "--background", "#ff0000",
-            "--crop", "subject", "--margin", "5px", "--sidecar", "-q")
+    r = cli(
+        env,
+        "finish",
+        tmp_path / "in",
+        "-o",
+        tmp_path / "out",
+        "--background",
+        "#ff0000",
+        "--crop",
+        "subject",
+        "--margin",
+        "5px",
+        "--sidecar",
+        "-q",
+    )
     assert r.returncode == 1 and "1 written" in r.stdout and "no alpha channel" in r.stdout
     img = cv2.imread(str(tmp_path / "out" / "c.png"), cv2.IMREAD_UNCHANGED)
     assert img.shape == (51, 50, 3)  # 41×40 subject (soft row included) + 5 px each side
@@ -141,15 +244,26 @@ def test_finish_command_works_on_existing_cutouts_without_a_daemon(tmp_path):
 
 
 def test_saved_layers_recompose_to_the_finished_picture(tmp_path):
-    from core import compose, imageio
+    from maskd.core import compose, imageio
 
     cut = np.zeros((90, 120, 4), np.uint16)
     cut[20:70, 40:80] = (9000, 30000, 52000, 65535)
     (tmp_path / "in").mkdir()
     cv2.imwrite(str(tmp_path / "in" / "k.png"), cut)
     env = maskd_env(MASKD_CONNECTION_FILE=tmp_path / "nowhere" / "connection.json")
-    r = cli(env, "finish", tmp_path / "in" / "k.png", "-o", tmp_path / "out", "--background", "#d0e0f0",
-            "--shadow", "drop,color=#203040", "--save-layers", "-q")
+    r = cli(
+        env,
+        "finish",
+        tmp_path / "in" / "k.png",
+        "-o",
+        tmp_path / "out",
+        "--background",
+        "#d0e0f0",
+        "--shadow",
+        "drop,color=#203040",
+        "--save-layers",
+        "-q",
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     out = tmp_path / "out"
     final = imageio.to_float(imageio.read_image(out / "k.png"))
@@ -157,12 +271,14 @@ def test_saved_layers_recompose_to_the_finished_picture(tmp_path):
     shadow = imageio.to_float(imageio.read_image(out / "k.shadow.png"))
     background = imageio.to_float(imageio.read_image(out / "k.background.png"))
     assert final.shape == (90, 120, 3) and subject.shape == (90, 120, 4) and shadow.shape == (90, 120, 4)
-    assert background.shape == (90, 120, 3) and np.allclose(background, [0xd0 / 255, 0xe0 / 255, 0xf0 / 255],
-                                                             atol=1e-4)
+    assert background.shape == (90, 120, 3) and np.allclose(
+        background, [0xD0 / 255, 0xE0 / 255, 0xF0 / 255], atol=1e-4
+    )
     assert shadow[71, 60, 3] > 0.2 and shadow[10, 10, 3] == 0  # under the base, not in the corner
     assert np.allclose(shadow[71, 60, :3], [0x20 / 255, 0x30 / 255, 0x40 / 255], atol=1e-4)
-    col, _ = compose.composite_reference(subject[..., :3], subject[..., 3], background, 1.0,
-                                         shadow[71, 60, :3], shadow[..., 3])
+    col, _ = compose.composite_reference(
+        subject[..., :3], subject[..., 3], background, 1.0, shadow[71, 60, :3], shadow[..., 3]
+    )
     assert np.abs(col - final).max() < 2e-3  # the layers stack up to the written picture
 
 
@@ -172,20 +288,30 @@ def test_daemon_returns_a_shadow_buffer_when_asked(daemon):
     img = np.full((H, W, 4), 255, np.uint8)
     img[..., :3] = 215
     yy, xx = np.mgrid[0:H, 0:W]
-    inside = (yy - CY) ** 2 + (xx - CX) ** 2 < R ** 2
+    inside = (yy - CY) ** 2 + (xx - CX) ** 2 < R**2
     img[inside, :3] = (30, 90, 200)
     with daemon.client() as client:
         hello = client.hello()
         assert "soft" in hello["capabilities"]["shadow"]
-        fields = {"width": W, "height": H, "layout": "RGBA", "dtype": "u8", "transfer": "srgb",
-                  "options": {}, "roi": None, "foreground": True, "shadow": "contact", "op": "segment",
-                  "alpha_dtype": "u8"}
+        fields = {
+            "width": W,
+            "height": H,
+            "layout": "RGBA",
+            "dtype": "u8",
+            "transfer": "srgb",
+            "options": {},
+            "roi": None,
+            "foreground": True,
+            "shadow": "contact",
+            "op": "segment",
+            "alpha_dtype": "u8",
+        }
         reply, out = client._call(fields, [img.tobytes()], None, 60, "shadow-job")
         assert reply["shadow"]["buffer"] == 2 and reply["shadow"]["color"] == "#000000"
         assert len(out) == 3 and len(reply["buffers"]) == 3
         shadow = np.frombuffer(bytes(out[2]), np.uint8).reshape(H, W)
         base = np.flatnonzero(inside[:, CX]).max()
-        assert shadow[base + 1:base + 3, CX].max() > 60  # under the disc's base
+        assert shadow[base + 1 : base + 3, CX].max() > 60  # under the disc's base
         assert shadow[:CY, :].max() == 0  # nothing above the subject's middle
         with pytest.raises(Exception, match="unknown style"):
             client._call(dict(fields, shadow="huge"), [img.tobytes()], None, 60, "bad-shadow")

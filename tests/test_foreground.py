@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from core import foreground
+from maskd.core import foreground
 
 
 def _scene(h=64, w=96):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from core import guided_filter as gf
+from maskd.core import guided_filter as gf
 
 
 def _box_ref(x, r):

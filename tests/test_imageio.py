@@ -5,9 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from core import imageio
-from core.errors import InputError, MaskdError
+from maskd.core import imageio
+from maskd.core.errors import InputError, MaskdError
 
 
 @pytest.mark.parametrize(

@@ -26,16 +26,19 @@ from tests.conftest import REPO
 from tests.test_install_plugins import make_home, snapshot
 
 PLUGIN_FILES = sorted(
-    p.relative_to(REPO).as_posix() for p in (REPO / "plugins").rglob("*")
-    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    p.relative_to(REPO).as_posix()
+    for p in (REPO / "plugins").rglob("*")
+    if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+)
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """``pip wheel --no-deps .`` of this checkout (its tracked and new files, no stale build folder)."""
     src = tmp_path_factory.mktemp("src")
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                            text=True, check=True).stdout.splitlines()
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
     for rel in listed:
         if (REPO / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -53,15 +56,25 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_carries_every_plugin_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    missing = [f for f in PLUGIN_FILES if f not in names]
+    missing = [f for f in PLUGIN_FILES if "maskd/" + f not in names]
     assert "plugins/gimp/maskd-remove-background/maskd-remove-background.py" in PLUGIN_FILES
     assert not missing, f"the wheel lacks plugin files (package data): {missing}"
-    assert "installers/install.py" in names and "installers/plugins.py" in names
+    assert "maskd/installers/install.py" in names and "maskd/installers/plugins.py" in names
+    # one import name in site-packages: everything lives under maskd/
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"maskd"}, tops
 
 
 def run(cmd, env, timeout=900, check=True):
-    r = subprocess.run([str(c) for c in cmd], env=env, capture_output=True, text=True, timeout=timeout,
-                       cwd=env["HOME"], stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [str(c) for c in cmd],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=env["HOME"],
+        stdin=subprocess.DEVNULL,
+    )
     if check:
         assert r.returncode == 0, f"{cmd}\n{r.stdout[-4000:]}\n{r.stderr[-4000:]}"
     return r
@@ -71,20 +84,38 @@ def run(cmd, env, timeout=900, check=True):
 def test_installer_end_to_end(tmp_path, wheel, lite_weights):
     home = make_home(tmp_path)
     (tmp_path / "run").mkdir()
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "MASKD_", "VIRTUAL_ENV", "PYTHON")) and k != "HOME"}
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(tmp_path / "run"), MASKD_INSTALL_NO_PROBE="1",
-               MASKD_FLATPAK_SYSTEM_DIR=str(tmp_path / "none"), MASKD_SNAP_DIR=str(tmp_path / "none"),
-               MASKD_PYTHON=sys.executable, MASKD_TORCH_INDEX_URL="", PIP_NO_CACHE_DIR="1",
-               HF_HUB_OFFLINE="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "MASKD_", "VIRTUAL_ENV", "PYTHON")) and k != "HOME"
+    }
+    env.update(
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+        MASKD_INSTALL_NO_PROBE="1",
+        MASKD_FLATPAK_SYSTEM_DIR=str(tmp_path / "none"),
+        MASKD_SNAP_DIR=str(tmp_path / "none"),
+        MASKD_PYTHON=sys.executable,
+        MASKD_TORCH_INDEX_URL="",
+        PIP_NO_CACHE_DIR="1",
+        HF_HUB_OFFLINE="1",
+    )
     # pip puts `rustc --version` in its user agent; a rustup proxy on PATH would then create
     # ~/.rustup in the throw-away HOME. Keep such tools pointed at the real one.
     real_home = Path(os.path.expanduser("~"))
     env.setdefault("RUSTUP_HOME", str(real_home / ".rustup"))
     env.setdefault("CARGO_HOME", str(real_home / ".cargo"))
     before = snapshot(home)
-    install = ["bash", REPO / "installers" / "install.sh", "--package", wheel, "--weights", lite_weights,
-               "--variant", "lite"]
+    install = [
+        "bash",
+        REPO / "installers" / "install.sh",
+        "--package",
+        wheel,
+        "--weights",
+        lite_weights,
+        "--variant",
+        "lite",
+    ]
     r = run(install, env)
     out = r.stdout
     venv = home / ".local/share/maskd/venv"
@@ -93,7 +124,7 @@ def test_installer_end_to_end(tmp_path, wheel, lite_weights):
     assert "plugins: gimp-3.0-flatpak, gimp-3.0-native, krita-flatpak, krita-native" in out, out
     assert os.readlink(home / ".local/bin/maskd") == str(maskd)
     # the layered extra: `maskd remove file.xcf` works out of the box
-    run([venv / "bin" / "python", "-c", "import gimpformats, core.layered.xcf"], env)
+    run([venv / "bin" / "python", "-c", "import gimpformats, maskd.core.layered.xcf"], env)
     weights = home / ".local/share/maskd/models/lite.safetensors"
     assert weights.stat().st_size == lite_weights.stat().st_size
 
@@ -101,9 +132,11 @@ def test_installer_end_to_end(tmp_path, wheel, lite_weights):
     plugin = home / ".config/GIMP/3.0/plug-ins/maskd-remove-background"
     config = json.loads((plugin / "maskd_config.json").read_text())
     assert config["daemon_command"] == [str(maskd), "serve", "--weights", str(weights), "--variant", "lite"]
-    probe = ("import sys; sys.path.insert(0, sys.argv[1]); import maskd_client as mc; "
-             "c = mc.ensure_daemon(mc.load_plugin_config(sys.argv[1])); "
-             "print('hello', c.hello_info.get('maskd_version'), c.ping() >= 0); c.close()")
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import maskd_client as mc; "
+        "c = mc.ensure_daemon(mc.load_plugin_config(sys.argv[1])); "
+        "print('hello', c.hello_info.get('maskd_version'), c.ping() >= 0); c.close()"
+    )
     r = run(["python3", "-c", probe, plugin], {**env, "PYTHONDONTWRITEBYTECODE": "1"}, timeout=600)
     assert "hello 0.1.0 True" in r.stdout
     try:
@@ -120,7 +153,7 @@ def test_installer_end_to_end(tmp_path, wheel, lite_weights):
 
     # the main job right after installing: no model options, the installed weights are used
     photo = tmp_path / "photo.png"
-    from core import imageio
+    from maskd.core import imageio
 
     img = np.full((96, 128, 3), 200, np.uint8)
     img[24:72, 40:88] = (30, 60, 200)
@@ -139,10 +172,24 @@ def test_installer_end_to_end(tmp_path, wheel, lite_weights):
     # the GIMP and Krita tests of their issues, in the real editors, with the plugins exactly as the
     # installer placed them in this HOME (only their config is pointed at the tests' daemon)
     editors = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
-         "tests/editors/test_gimp.py", "tests/editors/test_krita.py"],
-        cwd=REPO, env={**os.environ, "MASKD_TEST_INSTALLED_HOME": str(home)}, capture_output=True,
-        text=True, timeout=2400, stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "tests/editors/test_gimp.py",
+            "tests/editors/test_krita.py",
+        ],
+        cwd=REPO,
+        env={**os.environ, "MASKD_TEST_INSTALLED_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=2400,
+        stdin=subprocess.DEVNULL,
+    )
     summary = editors.stdout.strip().splitlines()[-1] if editors.stdout.strip() else ""
     assert editors.returncode == 0, editors.stdout[-6000:] + editors.stderr[-2000:]
     editors_skipped = None if " passed" in summary else f"editor tests did not run: {summary}"

@@ -10,11 +10,11 @@ import plistlib
 from pathlib import Path
 
 import pytest
+from maskd.installers import editors
+from maskd.installers.locations import Platform, _gimp_series_from_text, editor_targets
+from maskd.installers.manifest import Manifest, undo
+from maskd.installers.service import service_text
 
-from installers import editors
-from installers.locations import Platform, _gimp_series_from_text, editor_targets
-from installers.manifest import Manifest, undo
-from installers.service import service_text
 from tests.test_install_plugins import DAEMON, snapshot
 
 
@@ -23,25 +23,50 @@ def plat_for(tmp_path: Path, system: str) -> Platform:
     home.mkdir(parents=True, exist_ok=True)
     env = {"PATH": ""}
     if system == "windows":
-        env.update(APPDATA=str(home / "AppData" / "Roaming"), LOCALAPPDATA=str(home / "AppData" / "Local"),
-                   TEMP=str(home / "AppData" / "Local" / "Temp"), USERNAME="ada",
-                   ProgramFiles=str(tmp_path / "Program Files"))
-    return Platform(system=system, home=home, env=env, flatpak_system_dir=tmp_path / "none",
-                    snap_dir=tmp_path / "none", applications_dir=tmp_path / "Applications", probe=False)
+        env.update(
+            APPDATA=str(home / "AppData" / "Roaming"),
+            LOCALAPPDATA=str(home / "AppData" / "Local"),
+            TEMP=str(home / "AppData" / "Local" / "Temp"),
+            USERNAME="ada",
+            ProgramFiles=str(tmp_path / "Program Files"),
+        )
+    return Platform(
+        system=system,
+        home=home,
+        env=env,
+        flatpak_system_dir=tmp_path / "none",
+        snap_dir=tmp_path / "none",
+        applications_dir=tmp_path / "Applications",
+        probe=False,
+    )
 
 
 EXPECTED = {
     # system: (GIMP profile base, Krita resource folder, kritarc, maskd folder, venv python, autostart entry)
-    "linux": (".config/GIMP", ".local/share/krita", ".config/kritarc", ".local/share/maskd",
-              ".local/share/maskd/venv/bin/python", ".config/systemd/user/maskd.service"),
-    "darwin": ("Library/Application Support/GIMP", "Library/Application Support/krita",
-               "Library/Preferences/kritarc", "Library/Application Support/maskd",
-               "Library/Application Support/maskd/venv/bin/python",
-               "Library/LaunchAgents/org.maskd.daemon.plist"),
-    "windows": ("AppData/Roaming/GIMP", "AppData/Roaming/krita", "AppData/Local/kritarc",
-                "AppData/Local/maskd",
-                "AppData/Local/maskd/venv/Scripts/python.exe",
-                "AppData/Roaming/Microsoft/Windows/Start Menu/Programs/Startup/maskd.cmd"),
+    "linux": (
+        ".config/GIMP",
+        ".local/share/krita",
+        ".config/kritarc",
+        ".local/share/maskd",
+        ".local/share/maskd/venv/bin/python",
+        ".config/systemd/user/maskd.service",
+    ),
+    "darwin": (
+        "Library/Application Support/GIMP",
+        "Library/Application Support/krita",
+        "Library/Preferences/kritarc",
+        "Library/Application Support/maskd",
+        "Library/Application Support/maskd/venv/bin/python",
+        "Library/LaunchAgents/org.maskd.daemon.plist",
+    ),
+    "windows": (
+        "AppData/Roaming/GIMP",
+        "AppData/Roaming/krita",
+        "AppData/Local/kritarc",
+        "AppData/Local/maskd",
+        "AppData/Local/maskd/venv/Scripts/python.exe",
+        "AppData/Roaming/Microsoft/Windows/Start Menu/Programs/Startup/maskd.cmd",
+    ),
 }
 
 
@@ -69,8 +94,11 @@ def test_paths_per_platform(tmp_path, system):
 
 def test_linux_xdg_overrides_and_sandboxed_layouts(tmp_path):
     plat = plat_for(tmp_path, "linux")
-    plat.env.update(XDG_CONFIG_HOME=str(tmp_path / "cfg"), XDG_DATA_HOME=str(tmp_path / "data"),
-                    MASKD_HOME=str(tmp_path / "maskd-home"))
+    plat.env.update(
+        XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+        XDG_DATA_HOME=str(tmp_path / "data"),
+        MASKD_HOME=str(tmp_path / "maskd-home"),
+    )
     targets = {t.key: t for t in editor_targets(plat)}
     assert targets["gimp-3.0-native"].root == tmp_path / "cfg" / "GIMP" / "3.0"
     assert targets["krita-native"].kritarc == tmp_path / "cfg" / "kritarc"
@@ -85,8 +113,10 @@ def test_linux_xdg_overrides_and_sandboxed_layouts(tmp_path):
     assert snap.sandboxed and snap.plugin_dir == home / "snap/krita/current/.local/share/krita/pykrita/maskd"
     assert snap.kritarc == home / "snap/krita/current/.config/kritarc"
     assert snap.connection_file_copy == home / "snap/krita/common/maskd/connection.json"
-    assert targets["gimp-3.0-flatpak"].plugin_dir == \
-        home / ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins/maskd-remove-background"
+    assert (
+        targets["gimp-3.0-flatpak"].plugin_dir
+        == home / ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins/maskd-remove-background"
+    )
     assert not snap.found
     (plat.snap_dir / "krita").mkdir(parents=True)
     assert {t.key: t for t in editor_targets(plat)}["krita-snap"].found
@@ -101,14 +131,16 @@ def test_install_and_uninstall_in_macos_and_windows_layouts(tmp_path, system):
     (plat.home / kritarc).parent.mkdir(parents=True, exist_ok=True)
     (plat.home / kritarc).write_bytes(b"[General]\r\nfoo=1\r\n")  # Qt on Windows writes CRLF
     before = snapshot(plat.home)
-    targets = editors.install_plugins(plat, Manifest.load(plat.manifest_path), DAEMON, start=False,
-                                      out=lambda *_: None)
+    targets = editors.install_plugins(
+        plat, Manifest.load(plat.manifest_path), DAEMON, start=False, out=lambda *_: None
+    )
     assert len(targets) == 2 and not any(t.sandboxed for t in targets)
     plugin = plat.home / gimp_base / "3.0/plug-ins/maskd-remove-background"
     assert (plugin / "maskd-remove-background.py").is_file()
     assert (plat.home / krita / "pykrita" / "maskd.desktop").is_file()
-    assert (plat.home / kritarc).read_bytes() == \
-        b"[General]\r\nfoo=1\r\n\r\n[python]\r\nenable_maskd=true\r\n"
+    assert (
+        plat.home / kritarc
+    ).read_bytes() == b"[General]\r\nfoo=1\r\n\r\n[python]\r\nenable_maskd=true\r\n"
     assert not plat.service_file().exists(), "no sandboxed editor: no autostart entry"
     undo(Manifest.load(plat.manifest_path), run_commands=False)
     assert snapshot(plat.home) == before
@@ -133,13 +165,16 @@ def test_editors_found_by_their_programs_on_macos_and_windows(tmp_path):
     assert "gimp-3.0.exe" in found["gimp-3.0-windows"].found_by
 
 
-@pytest.mark.parametrize("text, series", [
-    ("GNU Image Manipulation Program version 3.0.4", "3.0"),
-    ("GNU Image Manipulation Program version 3.2.0", "3.2"),
-    ("Ref: app/org.gimp.GIMP/x86_64/stable\nversion 3.0.6\n", "3.0"),
-    ("GNU Image Manipulation Program version 2.10.38", "2.10"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "text, series",
+    [
+        ("GNU Image Manipulation Program version 3.0.4", "3.0"),
+        ("GNU Image Manipulation Program version 3.2.0", "3.2"),
+        ("Ref: app/org.gimp.GIMP/x86_64/stable\nversion 3.0.6\n", "3.0"),
+        ("GNU Image Manipulation Program version 2.10.38", "2.10"),
+        ("", ""),
+    ],
+)
 def test_gimp_version_to_profile_series(text, series):
     assert _gimp_series_from_text(text) == series
 

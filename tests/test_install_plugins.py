@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
+from maskd.installers import editors, plugins
+from maskd.installers.locations import Platform
+from maskd.installers.manifest import Manifest, undo
 
-from installers import editors, plugins
-from installers.locations import Platform
-from installers.manifest import Manifest, undo
 from tests.conftest import REPO, maskd_command
 
 KRITARC = (
@@ -64,7 +64,7 @@ def make_home(tmp_path: Path, layouts=("native", "flatpak")) -> Path:
     (home / "Documents" / "photo.txt").write_text("user data\n")
     if "native" in layouts:
         (home / ".config" / "GIMP" / "3.0").mkdir(parents=True)
-        (home / ".config" / "GIMP" / "3.0" / "gimprc").write_text("(theme \"Dark\")\n")
+        (home / ".config" / "GIMP" / "3.0" / "gimprc").write_text('(theme "Dark")\n')
         (home / ".local" / "share" / "krita").mkdir(parents=True)
         (home / ".config" / "kritarc").write_text(KRITARC)
     if "flatpak" in layouts:
@@ -78,8 +78,15 @@ def platform_for(tmp_path: Path, home: Path, system: str = "linux", **env) -> Pl
     run.mkdir(exist_ok=True)
     base = {"XDG_RUNTIME_DIR": str(run), "PATH": ""}
     base.update(env)
-    return Platform(system=system, home=home, env=base, flatpak_system_dir=tmp_path / "no-flatpak",
-                    snap_dir=tmp_path / "no-snap", applications_dir=tmp_path / "no-apps", probe=False)
+    return Platform(
+        system=system,
+        home=home,
+        env=base,
+        flatpak_system_dir=tmp_path / "no-flatpak",
+        snap_dir=tmp_path / "no-snap",
+        applications_dir=tmp_path / "no-apps",
+        probe=False,
+    )
 
 
 DAEMON = ["/opt/maskd/venv/bin/maskd", "serve", "--model", "lite"]
@@ -87,16 +94,21 @@ DAEMON = ["/opt/maskd/venv/bin/maskd", "serve", "--model", "lite"]
 
 def install(plat: Platform) -> list:
     manifest = Manifest.load(plat.manifest_path)
-    return editors.install_plugins(plat, manifest, DAEMON, start=False, python="/opt/maskd/venv/bin/python",
-                                   out=lambda *_: None)
+    return editors.install_plugins(
+        plat, manifest, DAEMON, start=False, python="/opt/maskd/venv/bin/python", out=lambda *_: None
+    )
 
 
 def test_native_and_flatpak_layouts(tmp_path):
     home = make_home(tmp_path)
     plat = platform_for(tmp_path, home)
     targets = install(plat)
-    assert sorted(t.key for t in targets) == ["gimp-3.0-flatpak", "gimp-3.0-native", "krita-flatpak",
-                                              "krita-native"]
+    assert sorted(t.key for t in targets) == [
+        "gimp-3.0-flatpak",
+        "gimp-3.0-native",
+        "krita-flatpak",
+        "krita-native",
+    ]
 
     for base in (home / ".config" / "GIMP" / "3.0", home / ".var/app/org.gimp.GIMP/config/GIMP/3.0"):
         folder = base / "plug-ins" / "maskd-remove-background"
@@ -113,9 +125,12 @@ def test_native_and_flatpak_layouts(tmp_path):
 
     gimp_plugin = home / ".config/GIMP/3.0/plug-ins/maskd-remove-background"
     native = json.loads((gimp_plugin / "maskd_config.json").read_text())
-    assert native == {"daemon_command": DAEMON,
-                      "connection_file": str(tmp_path / "run/maskd/connection.json"),
-                      "autostart": True, "maskd_version": editors.maskd_version()}
+    assert native == {
+        "daemon_command": DAEMON,
+        "connection_file": str(tmp_path / "run/maskd/connection.json"),
+        "autostart": True,
+        "maskd_version": editors.maskd_version(),
+    }
     krita_plugin = home / ".var/app/org.kde.krita/data/krita/pykrita/maskd"
     sandboxed = json.loads((krita_plugin / "maskd_config.json").read_text())
     assert sandboxed["autostart"] is False
@@ -123,7 +138,7 @@ def test_native_and_flatpak_layouts(tmp_path):
 
     # the Flatpak editors rely on the daemon starting with the session, mirroring its connection file
     unit = (home / ".config/systemd/user/maskd.service").read_text()
-    assert "ExecStart=/opt/maskd/venv/bin/python -m installers.service run" in unit
+    assert "ExecStart=/opt/maskd/venv/bin/python -m maskd.installers.service run" in unit
     assert f"--mirror {home}/.var/app/org.gimp.GIMP/data/maskd/connection.json" in unit
     assert f"--mirror {home}/.var/app/org.kde.krita/data/maskd/connection.json" in unit
     assert unit.rstrip().endswith("WantedBy=default.target")
@@ -146,8 +161,10 @@ def test_kritarc_other_settings_survive_byte_for_byte(tmp_path):
 
 def test_kritarc_crlf_and_existing_key(tmp_path):
     path = tmp_path / "kritarc"
-    original = (b"[General]\r\nfoo=1\r\n\r\n[python]\r\nenable_maskd=false\r\nenable_x=true\r\n\r\n"
-                b"[z]\r\n\xff=raw\r\n")
+    original = (
+        b"[General]\r\nfoo=1\r\n\r\n[python]\r\nenable_maskd=false\r\nenable_x=true\r\n\r\n"
+        b"[z]\r\n\xff=raw\r\n"
+    )
     path.write_bytes(original)
     plugins.set_kritarc_value(path, "python", "enable_maskd", "true")
     assert path.read_bytes() == original.replace(b"enable_maskd=false", b"enable_maskd=true")
@@ -220,8 +237,12 @@ def test_nothing_found_installs_nothing(tmp_path):
     home.mkdir()
     plat = platform_for(tmp_path, home)
     lines = []
-    assert editors.install_plugins(plat, Manifest.load(plat.manifest_path), DAEMON, start=False,
-                                   out=lines.append) == []
+    assert (
+        editors.install_plugins(
+            plat, Manifest.load(plat.manifest_path), DAEMON, start=False, out=lines.append
+        )
+        == []
+    )
     assert lines[0].startswith("No GIMP 3 or Krita found")
     assert list(home.iterdir()) == []
 
@@ -241,13 +262,21 @@ def test_editor_programs_count_as_found(tmp_path):
 
 
 def cli_env(tmp_path: Path, home: Path) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("XDG_", "MASKD_")) and k not in ("HOME", "APPDATA", "LOCALAPPDATA")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "MASKD_")) and k not in ("HOME", "APPDATA", "LOCALAPPDATA")
+    }
     (tmp_path / "run").mkdir(exist_ok=True)
-    env.update(HOME=str(home), XDG_RUNTIME_DIR=str(tmp_path / "run"), MASKD_INSTALL_NO_PROBE="1",
-               MASKD_FLATPAK_SYSTEM_DIR=str(tmp_path / "no-flatpak"),
-               MASKD_SNAP_DIR=str(tmp_path / "no-snap"),
-               PYTHONPATH=str(REPO), PYTHONDONTWRITEBYTECODE="1")
+    env.update(
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+        MASKD_INSTALL_NO_PROBE="1",
+        MASKD_FLATPAK_SYSTEM_DIR=str(tmp_path / "no-flatpak"),
+        MASKD_SNAP_DIR=str(tmp_path / "no-snap"),
+        PYTHONPATH=str(REPO),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
     return env
 
 
@@ -255,48 +284,91 @@ def test_cli_install_plugins_and_uninstall(tmp_path):
     home = make_home(tmp_path)
     env = cli_env(tmp_path, home)
     before = snapshot(home)
-    r = subprocess.run(maskd_command() + ["install-plugins", "--no-start", "--weights",
-                                          str(tmp_path / "w.safetensors"), "--variant", "lite",
-                                          "--device", "cpu"],
-                       env=env, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    r = subprocess.run(
+        maskd_command()
+        + [
+            "install-plugins",
+            "--no-start",
+            "--weights",
+            str(tmp_path / "w.safetensors"),
+            "--variant",
+            "lite",
+            "--device",
+            "cpu",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr
     assert "GIMP 3.0 (Flatpak): installed" in r.stdout and "Krita: installed" in r.stdout
     config = json.loads((home / ".local/share/krita/pykrita/maskd/maskd_config.json").read_text())
     command = config["daemon_command"]
     at = command.index("serve")
-    assert command[at:] == ["serve", "--weights", str(tmp_path / "w.safetensors"), "--variant", "lite",
-                            "--device", "cpu"]
+    assert command[at:] == [
+        "serve",
+        "--weights",
+        str(tmp_path / "w.safetensors"),
+        "--variant",
+        "lite",
+        "--device",
+        "cpu",
+    ]
     # not installed by the installer: the plugin starts this Python's maskd
-    assert command[:at] in ([str(Path(sys.executable).parent / "maskd")], [sys.executable, "-m", "server"])
-    listing = subprocess.run(maskd_command() + ["install-plugins", "--list"], env=env, capture_output=True,
-                             text=True, timeout=60, cwd=tmp_path)
+    assert command[:at] in (
+        [str(Path(sys.executable).parent / "maskd")],
+        [sys.executable, "-m", "maskd.server"],
+    )
+    listing = subprocess.run(
+        maskd_command() + ["install-plugins", "--list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert "krita-snap" in listing.stdout and "not found" in listing.stdout
-    dry = subprocess.run(maskd_command() + ["uninstall", "--dry-run"], env=env, capture_output=True,
-                         text=True, timeout=60, cwd=tmp_path)
+    dry = subprocess.run(
+        maskd_command() + ["uninstall", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert "would take enable_maskd out of [python]" in dry.stdout
-    r = subprocess.run(maskd_command() + ["uninstall"], env=env, capture_output=True, text=True, timeout=60,
-                       cwd=tmp_path)
+    r = subprocess.run(
+        maskd_command() + ["uninstall"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert r.returncode == 0, r.stderr
     assert snapshot(home) == before
-    again = subprocess.run(maskd_command() + ["uninstall"], env=env, capture_output=True, text=True,
-                           timeout=60, cwd=tmp_path)
+    again = subprocess.run(
+        maskd_command() + ["uninstall"], env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert again.returncode == 0 and "Nothing to uninstall" in again.stdout
 
 
 def test_service_supervisor_mirrors_the_connection_file(tmp_path):
     """The autostart supervisor copies the daemon's connection file into each sandbox and cleans up."""
     primary = tmp_path / "run" / "maskd" / "connection.json"
-    mirrors = [tmp_path / "sandbox-a" / "maskd" / "connection.json",
-               tmp_path / "sandbox-b" / "connection.json"]
-    fake_daemon = ("import json, os, time; p = os.environ['MASKD_CONNECTION_FILE']; "
-                   "os.makedirs(os.path.dirname(p), exist_ok=True); "
-                   "open(p, 'w').write(json.dumps({'key': 'k', 'endpoints': {'tcp': 'tcp://127.0.0.1:1'}})); "
-                   "time.sleep(30)")
-    cmd = [sys.executable, "-m", "installers.service", "run", "--primary", str(primary)]
+    mirrors = [
+        tmp_path / "sandbox-a" / "maskd" / "connection.json",
+        tmp_path / "sandbox-b" / "connection.json",
+    ]
+    fake_daemon = (
+        "import json, os, time; p = os.environ['MASKD_CONNECTION_FILE']; "
+        "os.makedirs(os.path.dirname(p), exist_ok=True); "
+        "open(p, 'w').write(json.dumps({'key': 'k', 'endpoints': {'tcp': 'tcp://127.0.0.1:1'}})); "
+        "time.sleep(30)"
+    )
+    cmd = [sys.executable, "-m", "maskd.installers.service", "run", "--primary", str(primary)]
     for m in mirrors:
         cmd += ["--mirror", str(m)]
-    proc = subprocess.Popen(cmd + ["--", sys.executable, "-c", fake_daemon], cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        cmd + ["--", sys.executable, "-c", fake_daemon], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
     try:
         deadline = time.monotonic() + 30
         while not all(m.exists() for m in mirrors):
@@ -317,10 +389,12 @@ def test_plugin_step_uses_the_shared_install_functions(monkeypatch, tmp_path):
     """The installer copies through installers.plugins, the functions the GIMP/Krita tests install with."""
     calls = []
     real_gimp, real_krita = plugins.install_gimp_plugin, plugins.install_krita_plugin
-    monkeypatch.setattr(plugins, "install_gimp_plugin",
-                        lambda *a, **k: calls.append("gimp") or real_gimp(*a, **k))
-    monkeypatch.setattr(plugins, "install_krita_plugin",
-                        lambda *a, **k: calls.append("krita") or real_krita(*a, **k))
+    monkeypatch.setattr(
+        plugins, "install_gimp_plugin", lambda *a, **k: calls.append("gimp") or real_gimp(*a, **k)
+    )
+    monkeypatch.setattr(
+        plugins, "install_krita_plugin", lambda *a, **k: calls.append("krita") or real_krita(*a, **k)
+    )
     home = make_home(tmp_path, layouts=("native",))
     install(platform_for(tmp_path, home))
     assert sorted(calls) == ["gimp", "krita"]
@@ -341,16 +415,23 @@ def test_no_service_prints_the_command_sandboxed_editors_need(tmp_path):
     home = make_home(tmp_path, layouts=("flatpak",))
     plat = platform_for(tmp_path, home)
     lines = []
-    editors.install_plugins(plat, Manifest.load(plat.manifest_path), DAEMON, service="no", start=False,
-                            python="/opt/maskd/venv/bin/python", out=lines.append)
+    editors.install_plugins(
+        plat,
+        Manifest.load(plat.manifest_path),
+        DAEMON,
+        service="no",
+        start=False,
+        python="/opt/maskd/venv/bin/python",
+        out=lines.append,
+    )
     assert not plat.service_file().exists()
     text = "\n".join(lines)
-    assert "/opt/maskd/venv/bin/python -m installers.service run --mirror" in text
+    assert "/opt/maskd/venv/bin/python -m maskd.installers.service run --mirror" in text
     assert "serve --model lite --foreground" in text
 
 
 def test_installed_serve_args_for_commands_that_start_the_daemon(tmp_path):
-    from installers.defaults import installed_serve_args
+    from maskd.installers.defaults import installed_serve_args
 
     home = tmp_path / "home"
     home.mkdir()
@@ -365,8 +446,8 @@ def test_installed_serve_args_for_commands_that_start_the_daemon(tmp_path):
 
 def test_serve_without_model_options_uses_the_installed_model(tmp_path, monkeypatch):
     """`maskd serve` / `maskd remove` with no --model/--weights serve what the installer set up."""
-    from server.cli import build_parser
-    from server.commands import serve
+    from maskd.server.cli import build_parser
+    from maskd.server.commands import serve
 
     home = tmp_path / "home"
     home.mkdir()

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-from core.errors import MaskdError
-from installers.torch_choice import CPU_INDEX, CUDA_INDEX, DEFAULT_TORCH_SPEC, choose_torch
+from maskd.core.errors import MaskdError
+from maskd.installers.torch_choice import CPU_INDEX, CUDA_INDEX, DEFAULT_TORCH_SPEC, choose_torch
 
 
 def pick(requested=None, system="linux", machine="x86_64", nvidia="", reachable=True, **env):
-    return choose_torch(requested, system=system, machine=machine, env=env, nvidia=nvidia,
-                        probe=lambda url: reachable)
+    return choose_torch(
+        requested, system=system, machine=machine, env=env, nvidia=nvidia, probe=lambda url: reachable
+    )
 
 
 def test_cpu_machine_gets_the_cpu_index():

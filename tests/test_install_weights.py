@@ -10,10 +10,10 @@ import sys
 
 import numpy as np
 import pytest
+from maskd.core.errors import WeightsError
+from maskd.installers import weights as W
+from maskd.installers.manifest import Manifest
 
-from core.errors import WeightsError
-from installers import weights as W
-from installers.manifest import Manifest
 from tests.conftest import REPO
 
 
@@ -53,8 +53,9 @@ def test_truncated_and_foreign_files_are_refused(tmp_path):
 
 def test_local_file_is_verified_and_placed(tmp_path, lite_weights):
     manifest = Manifest(tmp_path / "maskd" / "install.json")
-    dest = W.import_file(lite_weights, "lite", tmp_path / "maskd" / "models", manifest,
-                         sha256=W.sha256_file(lite_weights))
+    dest = W.import_file(
+        lite_weights, "lite", tmp_path / "maskd" / "models", manifest, sha256=W.sha256_file(lite_weights)
+    )
     assert dest == tmp_path / "maskd" / "models" / "lite.safetensors"
     assert dest.stat().st_size == lite_weights.stat().st_size
     assert [e["kind"] for e in manifest.entries if e["path"] == str(dest)] == ["weights"]
@@ -79,9 +80,22 @@ def test_offline_says_what_it_could_not_download_and_how_to_supply_it(offline_hu
 def test_offline_cli_exits_3_and_records_nothing(offline_hub, tmp_path):
     manifest = tmp_path / "maskd" / "install.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    r = subprocess.run([sys.executable, "-m", "installers.weights", "--manifest", str(manifest),
-                        "--preset", "general"],
-                       capture_output=True, text=True, timeout=120, env=env, cwd=REPO)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "maskd.installers.weights",
+            "--manifest",
+            str(manifest),
+            "--preset",
+            "general",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=REPO,
+    )
     assert r.returncode == W.EXIT_UNAVAILABLE, r.stderr
     assert "WEIGHTS NOT INSTALLED" in r.stderr and "--variant general" in r.stderr
     assert json.loads(manifest.read_text())["settings"] == {}

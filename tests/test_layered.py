@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from maskd.core.errors import InputError
+from maskd.core.layered import LayeredFileError, add_masks, atomic_write, open_layered, select_layers
+from maskd.core.layered.kra import lzf_compress_runs, lzf_decompress
+from maskd.core.layered.xcf import _rle_decode, _rle_encode_plane
+from maskd.server.layered_batch import output_path, process_layered
 
-from core.errors import InputError
-from core.layered import LayeredFileError, add_masks, atomic_write, open_layered, select_layers
-from core.layered.kra import lzf_compress_runs, lzf_decompress
-from core.layered.xcf import _rle_decode, _rle_encode_plane
-from server.layered_batch import output_path, process_layered
 from tests.editors.layered.synth import SynthLayer, photo, write_kra, write_ora, write_xcf
 
 FIXTURES = Path(__file__).parent / "editors" / "layered" / "fixtures"
@@ -36,7 +36,7 @@ W, H = 96, 64
 def subject() -> np.ndarray:
     """The "background" layer the editor scripts paint (RGBA uint8)."""
     y, x = np.mgrid[0:H, 0:W]
-    disc = (x - 48) ** 2 + (y - 32) ** 2 < 20 ** 2
+    disc = (x - 48) ** 2 + (y - 32) ** 2 < 20**2
     rgba = np.empty((H, W, 4), np.uint8)
     rgba[..., 0] = np.where(disc, 230, 20 + x // 2)
     rgba[..., 1] = np.where(disc, 120 + y, 60 + y)
@@ -110,8 +110,14 @@ def test_layer_choice_all_visible_and_names(tmp_path, name):
     doc = open_layered(FIXTURES / name)
     paths = lambda spec: [doc.layers[i].path for i in select_layers(doc, spec)[0]]  # noqa: E731
     assert paths("visible") == ["decor/stripe", "shadow", "background", "Background"]
-    assert paths(["all"]) == ["hidden top", "decor/note", "decor/stripe", "shadow", "background",
-                              "Background"]
+    assert paths(["all"]) == [
+        "hidden top",
+        "decor/note",
+        "decor/stripe",
+        "shadow",
+        "background",
+        "Background",
+    ]
     assert paths(["decor/stripe", "shadow"]) == ["decor/stripe", "shadow"]
     assert paths(["note"]) == ["decor/note"]
     chosen, skipped = select_layers(doc, ["decor"])
@@ -155,20 +161,22 @@ def test_xcf_output_is_the_input_plus_appended_masks(tmp_path):
     allowed |= set(range(key.apply_mask_pos, key.apply_mask_pos + 4))
     tattoo_pos = doc.image_props[20][0]
     allowed |= set(range(tattoo_pos, tattoo_pos + 4))
-    diff = np.flatnonzero(np.frombuffer(before, np.uint8) != np.frombuffer(after[:len(before)], np.uint8))
+    diff = np.flatnonzero(np.frombuffer(before, np.uint8) != np.frombuffer(after[: len(before)], np.uint8))
     assert diff.size and set(diff.tolist()) <= allowed
 
 
 def test_gimpformats_needs_the_gimp3_workaround():
     """gimpformats 2025 alone cannot read a GIMP 3.0 file; with core.layered.gimpformats_compat it can."""
-    code = ("import sys; from gimpformats.gimpXcfDocument import GimpDocument\n"
-            f"try:\n GimpDocument({str(FIXTURES / 'gimp3.xcf')!r})\nexcept Exception as e:\n"
-            " print(type(e).__name__); sys.exit(0)\nprint('READS'); sys.exit(0)\n")
+    code = (
+        "import sys; from gimpformats.gimpXcfDocument import GimpDocument\n"
+        f"try:\n GimpDocument({str(FIXTURES / 'gimp3.xcf')!r})\nexcept Exception as e:\n"
+        " print(type(e).__name__); sys.exit(0)\nprint('READS'); sys.exit(0)\n"
+    )
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     if "READS" in plain.stdout:
         pytest.skip("this gimpformats reads GIMP 3 files by itself: core.layered.gimpformats_compat can go")
     assert plain.stdout.strip() in ("IndexError", "RuntimeError"), plain.stdout + plain.stderr
-    from core.layered import gimpformats_compat
+    from maskd.core.layered import gimpformats_compat
 
     gimpformats_compat.install()
     gimpformats_compat.install()  # idempotent
@@ -182,8 +190,11 @@ def test_gimpformats_needs_the_gimp3_workaround():
 @pytest.mark.parametrize("version", [3, 11])
 def test_gimp2_style_xcf(tmp_path, version):
     """XCF as GIMP 2.10 writes it (v3: 32-bit pointers; v11: 64-bit), no GIMP 3 properties."""
-    layers = [SynthLayer("logo", photo(20, 30, 1), (5, 7), 0.5), SynthLayer("photo", photo(H, W)),
-              SynthLayer("Background", np.full((H, W, 4), 255, np.uint8))]
+    layers = [
+        SynthLayer("logo", photo(20, 30, 1), (5, 7), 0.5),
+        SynthLayer("photo", photo(H, W)),
+        SynthLayer("Background", np.full((H, W, 4), 255, np.uint8)),
+    ]
     source = tmp_path / "old.xcf"
     source.write_bytes(write_xcf(W, H, layers, version))
     out = tmp_path / "out.xcf"
@@ -212,8 +223,10 @@ def test_ora_members_unchanged_and_stack_wrapped(tmp_path, name):
     xml = zout.read("stack.xml").decode()
     assert xml.count('composite-op="svg:dst-in"') == 2
     # the multiply moved to the new stack so the shadow still multiplies the image below
-    assert ('<stack name="shadow (masked)" x="0" y="0" opacity="1.0" visibility="visible" '
-            'composite-op="svg:multiply"') in xml
+    assert (
+        '<stack name="shadow (masked)" x="0" y="0" opacity="1.0" visibility="visible" '
+        'composite-op="svg:multiply"'
+    ) in xml
 
 
 def test_kra_members_unchanged_and_maindoc_only_gains_masks(tmp_path):
@@ -369,7 +382,7 @@ def test_xcf_rle_round_trip(runs):
 @pytest.mark.parametrize("name", EDITOR_FILES)
 def test_check_layered_reads_every_byte(tmp_path, name):
     """What the editor batches run first: a file GIMP would quietly salvage is rejected here."""
-    from core.layered import check_layered
+    from maskd.core.layered import check_layered
 
     check_layered(FIXTURES / name)
     data = (FIXTURES / name).read_bytes()
@@ -380,7 +393,7 @@ def test_check_layered_reads_every_byte(tmp_path, name):
 
 
 def test_editor_batch_plan(tmp_path):
-    from server.layered_batch import plan_editor_batch
+    from maskd.server.layered_batch import plan_editor_batch
 
     shots = tmp_path / "shots"
     (shots / "sub").mkdir(parents=True)
@@ -391,7 +404,9 @@ def test_editor_batch_plan(tmp_path):
     out = shots / "out"
     plan, skipped = plan_editor_batch(str(shots), ".xcf", str(out), False, False)
     assert [(s.relative_to(shots).as_posix(), d.relative_to(out).as_posix()) for s, d in plan] == [
-        ("a.xcf", "a.xcf"), ("sub/b.xcf", "sub/b.xcf")]
+        ("a.xcf", "a.xcf"),
+        ("sub/b.xcf", "sub/b.xcf"),
+    ]
     (out / "a.xcf").write_bytes(b"done")
     plan, skipped = plan_editor_batch(str(shots), ".xcf", str(out), False, False)
     assert skipped == 1 and len(plan) == 1
@@ -405,17 +420,25 @@ def test_editor_batch_plan(tmp_path):
 
 
 def test_missing_gimpformats_says_how_to_install():
-    code = ("import sys; sys.modules['gimpformats'] = None\n"
-            "from core.layered import open_layered\n"
-            "from core.errors import MaskdError\n"
-            f"try:\n open_layered({str(FIXTURES / 'gimp3.xcf')!r})\nexcept MaskdError as e:\n print(e)\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                       cwd=Path(__file__).resolve().parents[1])
+    code = (
+        "import sys; sys.modules['gimpformats'] = None\n"
+        "from maskd.core.layered import open_layered\n"
+        "from maskd.core.errors import MaskdError\n"
+        f"try:\n open_layered({str(FIXTURES / 'gimp3.xcf')!r})\nexcept MaskdError as e:\n print(e)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert "pip install 'maskd[layered]'" in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("command,found", [("gimp-batch", "GIMP 3 was not found"),
-                                           ("krita-batch", "kritarunner was not found")])
+@pytest.mark.parametrize(
+    "command,found", [("gimp-batch", "GIMP 3 was not found"), ("krita-batch", "kritarunner was not found")]
+)
 def test_editor_batch_without_the_editor_says_what_to_do(tmp_path, command, found):
     from tests.conftest import REPO, maskd_command, maskd_env
 
@@ -426,7 +449,13 @@ def test_editor_batch_without_the_editor_says_what_to_do(tmp_path, command, foun
     env = maskd_env(PATH=str(tmp_path / "empty"))
     env.pop("MASKD_GIMP", None)
     env.pop("MASKD_KRITARUNNER", None)
-    r = subprocess.run(maskd_command() + [command, str(shots), "-o", str(tmp_path / "out")],
-                       capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
+    r = subprocess.run(
+        maskd_command() + [command, str(shots), "-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=REPO,
+    )
     assert r.returncode == 1 and found in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not any((tmp_path / "out").rglob("*")), "nothing written, no job folder left"

@@ -14,15 +14,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from maskd.core.layered import open_layered
+from maskd.server.client import DaemonClient
 
-from core.layered import open_layered
-from server.client import DaemonClient
 from tests.conftest import REPO, maskd_command
 from tests.daemon_fixtures import short_tmp, start_daemon
 
 FIXTURES = Path(__file__).parent / "editors" / "layered" / "fixtures"
-OPTIONS = {"quality": "default", "refine": True, "threshold": None, "grow": 0, "feather": 0.0,
-           "fill_holes": False, "invert": False, "decontaminate": False}
+OPTIONS = {
+    "quality": "default",
+    "refine": True,
+    "threshold": None,
+    "grow": 0,
+    "feather": 0.0,
+    "fill_holes": False,
+    "invert": False,
+    "decontaminate": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +41,14 @@ def daemon(tmp_path_factory):
 
 
 def remove(daemon, *args, timeout=300):
-    return subprocess.run(maskd_command() + ["remove", *map(str, args)], capture_output=True, text=True,
-                          env=daemon.env(), timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        maskd_command() + ["remove", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=daemon.env(),
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def digest(path: Path) -> str:
@@ -67,8 +81,13 @@ def test_folder_of_layered_files_with_damaged_ones(daemon, tmp_path):
     for bad in ("truncated.xcf", "truncated.ora", "fuzzed.kra"):
         line = next(ln for ln in r.stdout.splitlines() if bad in ln and "skipped" in ln)
         assert "Traceback" not in line and ("truncated" in line or "damaged" in line), line
-    assert sorted(p.name for p in out.iterdir()) == ["gimp3-16bit.xcf", "gimp3.ora", "gimp3.xcf",
-                                                      "krita5.kra", "krita5.ora"], "nothing half-written"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "gimp3-16bit.xcf",
+        "gimp3.ora",
+        "gimp3.xcf",
+        "krita5.kra",
+        "krita5.ora",
+    ], "nothing half-written"
     assert {p.name: digest(p) for p in shots.iterdir()} == before, "inputs untouched"
     for name in ("gimp3.xcf", "gimp3-16bit.xcf", "gimp3.ora", "krita5.kra", "krita5.ora"):
         doc = open_layered(out / name)
@@ -88,7 +107,11 @@ def test_layer_choice_in_place_and_errors(daemon, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "masked 'decor/stripe', 'shadow', 'background', 'Background'" in r.stdout
     assert [ly.path for ly in open_layered(out).layers if ly.has_mask] == [
-        "decor/stripe", "shadow", "background", "Background"]
+        "decor/stripe",
+        "shadow",
+        "background",
+        "Background",
+    ]
 
     r = remove(daemon, source, "-o", tmp_path / "x.xcf", "--layers", "nope", "-q")
     assert r.returncode == 1 and "no layer named 'nope'" in r.stdout and not (tmp_path / "x.xcf").exists()

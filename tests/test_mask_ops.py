@@ -5,8 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from core import mask_ops
+from maskd.core import mask_ops
 
 
 def _soft_disc(size=96, radius=30.0, softness=3.0):

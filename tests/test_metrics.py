@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from core import metrics
+from maskd.core import metrics
 
 
 def test_sad_and_mse_in_region():

@@ -5,12 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
-from core import guided_filter as gf
-from core import imageio, pipeline
-from core import trimap as trimapmod
-from core.errors import InputError
-from core.session import StandInSession
+from maskd.core import guided_filter as gf
+from maskd.core import imageio, pipeline
+from maskd.core import trimap as trimapmod
+from maskd.core.errors import InputError
+from maskd.core.session import StandInSession
 
 
 def _hair_scene(size=256, seed=0):

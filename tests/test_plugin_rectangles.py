@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from plugins import maskd_client as mc
+from maskd.plugins import maskd_client as mc
 
 
 def test_crop_and_place_pixels_round_trip():

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from core.errors import WeightsError
-from core.presets import PATCH_ORDERS, PRESETS, check_patch_order, resolve_preset
+from maskd.core.errors import WeightsError
+from maskd.core.presets import PATCH_ORDERS, PRESETS, check_patch_order, resolve_preset
 
 EXPECTED = {  # name: (repo, backbone, (h, w), patch order)
     "general": ("ZhengPeng7/BiRefNet", "swin_v1_l", (1024, 1024), "wg-hg-c"),
@@ -24,7 +23,12 @@ def test_table(name):
     preset = resolve_preset(name)
     repo, backbone, resolution, order = EXPECTED[name]
     assert (preset.name, preset.repo_id, preset.backbone, preset.resolution, preset.patch_order) == (
-        name, repo, backbone, resolution, order)
+        name,
+        repo,
+        backbone,
+        resolution,
+        order,
+    )
     assert preset.filename == "model.safetensors"
     assert preset.patch_order_evidence and preset.licence
     assert all(r % 32 == 0 for r in preset.resolution)
@@ -45,10 +49,17 @@ def test_rmbg2_says_it_is_non_commercial_and_gated():
     assert not any(p.non_commercial for p in PRESETS.values() if p.name != "rmbg2")
 
 
-@pytest.mark.parametrize("alias,name", [
-    ("ZhengPeng7/BiRefNet_lite", "lite"), ("zhengpeng7/birefnet", "general"), ("BiRefNet_HR", "hr"),
-    ("briaai/RMBG-2.0", "rmbg2"), (" Lite ", "lite"), ("ZhengPeng7/BiRefNet_lite-2K", "lite-2k"),
-])
+@pytest.mark.parametrize(
+    "alias,name",
+    [
+        ("ZhengPeng7/BiRefNet_lite", "lite"),
+        ("zhengpeng7/birefnet", "general"),
+        ("BiRefNet_HR", "hr"),
+        ("briaai/RMBG-2.0", "rmbg2"),
+        (" Lite ", "lite"),
+        ("ZhengPeng7/BiRefNet_lite-2K", "lite-2k"),
+    ],
+)
 def test_repo_ids_and_names_resolve(alias, name):
     assert resolve_preset(alias).name == name
 

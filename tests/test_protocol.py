@@ -7,9 +7,8 @@ import time
 
 import numpy as np
 import pytest
-
-from plugins import maskd_client as mc
-from server import protocol as P
+from maskd.plugins import maskd_client as mc
+from maskd.server import protocol as P
 
 
 def test_client_and_daemon_constants_agree():
@@ -80,7 +79,7 @@ def test_encoded_colours_are_one_contiguous_frame(dtype):
 
 
 def test_every_error_code_is_documented():
-    text = (P.__file__.rsplit("/", 1)[0] + "/PROTOCOL.md")
+    text = P.__file__.rsplit("/", 1)[0] + "/PROTOCOL.md"
     doc = open(text, encoding="utf-8").read()
     for code in P.ERROR_CODES:
         assert f"`{code}`" in doc, code
@@ -101,8 +100,11 @@ def test_client_validates_before_sending():
 
 
 def test_plugin_config_defaults(tmp_path):
-    assert mc.load_plugin_config(str(tmp_path)) == {"daemon_command": [], "connection_file": None,
-                                                    "autostart": True}
+    assert mc.load_plugin_config(str(tmp_path)) == {
+        "daemon_command": [],
+        "connection_file": None,
+        "autostart": True,
+    }
     (tmp_path / "maskd_config.json").write_text('{"autostart": false, "daemon_command": ["maskd", "serve"]}')
     cfg = mc.load_plugin_config(str(tmp_path))
     assert cfg["autostart"] is False and cfg["daemon_command"] == ["maskd", "serve"]

@@ -7,8 +7,8 @@ import subprocess
 import cv2
 import numpy as np
 import pytest
+from maskd.core import imageio
 
-from core import imageio
 from tests.conftest import maskd_command, maskd_env
 
 
@@ -155,7 +155,7 @@ def test_refine_errors_are_short_and_clear(files, args, code, message):
 def test_refine_does_not_import_torch(files):
     tmp, _ = files
     code = (
-        "import sys; from server.cli import main; "
+        "import sys; from maskd.server.cli import main; "
         f"rc = main(['refine', r'{tmp / 'photo16.png'}', '--mask', r'{tmp / 'mask.png'}', "
         f"'-o', r'{tmp / 'o.png'}', '-q']); "
         "assert rc == 0; assert 'torch' not in sys.modules, 'torch imported'"

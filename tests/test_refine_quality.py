@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from core import metrics, pipeline
+from maskd.core import metrics, pipeline
 
 sys.path.insert(0, str(Path(__file__).parent / "bench"))
 import bench_refine  # noqa: E402

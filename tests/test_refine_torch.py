@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from maskd.core import pipeline, refine_torch
+from maskd.core import trimap as trimapmod
 
-from core import pipeline, refine_torch
-from core import trimap as trimapmod
 from tests.test_pipeline import _coarse, _hair_scene
 
 
@@ -108,7 +108,7 @@ def test_device_path_degenerate_masks():
 
 
 def test_bad_device_is_an_input_error():
-    from core.errors import InputError
+    from maskd.core.errors import InputError
 
     with pytest.raises(InputError, match="device"):
         pipeline.CutoutOptions(device="tpu").validate()

@@ -33,8 +33,14 @@ def daemon(tmp_path_factory):
 
 
 def remove(daemon_env, *args, timeout=300):
-    return subprocess.run(maskd_command() + ["remove", *map(str, args)], capture_output=True, text=True,
-                          env=daemon_env, timeout=timeout, cwd=REPO)
+    return subprocess.run(
+        maskd_command() + ["remove", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=daemon_env,
+        timeout=timeout,
+        cwd=REPO,
+    )
 
 
 def test_folder_batch_with_a_bad_file_skip_and_overwrite(daemon, tmp_path):
@@ -104,8 +110,9 @@ def test_starts_and_stops_its_own_daemon(tmp_path_factory, tmp_path):
     r = remove(env, tmp_path / "in", "-o", tmp_path / "out", "--model", "stand-in", "--resolution", "128")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "starting it for this batch" in r.stderr and (tmp_path / "out" / "a.png").exists()
-    st = subprocess.run(maskd_command() + ["status", "--json"], capture_output=True, text=True, env=env,
-                        cwd=REPO, timeout=60)
+    st = subprocess.run(
+        maskd_command() + ["status", "--json"], capture_output=True, text=True, env=env, cwd=REPO, timeout=60
+    )
     assert json.loads(st.stdout)["running"] is False  # it stopped what it started
 
 

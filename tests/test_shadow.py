@@ -6,10 +6,9 @@ import math
 
 import numpy as np
 import pytest
-
-from core import compose
-from core.errors import InputError
-from core.shadow import SHADOW_PRESETS, ShadowSpec, generate, parse_shadow
+from maskd.core import compose
+from maskd.core.errors import InputError
+from maskd.core.shadow import SHADOW_PRESETS, ShadowSpec, generate, parse_shadow
 
 H, W = 480, 600
 TOP, BOTTOM, LEFT, RIGHT = 100, 300, 260, 340  # a standing box, 200 px tall, 80 px wide
@@ -33,11 +32,11 @@ def cast_only(**kw) -> ShadowSpec:
 
 def test_contact_shadow_touches_the_base_and_stays_under_it():
     s = layer(ShadowSpec(opacity=0.0, contact=0.8, contact_softness=0.01))
-    below = s[BOTTOM:BOTTOM + 2, LEFT + 10:RIGHT - 10]
+    below = s[BOTTOM : BOTTOM + 2, LEFT + 10 : RIGHT - 10]
     assert below.min() > 0.4  # right under the bottom edge: dark
-    assert s[BOTTOM + 20:, :].max() < 0.05  # a contact shadow is tight
-    assert s[:BOTTOM - 20].max() < 0.01  # nothing up the sides
-    assert s[BOTTOM + 1, :LEFT - 15].max() < 0.05 and s[BOTTOM + 1, RIGHT + 15:].max() < 0.05
+    assert s[BOTTOM + 20 :, :].max() < 0.05  # a contact shadow is tight
+    assert s[: BOTTOM - 20].max() < 0.01  # nothing up the sides
+    assert s[BOTTOM + 1, : LEFT - 15].max() < 0.05 and s[BOTTOM + 1, RIGHT + 15 :].max() < 0.05
 
 
 @pytest.mark.parametrize("direction", [0, 45, 90, 135, 180, 225, 270, 315])
@@ -69,7 +68,7 @@ def test_cast_shadow_starts_at_the_base_and_fades_with_distance(direction):
         y = start[1] + uy * t * length
         if 0 <= round(y) < H and 0 <= round(x) < W:
             samples.append(float(s[int(round(y)), int(round(x))]))
-    near = layer(cast_only(direction=direction, distance=0.6))[BOTTOM - 1:BOTTOM + 2, int(x0)].max()
+    near = layer(cast_only(direction=direction, distance=0.6))[BOTTOM - 1 : BOTTOM + 2, int(x0)].max()
     assert near > 0.3, samples  # grounded: dark at the base
     assert samples[-1] < 0.5 * max(samples[:3]), samples  # and fading with the distance
     assert all(b <= a + 0.03 for a, b in zip(samples[1:], samples[2:])), samples
@@ -132,7 +131,7 @@ def test_shadow_under_the_subject_in_the_composite():
     opts = compose.FinishOptions(background=compose.parse_background("white"), shadow=parse_shadow("soft"))
     res = compose.finish(img, box_alpha(), None, opts)
     out = res.image
-    assert np.allclose(out[TOP + 5:BOTTOM - 5, LEFT + 5:RIGHT - 5], 200 / 255)  # subject on top
+    assert np.allclose(out[TOP + 5 : BOTTOM - 5, LEFT + 5 : RIGHT - 5], 200 / 255)  # subject on top
     assert out[BOTTOM + 1, (LEFT + RIGHT) // 2, 0] < 0.85  # darkened under the base
     assert np.allclose(out[5, 5], 1.0)  # white far away
 
@@ -140,28 +139,37 @@ def test_shadow_under_the_subject_in_the_composite():
 def test_pixel_sizes_override_relative_ones():
     spec = parse_shadow("drop,distance=50px,softness=4px")
     assert spec.distance_px == 50 and spec.softness_px == 4
-    s = layer(ShadowSpec(direction=90, distance_px=50.0, softness_px=2.0, opacity=0.8, contact=0.0,
-                         fade=0.5))
+    s = layer(ShadowSpec(direction=90, distance_px=50.0, softness_px=2.0, opacity=0.8, contact=0.0, fade=0.5))
     rows = np.flatnonzero(s[:, (LEFT + RIGHT) // 2] > 0.05)
     assert BOTTOM - rows.min() == pytest.approx(50, abs=10)
 
 
-@pytest.mark.parametrize("text, field, value", [
-    ("drop", "distance", SHADOW_PRESETS["drop"].distance),
-    ("soft,direction=back-left", "direction", 135.0),
-    ("contact,opacity=40%", "opacity", 0.4),
-    ("drop;distance=30%;fade=0.5", "distance", 0.3),
-    ("opacity=0.2", "opacity", 0.2),  # overrides on the default (soft)
-    ("front,angle=250", "direction", 250.0),
-])
+@pytest.mark.parametrize(
+    "text, field, value",
+    [
+        ("drop", "distance", SHADOW_PRESETS["drop"].distance),
+        ("soft,direction=back-left", "direction", 135.0),
+        ("contact,opacity=40%", "opacity", 0.4),
+        ("drop;distance=30%;fade=0.5", "distance", 0.3),
+        ("opacity=0.2", "opacity", 0.2),  # overrides on the default (soft)
+        ("front,angle=250", "direction", 250.0),
+    ],
+)
 def test_parse_shadow(text, field, value):
     assert getattr(parse_shadow(text), field) == pytest.approx(value)
 
 
-@pytest.mark.parametrize("text, words", [
-    ("blurry", "unknown style"), ("soft,opacity=2", "between 0 and 1"), ("soft,size=3", "unknown parameter"),
-    ("soft,direction=up-ish", "degrees"), ("soft,opacity", "key=value"), ("none,opacity=1", "no parameters"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("blurry", "unknown style"),
+        ("soft,opacity=2", "between 0 and 1"),
+        ("soft,size=3", "unknown parameter"),
+        ("soft,direction=up-ish", "degrees"),
+        ("soft,opacity", "key=value"),
+        ("none,opacity=1", "no parameters"),
+    ],
+)
 def test_bad_shadow_values_say_what_is_wrong(text, words):
     with pytest.raises(InputError, match=words):
         parse_shadow(text)

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-
-from core import trimap
+from maskd.core import trimap
 
 
 def _disc(size, radius_frac=0.3, soft=True):

@@ -8,10 +8,10 @@ import time
 
 import pytest
 import torch
+from maskd.core import weights
+from maskd.core.birefnet import load_model
+from maskd.core.errors import WeightsError
 
-from core import weights
-from core.birefnet import load_model
-from core.errors import WeightsError
 from tests.conftest import maskd_command, maskd_env
 
 
@@ -88,8 +88,9 @@ def test_not_a_birefnet_file(tmp_path):
 
 
 def test_pth_with_training_prefixes_loads_like_the_safetensors(tmp_path, lite_state):
-    prefixed = {("_orig_mod.module." if i % 2 else "module.") + k: v
-                for i, (k, v) in enumerate(lite_state.items())}
+    prefixed = {
+        ("_orig_mod.module." if i % 2 else "module.") + k: v for i, (k, v) in enumerate(lite_state.items())
+    }
     path = tmp_path / "BiRefNet-epoch_100.pth"
     torch.save(prefixed, path)
     model = load_model(str(path), variant="lite")
@@ -174,8 +175,11 @@ def test_cli_models_table(tmp_path):
 def test_buffers_without_learned_values_may_be_left_out(tmp_path, lite_state):
     from safetensors.torch import save_file
 
-    slim = {k: v for k, v in lite_state.items()
-            if not k.endswith(("relative_position_index", "num_batches_tracked"))}
+    slim = {
+        k: v
+        for k, v in lite_state.items()
+        if not k.endswith(("relative_position_index", "num_batches_tracked"))
+    }
     assert len(slim) < len(lite_state)
     path = tmp_path / "slim.safetensors"
     save_file(slim, str(path))

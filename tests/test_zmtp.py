@@ -10,9 +10,9 @@ import threading
 import time
 
 import zmq
+from maskd.plugins import maskd_client as mc
+from maskd.server import protocol as P
 
-from plugins import maskd_client as mc
-from server import protocol as P
 from tests.conftest import REPO
 from tests.daemon_fixtures import make_image, short_tmp, start_daemon
 
@@ -35,8 +35,11 @@ def _fake_daemon(key: bytes, delay_s: float, ready: threading.Event, port_box: l
             end = time.monotonic() + (delay_s if header["op"] == "ping" else 0)
             while time.monotonic() < end:  # keep the I/O thread heartbeating meanwhile
                 time.sleep(0.02)
-            reply = P.reply_fields(header["id"], "result", pong=True) if header["op"] == "ping" else \
-                P.reply_fields(header["id"], "result", limits={})
+            reply = (
+                P.reply_fields(header["id"], "result", pong=True)
+                if header["op"] == "ping"
+                else P.reply_fields(header["id"], "result", limits={})
+            )
             s.send_multipart([ident, *P.make_message(key, reply)])
     finally:
         s.close(0)

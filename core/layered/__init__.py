@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import InputError, MaskdError
+from maskd.core.errors import InputError, MaskdError
 
 LAYERED_SUFFIXES = (".xcf", ".ora", ".kra")
 
@@ -111,11 +110,11 @@ def open_layered(path: str | os.PathLike) -> LayeredDocument:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".xcf":
-        from core.layered.xcf import XcfDocument as cls
+        from maskd.core.layered.xcf import XcfDocument as cls
     elif suffix == ".ora":
-        from core.layered.ora import OraDocument as cls
+        from maskd.core.layered.ora import OraDocument as cls
     elif suffix == ".kra":
-        from core.layered.kra import KraDocument as cls
+        from maskd.core.layered.kra import KraDocument as cls
     else:
         raise InputError(f"{path}: not a layered file (expected one of {', '.join(LAYERED_SUFFIXES)})")
     try:
@@ -127,8 +126,10 @@ def open_layered(path: str | os.PathLike) -> LayeredDocument:
     except MaskdError:
         raise
     except Exception as exc:  # any parser failure on a damaged file: one clear line, no traceback
-        raise LayeredFileError(f"{path}: cannot parse this {cls.format_name} file ({type(exc).__name__}: "
-                               f"{exc}); it may be truncated or damaged — it was skipped") from None
+        raise LayeredFileError(
+            f"{path}: cannot parse this {cls.format_name} file ({type(exc).__name__}: "
+            f"{exc}); it may be truncated or damaged — it was skipped"
+        ) from None
 
 
 def is_layered(path: str | os.PathLike) -> bool:
@@ -206,8 +207,9 @@ def check_layered(path: str | os.PathLike) -> None:
         if archive is not None:
             damaged = archive.testzip()
             if damaged is not None:
-                raise LayeredFileError(f"{path}: the member {damaged!r} is damaged (checksum mismatch); "
-                                       "skipped")
+                raise LayeredFileError(
+                    f"{path}: the member {damaged!r} is damaged (checksum mismatch); skipped"
+                )
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -241,8 +243,12 @@ def _umask() -> int:
     return mask
 
 
-def add_masks(source: str | os.PathLike, output: str | os.PathLike, alpha_fn: AlphaFn,
-              layers: str | list[str] | None = None) -> MaskResult:
+def add_masks(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    alpha_fn: AlphaFn,
+    layers: str | list[str] | None = None,
+) -> MaskResult:
     """Read ``source``, compute a mask for each selected layer with ``alpha_fn``, write ``output``.
 
     ``output`` may equal ``source`` (in-place); the file is replaced atomically only after the new
@@ -261,8 +267,10 @@ def add_masks(source: str | os.PathLike, output: str | os.PathLike, alpha_fn: Al
             result.seconds_alpha += time.perf_counter() - t1
             result.cpu_alpha += time.process_time() - c1
             if alpha.shape != rgba.shape[:2]:
-                raise InputError(f"{source}: the alpha for layer {doc.layers[i].path!r} is {alpha.shape}, "
-                                 f"expected {rgba.shape[:2]}")
+                raise InputError(
+                    f"{source}: the alpha for layer {doc.layers[i].path!r} is {alpha.shape}, "
+                    f"expected {rgba.shape[:2]}"
+                )
             masks[i] = np.clip(alpha, 0.0, 1.0)
             result.masked.append(doc.layers[i].path)
         data = doc.with_masks(masks) if masks else None
@@ -284,8 +292,10 @@ def _as_file_error(source, format_name: str):
             raise LayeredFileError(f"{source}: {exc}; skipped") from None
         raise
     except Exception as exc:
-        raise LayeredFileError(f"{source}: cannot read this {format_name} file ({type(exc).__name__}: "
-                               f"{exc}); it may be truncated or damaged — it was skipped") from None
+        raise LayeredFileError(
+            f"{source}: cannot read this {format_name} file ({type(exc).__name__}: "
+            f"{exc}); it may be truncated or damaged — it was skipped"
+        ) from None
 
 
 def to_uint8(values: np.ndarray, *, linear: bool) -> np.ndarray:
@@ -300,8 +310,9 @@ def mask_name(layer_name: str) -> str:
     return f"{layer_name} (maskd)"
 
 
-def rewrite_zip(source: bytes, replace: dict[str, bytes], add: list[tuple[str, bytes]],
-                first: str = "mimetype") -> bytes:
+def rewrite_zip(
+    source: bytes, replace: dict[str, bytes], add: list[tuple[str, bytes]], first: str = "mimetype"
+) -> bytes:
     """A copy of the zip ``source`` with members replaced and added, ``first`` kept first and stored.
 
     Member contents are copied unchanged. Members over 256 KiB (PNG layers, Krita tiles — already

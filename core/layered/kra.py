@@ -24,18 +24,21 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
-
-from core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, rewrite_zip, to_uint8
+from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, rewrite_zip, to_uint8
 
 TILE = 64
 NS = "{http://www.calligra.org/DTD/krita}"
 
 # colorspacename -> (channels, little-endian dtype, BGR order for colour, linear light)
 _SPACES = {
-    "RGBA": (4, "<u1", True, False), "RGBA16": (4, "<u2", True, False),
-    "RGBAF16": (4, "<f2", False, True), "RGBAF32": (4, "<f4", False, True),
-    "GRAYA": (2, "<u1", False, False), "GRAYA16": (2, "<u2", False, False),
-    "GRAYAF16": (2, "<f2", False, True), "GRAYAF32": (2, "<f4", False, True),
+    "RGBA": (4, "<u1", True, False),
+    "RGBA16": (4, "<u2", True, False),
+    "RGBAF16": (4, "<f2", False, True),
+    "RGBAF32": (4, "<f4", False, True),
+    "GRAYA": (2, "<u1", False, False),
+    "GRAYA16": (2, "<u2", False, False),
+    "GRAYAF16": (2, "<f2", False, True),
+    "GRAYAF32": (2, "<f4", False, True),
 }
 
 
@@ -48,8 +51,9 @@ class KraDocument(LayeredDocument):
         try:
             self.zip = zipfile.ZipFile(io.BytesIO(data))
         except zipfile.BadZipFile:
-            raise LayeredFileError(f"{path}: not a Krita file (not a zip archive, or a truncated one); "
-                                   "skipped") from None
+            raise LayeredFileError(
+                f"{path}: not a Krita file (not a zip archive, or a truncated one); skipped"
+            ) from None
         self.members = set(self.zip.namelist())
         if "maindoc.xml" not in self.members:
             raise LayeredFileError(f"{path}: not a Krita file (no maindoc.xml); skipped")
@@ -71,8 +75,9 @@ class KraDocument(LayeredDocument):
             nodetype = element.get("nodetype", "")
             visible = element.get("visible", "1") != "0"
             masks = element.find(NS + "masks")
-            has_mask = masks is not None and any(m.get("nodetype") == "transparencymask"
-                                                 for m in masks.findall(NS + "mask"))
+            has_mask = masks is not None and any(
+                m.get("nodetype") == "transparencymask" for m in masks.findall(NS + "mask")
+            )
             note = ""
             if nodetype == "paintlayer":
                 space = element.get("colorspacename", "RGBA")
@@ -81,10 +86,18 @@ class KraDocument(LayeredDocument):
                 elif self._member(element.get("filename", "")) not in self.members:
                     note = "its pixel data is missing from the file"
             layer = Layer(
-                name=name, kind={"paintlayer": "paint", "grouplayer": "group"}.get(nodetype, nodetype),
-                visible=visible, shown=visible and (parent.shown if parent else True), depth=depth,
-                path=(parent.path + "/" if parent else "") + name, has_mask=has_mask,
-                size=(self.width, self.height), offset=(0, 0), key=element, note=note)
+                name=name,
+                kind={"paintlayer": "paint", "grouplayer": "group"}.get(nodetype, nodetype),
+                visible=visible,
+                shown=visible and (parent.shown if parent else True),
+                depth=depth,
+                path=(parent.path + "/" if parent else "") + name,
+                has_mask=has_mask,
+                size=(self.width, self.height),
+                offset=(0, 0),
+                key=element,
+                note=note,
+            )
             self.layers.append(layer)
             children = element.find(NS + "layers")
             if children is not None:
@@ -99,8 +112,11 @@ class KraDocument(LayeredDocument):
         dt = np.dtype(dtype)
         pixel_size = channels * dt.itemsize
         member = self._member(element.get("filename"))
-        default = self.zip.read(member + ".defaultpixel") if member + ".defaultpixel" in self.members \
+        default = (
+            self.zip.read(member + ".defaultpixel")
+            if member + ".defaultpixel" in self.members
             else bytes(pixel_size)
+        )
         if len(default) != pixel_size:
             raise LayeredFileError(f"{self.path}: layer {layer.path!r} has a bad default pixel")
         # the layer's device is offset by its x/y: canvas pixel (cx, cy) is device (cx - x, cy - y)
@@ -112,7 +128,7 @@ class KraDocument(LayeredDocument):
             cx0, cy0 = max(x0, 0), max(y0, 0)
             cx1, cy1 = min(x0 + TILE, self.width), min(y0 + TILE, self.height)
             if cx0 < cx1 and cy0 < cy1:
-                canvas[cy0:cy1, cx0:cx1] = tile[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+                canvas[cy0:cy1, cx0:cx1] = tile[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
         values = canvas.view(dt).reshape(self.height, self.width, channels)
         if dt == np.uint8:
             colour, alpha = values, values[..., -1]
@@ -130,13 +146,15 @@ class KraDocument(LayeredDocument):
     def read_mask(self, layer: Layer) -> np.ndarray | None:
         """The layer's first transparency mask over the canvas."""
         masks = layer.key.find(NS + "masks")
-        element = next((m for m in (masks if masks is not None else [])
-                        if m.get("nodetype") == "transparencymask"), None)
+        element = next(
+            (m for m in (masks if masks is not None else []) if m.get("nodetype") == "transparencymask"), None
+        )
         if element is None:
             return None
         member = self._member(element.get("filename")) + ".pixelselection"
-        default = self.zip.read(member + ".defaultpixel")[:1] if member + ".defaultpixel" in self.members \
-            else b"\0"
+        default = (
+            self.zip.read(member + ".defaultpixel")[:1] if member + ".defaultpixel" in self.members else b"\0"
+        )
         out = np.full((self.height, self.width), default[0], np.uint8)
         mx, my = int(element.get("x", "0")), int(element.get("y", "0"))
         for tx, ty, tile in _read_tiles(self.zip.read(member), 1):
@@ -144,7 +162,7 @@ class KraDocument(LayeredDocument):
             cx0, cy0 = max(x0, 0), max(y0, 0)
             cx1, cy1 = min(x0 + TILE, self.width), min(y0 + TILE, self.height)
             if cx0 < cx1 and cy0 < cy1:
-                out[cy0:cy1, cx0:cx1] = tile[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0, 0]
+                out[cy0:cy1, cx0:cx1] = tile[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0, 0]
         return out.astype(np.float32) / 255.0
 
     def with_masks(self, masks: dict[int, np.ndarray]) -> bytes:
@@ -155,9 +173,11 @@ class KraDocument(LayeredDocument):
             filename = _unique_filename(f"maskd_mask{n}", self.members, self._member)
             added.append((self._member(filename) + ".pixelselection", _write_tiles(alpha)))
             added.append((self._member(filename) + ".pixelselection.defaultpixel", b"\0"))
-            mask = (f"<mask nodetype=\"transparencymask\" name={quoteattr(mask_name(layer.name))} "
-                    f"filename={quoteattr(filename)} visible=\"1\" locked=\"0\" x=\"0\" y=\"0\" "
-                    f"colorlabel=\"0\" intimeline=\"0\" uuid=\"{{{uuid.uuid4()}}}\"/>")
+            mask = (
+                f'<mask nodetype="transparencymask" name={quoteattr(mask_name(layer.name))} '
+                f'filename={quoteattr(filename)} visible="1" locked="0" x="0" y="0" '
+                f'colorlabel="0" intimeline="0" uuid="{{{uuid.uuid4()}}}"/>'
+            )
             xml = _insert_mask(xml, layer, mask)
         return rewrite_zip(self.data, {"maindoc.xml": xml.encode("utf-8")}, added)
 
@@ -194,6 +214,7 @@ def _insert_mask(xml: str, layer: Layer, mask: str) -> str:
 
 # ---- Krita tile files ---------------------------------------------------------------------------
 
+
 def _read_tiles(blob: bytes, pixel_size: int):
     """Yield (x, y, tile H×W×pixel_size uint8) from a Krita "VERSION 2" tile file."""
     pos = 0
@@ -216,7 +237,7 @@ def _read_tiles(blob: bytes, pixel_size: int):
         x, y, method, size = blob[pos:end].decode("ascii").split(",")
         pos = end + 1
         size = int(size)
-        payload = blob[pos:pos + size]
+        payload = blob[pos : pos + size]
         pos += size
         if len(payload) != size or size < 1:
             raise LayeredFileError("Krita tile data is cut short")
@@ -242,10 +263,10 @@ def _write_tiles(alpha: np.ndarray) -> bytes:
     tile = np.zeros((TILE, TILE), np.uint8)
     for y in range(0, h, TILE):
         for x in range(0, w, TILE):
-            block = values[y:y + TILE, x:x + TILE]
+            block = values[y : y + TILE, x : x + TILE]
             if block.shape != tile.shape:
                 tile[:] = 0
-            tile[:block.shape[0], :block.shape[1]] = block
+            tile[: block.shape[0], : block.shape[1]] = block
             if not tile.any():
                 continue  # the default pixel (0) already says "hidden"
             raw = tile.tobytes()
@@ -271,7 +292,7 @@ def lzf_decompress(data: bytes, size: int) -> bytes:
             length = ctrl + 1
             if op + length > size or ip + length > n:
                 raise LayeredFileError("LZF literal runs past the tile")
-            out[op:op + length] = data[ip:ip + length]
+            out[op : op + length] = data[ip : ip + length]
             ip += length
             op += length
         else:  # back reference
@@ -285,7 +306,7 @@ def lzf_decompress(data: bytes, size: int) -> bytes:
             if ref < 0 or op + length > size:
                 raise LayeredFileError("LZF back reference outside the tile")
             if ref + length <= op:
-                out[op:op + length] = out[ref:ref + length]
+                out[op : op + length] = out[ref : ref + length]
             else:  # overlapping copy repeats the pattern
                 for k in range(length):
                     out[op + k] = out[ref + k]
@@ -301,7 +322,7 @@ def lzf_compress_runs(data: bytes) -> bytes | None:
     Returns None when the runs cover under a quarter of the data: such a tile (a noisy matte) is
     stored raw, and the Python loop never walks through it byte by byte.
     """
-    from core.layered.xcf import _long_runs
+    from maskd.core.layered.xcf import _long_runs
 
     arr = np.frombuffer(data, np.uint8)
     runs = _long_runs(arr, 8)
@@ -311,14 +332,14 @@ def lzf_compress_runs(data: bytes) -> bytes | None:
 
     def literal(chunk: bytes) -> None:
         for i in range(0, len(chunk), 32):
-            piece = chunk[i:i + 32]
+            piece = chunk[i : i + 32]
             out.append(len(piece) - 1)
             out.extend(piece)
 
     pos = 0
     for start, end in runs:
         # one literal byte, then copies of it from distance 1, at most 264 bytes per reference
-        literal(data[pos:start + 1])
+        literal(data[pos : start + 1])
         remaining = end - start - 1
         while remaining >= 3:
             chunk = min(remaining, 264)

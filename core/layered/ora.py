@@ -24,8 +24,7 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
-
-from core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, rewrite_zip
+from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, rewrite_zip
 
 DST_IN = "svg:dst-in"
 
@@ -39,8 +38,9 @@ class OraDocument(LayeredDocument):
         try:
             self.zip = zipfile.ZipFile(io.BytesIO(data))
         except zipfile.BadZipFile:
-            raise LayeredFileError(f"{path}: not an OpenRaster file (not a zip archive, or a truncated "
-                                   "one); skipped") from None
+            raise LayeredFileError(
+                f"{path}: not an OpenRaster file (not a zip archive, or a truncated one); skipped"
+            ) from None
         names = set(self.zip.namelist())
         if "stack.xml" not in names:
             raise LayeredFileError(f"{path}: not an OpenRaster file (no stack.xml); skipped")
@@ -65,14 +65,35 @@ class OraDocument(LayeredDocument):
             path = (parent.path + "/" if parent else "") + name
             x, y = int(float(element.get("x", "0"))), int(float(element.get("y", "0")))
             if element.tag == "stack":
-                layer = Layer(name=name, kind="group", visible=visible, shown=shown, depth=depth, path=path,
-                              has_mask=False, size=(0, 0), offset=(x, y), key=element)
+                layer = Layer(
+                    name=name,
+                    kind="group",
+                    visible=visible,
+                    shown=shown,
+                    depth=depth,
+                    path=path,
+                    has_mask=False,
+                    size=(0, 0),
+                    offset=(x, y),
+                    key=element,
+                )
                 self.layers.append(layer)
                 self._walk(element, layer, depth + 1)
                 continue
             if element.tag != "layer":
-                self.layers.append(Layer(name=name, kind=element.tag, visible=visible, shown=shown,
-                                         depth=depth, path=path, has_mask=False, size=(0, 0), offset=(x, y)))
+                self.layers.append(
+                    Layer(
+                        name=name,
+                        kind=element.tag,
+                        visible=visible,
+                        shown=shown,
+                        depth=depth,
+                        path=path,
+                        has_mask=False,
+                        size=(0, 0),
+                        offset=(x, y),
+                    )
+                )
                 continue
             is_mask = element.get("composite-op") == DST_IN
             src = element.get("src", "")
@@ -80,10 +101,21 @@ class OraDocument(LayeredDocument):
             size = (0, 0)
             if not note and not is_mask:
                 size = _png_size(self.zip.read(src))
-            self.layers.append(Layer(
-                name=name, kind="mask" if is_mask else "paint", visible=visible, shown=shown, depth=depth,
-                path=path, has_mask=masked_below and not is_mask, size=size, offset=(x, y), key=element,
-                note=note))
+            self.layers.append(
+                Layer(
+                    name=name,
+                    kind="mask" if is_mask else "paint",
+                    visible=visible,
+                    shown=shown,
+                    depth=depth,
+                    path=path,
+                    has_mask=masked_below and not is_mask,
+                    size=size,
+                    offset=(x, y),
+                    key=element,
+                    note=note,
+                )
+            )
             masked_below = masked_below or is_mask
 
     def _read_rgba(self, layer: Layer) -> np.ndarray:
@@ -100,8 +132,9 @@ class OraDocument(LayeredDocument):
         if not layer.has_mask:
             return None
         index = self.layers.index(layer)
-        mask = next(ly for ly in reversed(self.layers[:index])
-                    if ly.kind == "mask" and ly.depth == layer.depth)
+        mask = next(
+            ly for ly in reversed(self.layers[:index]) if ly.kind == "mask" and ly.depth == layer.depth
+        )
         with Image.open(io.BytesIO(self.zip.read(mask.key.get("src")))) as im:
             alpha = np.asarray(im.convert("RGBA"))[..., 3].astype(np.float32) / 255.0
         w, h = layer.size
@@ -109,7 +142,7 @@ class OraDocument(LayeredDocument):
         dx, dy = mask.offset[0] - layer.offset[0], mask.offset[1] - layer.offset[1]
         ys = slice(max(dy, 0), min(dy + alpha.shape[0], h))
         xs = slice(max(dx, 0), min(dx + alpha.shape[1], w))
-        out[ys, xs] = alpha[ys.start - dy:ys.stop - dy, xs.start - dx:xs.stop - dx]
+        out[ys, xs] = alpha[ys.start - dy : ys.stop - dy, xs.start - dx : xs.stop - dx]
         return out
 
     def with_masks(self, masks: dict[int, np.ndarray]) -> bytes:
@@ -144,8 +177,12 @@ def _fast_png(rgba: np.ndarray) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -180,9 +217,13 @@ def _wrap_layer(xml: str, src: str, layer: Layer, mask_src: str) -> str:
         stack_op = op  # the group blends with the image below; the layer inside composes normally
         element = re.sub(r"\bcomposite-op=(\"|')[^\"']*\1", 'composite-op="svg:src-over"', element)
     x, y = layer.offset
-    mask = (f"<layer name={quoteattr(mask_name(layer.name))} src={quoteattr(mask_src)} x=\"{x}\" y=\"{y}\" "
-            f"opacity=\"1.0\" visibility=\"visible\" composite-op=\"{DST_IN}\" />")
+    mask = (
+        f'<layer name={quoteattr(mask_name(layer.name))} src={quoteattr(mask_src)} x="{x}" y="{y}" '
+        f'opacity="1.0" visibility="visible" composite-op="{DST_IN}" />'
+    )
     group_name = quoteattr(layer.name + " (masked)")
-    wrapped = (f"<stack name={group_name} x=\"0\" y=\"0\" opacity=\"1.0\" visibility=\"visible\" "
-               f"composite-op=\"{stack_op}\" isolation=\"isolate\">{mask}{element}</stack>")
-    return xml[:found[0].start()] + wrapped + xml[found[0].end():]
+    wrapped = (
+        f'<stack name={group_name} x="0" y="0" opacity="1.0" visibility="visible" '
+        f'composite-op="{stack_op}" isolation="isolate">{mask}{element}</stack>'
+    )
+    return xml[: found[0].start()] + wrapped + xml[found[0].end() :]

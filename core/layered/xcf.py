@@ -24,9 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import MaskdError
-from core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, to_uint8
+from maskd.core.errors import MaskdError
+from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, to_uint8
 
 TILE = 64
 PROP_END, PROP_COLORMAP, PROP_OPACITY, PROP_VISIBLE = 0, 1, 6, 8
@@ -35,9 +34,18 @@ PROP_FLOATING_SELECTION = 5
 
 # XCF 7+ precision code -> (big-endian numpy dtype, linear light?)
 _PRECISIONS = {
-    100: (">u1", True), 150: (">u1", False), 200: (">u2", True), 250: (">u2", False),
-    300: (">u4", True), 350: (">u4", False), 500: (">f2", True), 550: (">f2", False),
-    600: (">f4", True), 650: (">f4", False), 700: (">f8", True), 750: (">f8", False),
+    100: (">u1", True),
+    150: (">u1", False),
+    200: (">u2", True),
+    250: (">u2", False),
+    300: (">u4", True),
+    350: (">u4", False),
+    500: (">f2", True),
+    550: (">f2", False),
+    600: (">f4", True),
+    650: (">f4", False),
+    700: (">f8", True),
+    750: (">f8", False),
 }
 _LAYER_CHANNELS = {0: 3, 1: 4, 2: 1, 3: 2, 4: 1, 5: 2}  # GimpImageType -> components
 
@@ -75,13 +83,15 @@ class XcfDocument(LayeredDocument):
 
     def __init__(self, path: Path, data: bytes):
         try:
-            from core.layered import gimpformats_compat
+            from maskd.core.layered import gimpformats_compat
 
             gimpformats_compat.install()
             from gimpformats.gimpXcfDocument import GimpDocument
         except ImportError:
-            raise MaskdError("reading XCF files needs the gimpformats package: "
-                             "pip install 'maskd[layered]' (or pip install gimpformats==2025)") from None
+            raise MaskdError(
+                "reading XCF files needs the gimpformats package: "
+                "pip install 'maskd[layered]' (or pip install gimpformats==2025)"
+            ) from None
 
         self.path = Path(path)
         self.data = data
@@ -102,8 +112,10 @@ class XcfDocument(LayeredDocument):
                 raise LayeredFileError(f"{path}: unknown XCF precision code {code}; skipped")
             self.dtype, self.linear = _PRECISIONS[code]
         elif self.version >= 4:
-            raise LayeredFileError(f"{path}: XCF version {self.version} comes from a GIMP development "
-                                   "release; open and save it in GIMP 2.10 or 3 first")
+            raise LayeredFileError(
+                f"{path}: XCF version {self.version} comes from a GIMP development "
+                "release; open and save it in GIMP 2.10 or 3 first"
+            )
         else:
             self.dtype, self.linear = ">u1", False
         self.image_props, _ = _walk_props(data, pos)
@@ -142,15 +154,25 @@ class XcfDocument(LayeredDocument):
             elif raw.colorMode not in _LAYER_CHANNELS:
                 note = f"has an unknown layer type {raw.colorMode}"
             layer = Layer(
-                name=str(raw.name), kind="group" if is_group else "paint", visible=visible,
+                name=str(raw.name),
+                kind="group" if is_group else "paint",
+                visible=visible,
                 shown=visible and (parent.shown if parent else True),
                 depth=len(item_path) - 1,
                 path=(parent.path + "/" if parent else "") + str(raw.name),
-                has_mask=bool(raw._maskPtr), size=(raw.width, raw.height), offset=(raw.xOffset, raw.yOffset),
-                key=_XcfLayerKey(ptr=ptr, hptr=hptr, mptr_pos=end + self.pointer_size,
-                                 apply_mask_pos=props.get(PROP_APPLY_MASK, (None,))[0],
-                                 layer_type=raw.colorMode, mask_ptr=raw._maskPtr or 0),
-                note=note)
+                has_mask=bool(raw._maskPtr),
+                size=(raw.width, raw.height),
+                offset=(raw.xOffset, raw.yOffset),
+                key=_XcfLayerKey(
+                    ptr=ptr,
+                    hptr=hptr,
+                    mptr_pos=end + self.pointer_size,
+                    apply_mask_pos=props.get(PROP_APPLY_MASK, (None,))[0],
+                    layer_type=raw.colorMode,
+                    mask_ptr=raw._maskPtr or 0,
+                ),
+                note=note,
+            )
             by_item_path[item_path] = layer
             layers.append(layer)
         return layers
@@ -196,8 +218,10 @@ class XcfDocument(LayeredDocument):
         itemsize = np.dtype(self.dtype).itemsize
         hw, hh, bpp = struct.unpack_from(">III", data, hptr)
         if (hw, hh) != (w, h) or bpp != channels * itemsize:
-            raise LayeredFileError(f"{self.path}: pixel data {hw}×{hh}×{bpp} does not match its layer "
-                                   f"{w}×{h}×{channels * itemsize}")
+            raise LayeredFileError(
+                f"{self.path}: pixel data {hw}×{hh}×{bpp} does not match its layer "
+                f"{w}×{h}×{channels * itemsize}"
+            )
         level = self._pointer(hptr + 12)
         lw, lh = struct.unpack_from(">II", data, level)
         if (lw, lh) != (w, h):
@@ -214,15 +238,15 @@ class XcfDocument(LayeredDocument):
             npx = tw * th
             if self.compression == 1:
                 planes = np.frombuffer(_rle_decode(data, ptr, npx, bpp), np.uint8).reshape(bpp, th, tw)
-                out[y0:y0 + th, x0:x0 + tw] = planes.transpose(1, 2, 0)
+                out[y0 : y0 + th, x0 : x0 + tw] = planes.transpose(1, 2, 0)
             else:
                 if self.compression == 2:
-                    raw = zlib.decompressobj().decompress(data[ptr:ptr + npx * bpp * 2 + 1024], npx * bpp)
+                    raw = zlib.decompressobj().decompress(data[ptr : ptr + npx * bpp * 2 + 1024], npx * bpp)
                 else:
-                    raw = data[ptr:ptr + npx * bpp]
+                    raw = data[ptr : ptr + npx * bpp]
                 if len(raw) != npx * bpp:
                     raise LayeredFileError(f"{self.path}: tile data is cut short")
-                out[y0:y0 + th, x0:x0 + tw] = np.frombuffer(raw, np.uint8).reshape(th, tw, bpp)
+                out[y0 : y0 + th, x0 : x0 + tw] = np.frombuffer(raw, np.uint8).reshape(th, tw, bpp)
         dtype = np.dtype(self.dtype)
         values = out.view(dtype).reshape(h, w, channels)
         return values if dtype.itemsize == 1 else values.astype(dtype.newbyteorder("="))
@@ -259,7 +283,7 @@ class XcfDocument(LayeredDocument):
         offset = base
         for y0 in range(0, h, TILE):
             for x0 in range(0, w, TILE):
-                tile = pixels[y0:y0 + TILE, x0:x0 + TILE]
+                tile = pixels[y0 : y0 + TILE, x0 : x0 + TILE]
                 if self.compression == 1:
                     planes = tile.transpose(2, 0, 1).reshape(bpp, -1)
                     chunk = b"".join(_rle_encode_plane(p) for p in planes)
@@ -274,9 +298,11 @@ class XcfDocument(LayeredDocument):
 
     def _ptr(self, value: int) -> bytes:
         if self.pointer_size == 4:
-            if value >= 2 ** 32:
-                raise LayeredFileError(f"{self.path}: the file would exceed 4 GiB, which XCF version "
-                                       f"{self.version} cannot address; save it in GIMP 2.10+ first")
+            if value >= 2**32:
+                raise LayeredFileError(
+                    f"{self.path}: the file would exceed 4 GiB, which XCF version "
+                    f"{self.version} cannot address; save it in GIMP 2.10+ first"
+                )
             return struct.pack(">I", value)
         return struct.pack(">Q", value)
 
@@ -293,8 +319,12 @@ class XcfDocument(LayeredDocument):
             pixels = self._mask_bytes(alpha)
             bpp = pixels.shape[2]
             name = mask_name(layer.name).encode("utf-8") + b"\0"
-            props = [(PROP_OPACITY, struct.pack(">I", 255)), (PROP_VISIBLE, struct.pack(">I", 1)),
-                     (PROP_SHOW_MASKED, struct.pack(">I", 0)), (PROP_COLOR, b"\0\0\0")]
+            props = [
+                (PROP_OPACITY, struct.pack(">I", 255)),
+                (PROP_VISIBLE, struct.pack(">I", 1)),
+                (PROP_SHOW_MASKED, struct.pack(">I", 0)),
+                (PROP_COLOR, b"\0\0\0"),
+            ]
             if tattoo is not None:
                 tattoo += 1
                 props.append((PROP_TATTOO, struct.pack(">I", tattoo)))
@@ -311,12 +341,12 @@ class XcfDocument(LayeredDocument):
             buf += struct.pack(">III", w, h, bpp) + self._ptr(level_ptr) + self._ptr(0)
             buf += struct.pack(">II", w, h) + b"".join(self._ptr(p) for p in pointers) + self._ptr(0)
             buf += tile_data
-            buf[key.mptr_pos:key.mptr_pos + self.pointer_size] = self._ptr(channel_ptr)
+            buf[key.mptr_pos : key.mptr_pos + self.pointer_size] = self._ptr(channel_ptr)
             if key.apply_mask_pos is not None:
-                buf[key.apply_mask_pos:key.apply_mask_pos + 4] = struct.pack(">I", 1)
+                buf[key.apply_mask_pos : key.apply_mask_pos + 4] = struct.pack(">I", 1)
         if tattoo is not None:
             pos = self.image_props[PROP_TATTOO][0]
-            buf[pos:pos + 4] = struct.pack(">I", tattoo)
+            buf[pos : pos + 4] = struct.pack(">I", tattoo)
         return bytes(buf)
 
 
@@ -339,17 +369,17 @@ def _rle_decode(data: bytes, pos: int, npx: int, bpp: int) -> bytes:
                 pos += 1
                 if o + n > end:
                     raise LayeredFileError("RLE run crosses a tile boundary")
-                out[o:o + n] = bytes((value,)) * n
+                out[o : o + n] = bytes((value,)) * n
             else:  # literal bytes
                 if op == 128:
                     n = (data[pos] << 8) | data[pos + 1]
                     pos += 2
                 else:
                     n = 256 - op
-                chunk = data[pos:pos + n]
+                chunk = data[pos : pos + n]
                 if len(chunk) != n or o + n > end:
                     raise LayeredFileError("RLE data is cut short")
-                out[o:o + n] = chunk
+                out[o : o + n] = chunk
                 pos += n
             o += n
     return bytes(out)

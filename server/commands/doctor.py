@@ -41,26 +41,43 @@ def _check_torch(r: Report) -> str | None:
     try:
         import torch
     except Exception as exc:  # noqa: BLE001 - any import failure is the finding
-        r.add("torch", "problem", f"torch cannot be imported ({exc})",
-              "re-run the installer (./installers/install.sh) or `pip install torch` in maskd's environment")
+        r.add(
+            "torch",
+            "problem",
+            f"torch cannot be imported ({exc})",
+            "re-run the installer (./installers/install.sh) or `pip install torch` in maskd's environment",
+        )
         return None
-    from core.device import pick_device
+    from maskd.core.device import pick_device
 
-    build = f"CUDA {torch.version.cuda}" if torch.version.cuda else \
-        "CPU/MPS" if sys.platform == "darwin" else "CPU"
+    build = (
+        f"CUDA {torch.version.cuda}"
+        if torch.version.cuda
+        else "CPU/MPS"
+        if sys.platform == "darwin"
+        else "CPU"
+    )
     r.add("torch", "ok", f"torch {torch.__version__} ({build} build)")
     device = str(pick_device("auto"))
     if device == "cpu":
         nvidia = shutil.which("nvidia-smi") or os.path.exists("/proc/driver/nvidia/version")
         if nvidia and not torch.version.cuda:
-            r.add("device", "problem", "an NVIDIA driver is present but this torch is a CPU build, so the "
-                  "GPU is not used", "re-run the installer with --torch cuda")
+            r.add(
+                "device",
+                "problem",
+                "an NVIDIA driver is present but this torch is a CPU build, so the GPU is not used",
+                "re-run the installer with --torch cuda",
+            )
         elif nvidia:
-            r.add("device", "problem", "an NVIDIA driver is present but torch cannot use CUDA "
-                  f"({torch.cuda.device_count()} devices visible)",
-                  "check `nvidia-smi`; the driver may be older than torch's CUDA "
-                  f"{torch.version.cuda}: update it, or re-run the installer with --torch-spec for an "
-                  "older torch")
+            r.add(
+                "device",
+                "problem",
+                "an NVIDIA driver is present but torch cannot use CUDA "
+                f"({torch.cuda.device_count()} devices visible)",
+                "check `nvidia-smi`; the driver may be older than torch's CUDA "
+                f"{torch.version.cuda}: update it, or re-run the installer with --torch-spec for an "
+                "older torch",
+            )
         else:
             r.add("device", "ok", "cpu (no GPU found: expect seconds per image; the lite preset is faster)")
     else:
@@ -70,9 +87,9 @@ def _check_torch(r: Report) -> str | None:
 
 
 def _check_weights(r: Report, settings: dict, deep: bool) -> None:
-    from core import presets, weights
-    from core.errors import MaskdError
-    from installers.weights import safetensors_header, verify
+    from maskd.core import presets, weights
+    from maskd.core.errors import MaskdError
+    from maskd.installers.weights import safetensors_header, verify
 
     args = list(settings.get("model_args") or [])
     variant = args[args.index("--variant") + 1] if "--variant" in args else None
@@ -85,59 +102,91 @@ def _check_weights(r: Report, settings: dict, deep: bool) -> None:
         variant = variant or preset.name
         cached = weights.cached_path(preset.repo_id, preset.filename)
         if cached is None:
-            r.add("model", "problem", f"the '{preset.name}' weights ({preset.repo_id}) are not downloaded",
-                  f"`maskd fetch {preset.name}`; offline: download {preset.url} elsewhere and run "
-                  f"`./installers/install.sh --weights FILE --variant {preset.name}`")
+            r.add(
+                "model",
+                "problem",
+                f"the '{preset.name}' weights ({preset.repo_id}) are not downloaded",
+                f"`maskd fetch {preset.name}`; offline: download {preset.url} elsewhere and run "
+                f"`./installers/install.sh --weights FILE --variant {preset.name}`",
+            )
             return
         path, what = str(cached), f"preset '{preset.name}' ({cached})"
     if not os.path.isfile(path):
-        r.add("model", "problem", f"{what} is missing", "re-run the installer, or `maskd install-plugins "
-              "--weights FILE --variant NAME` to point the plugins at another file")
+        r.add(
+            "model",
+            "problem",
+            f"{what} is missing",
+            "re-run the installer, or `maskd install-plugins "
+            "--weights FILE --variant NAME` to point the plugins at another file",
+        )
         return
     try:
         if path.endswith(".safetensors"):
             safetensors_header(path)
         summary = verify(path, variant, load=True) if deep else "structure ok (--deep loads it strictly)"
     except MaskdError as exc:
-        r.add("model", "problem", f"{what} is not usable: {exc}",
-              "download it again (`maskd fetch PRESET`) or re-run the installer with "
-              "--weights FILE --variant NAME")
+        r.add(
+            "model",
+            "problem",
+            f"{what} is not usable: {exc}",
+            "download it again (`maskd fetch PRESET`) or re-run the installer with "
+            "--weights FILE --variant NAME",
+        )
         return
     r.add("model", "ok", f"{what}: {os.path.getsize(path) / 1e6:,.0f} MB, {summary}")
 
 
 def _check_daemon(r: Report, connection_file, sandboxed: bool) -> None:
-    from server.commands.status import gather
+    from maskd.server.commands.status import gather
 
     st = gather(connection_file)
     if st["running"]:
         model = st.get("model") or {}
         endpoints = ", ".join((st.get("endpoints") or {}).values())
-        r.add("daemon", "ok", f"reachable at {endpoints} (pid {st['pid']}, "
-              f"maskd {st.get('maskd_version')}), serving {model.get('name')} on {st.get('device')}")
+        r.add(
+            "daemon",
+            "ok",
+            f"reachable at {endpoints} (pid {st['pid']}, "
+            f"maskd {st.get('maskd_version')}), serving {model.get('name')} on {st.get('device')}",
+        )
         return
     if sandboxed:
-        r.add("daemon", "problem",
-              f"not running ({st.get('reason', '')}); Flatpak/Snap editors cannot start it",
-              "start it with `systemctl --user start maskd` (the autostart entry; from then on it starts at "
-              "login). A plain `maskd serve` is not visible inside the sandbox")
+        r.add(
+            "daemon",
+            "problem",
+            f"not running ({st.get('reason', '')}); Flatpak/Snap editors cannot start it",
+            "start it with `systemctl --user start maskd` (the autostart entry; from then on it starts at "
+            "login). A plain `maskd serve` is not visible inside the sandbox",
+        )
     else:
-        r.add("daemon", "note", "not running; the plugins and `maskd remove` start it on first use "
-              f"(or start it now: `maskd serve`). Connection file: {st['connection_file']}")
+        r.add(
+            "daemon",
+            "note",
+            "not running; the plugins and `maskd remove` start it on first use "
+            f"(or start it now: `maskd serve`). Connection file: {st['connection_file']}",
+        )
 
 
 def _check_service(r: Report, manifest) -> None:
     entries = manifest.entries_of("service")
     for entry in entries:
         if not os.path.exists(entry["path"]):
-            r.add("autostart", "problem", f"the autostart entry {entry['path']} is gone",
-                  "`maskd install-plugins` writes it again")
+            r.add(
+                "autostart",
+                "problem",
+                f"the autostart entry {entry['path']} is gone",
+                "`maskd install-plugins` writes it again",
+            )
             continue
         state = ""
         if entry.get("system") == "linux" and shutil.which("systemctl"):
             try:
-                out = subprocess.run(["systemctl", "--user", "is-active", "maskd.service"],
-                                     capture_output=True, text=True, timeout=10)
+                out = subprocess.run(
+                    ["systemctl", "--user", "is-active", "maskd.service"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                )
                 state = f" (systemd: {out.stdout.strip() or 'unknown'})"
             except (OSError, subprocess.SubprocessError):
                 pass
@@ -145,16 +194,19 @@ def _check_service(r: Report, manifest) -> None:
 
 
 def gather(args) -> Report:
-    from installers import editors
-    from installers.locations import Platform
-    from installers.manifest import Manifest
-    from server import __version__
+    from maskd.installers import editors
+    from maskd.installers.locations import Platform
+    from maskd.installers.manifest import Manifest
+    from maskd.server import __version__
 
     r = Report()
     plat = Platform.current()
     manifest = Manifest.load(plat.manifest_path)
-    how = (f"installed by the installer ({plat.manifest_path})" if manifest.exists
-           else "not installed by the installer")
+    how = (
+        f"installed by the installer ({plat.manifest_path})"
+        if manifest.exists
+        else "not installed by the installer"
+    )
     r.add("maskd", "ok", f"maskd {__version__}, Python {sys.version.split()[0]} at {sys.executable}; {how}")
     _check_torch(r)
     _check_weights(r, manifest.settings, args.deep)
@@ -167,8 +219,11 @@ def gather(args) -> Report:
         t = rep.target
         found = f"found ({t.found_by})" if t.found else "plugin present but editor not found"
         if rep.installed and not rep.problems:
-            r.add(t.label, "ok", f"{found}; plugin {rep.version} in {t.plugin_dir}" +
-                  "".join(f"; {n}" for n in rep.notes))
+            r.add(
+                t.label,
+                "ok",
+                f"{found}; plugin {rep.version} in {t.plugin_dir}" + "".join(f"; {n}" for n in rep.notes),
+            )
         elif not rep.problems:
             r.add(t.label, "note", found)
         for problem in rep.problems:

@@ -12,10 +12,12 @@ HELP = "Download a preset's weights once (or check a local weights file)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("preset", nargs="?", metavar="PRESET",
-                   help="preset name or Hugging Face repo id (see `maskd models`)")
-    p.add_argument("--weights", metavar="PATH",
-                   help="check a local .safetensors/.pth file or snapshot folder")
+    p.add_argument(
+        "preset", nargs="?", metavar="PRESET", help="preset name or Hugging Face repo id (see `maskd models`)"
+    )
+    p.add_argument(
+        "--weights", metavar="PATH", help="check a local .safetensors/.pth file or snapshot folder"
+    )
     p.add_argument("--variant", metavar="PRESET", help="the preset whose architecture --weights follows")
     p.add_argument("--no-check", action="store_true", help="only download; do not load the weights")
 
@@ -23,12 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import time
 
-    from core import presets, weights
-    from core.errors import MaskdError
+    from maskd.core import presets, weights
+    from maskd.core.errors import MaskdError
 
     if bool(args.preset) == bool(args.weights):
-        raise MaskdError("give either a PRESET to download (e.g. `maskd fetch lite`) or "
-                         "--weights FILE [--variant PRESET] to check a local file")
+        raise MaskdError(
+            "give either a PRESET to download (e.g. `maskd fetch lite`) or "
+            "--weights FILE [--variant PRESET] to check a local file"
+        )
     source = args.weights or args.preset
     if args.preset and presets.is_preset(args.preset):
         preset = presets.resolve_preset(args.preset)
@@ -41,14 +45,16 @@ def run(args) -> int:
     print(f"weights: {located.path} ({located.path.stat().st_size / 1e6:,.1f} MB)")
     if args.no_check:
         return 0
-    from core.birefnet import load_model
+    from maskd.core.birefnet import load_model
 
     start = time.perf_counter()
     variant = args.variant or (located.preset.name if located.preset else None)
     model = load_model(str(located.path), variant=variant)
     preset = model.preset
     params = sum(p.numel() for p in model.parameters())
-    print(f"ok: loads strictly as '{preset.name}' ({preset.backbone}, {params / 1e6:.1f} M parameters, "
-          f"patch order {model.patch_order}, native size {preset.resolution[1]}x{preset.resolution[0]}) "
-          f"in {time.perf_counter() - start:.1f} s")
+    print(
+        f"ok: loads strictly as '{preset.name}' ({preset.backbone}, {params / 1e6:.1f} M parameters, "
+        f"patch order {model.patch_order}, native size {preset.resolution[1]}x{preset.resolution[0]}) "
+        f"in {time.perf_counter() - start:.1f} s"
+    )
     return 0

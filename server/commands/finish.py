@@ -13,59 +13,76 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import MaskdError
+from maskd.core.errors import MaskdError
 
 HELP = "Finish existing cut-outs (RGBA): background, shadow, crop, canvas — no model needed"
 
 
 def add_arguments(p) -> None:
-    from server import finishing
-    from server.commands.remove import OUTPUT_FORMATS
+    from maskd.server import finishing
+    from maskd.server.commands.remove import OUTPUT_FORMATS
 
-    p.add_argument("inputs", nargs="+", metavar="CUTOUT",
-                   help="RGBA image files, folders (searched recursively) or glob patterns")
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                   help="output folder (created), or a file name when there is one input file")
-    p.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png",
-                   help="output file type (default png; jpg needs an opaque --background or --no-alpha)")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="CUTOUT",
+        help="RGBA image files, folders (searched recursively) or glob patterns",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTPUT",
+        help="output folder (created), or a file name when there is one input file",
+    )
+    p.add_argument(
+        "--format",
+        choices=sorted(OUTPUT_FORMATS),
+        default="png",
+        help="output file type (default png; jpg needs an opaque --background or --no-alpha)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     finishing.add_arguments(p)
 
 
 def finish_file(args, src: Path, dst: Path) -> str | None:
-    from core import imageio
-    from server import finishing
-    from server.commands.remove import Item, _bit_depth, _to_file_dtype
+    from maskd.core import imageio
+    from maskd.server import finishing
+    from maskd.server.commands.remove import Item, _bit_depth, _to_file_dtype
 
     image = imageio.read_image(src)
     alpha = imageio.alpha_float(image)
     if alpha is None:
-        raise MaskdError(f"{src.name} has no alpha channel: maskd finish needs a cut-out (RGBA); "
-                         "use `maskd remove` for photos")
+        raise MaskdError(
+            f"{src.name} has no alpha channel: maskd finish needs a cut-out (RGBA); "
+            "use `maskd remove` for photos"
+        )
     colours = imageio.colour_float(image)
     item = Item(src, dst, image, alpha, colours, bit_depth=_bit_depth(image))
     item.output = np.concatenate([colours, alpha[..., None]], axis=2)
     finishing.finish_item(args, item)
     out = item.output
     if out.shape[2] in (2, 4) and dst.suffix.lower() in (".jpg", ".jpeg", ".bmp"):
-        raise MaskdError(f"{dst.suffix} cannot hold transparency: use --format png, an opaque "
-                         "--background, or --no-alpha")
+        raise MaskdError(
+            f"{dst.suffix} cannot hold transparency: use --format png, an opaque --background, or --no-alpha"
+        )
     dst.parent.mkdir(parents=True, exist_ok=True)
     imageio.write_image(dst, _to_file_dtype(out, item.bit_depth, dst))
     return "; ".join(item.notes) or None
 
 
 def run(args) -> int:
-    from server import finishing
-    from server.commands.remove import collect_inputs, output_path
+    from maskd.server import finishing
+    from maskd.server.commands.remove import collect_inputs, output_path
 
     args.mode = "cutout"
     args.background = None
     if args.format == "jpg" and not finishing.opaque_output(args):
-        raise MaskdError("--format jpg cannot hold transparency: add --background COLOUR (or a preset with "
-                         "one), or --no-alpha")
+        raise MaskdError(
+            "--format jpg cannot hold transparency: add --background COLOUR (or a preset with "
+            "one), or --no-alpha"
+        )
     out = Path(args.output)
     files, problems = collect_inputs(args.inputs, out)
     for problem in problems:
@@ -93,8 +110,10 @@ def run(args) -> int:
         except (MaskdError, OSError, ValueError) as exc:
             failures.append((src, str(exc)))
     bar.close()
-    print(f"maskd finish: {done} written, {len(jobs) - len(todo)} skipped (exist; --overwrite replaces), "
-          f"{len(failures)} failed in {time.perf_counter() - t0:.1f} s → {out}")
+    print(
+        f"maskd finish: {done} written, {len(jobs) - len(todo)} skipped (exist; --overwrite replaces), "
+        f"{len(failures)} failed in {time.perf_counter() - t0:.1f} s → {out}"
+    )
     for src, note in notes:
         print(f"  note: {src}: {note}")
     if failures:

@@ -29,8 +29,13 @@ import sys
 HELP = "Run GIMP's own batch mode over a folder of XCF files"
 PROC_NAME = "plug-in-maskd-remove-background"
 PROGRESS_TAG = "MASKD-BATCH "  # = server.layered_batch.PROGRESS_TAG
-GIMP_NAMES = ["gimp-console-3.0", "gimp-console-3", "gimp-console", "gimp-console-3.0.exe",
-              "gimp-console.exe"]
+GIMP_NAMES = [
+    "gimp-console-3.0",
+    "gimp-console-3",
+    "gimp-console",
+    "gimp-console-3.0.exe",
+    "gimp-console.exe",
+]
 GIMP_FOLDERS = [
     "/Applications/GIMP.app/Contents/MacOS",
     r"C:\Program Files\GIMP 3\bin",
@@ -39,6 +44,7 @@ GIMP_FOLDERS = [
 
 
 # ---- inside GIMP --------------------------------------------------------------------------------
+
 
 def _walk(layers, parent_path="", parent_shown=True):
     for layer in layers:
@@ -53,8 +59,9 @@ def _is_flat(layer) -> bool:
     from gi.repository import Gegl
 
     w, h = layer.get_width(), layer.get_height()
-    data = bytes(layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "R'G'B'A u8",
-                                        Gegl.AbyssPolicy.CLAMP))
+    data = bytes(
+        layer.get_buffer().get(Gegl.Rectangle.new(0, 0, w, h), 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP)
+    )
     n = w * h
     return data == data[:4] * n or data[3::4].count(0) == n
 
@@ -126,8 +133,10 @@ def inside_gimp(job_path: str) -> None:
     outcome = {"files": []}
     proc = Gimp.get_pdb().lookup_procedure(PROC_NAME)
     if proc is None:
-        outcome["error"] = (f"the maskd plug-in ({PROC_NAME}) is not installed in this GIMP profile: "
-                            "run `maskd install-plugins` and try again")
+        outcome["error"] = (
+            f"the maskd plug-in ({PROC_NAME}) is not installed in this GIMP profile: "
+            "run `maskd install-plugins` and try again"
+        )
     for item in job["files"] if proc is not None else []:
         entry = {"src": item["src"], "dst": item["dst"]}
         image = None
@@ -161,8 +170,9 @@ def inside_gimp(job_path: str) -> None:
 
 # ---- the maskd command --------------------------------------------------------------------------
 
+
 def add_arguments(p) -> None:
-    from server.layered_batch import add_editor_batch_arguments
+    from maskd.server.layered_batch import add_editor_batch_arguments
 
     add_editor_batch_arguments(p, ".xcf", "gimp")
 
@@ -171,7 +181,7 @@ def find_gimp() -> list[str]:
     """The GIMP 3 console binary, or a ``MaskdError`` saying how to point at it."""
     import subprocess
 
-    from core.errors import MaskdError
+    from maskd.core.errors import MaskdError
 
     if os.environ.get("MASKD_GIMP"):
         return shlex.split(os.environ["MASKD_GIMP"])
@@ -184,22 +194,26 @@ def find_gimp() -> list[str]:
             continue
         if "version 3" in out:
             return [exe]
-    raise MaskdError("GIMP 3 was not found (looked for gimp-console-3.0 on PATH and in the usual install "
-                     "folders). Install GIMP 3, or pass --gimp COMMAND (e.g. --gimp 'flatpak run "
-                     "--command=gimp-console-3.0 org.gimp.GIMP')")
+    raise MaskdError(
+        "GIMP 3 was not found (looked for gimp-console-3.0 on PATH and in the usual install "
+        "folders). Install GIMP 3, or pass --gimp COMMAND (e.g. --gimp 'flatpak run "
+        "--command=gimp-console-3.0 org.gimp.GIMP')"
+    )
 
 
 def run(args) -> int:
     import tempfile
     from pathlib import Path
 
-    from server.client import batch_daemon
-    from server.layered_batch import plan_editor_batch, run_editor_batch
+    from maskd.server.client import batch_daemon
+    from maskd.server.layered_batch import plan_editor_batch, run_editor_batch
 
     plan, skipped = plan_editor_batch(args.folder, ".xcf", args.output, args.in_place, args.overwrite)
     if skipped:
-        print(f"maskd gimp-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
-              file=sys.stderr)
+        print(
+            f"maskd gimp-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
+            file=sys.stderr,
+        )
     if not plan:
         return 0
     command = shlex.split(args.editor_command) if args.editor_command else find_gimp()
@@ -209,8 +223,10 @@ def run(args) -> int:
     try:
         shutil.copyfile(__file__, job_dir / "maskd_gimp_batch.py")
         job_file = job_dir / "job.json"
-        expression = (f"import sys; sys.path.insert(0, {str(job_dir)!r}); import maskd_gimp_batch; "
-                      f"maskd_gimp_batch.inside_gimp({str(job_file)!r})")
+        expression = (
+            f"import sys; sys.path.insert(0, {str(job_dir)!r}); import maskd_gimp_batch; "
+            f"maskd_gimp_batch.inside_gimp({str(job_file)!r})"
+        )
         gimp = command + ["-i", "-d", "-f", "--batch-interpreter=python-fu-eval", "-b", expression, "--quit"]
         env = dict(os.environ)
         if args.connection_file:

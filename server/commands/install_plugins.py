@@ -13,9 +13,12 @@ HELP = "Install the GIMP and Krita plugins into every editor found"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--editors", metavar="LIST",
-                   help="only these, comma-separated: gimp, krita, or a location key from --list "
-                        "(e.g. gimp-3.0-flatpak, krita-native)")
+    p.add_argument(
+        "--editors",
+        metavar="LIST",
+        help="only these, comma-separated: gimp, krita, or a location key from --list "
+        "(e.g. gimp-3.0-flatpak, krita-native)",
+    )
     p.add_argument("--list", action="store_true", help="show where the editors are; install nothing")
     m = p.add_argument_group("the daemon the plugins start (default: what the installer recorded)")
     m.add_argument("--model", metavar="PRESET", help="preset the daemon serves")
@@ -23,12 +26,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument("--variant", metavar="PRESET", help="the preset whose architecture --weights has")
     m.add_argument("--device", metavar="DEVICE", help="auto | cpu | cuda | mps (default: auto)")
     s = p.add_argument_group("autostart (needed by Flatpak/Snap editors, optional elsewhere)")
-    s.add_argument("--service", dest="service", action="store_const", const="yes", default="auto",
-                   help="start the daemon with the user session even if no sandboxed editor is found")
-    s.add_argument("--no-service", dest="service", action="store_const", const="no",
-                   help="never add an autostart entry (sandboxed editors then need `maskd serve` by hand)")
-    s.add_argument("--no-start", action="store_true",
-                   help="write the autostart entry but do not start it now")
+    s.add_argument(
+        "--service",
+        dest="service",
+        action="store_const",
+        const="yes",
+        default="auto",
+        help="start the daemon with the user session even if no sandboxed editor is found",
+    )
+    s.add_argument(
+        "--no-service",
+        dest="service",
+        action="store_const",
+        const="no",
+        help="never add an autostart entry (sandboxed editors then need `maskd serve` by hand)",
+    )
+    s.add_argument(
+        "--no-start", action="store_true", help="write the autostart entry but do not start it now"
+    )
 
 
 def _model_args(args, settings: dict) -> list[str]:
@@ -44,9 +59,9 @@ def _model_args(args, settings: dict) -> list[str]:
 
 
 def run(args) -> int:
-    from installers import editors
-    from installers.locations import Platform, editor_targets
-    from installers.manifest import Manifest
+    from maskd.installers import editors
+    from maskd.installers.locations import Platform, editor_targets
+    from maskd.installers.manifest import Manifest
 
     plat = Platform.current()
     wanted = [e for e in (args.editors or "").split(",") if e.strip()] or None
@@ -64,10 +79,13 @@ def run(args) -> int:
     daemon_base = settings.get("daemon_base") or editors.default_daemon_command()[:-1]
     daemon_command = list(daemon_base) + ["serve"] + settings["model_args"]
     daemon_command += ["--device", device] if device and device != "auto" else []
-    targets = editors.install_plugins(plat, manifest, daemon_command, editors=wanted, service=args.service,
-                                      start=not args.no_start)
+    targets = editors.install_plugins(
+        plat, manifest, daemon_command, editors=wanted, service=args.service, start=not args.no_start
+    )
     if not targets:
         return 0
-    print("Next: restart the editors. GIMP: Layer ▸ Transparency ▸ Remove Background…; Krita: "
-          "Settings ▸ Dockers ▸ Background Removal (or Tools ▸ Scripts ▸ Remove Background (maskd)).")
+    print(
+        "Next: restart the editors. GIMP: Layer ▸ Transparency ▸ Remove Background…; Krita: "
+        "Settings ▸ Dockers ▸ Background Removal (or Tools ▸ Scripts ▸ Remove Background (maskd))."
+    )
     return 0

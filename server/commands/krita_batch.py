@@ -34,6 +34,7 @@ KRITA_FOLDERS = [
 
 # ---- inside Krita -------------------------------------------------------------------------------
 
+
 def _pykrita_folders() -> list[str]:
     from PyQt5.QtCore import QStandardPaths
 
@@ -55,8 +56,10 @@ def _import_plugin(job):
             import maskd
 
             return maskd
-    raise RuntimeError("the maskd Krita plugin is not installed (looked in "
-                       f"{', '.join(dict.fromkeys(folders))}): run `maskd install-plugins` and try again")
+    raise RuntimeError(
+        "the maskd Krita plugin is not installed (looked in "
+        f"{', '.join(dict.fromkeys(folders))}): run `maskd install-plugins` and try again"
+    )
 
 
 def _walk(node, parent_path="", parent_shown=True):
@@ -167,14 +170,15 @@ def inside_krita(args) -> None:
 
 # ---- the maskd command --------------------------------------------------------------------------
 
+
 def add_arguments(p) -> None:
-    from server.layered_batch import add_editor_batch_arguments
+    from maskd.server.layered_batch import add_editor_batch_arguments
 
     add_editor_batch_arguments(p, ".kra", "krita")
 
 
 def find_kritarunner() -> list[str]:
-    from core.errors import MaskdError
+    from maskd.core.errors import MaskdError
 
     if os.environ.get("MASKD_KRITARUNNER"):
         return shlex.split(os.environ["MASKD_KRITARUNNER"])
@@ -183,21 +187,25 @@ def find_kritarunner() -> list[str]:
     for exe in candidates:
         if exe and os.path.isfile(exe):
             return [exe]
-    raise MaskdError("Krita's kritarunner was not found (looked on PATH and in the usual install folders). "
-                     "Install Krita 5.2, or pass --krita COMMAND (the kritarunner command line)")
+    raise MaskdError(
+        "Krita's kritarunner was not found (looked on PATH and in the usual install folders). "
+        "Install Krita 5.2, or pass --krita COMMAND (the kritarunner command line)"
+    )
 
 
 def run(args) -> int:
     import tempfile
     from pathlib import Path
 
-    from server.client import batch_daemon
-    from server.layered_batch import plan_editor_batch, run_editor_batch
+    from maskd.server.client import batch_daemon
+    from maskd.server.layered_batch import plan_editor_batch, run_editor_batch
 
     plan, skipped = plan_editor_batch(args.folder, ".kra", args.output, args.in_place, args.overwrite)
     if skipped:
-        print(f"maskd krita-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
-              file=sys.stderr)
+        print(
+            f"maskd krita-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
+            file=sys.stderr,
+        )
     if not plan:
         return 0
     command = shlex.split(args.editor_command) if args.editor_command else find_kritarunner()

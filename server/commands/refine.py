@@ -46,7 +46,7 @@ def refine_device(name: str) -> str:
     name = (name or "auto").strip().lower()
     if name == "cpu" or (name == "auto" and not _maybe_gpu()):
         return "cpu"
-    from core.device import pick_device  # a device that is not there is a clear error
+    from maskd.core.device import pick_device  # a device that is not there is a clear error
 
     return str(pick_device(name))
 
@@ -140,9 +140,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
-
-    from core import imageio, pipeline
-    from core.errors import InputError
+    from maskd.core import imageio, pipeline
+    from maskd.core.errors import InputError
 
     started = time.perf_counter()
     outputs = [Path(p) for p in (args.output, args.fg_out, args.rgba_out) if p]

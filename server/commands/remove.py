@@ -36,18 +36,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-from core.errors import MaskdError
+from maskd.core.errors import MaskdError
 
 HELP = "Remove the background of images, folders and layered files"
 
 # modules that extend `remove` (each has register(hooks)); missing ones are skipped
-EXTENSIONS = ["server.finishing", "server.layered_batch"]
+EXTENSIONS = ["maskd.server.finishing", "maskd.server.layered_batch"]
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp"}
 OUTPUT_FORMATS = {"png": ".png", "webp": ".webp", "tif": ".tif", "jpg": ".jpg"}
-NAMED_COLOURS = {"white": (255, 255, 255), "black": (0, 0, 0), "gray": (128, 128, 128),
-                 "grey": (128, 128, 128), "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
+NAMED_COLOURS = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+    "red": (255, 0, 0),
+    "green": (0, 255, 0),
+    "blue": (0, 0, 255),
+}
 
 
 @dataclass
@@ -110,6 +116,7 @@ class Context:
 
 # ---------------------------------------------------------------------------- arguments
 
+
 def _colour(text: str):
     t = text.strip().lower()
     if t in NAMED_COLOURS:
@@ -119,7 +126,7 @@ def _colour(text: str):
         if len(h) == 3:
             h = "".join(c * 2 for c in h)
         try:
-            return tuple(int(h[i:i + 2], 16) for i in (0, 2, 4))
+            return tuple(int(h[i : i + 2], 16) for i in (0, 2, 4))
         except ValueError:
             pass
     parts = t.split(",")
@@ -134,26 +141,48 @@ def _background(text: str):
         return colour
     if Path(text).is_file():
         return Path(text)
-    raise argparse.ArgumentTypeError(f"{text!r} is neither a colour (#rrggbb, r,g,b, white, …) "
-                                     "nor an existing image file")
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is neither a colour (#rrggbb, r,g,b, white, …) nor an existing image file"
+    )
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from server.commands.refine import _unit
+    from maskd.server.commands.refine import _unit
 
     _load_extensions()
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (searched recursively) "
-                   "or glob patterns such as 'shots/**/*.jpg'")
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
-                   help="output folder (created), or a file name when there is one input file")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files, folders (searched recursively) or glob patterns such as 'shots/**/*.jpg'",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUTPUT",
+        help="output folder (created), or a file name when there is one input file",
+    )
     out = p.add_argument_group("output")
-    out.add_argument("--mode", choices=["cutout", "rgba", "mask"], default="cutout",
-                     help="cutout: decontaminated colours + alpha (default); rgba: original colours + "
-                          "alpha; mask: the alpha alone")
-    out.add_argument("--background", type=_background, metavar="COLOUR|IMAGE",
-                     help="composite over a colour (#rrggbb, r,g,b, white) or an image (scaled to cover)")
-    out.add_argument("--format", choices=sorted(OUTPUT_FORMATS), default="png",
-                     help="output file type (default png; jpg only with --background or --mode mask)")
+    out.add_argument(
+        "--mode",
+        choices=["cutout", "rgba", "mask"],
+        default="cutout",
+        help="cutout: decontaminated colours + alpha (default); rgba: original colours + "
+        "alpha; mask: the alpha alone",
+    )
+    out.add_argument(
+        "--background",
+        type=_background,
+        metavar="COLOUR|IMAGE",
+        help="composite over a colour (#rrggbb, r,g,b, white) or an image (scaled to cover)",
+    )
+    out.add_argument(
+        "--format",
+        choices=sorted(OUTPUT_FORMATS),
+        default="png",
+        help="output file type (default png; jpg only with --background or --mode mask)",
+    )
     out.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip)")
     out.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pipe = p.add_argument_group("matte")
@@ -186,6 +215,7 @@ def _serve_args(args) -> list[str]:
 
 # ---------------------------------------------------------------------------- inputs and outputs
 
+
 def _supported(path: Path) -> bool:
     s = path.suffix.lower()
     return s in RASTER_SUFFIXES or s in HOOKS.handlers
@@ -214,9 +244,14 @@ def collect_inputs(inputs: list[str], output: Path) -> tuple[list[tuple[Path, Pa
                 problems.append(f"{text}: no matching image files")
             found += [(m, Path(m.name)) for m in files]
         elif path.is_dir():
-            files = sorted(f for f in path.rglob("*") if f.is_file() and _supported(f)
-                           and not any(part.startswith(".") for part in f.relative_to(path).parts)
-                           and not inside_output(f))
+            files = sorted(
+                f
+                for f in path.rglob("*")
+                if f.is_file()
+                and _supported(f)
+                and not any(part.startswith(".") for part in f.relative_to(path).parts)
+                and not inside_output(f)
+            )
             if not files:
                 problems.append(f"{text}: no image files in this folder")
             found += [(f, f.relative_to(path)) for f in files]
@@ -247,12 +282,13 @@ def output_path(args, src: Path, rel: Path, single_file: bool) -> Path:
 
 # ---------------------------------------------------------------------------- per-file work
 
+
 def _bit_depth(image: np.ndarray) -> int:
     return 16 if image.dtype in (np.uint16, np.float32) else 8
 
 
 def _colour_float(image: np.ndarray) -> np.ndarray:
-    from core import imageio
+    from maskd.core import imageio
 
     return imageio.colour_float(image)
 
@@ -265,14 +301,14 @@ def _cover(picture: np.ndarray, h: int, w: int) -> np.ndarray:
     nh, nw = max(h, round(ph * scale)), max(w, round(pw * scale))
     resized = cv2.resize(picture, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
     y0, x0 = (nh - h) // 2, (nw - w) // 2
-    return resized[y0:y0 + h, x0:x0 + w]
+    return resized[y0 : y0 + h, x0 : x0 + w]
 
 
 _BACKGROUND_CACHE: dict = {}
 
 
 def _background_pixels(spec, h: int, w: int) -> np.ndarray:
-    from core import imageio
+    from maskd.core import imageio
 
     if isinstance(spec, tuple):
         return np.broadcast_to(np.array(spec, np.float32) / 255.0, (h, w, 3))
@@ -285,13 +321,16 @@ def _background_pixels(spec, h: int, w: int) -> np.ndarray:
 
 def default_output(args, item: Item) -> np.ndarray:
     """The ``--mode``/``--background`` result as float32 in [0, 1]."""
-    from core import imageio
+    from maskd.core import imageio
 
     alpha = item.alpha
     if args.mode == "mask" and args.background is None:
         return alpha[..., None]
-    colours = item.foreground if (args.mode != "rgba" and item.foreground is not None) \
+    colours = (
+        item.foreground
+        if (args.mode != "rgba" and item.foreground is not None)
         else _colour_float(item.image)
+    )
     if args.background is not None:
         h, w = alpha.shape
         bg = _background_pixels(args.background, h, w)
@@ -302,7 +341,7 @@ def default_output(args, item: Item) -> np.ndarray:
 
 
 def _to_file_dtype(arr: np.ndarray, bit_depth: int, dst: Path) -> np.ndarray:
-    from core import imageio
+    from maskd.core import imageio
 
     if bit_depth == 16 and dst.suffix.lower() in (".png", ".tif", ".tiff"):
         return imageio.to_uint16(arr)
@@ -310,7 +349,7 @@ def _to_file_dtype(arr: np.ndarray, bit_depth: int, dst: Path) -> np.ndarray:
 
 
 def process_raster(ctx: Context, src: Path, dst: Path) -> str | None:
-    from core import imageio
+    from maskd.core import imageio
 
     args = ctx.args
     image = imageio.read_image(src)
@@ -330,10 +369,18 @@ def process_raster(ctx: Context, src: Path, dst: Path) -> str | None:
 
 # ---------------------------------------------------------------------------- the batch
 
+
 def _options(args) -> dict:
-    return {"quality": args.quality, "refine": not args.no_refine, "threshold": args.threshold,
-            "grow": args.grow, "feather": args.feather, "fill_holes": args.fill_holes, "invert": args.invert,
-            "decontaminate": args.mode != "rgba" or bool(HOOKS.finishers)}
+    return {
+        "quality": args.quality,
+        "refine": not args.no_refine,
+        "threshold": args.threshold,
+        "grow": args.grow,
+        "feather": args.feather,
+        "fill_holes": args.fill_holes,
+        "invert": args.invert,
+        "decontaminate": args.mode != "rgba" or bool(HOOKS.finishers),
+    }
 
 
 def _unique_outputs(jobs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
@@ -356,20 +403,22 @@ def _unique_outputs(jobs: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
 
 
 def _check_combination(args) -> None:
-    finishing = sys.modules.get("server.finishing")  # its --background/--preset replace ours
+    finishing = sys.modules.get("maskd.server.finishing")  # its --background/--preset replace ours
     opaque = args.background is not None or (finishing is not None and finishing.opaque_output(args))
     if args.format == "jpg" and args.mode != "mask" and not opaque:
-        raise MaskdError("--format jpg cannot hold transparency: add --background COLOUR, use --mode mask, "
-                         "or keep --format png")
+        raise MaskdError(
+            "--format jpg cannot hold transparency: add --background COLOUR, use --mode mask, "
+            "or keep --format png"
+        )
 
 
 def run(args) -> int:
-    from plugins import maskd_client as mc
-    from server.client import batch_daemon
+    from maskd.plugins import maskd_client as mc
+    from maskd.server.client import batch_daemon
 
     _load_extensions()
     if getattr(args, "in_place", False):  # layered files replaced in place (server.layered_batch)
-        from server.layered_batch import run_in_place
+        from maskd.server.layered_batch import run_in_place
 
         return run_in_place(args)
     if not args.output:
@@ -418,8 +467,10 @@ def run(args) -> int:
             finally:
                 bar.close()
     seconds = time.perf_counter() - t0
-    print(f"maskd remove: {done} written, {skipped} skipped (exist; --overwrite replaces), "
-          f"{len(failures)} failed in {seconds:.1f} s → {out}")
+    print(
+        f"maskd remove: {done} written, {skipped} skipped (exist; --overwrite replaces), "
+        f"{len(failures)} failed in {seconds:.1f} s → {out}"
+    )
     for src, note in notes:
         print(f"  note: {src}: {note}")
     if failures:

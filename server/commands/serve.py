@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import MaskdError
+from maskd.core.errors import MaskdError
 
 HELP = "Start the daemon (loads the model once, serves GIMP, Krita and the CLI)"
 DEFAULT_MAX_PIXELS = 64_000_000
@@ -24,53 +24,87 @@ DEFAULT_MAX_PIXELS = 64_000_000
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
-    m.add_argument("--model", metavar="PRESET",
-                   help="model preset or Hugging Face repo id (default: general). `stand-in` is a "
-                        "weight-free fake model for tests and benchmarks only")
+    m.add_argument(
+        "--model",
+        metavar="PRESET",
+        help="model preset or Hugging Face repo id (default: general). `stand-in` is a "
+        "weight-free fake model for tests and benchmarks only",
+    )
     m.add_argument("--weights", metavar="PATH", help="a local .safetensors/.pth file or snapshot folder")
     m.add_argument("--variant", metavar="PRESET", help="the preset whose architecture --weights follows")
     m.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto)")
     m.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    m.add_argument("--resolution", type=int, metavar="N",
-                   help="model input size override (multiple of 32; smaller = faster, coarser)")
-    m.add_argument("--patch-order", choices=["wg-hg-c", "c-hg-wg"], metavar="ORDER",
-                   help="decoder patch order the checkpoint was trained with: wg-hg-c (uploaded before "
-                        "2024-11) or c-hg-wg (later); default: the preset's. Only for a --weights file "
-                        "whose preset guess is wrong (`maskd models` lists each preset's order)")
+    m.add_argument(
+        "--resolution",
+        type=int,
+        metavar="N",
+        help="model input size override (multiple of 32; smaller = faster, coarser)",
+    )
+    m.add_argument(
+        "--patch-order",
+        choices=["wg-hg-c", "c-hg-wg"],
+        metavar="ORDER",
+        help="decoder patch order the checkpoint was trained with: wg-hg-c (uploaded before "
+        "2024-11) or c-hg-wg (later); default: the preset's. Only for a --weights file "
+        "whose preset guess is wrong (`maskd models` lists each preset's order)",
+    )
     m.add_argument("--lazy", action="store_true", help="load the model at the first request, not at start")
-    m.add_argument("--idle-unload", type=float, metavar="MIN",
-                   help="free the model's memory after MIN idle minutes, reload on the next request "
-                        "(0 = never; default: 30 on a GPU, never on CPU)")
+    m.add_argument(
+        "--idle-unload",
+        type=float,
+        metavar="MIN",
+        help="free the model's memory after MIN idle minutes, reload on the next request "
+        "(0 = never; default: 30 on a GPU, never on CPU)",
+    )
     d = p.add_argument_group("daemon")
     d.add_argument("--foreground", action="store_true", help="run in this process (logs to stderr)")
     d.add_argument("--log-file", metavar="PATH", help="default: maskd.log beside the connection file")
-    d.add_argument("--connection-file", metavar="PATH",
-                   help="default: $MASKD_CONNECTION_FILE, else $XDG_RUNTIME_DIR/maskd/connection.json")
-    d.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help=f"largest image accepted (default {DEFAULT_MAX_PIXELS:,})")
+    d.add_argument(
+        "--connection-file",
+        metavar="PATH",
+        help="default: $MASKD_CONNECTION_FILE, else $XDG_RUNTIME_DIR/maskd/connection.json",
+    )
+    d.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
+        help=f"largest image accepted (default {DEFAULT_MAX_PIXELS:,})",
+    )
     d.add_argument("--max-queue", type=int, default=8, metavar="N", help="jobs waiting before `busy`")
-    d.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; anything else needs --curve)")
-    d.add_argument("--curve", action="store_true",
-                   help="encrypt with ZeroMQ CURVE (needed for a non-loopback --host; clients then need "
-                        "pyzmq and a copy of the connection file)")
+    d.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else needs --curve)"
+    )
+    d.add_argument(
+        "--curve",
+        action="store_true",
+        help="encrypt with ZeroMQ CURVE (needed for a non-loopback --host; clients then need "
+        "pyzmq and a copy of the connection file)",
+    )
     d.add_argument("--port", type=int, default=0, help="TCP port (default: a free one)")
     d.add_argument("--no-ipc", action="store_true", help="TCP only (no Unix socket)")
-    d.add_argument("--start-timeout", type=float, default=900.0, metavar="S",
-                   help="how long to wait for the model to load before giving up")
+    d.add_argument(
+        "--start-timeout",
+        type=float,
+        default=900.0,
+        metavar="S",
+        help="how long to wait for the model to load before giving up",
+    )
     d.add_argument("--worker", default="pipeline", choices=["pipeline", "null"], help=argparse.SUPPRESS)
     d.add_argument("--daemonized", action="store_true", help=argparse.SUPPRESS)
 
 
 def _check_args(args) -> None:
     if args.resolution is not None and (args.resolution < 32 or args.resolution % 32):
-        raise MaskdError(f"--resolution {args.resolution}: must be a positive multiple of 32 "
-                         "(e.g. 512, 1024)")
+        raise MaskdError(
+            f"--resolution {args.resolution}: must be a positive multiple of 32 (e.g. 512, 1024)"
+        )
     if args.weights and not Path(args.weights).exists():
         raise MaskdError(f"--weights {args.weights}: no such file or folder")
     if args.model and args.weights:
-        raise MaskdError("give --model or --weights, not both "
-                         "(--variant names the architecture of --weights)")
+        raise MaskdError(
+            "give --model or --weights, not both (--variant names the architecture of --weights)"
+        )
     if args.max_pixels < 64 * 64:
         raise MaskdError(f"--max-pixels {args.max_pixels} is too small")
     try:
@@ -78,9 +112,11 @@ def _check_args(args) -> None:
     except ValueError:
         raise MaskdError(f"--host {args.host}: give a literal IP address such as 127.0.0.1") from None
     if not addr.is_loopback and not args.curve:
-        raise MaskdError(f"--host {args.host}: binding a non-loopback address without encryption is "
-                         "refused (requests are signed but pixels would travel in clear). Add --curve, "
-                         "or reach maskd through an SSH tunnel.")
+        raise MaskdError(
+            f"--host {args.host}: binding a non-loopback address without encryption is "
+            "refused (requests are signed but pixels would travel in clear). Add --curve, "
+            "or reach maskd through an SSH tunnel."
+        )
     if args.curve:
         import zmq
 
@@ -89,14 +125,14 @@ def _check_args(args) -> None:
 
 
 def _connection_file(args) -> Path:
-    from server import connection
+    from maskd.server import connection
 
     return connection.connection_path(args.connection_file).absolute()
 
 
 def _running(cfile: Path):
     """The status of a daemon answering at ``cfile``, or None."""
-    from plugins import maskd_client as mc
+    from maskd.plugins import maskd_client as mc
 
     try:
         with mc.connect(str(cfile), timeout=5.0) as client:
@@ -106,23 +142,41 @@ def _running(cfile: Path):
 
 
 def _config(args, cfile: Path):
-    from core.session import SessionSpec
-    from server.daemon import DaemonConfig
+    from maskd.core.session import SessionSpec
+    from maskd.server.daemon import DaemonConfig
 
-    spec = SessionSpec(model=args.model, weights=args.weights, variant=args.variant, device=args.device,
-                       precision=args.precision, resolution=args.resolution,
-                       patch_order=getattr(args, "patch_order", None))
+    spec = SessionSpec(
+        model=args.model,
+        weights=args.weights,
+        variant=args.variant,
+        device=args.device,
+        precision=args.precision,
+        resolution=args.resolution,
+        patch_order=getattr(args, "patch_order", None),
+    )
     idle = None if args.idle_unload is None else args.idle_unload * 60.0
-    return DaemonConfig(spec=spec, worker=args.worker, connection_file=cfile, host=args.host, port=args.port,
-                        ipc=not args.no_ipc, max_pixels=args.max_pixels, max_queue=args.max_queue,
-                        idle_unload_s=idle, lazy=args.lazy, curve=args.curve)
+    return DaemonConfig(
+        spec=spec,
+        worker=args.worker,
+        connection_file=cfile,
+        host=args.host,
+        port=args.port,
+        ipc=not args.no_ipc,
+        max_pixels=args.max_pixels,
+        max_queue=args.max_queue,
+        idle_unload_s=idle,
+        lazy=args.lazy,
+        curve=args.curve,
+    )
 
 
 def _describe(st: dict) -> str:
     model = st.get("model") or {}
     ends = ", ".join((st.get("endpoints") or {}).values())
-    return (f"pid {st.get('pid')}, model {model.get('name')} on {model.get('device')} "
-            f"({st.get('model_state')}); {ends}")
+    return (
+        f"pid {st.get('pid')}, model {model.get('name')} on {model.get('device')} "
+        f"({st.get('model_state')}); {ends}"
+    )
 
 
 def apply_installed_defaults(args) -> None:
@@ -130,7 +184,7 @@ def apply_installed_defaults(args) -> None:
     weights file and device), so `maskd remove photo.jpg` works right after installing, offline too."""
     if args.model or args.weights:
         return
-    from installers.defaults import installed_serve_args
+    from maskd.installers.defaults import installed_serve_args
 
     extra = installed_serve_args()
     if not extra:
@@ -146,8 +200,10 @@ def apply_installed_defaults(args) -> None:
     if args.device == "auto" and installed.device:
         args.device = installed.device
     if args.weights and not Path(args.weights).exists():
-        raise MaskdError(f"the installed weights file {args.weights} is missing; run the installer again, "
-                         "or give --model/--weights")
+        raise MaskdError(
+            f"the installed weights file {args.weights} is missing; run the installer again, "
+            "or give --model/--weights"
+        )
 
 
 def run(args) -> int:
@@ -164,8 +220,8 @@ def run(args) -> int:
 
 
 def _run_here(args, cfile: Path) -> int:
-    from server import connection
-    from server.daemon import AlreadyRunning, Daemon, setup_logging
+    from maskd.server import connection
+    from maskd.server.daemon import AlreadyRunning, Daemon, setup_logging
 
     log_file = args.log_file or str(cfile.parent / connection.LOG_NAME)
     connection.prepare_dir(cfile.parent)
@@ -180,10 +236,32 @@ def _run_here(args, cfile: Path) -> int:
 
 
 def _child_argv(args, log_file: str, cfile: Path) -> list[str]:
-    argv = [sys.executable, "-m", "server", "serve", "--daemonized", "--log-file", log_file,
-            "--connection-file", str(cfile)]
-    for name in ("model", "weights", "variant", "device", "precision", "resolution", "patch_order",
-                 "idle_unload", "max_pixels", "max_queue", "host", "port", "worker"):
+    argv = [
+        sys.executable,
+        "-m",
+        "maskd.server",
+        "serve",
+        "--daemonized",
+        "--log-file",
+        log_file,
+        "--connection-file",
+        str(cfile),
+    ]
+    for name in (
+        "model",
+        "weights",
+        "variant",
+        "device",
+        "precision",
+        "resolution",
+        "patch_order",
+        "idle_unload",
+        "max_pixels",
+        "max_queue",
+        "host",
+        "port",
+        "worker",
+    ):
         value = getattr(args, name)
         if value is not None:
             if name == "weights":
@@ -196,7 +274,7 @@ def _child_argv(args, log_file: str, cfile: Path) -> list[str]:
 
 
 def _spawn(args, cfile: Path) -> int:
-    from server import connection
+    from maskd.server import connection
 
     connection.prepare_dir(cfile.parent)
     log_file = os.path.abspath(args.log_file or str(cfile.parent / connection.LOG_NAME))
@@ -239,8 +317,11 @@ def _spawn(args, cfile: Path) -> int:
         proc.terminate()
     except OSError:
         pass
-    print(f"maskd serve: the daemon was not ready after {args.start_timeout:.0f} s (see {log_file}); "
-          "stopped it. Raise --start-timeout for a slow first load.", file=sys.stderr)
+    print(
+        f"maskd serve: the daemon was not ready after {args.start_timeout:.0f} s (see {log_file}); "
+        "stopped it. Raise --start-timeout for a slow first load.",
+        file=sys.stderr,
+    )
     return 1
 
 

@@ -18,14 +18,23 @@ def add_arguments(p) -> None:
 
 def gather(connection_file=None) -> dict:
     """Status as one dict (``running`` false with a ``reason`` when no daemon answers)."""
-    from plugins import maskd_client as mc
-    from server import connection
-    from server import protocol as P
+    from maskd.plugins import maskd_client as mc
+    from maskd.server import connection
+    from maskd.server import protocol as P
 
     cfile = connection.connection_path(connection_file).absolute()
-    base = {"running": False, "pid": None, "endpoints": {}, "connection_file": str(cfile),
-            "protocol": P.TAG.decode(), "protocol_version": list(P.VERSION), "model": None,
-            "model_state": None, "device": None, "queue_length": 0}
+    base = {
+        "running": False,
+        "pid": None,
+        "endpoints": {},
+        "connection_file": str(cfile),
+        "protocol": P.TAG.decode(),
+        "protocol_version": list(P.VERSION),
+        "model": None,
+        "model_state": None,
+        "device": None,
+        "queue_length": 0,
+    }
     info = connection.read(cfile)
     try:
         with mc.connect(str(cfile), timeout=5.0) as client:
@@ -54,8 +63,10 @@ def run(args) -> int:
         print(st.get("reason") or "maskd is not running.")
         if st.get("stale_connection_file"):
             state = "alive but not answering" if st.get("pid_alive") else "dead"
-            print(f"A stale connection file remains at {st['connection_file']} (pid {st['pid']}, "
-                  f"{state}); `maskd serve` replaces it.")
+            print(
+                f"A stale connection file remains at {st['connection_file']} (pid {st['pid']}, "
+                f"{state}); `maskd serve` replaces it."
+            )
         return 3
     model = st.get("model") or {}
     lines = [
@@ -65,8 +76,8 @@ def run(args) -> int:
         f"on {st.get('device')}, {model.get('dtype')}",
         f"  endpoints:  {', '.join((st.get('endpoints') or {}).values())}",
         f"  connection: {st['connection_file']}",
-        f"  queue:      {st.get('queue_length')} job(s)" + (f", running {st['current_job']}"
-                                                            if st.get("current_job") else ""),
+        f"  queue:      {st.get('queue_length')} job(s)"
+        + (f", running {st['current_job']}" if st.get("current_job") else ""),
         f"  uptime:     {st.get('uptime_s', 0):.0f} s; "
         f"{st.get('counters', {}).get('jobs_done', 0)} jobs done",
     ]

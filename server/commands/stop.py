@@ -13,12 +13,17 @@ HELP = "Stop the running daemon"
 
 def add_arguments(p) -> None:
     p.add_argument("--connection-file", metavar="PATH", help="default: the per-user connection file")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
-                   help="how long to wait for a clean stop before terminating (default 30)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="how long to wait for a clean stop before terminating (default 30)",
+    )
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
-    from server import connection
+    from maskd.server import connection
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -56,8 +61,8 @@ def _terminate(pid: int, timeout: float) -> bool:
 
 def stop(connection_file=None, timeout: float = 30.0) -> tuple[bool, str]:
     """Stop the daemon; returns (stopped_something, message)."""
-    from plugins import maskd_client as mc
-    from server import connection
+    from maskd.plugins import maskd_client as mc
+    from maskd.server import connection
 
     cfile = connection.connection_path(connection_file).absolute()
     info = connection.read(cfile)
@@ -84,13 +89,17 @@ def stop(connection_file=None, timeout: float = 30.0) -> tuple[bool, str]:
         if not _looks_like_maskd(pid):
             return False, f"maskd is not answering and pid {pid} is not a maskd process; nothing stopped"
         ok = _terminate(pid, timeout)
-        return ok, (f"maskd (pid {pid}) did not answer; terminated it" if ok
-                    else f"could not stop maskd (pid {pid})")
+        return ok, (
+            f"maskd (pid {pid}) did not answer; terminated it" if ok else f"could not stop maskd (pid {pid})"
+        )
     if _wait_gone(pid, timeout):
         return True, f"maskd stopped (pid {pid})"
     ok = _terminate(pid, 10.0)
-    return ok, (f"maskd (pid {pid}) did not stop within {timeout:.0f} s; terminated it" if ok
-                else f"could not stop maskd (pid {pid})")
+    return ok, (
+        f"maskd (pid {pid}) did not stop within {timeout:.0f} s; terminated it"
+        if ok
+        else f"could not stop maskd (pid {pid})"
+    )
 
 
 def run(args) -> int:

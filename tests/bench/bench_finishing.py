@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from core import canvas, compose, imageio, pipeline  # noqa: E402
-from core.session import StandInSession  # noqa: E402
-from core.shadow import parse_shadow  # noqa: E402
+from maskd.core import canvas, compose, imageio, pipeline  # noqa: E402
+from maskd.core.session import StandInSession  # noqa: E402
+from maskd.core.shadow import parse_shadow  # noqa: E402
 
 GOAL_S = 0.5
 
@@ -57,18 +57,30 @@ def product_photo(size: int) -> np.ndarray:
 CONFIGS = [
     ("white background", dict(background="white")),
     ("white + soft shadow", dict(background="white", shadow="soft")),
-    ("marketplace (white, soft shadow, 5%, 2000x2000)",
-     dict(background="white", shadow="soft", crop="subject", margin="5%", canvas="2000x2000")),
-    ("white + soft shadow, 5%, square at native size",
-     dict(background="white", shadow="soft", crop="subject", margin="5%", canvas="1:1")),
-    ("blurred original + drop shadow, 2000x2000",
-     dict(background="blur", shadow="drop", crop="subject", margin="5%", canvas="2000x2000")),
+    (
+        "marketplace (white, soft shadow, 5%, 2000x2000)",
+        dict(background="white", shadow="soft", crop="subject", margin="5%", canvas="2000x2000"),
+    ),
+    (
+        "white + soft shadow, 5%, square at native size",
+        dict(background="white", shadow="soft", crop="subject", margin="5%", canvas="1:1"),
+    ),
+    (
+        "blurred original + drop shadow, 2000x2000",
+        dict(background="blur", shadow="drop", crop="subject", margin="5%", canvas="2000x2000"),
+    ),
     ("picture background (cover) + drop shadow", dict(background="@picture", shadow="drop")),
     ("transparent + soft shadow (RGBA)", dict(shadow="soft", crop="subject", margin="5%")),
-    ("marketplace, 16-bit input", dict(background="white", shadow="soft", crop="subject", margin="5%",
-                                       canvas="2000x2000", sixteen=True)),
-    ("marketplace, raw stand-in matte (soft everywhere)",
-     dict(background="white", shadow="soft", crop="subject", margin="5%", canvas="2000x2000", raw=True)),
+    (
+        "marketplace, 16-bit input",
+        dict(
+            background="white", shadow="soft", crop="subject", margin="5%", canvas="2000x2000", sixteen=True
+        ),
+    ),
+    (
+        "marketplace, raw stand-in matte (soft everywhere)",
+        dict(background="white", shadow="soft", crop="subject", margin="5%", canvas="2000x2000", raw=True),
+    ),
 ]
 
 
@@ -111,11 +123,15 @@ def main() -> int:
         rng = np.random.default_rng(0)
         backdrop = (rng.random((1200, 1800, 3)) * 40 + 180).astype(np.uint8)
         imageio.write_image(picture, backdrop)
-        print(f"finishing of a {size}x{size} image (matte: stand-in model + pipeline in {prep:.1f} s, "
-              f"{edge:.1%} soft-edge pixels); load average {os.getloadavg()[0]:.1f} on "
-              f"{os.cpu_count()} CPUs; goal ≤ {GOAL_S:.1f} s\n")
-        header = f"{'configuration':<50} {'best s':>7} {'median s':>9} {'cpu s':>6} {'output':>16}  " \
-                 f"{'jpg/png enc s':>13}  stages of the best run (ms)"
+        print(
+            f"finishing of a {size}x{size} image (matte: stand-in model + pipeline in {prep:.1f} s, "
+            f"{edge:.1%} soft-edge pixels); load average {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} CPUs; goal ≤ {GOAL_S:.1f} s\n"
+        )
+        header = (
+            f"{'configuration':<50} {'best s':>7} {'median s':>9} {'cpu s':>6} {'output':>16}  "
+            f"{'jpg/png enc s':>13}  stages of the best run (ms)"
+        )
         print(header)
         print("-" * len(header))
         worst_best = worst_cpu = 0.0
@@ -143,14 +159,18 @@ def main() -> int:
             enc = time.perf_counter() - enc0
             stages = " ".join(f"{k}={v * 1000:.0f}" for k, v in best[1].items() if v >= 0.0005)
             shape = f"{out.shape[1]}x{out.shape[0]}x{out.shape[2]}"
-            print(f"{name:<50} {min(walls):>7.3f} {statistics.median(walls):>9.3f} "
-                  f"{statistics.median(cpus):>6.2f} {shape:>16}  {fmt[1:]} {enc:>9.3f}  {stages}")
+            print(
+                f"{name:<50} {min(walls):>7.3f} {statistics.median(walls):>9.3f} "
+                f"{statistics.median(cpus):>6.2f} {shape:>16}  {fmt[1:]} {enc:>9.3f}  {stages}"
+            )
             if not cfg.get("raw"):
                 worst_best = max(worst_best, min(walls))
                 worst_cpu = max(worst_cpu, statistics.median(cpus))
-    print(f"\nslowest configuration (real-like matte): best run {worst_best:.3f} s wall "
-          f"({'within' if worst_best <= GOAL_S else 'OVER'} the {GOAL_S:.1f} s goal at load "
-          f"{os.getloadavg()[0]:.1f}), {worst_cpu:.3f} s CPU")
+    print(
+        f"\nslowest configuration (real-like matte): best run {worst_best:.3f} s wall "
+        f"({'within' if worst_best <= GOAL_S else 'OVER'} the {GOAL_S:.1f} s goal at load "
+        f"{os.getloadavg()[0]:.1f}), {worst_cpu:.3f} s CPU"
+    )
     return 0
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from installers.plugins import install_krita_plugin  # noqa: E402
+from maskd.installers.plugins import install_krita_plugin  # noqa: E402
+
 from tests.conftest import CACHE, maskd_command, maskd_env  # noqa: E402
 from tests.editors.conftest import ROOT, run_in_root  # noqa: E402
 
@@ -37,8 +38,9 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=4000)
     ap.add_argument("--repeats", type=int, default=4, help="runs (the first is reported as warm-up)")
     args = ap.parse_args()
-    setup = subprocess.run([str(REPO / "tests/editors/setup_root.sh"), str(ROOT)], capture_output=True,
-                           text=True)
+    setup = subprocess.run(
+        [str(REPO / "tests/editors/setup_root.sh"), str(ROOT)], capture_output=True, text=True
+    )
     if setup.returncode != 0:
         print(setup.stdout + setup.stderr)
         return 1
@@ -47,25 +49,53 @@ def main() -> int:
     run_dir.mkdir(mode=0o700)
     connection = run_dir / "connection.json"
     env = maskd_env(MASKD_CONNECTION_FILE=connection)
-    serve = maskd_command() + ["serve", "--model", "stand-in", "--device", "cpu", "--log-file",
-                               str(run_dir / "daemon.log")]
+    serve = maskd_command() + [
+        "serve",
+        "--model",
+        "stand-in",
+        "--device",
+        "cpu",
+        "--log-file",
+        str(run_dir / "daemon.log"),
+    ]
     r = subprocess.run(serve, capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     if r.returncode != 0:
         print("maskd serve failed:", r.stdout, r.stderr)
         return 1
     try:
         home = CACHE / "krita-home"
-        install_krita_plugin(home / ".local/share/krita", home / ".config/kritarc",
-                             {"connection_file": str(connection), "autostart": False, "daemon_command": []})
-        spec = {"pykrita": str(home / ".local/share/krita/pykrita"), "size": args.size,
-                "repeats": args.repeats, "options": {"refine": False, "decontaminate": False},
-                "result": str(work / "bench.json")}
+        install_krita_plugin(
+            home / ".local/share/krita",
+            home / ".config/kritarc",
+            {"connection_file": str(connection), "autostart": False, "daemon_command": []},
+        )
+        spec = {
+            "pykrita": str(home / ".local/share/krita/pykrita"),
+            "size": args.size,
+            "repeats": args.repeats,
+            "options": {"refine": False, "decontaminate": False},
+            "result": str(work / "bench.json"),
+        }
         (work / "spec.json").write_text(json.dumps(spec))
         binds = {str(work): str(work), str(home): str(home), str(CHECKS): "/maskd-krita-checks"}
-        r = run_in_root(ROOT, ["timeout", "-k", "5", "900", "kritarunner", "-s", "krita_bench", "-f", "main",
-                               str(work / "spec.json")], binds=binds,
-                        env={"HOME": str(home), "QT_QPA_PLATFORM": "offscreen",
-                             "PYTHONPATH": "/maskd-krita-checks"}, timeout=960)
+        r = run_in_root(
+            ROOT,
+            [
+                "timeout",
+                "-k",
+                "5",
+                "900",
+                "kritarunner",
+                "-s",
+                "krita_bench",
+                "-f",
+                "main",
+                str(work / "spec.json"),
+            ],
+            binds=binds,
+            env={"HOME": str(home), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": "/maskd-krita-checks"},
+            timeout=960,
+        )
         if not (work / "bench.json").exists():
             print("kritarunner wrote no result:", (r.stdout + r.stderr)[-3000:])
             return 1
@@ -98,8 +128,10 @@ def report(size: int, runs: list) -> int:
         row["job wall time"] = run["total"]
         rows.append(row)
     measured = rows[1:] or rows
-    print(f"Krita 5.2 plugin, {size}×{size} RGBA U8 layer → transparency mask "
-          f"({len(measured)} runs after 1 warm-up; median, seconds)")
+    print(
+        f"Krita 5.2 plugin, {size}×{size} RGBA U8 layer → transparency mask "
+        f"({len(measured)} runs after 1 warm-up; median, seconds)"
+    )
     print(f"{'stage':46s} {'median':>8s} {'min':>8s} {'max':>8s}")
     for key in rows[0]:
         values = [r[key] for r in measured]

@@ -25,8 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from core.layered import add_masks  # noqa: E402
-from server.layered_batch import process_layered  # noqa: E402
+from maskd.core.layered import add_masks  # noqa: E402
+from maskd.server.layered_batch import process_layered  # noqa: E402
+
 from tests.editors.layered.synth import SynthLayer, photo, write_kra, write_ora, write_xcf  # noqa: E402
 
 WRITERS = {".xcf": lambda w, h, layers: write_xcf(w, h, layers, 11), ".ora": write_ora, ".kra": write_kra}
@@ -47,14 +48,19 @@ def make_files(folder: Path, count: int, width: int, height: int) -> list[Path]:
     t0 = time.perf_counter()
     for i in range(count):
         suffix = suffixes[i % len(suffixes)]
-        layers = [SynthLayer("logo", logo, (width // 10, height // 10), 0.8),
-                  SynthLayer("photo", photos[i % 3]), SynthLayer("Background", white)]
+        layers = [
+            SynthLayer("logo", logo, (width // 10, height // 10), 0.8),
+            SynthLayer("photo", photos[i % 3]),
+            SynthLayer("Background", white),
+        ]
         path = folder / f"shot{i:02d}{suffix}"
         path.write_bytes(WRITERS[suffix](width, height, layers))
         paths.append(path)
     size = sum(p.stat().st_size for p in paths) / 1e6
-    print(f"made {count} files of {width}×{height} ({size:.0f} MB) in {time.perf_counter() - t0:.1f} s",
-          file=sys.stderr)
+    print(
+        f"made {count} files of {width}×{height} ({size:.0f} MB) in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
     return paths
 
 
@@ -72,7 +78,7 @@ def main() -> int:
 
     alpha_fn, client = local_alpha, None
     if args.daemon:
-        from server.client import DaemonClient
+        from maskd.server.client import DaemonClient
 
         client = DaemonClient.connect(args.daemon)
         options = {"quality": "default", "refine": True, "decontaminate": False}
@@ -86,8 +92,10 @@ def main() -> int:
     rows = {}
     for r in summary.results:
         rows.setdefault(r.source.suffix, []).append(r)
-    header = (f"{'format':8} {'files':>5} {'wall s/file':>12} {'alpha':>7} {'beyond model':>13} "
-              f"{'CPU s/file':>11} {'alpha':>7} {'beyond model':>13}")
+    header = (
+        f"{'format':8} {'files':>5} {'wall s/file':>12} {'alpha':>7} {'beyond model':>13} "
+        f"{'CPU s/file':>11} {'alpha':>7} {'beyond model':>13}"
+    )
     print("\n" + header)
     worst = 0.0
     for suffix, results in sorted(rows.items()):
@@ -96,16 +104,22 @@ def main() -> int:
         cpu = np.mean([r.cpu_total for r in results])
         cpu_alpha = np.mean([r.cpu_alpha for r in results])
         worst = max(worst, total - alpha)
-        print(f"{suffix:8} {len(results):5d} {total:12.2f} {alpha:7.2f} {total - alpha:13.2f} "
-              f"{cpu:11.2f} {cpu_alpha:7.2f} {cpu - cpu_alpha:13.2f}")
+        print(
+            f"{suffix:8} {len(results):5d} {total:12.2f} {alpha:7.2f} {total - alpha:13.2f} "
+            f"{cpu:11.2f} {cpu_alpha:7.2f} {cpu - cpu_alpha:13.2f}"
+        )
     overall = summary.overhead_per_file()
     cpu_overall = np.mean([r.cpu_total - r.cpu_alpha for r in summary.results])
     blank = ""
-    print(f"{'all':8} {len(summary.results):5d} {blank:12} {blank:7} {overall:13.2f} {blank:11} {blank:7} "
-          f"{cpu_overall:13.2f}")
+    print(
+        f"{'all':8} {len(summary.results):5d} {blank:12} {blank:7} {overall:13.2f} {blank:11} {blank:7} "
+        f"{cpu_overall:13.2f}"
+    )
     verdict = "OK" if worst <= 1.0 else "OVER"
-    print(f"\ngoal: at most 1 s per file beyond the model — worst format {worst:.2f} s wall: {verdict}"
-          f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(
+        f"\ngoal: at most 1 s per file beyond the model — worst format {worst:.2f} s wall: {verdict}"
+        f" (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+    )
     # the in-place path (same work, written over the input) for one file of each format
     for path in paths[:3]:
         t0 = time.perf_counter()

@@ -78,22 +78,22 @@ def _sync(device):
 def _plain_dcn(model) -> None:
     """Replace every deformable convolution by an ordinary one with the same (folded) weights."""
     import torch.nn.functional as F
-
-    from core.deform_conv import DeformableConv2d
+    from maskd.core.deform_conv import DeformableConv2d
 
     for module in model.modules():
         if isinstance(module, DeformableConv2d):
             module.forward = (lambda m: lambda x: F.conv2d(x, m._weight, m._bias, m.stride, m.padding))(
-                module)
+                module
+            )
 
 
 def child(args) -> dict:
     import numpy as np
     import torch
+    from maskd.core import device as devices
+    from maskd.core.birefnet import load_model
     from torch.utils.flop_counter import FlopCounterMode
 
-    from core import device as devices
-    from core.birefnet import load_model
     from tests.conftest import _golden_module
 
     golden = _golden_module()
@@ -105,8 +105,14 @@ def child(args) -> dict:
     image = golden.make_image(h, w)
     x = torch.from_numpy(golden.normalise(image)).to(device)
     weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    result = {"model": args.model, "device": str(device), "dtype": devices.dtype_name(dtype),
-              "size": f"{w}x{h}", "threads": torch.get_num_threads(), "weights_mb": weights_bytes / 2**20}
+    result = {
+        "model": args.model,
+        "device": str(device),
+        "dtype": devices.dtype_name(dtype),
+        "size": f"{w}x{h}",
+        "threads": torch.get_num_threads(),
+        "weights_mb": weights_bytes / 2**20,
+    }
     with torch.inference_mode():
         if args.plain:
             _plain_dcn(model)
@@ -166,11 +172,15 @@ def main(argv=None) -> int:
 
     import numpy as np
     import torch
+    from maskd.core.device import mps_available
 
-    from core.device import mps_available
-
-    devices = args.devices.split(",") if args.devices else (
-        ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if mps_available() else []))
+    devices = (
+        args.devices.split(",")
+        if args.devices
+        else (
+            ["cpu"] + (["cuda"] if torch.cuda.is_available() else []) + (["mps"] if mps_available() else [])
+        )
+    )
     runs = []
     for model in args.models.split(","):
         for device in devices:
@@ -182,8 +192,21 @@ def main(argv=None) -> int:
 
         def run_child(model, device, dtype, plain=False):
             out = Path(tmp) / f"{model}-{device}-{dtype}{'-plain' if plain else ''}.json"
-            cmd = [sys.executable, __file__, "--child", "--model", model, "--device", device,
-                   "--dtype", dtype, "--repeat", str(args.repeat), "--out", str(out)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                "--model",
+                model,
+                "--device",
+                device,
+                "--dtype",
+                dtype,
+                "--repeat",
+                str(args.repeat),
+                "--out",
+                str(out),
+            ]
             cmd += ["--size", str(args.size)] if args.size else []
             cmd += ["--weights-dir", args.weights_dir] if args.weights_dir else []
             cmd += ["--plain"] if plain else []
@@ -209,35 +232,68 @@ def main(argv=None) -> int:
                 if plain is not None:
                     res["plain"] = plain[0]
             results.append(res)
-    heads = ["model", "device", "dtype", "size", "thr", "forward s", "CPU s", "img/s", "GFLOP", "GFLOP/s",
-             "weights MB", "peak MB", "act MB", "plain act MB", "peak/plain", "max|Δσ|"]
+    heads = [
+        "model",
+        "device",
+        "dtype",
+        "size",
+        "thr",
+        "forward s",
+        "CPU s",
+        "img/s",
+        "GFLOP",
+        "GFLOP/s",
+        "weights MB",
+        "peak MB",
+        "act MB",
+        "plain act MB",
+        "peak/plain",
+        "max|Δσ|",
+    ]
     table = []
     for r in results:
         plain = r.get("plain")
         act = r["peak_mb"] - r["base_mb"] if "peak_mb" in r else None
         plain_act = plain["peak_mb"] - plain["base_mb"] if plain and "peak_mb" in plain else None
         ratio = ((r["weights_mb"] + act) / (r["weights_mb"] + plain_act)) if act and plain_act else None
-        table.append([r["model"], r["device"], r["dtype"], r["size"], str(r["threads"]),
-                      f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}", f"{1 / r['seconds']:.2f}",
-                      f"{r['gflop']:.0f}",
-                      f"{r['gflops_per_s']:.1f}", f"{r['weights_mb']:.0f}",
-                      f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-",
-                      f"{act:.0f}" if act is not None else "-",
-                      f"{plain_act:.0f}" if plain_act is not None else "-",
-                      f"{ratio:.2f}" if ratio else "-",
-                      f"{r['max_dsigmoid']:.4f}" if "max_dsigmoid" in r else "-"])
+        table.append(
+            [
+                r["model"],
+                r["device"],
+                r["dtype"],
+                r["size"],
+                str(r["threads"]),
+                f"{r['seconds']:.2f}",
+                f"{r['cpu_seconds']:.2f}",
+                f"{1 / r['seconds']:.2f}",
+                f"{r['gflop']:.0f}",
+                f"{r['gflops_per_s']:.1f}",
+                f"{r['weights_mb']:.0f}",
+                f"{r['peak_mb']:.0f}" if "peak_mb" in r else "-",
+                f"{act:.0f}" if act is not None else "-",
+                f"{plain_act:.0f}" if plain_act is not None else "-",
+                f"{ratio:.2f}" if ratio else "-",
+                f"{r['max_dsigmoid']:.4f}" if "max_dsigmoid" in r else "-",
+            ]
+        )
     widths = [max(len(x) for x in col) for col in zip(heads, *table)]
     print("  ".join(h.ljust(w) for h, w in zip(heads, widths)))
     for row in table:
         print("  ".join(x.ljust(w) for x, w in zip(row, widths)))
-    print("forward s = wall time (best run); CPU s = process CPU time of that forward, all threads: on a "
-          "machine shared with other work, CPU s / thr is what the forward costs when it has its cores")
-    print("act = peak minus memory before the first full-size forward (CPU: resident set; CUDA: "
-          "allocated); plain = DCNs replaced by plain convolutions; "
-          "peak/plain = (weights + act) / (weights + plain act)")
+    print(
+        "forward s = wall time (best run); CPU s = process CPU time of that forward, all threads: on a "
+        "machine shared with other work, CPU s / thr is what the forward costs when it has its cores"
+    )
+    print(
+        "act = peak minus memory before the first full-size forward (CPU: resident set; CUDA: "
+        "allocated); plain = DCNs replaced by plain convolutions; "
+        "peak/plain = (weights + act) / (weights + plain act)"
+    )
     for r in results:
-        print(f"{r['model']}/{r['device']}/{r['dtype']}: timed runs "
-              f"{', '.join(f'{s:.2f}' for s in r['seconds_all'])} s")
+        print(
+            f"{r['model']}/{r['device']}/{r['dtype']}: timed runs "
+            f"{', '.join(f'{s:.2f}' for s in r['seconds_all'])} s"
+        )
     return 0
 
 

@@ -36,8 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from core import foreground as fgmod  # noqa: E402
-from core import metrics, pipeline  # noqa: E402
+from maskd.core import foreground as fgmod  # noqa: E402
+from maskd.core import metrics, pipeline  # noqa: E402
 
 # ----------------------------------------------------------------------------- measurement
 
@@ -334,8 +334,10 @@ def device_check(folder: Path, device: str) -> int:
         worst_alpha = max(worst_alpha, float(np.percentile(np.abs(dev.alpha - cpu.alpha), 99)))
         worst_colour = max(worst_colour, metrics.foreground_error(dev.foreground, cpu.foreground, cpu.alpha))
     ok = worst_alpha < 5e-3 and worst_colour < 1e-3
-    print(f"\n{'PASS' if ok else 'FAIL'} {device} vs CPU path (worst pair): alpha p99 difference "
-          f"{worst_alpha:.2e} (< 5e-3), colour difference {worst_colour:.2e} (< 1e-3)")
+    print(
+        f"\n{'PASS' if ok else 'FAIL'} {device} vs CPU path (worst pair): alpha p99 difference "
+        f"{worst_alpha:.2e} (< 5e-3), colour difference {worst_colour:.2e} (< 1e-3)"
+    )
     return 0 if ok else 1
 
 

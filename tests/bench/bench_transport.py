@@ -27,7 +27,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from plugins import maskd_client as mc  # noqa: E402
+from maskd.plugins import maskd_client as mc  # noqa: E402
 
 W = H = 4000
 WARMUP = 10  # RSS "start" is taken after this many requests (allocator pools reach their size)
@@ -62,8 +62,11 @@ class PlainSocket:
     def __init__(self, kind: str):
         tmp = tempfile.mkdtemp(prefix="bench-")
         path = os.path.join(tmp, "s.sock")
-        self.proc = subprocess.Popen([sys.executable, "-c", PLAIN_SERVER, "tcp" if kind == "tcp" else path,
-                                      str(UP), str(DOWN)], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", PLAIN_SERVER, "tcp" if kind == "tcp" else path, str(UP), str(DOWN)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         line = self.proc.stdout.readline().strip()
         if kind == "tcp":
             self.sock = socket.create_connection(("127.0.0.1", int(line)))
@@ -88,10 +91,19 @@ class PlainSocket:
 
 def start_daemon(folder: Path, *extra: str, tune: bool = True) -> Path:
     cfile = folder / "connection.json"
-    env = dict(os.environ, MASKD_CONNECTION_FILE=str(cfile), PYTHONPATH=str(REPO),
-               MASKD_MALLOC_TUNING="1" if tune else "0")
-    r = subprocess.run([sys.executable, "-m", "server", "serve", *extra], env=env, capture_output=True,
-                       text=True, cwd=REPO)
+    env = dict(
+        os.environ,
+        MASKD_CONNECTION_FILE=str(cfile),
+        PYTHONPATH=str(REPO),
+        MASKD_MALLOC_TUNING="1" if tune else "0",
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "maskd.server", "serve", *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     if r.returncode:
         sys.exit(f"maskd serve failed: {r.stdout}{r.stderr}")
     return cfile
@@ -99,7 +111,7 @@ def start_daemon(folder: Path, *extra: str, tune: bool = True) -> Path:
 
 def stop_daemon(cfile: Path) -> None:
     env = dict(os.environ, MASKD_CONNECTION_FILE=str(cfile), PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, "-m", "server", "stop"], env=env, capture_output=True, cwd=REPO)
+    subprocess.run([sys.executable, "-m", "maskd.server", "stop"], env=env, capture_output=True, cwd=REPO)
 
 
 class MaskdPath:
@@ -139,8 +151,16 @@ def rss_run(cfile: Path, requests: int, payload, label: str) -> dict:
                 samples.append((i + 1, rss_mb(pid)))
     seconds = time.perf_counter() - t0
     warm = dict(samples).get(WARMUP, samples[0][1])
-    return {"label": label, "requests": requests, "first": samples[0][1], "warm": warm, "end": samples[-1][1],
-            "max": max(s for _, s in samples), "samples": samples, "seconds": seconds}
+    return {
+        "label": label,
+        "requests": requests,
+        "first": samples[0][1],
+        "warm": warm,
+        "end": samples[-1][1],
+        "max": max(s for _, s in samples),
+        "samples": samples,
+        "seconds": seconds,
+    }
 
 
 def main() -> None:
@@ -178,16 +198,20 @@ def main() -> None:
             stop_daemon(cfile)
 
     print(f"\n### 4000×4000 RGBA u8 round trip (64 MiB up, 16 MiB alpha down), median of {args.runs}\n")
-    print("`worker` = the daemon's own time for the trivial worker (decode, copy the alpha channel out, "
-          "encode); `transport` = round trip − worker.\n")
+    print(
+        "`worker` = the daemon's own time for the trivial worker (decode, copy the alpha channel out, "
+        "encode); `transport` = round trip − worker.\n"
+    )
     print("| transport | path | round trip ms | worker ms | transport ms | transport × plain |")
     print("|---|---|---|---|---|---|")
     plain = {k: statistics.median(t) for (k, label), t in times.items() if label.startswith("plain")}
     for (kind, label), t in sorted(times.items(), key=lambda kv: (kv[0][0], statistics.median(kv[1]))):
         med = statistics.median(t)
         worker = statistics.median(paths[(kind, label)].worker_s[2:]) if label.startswith("maskd") else 0.0
-        print(f"| {kind} | {label} | {med * 1e3:.1f} | {worker * 1e3:.1f} | {(med - worker) * 1e3:.1f} | "
-              f"{(med - worker) / plain[kind]:.2f} |")
+        print(
+            f"| {kind} | {label} | {med * 1e3:.1f} | {worker * 1e3:.1f} | {(med - worker) * 1e3:.1f} | "
+            f"{(med - worker) / plain[kind]:.2f} |"
+        )
 
     results = []
     if args.rss_requests:
@@ -207,8 +231,10 @@ def main() -> None:
         print(f"| worker | requests | RSS after 1st | after {WARMUP} | at end | max | s/request |")
         print("|---|---|---|---|---|---|---|")
         for r in results:
-            print(f"| {r['label']} | {r['requests']} | {r['first']:.0f} | {r['warm']:.0f} | {r['end']:.0f} | "
-                  f"{r['max']:.0f} | {r['seconds'] / r['requests']:.2f} |")
+            print(
+                f"| {r['label']} | {r['requests']} | {r['first']:.0f} | {r['warm']:.0f} | {r['end']:.0f} | "
+                f"{r['max']:.0f} | {r['seconds'] / r['requests']:.2f} |"
+            )
         for r in results:
             print(f"\n{r['label']}: " + ", ".join(f"{n}:{m:.0f}" for n, m in r["samples"]))
 

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-from installers.plugins import (
+from maskd.installers.plugins import (
     GIMP_PLUGIN_NAME,
     KRITA_PLUGIN_NAME,
     install_gimp_plugin,
@@ -27,12 +26,15 @@ from installers.plugins import (
     set_kritarc_value,
     write_plugin_config,
 )
+
 from tests.conftest import REPO, maskd_command, maskd_env, skip_or_fail
 
 HERE = Path(__file__).resolve().parent
-NO_AUTOSTART = ("this Python lives in a system folder ({}): it cannot be mounted into the editors' "
-                "root, so the plug-in's autostart of a real daemon is not run (use a venv made from a "
-                "Python outside /usr, as CI does)")
+NO_AUTOSTART = (
+    "this Python lives in a system folder ({}): it cannot be mounted into the editors' "
+    "root, so the plug-in's autostart of a real daemon is not run (use a venv made from a "
+    "Python outside /usr, as CI does)"
+)
 ROOT = Path(os.environ.get("MASKD_EDITORS_ROOT", "/var/cache/maskd/trixie-root"))
 DAEMON_RESOLUTION = 256  # model input size for editor tests: a real forward in ~1-2 s on CI's CPU
 
@@ -46,8 +48,9 @@ def editors_root() -> Path:
         if shutil.which(tool) is None:
             skip_or_fail(f"editor tests need `{tool}`")
     try:
-        r = subprocess.run([str(HERE / "setup_root.sh"), str(ROOT)], capture_output=True, text=True,
-                           timeout=1800)
+        r = subprocess.run(
+            [str(HERE / "setup_root.sh"), str(ROOT)], capture_output=True, text=True, timeout=1800
+        )
     except subprocess.TimeoutExpired:
         skip_or_fail("building the Debian 13 editors root took over 30 minutes")
     if r.returncode != 0:
@@ -55,8 +58,14 @@ def editors_root() -> Path:
     return ROOT
 
 
-def run_in_root(root: Path, command: list[str], *, binds: dict[str, str] | None = None,
-                env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_in_root(
+    root: Path,
+    command: list[str],
+    *,
+    binds: dict[str, str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 600,
+) -> subprocess.CompletedProcess:
     """Run ``command`` inside the root; ``binds`` maps host folders to folders inside."""
     args = [str(HERE / "in_root.sh"), str(root)]
     for host, inside in (binds or {}).items():
@@ -85,9 +94,19 @@ def editors_daemon(tmp_path_factory, lite_weights) -> EditorsDaemon:
     run_dir.chmod(0o700)
     connection = run_dir / "connection.json"
     env = maskd_env(MASKD_CONNECTION_FILE=connection)
-    serve = maskd_command() + ["serve", "--weights", str(lite_weights), "--variant", "lite",
-                               "--device", "cpu", "--resolution", str(DAEMON_RESOLUTION),
-                               "--log-file", str(run_dir / "daemon.log")]
+    serve = maskd_command() + [
+        "serve",
+        "--weights",
+        str(lite_weights),
+        "--variant",
+        "lite",
+        "--device",
+        "cpu",
+        "--resolution",
+        str(DAEMON_RESOLUTION),
+        "--log-file",
+        str(run_dir / "daemon.log"),
+    ]
     r = subprocess.run(serve, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     if r.returncode != 0:
         pytest.fail(f"maskd serve failed: {r.stdout}{r.stderr}")
@@ -153,8 +172,9 @@ def place_krita_plugin(data_dir: Path, kritarc: Path, config: dict) -> Path:
     return pykrita / KRITA_PLUGIN_NAME
 
 
-_SYSTEM_DIRS = {Path(p) for p in ("/", "/usr", "/usr/local", "/bin", "/lib", "/lib64", "/etc", "/var",
-                                  "/opt")}
+_SYSTEM_DIRS = {
+    Path(p) for p in ("/", "/usr", "/usr/local", "/bin", "/lib", "/lib64", "/etc", "/var", "/opt")
+}
 
 
 def host_python_binds(*extra: Path) -> dict[str, str] | None:
@@ -181,8 +201,20 @@ def maskd_serve_command(weights: Path, log_file: Path) -> list[str]:
     maskd = Path(sys.executable).parent / "maskd"
     if not maskd.exists():
         pytest.fail(f"{maskd} is missing: install the project into the environment (pip install -e .)")
-    return [str(maskd), "serve", "--weights", str(weights), "--variant", "lite", "--device", "cpu",
-            "--resolution", str(DAEMON_RESOLUTION), "--log-file", str(log_file)]
+    return [
+        str(maskd),
+        "serve",
+        "--weights",
+        str(weights),
+        "--variant",
+        "lite",
+        "--device",
+        "cpu",
+        "--resolution",
+        str(DAEMON_RESOLUTION),
+        "--log-file",
+        str(log_file),
+    ]
 
 
 def stop_daemon(connection_file: Path) -> None:
@@ -191,8 +223,13 @@ def stop_daemon(connection_file: Path) -> None:
         pid = int(json.loads(connection_file.read_text()).get("pid", 0))
     except (OSError, ValueError):
         return
-    subprocess.run(maskd_command() + ["stop"], env=maskd_env(MASKD_CONNECTION_FILE=connection_file),
-                   capture_output=True, timeout=60, cwd=REPO)
+    subprocess.run(
+        maskd_command() + ["stop"],
+        env=maskd_env(MASKD_CONNECTION_FILE=connection_file),
+        capture_output=True,
+        timeout=60,
+        cwd=REPO,
+    )
     if pid > 0 and connection_file.exists():  # `stop` could not reach it: do not leave it running
         try:
             os.kill(pid, 9)
@@ -202,9 +239,13 @@ def stop_daemon(connection_file: Path) -> None:
 
 def differing_files(copy: Path, original: Path) -> list[str]:
     """Files that differ between a placed plugin folder and its origin (the config and caches aside)."""
+
     def files(folder: Path) -> dict[str, bytes]:
-        return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-                if p.is_file() and "__pycache__" not in p.parts and p.name != "maskd_config.json"}
+        return {
+            p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in folder.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and p.name != "maskd_config.json"
+        }
 
     a, b = files(copy), files(original)
     return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))

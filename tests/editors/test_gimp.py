@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from maskd.installers.plugins import CONFIG_NAME, GIMP_PLUGIN_NAME, PLUGINS_DIR
 
-from installers.plugins import CONFIG_NAME, GIMP_PLUGIN_NAME, PLUGINS_DIR
 from tests.conftest import REPO
 from tests.editors.conftest import (
     NO_AUTOSTART,
@@ -44,6 +44,7 @@ DEFAULT_OPTIONS = {"refine": True, "decontaminate": False, "quality": "default"}
 
 
 # ------------------------------------------------------------------------------ test images
+
 
 def photo(width: int, height: int, seed: int) -> np.ndarray:
     """A small synthetic photo in sRGB floats: a textured subject with soft edges on a gradient."""
@@ -72,10 +73,29 @@ def encode(values: np.ndarray, dtype: str) -> np.ndarray:
 class Case:
     """One image for GIMP: its pixels as the plug-in will read them, and the plug-in's arguments."""
 
-    def __init__(self, name, *, size=None, offsets=(0, 0), precision="U8_NON_LINEAR", gray=False,
-                 alpha=True, alpha_values=None, args=None, selection=None, existing_mask=None,
-                 undo=False, save=False, group=False, plugin_config=None, interactive=False, target=None,
-                 below=(), in_group=False, seed=0):
+    def __init__(
+        self,
+        name,
+        *,
+        size=None,
+        offsets=(0, 0),
+        precision="U8_NON_LINEAR",
+        gray=False,
+        alpha=True,
+        alpha_values=None,
+        args=None,
+        selection=None,
+        existing_mask=None,
+        undo=False,
+        save=False,
+        group=False,
+        plugin_config=None,
+        interactive=False,
+        target=None,
+        below=(),
+        in_group=False,
+        seed=0,
+    ):
         self.name, self.offsets, self.args, self.selection = name, tuple(offsets), dict(args or {}), selection
         self.width, self.height = size or CANVAS
         self.gray, self.alpha, self.precision = gray, alpha, precision
@@ -83,8 +103,11 @@ class Case:
         self.interactive, self.target, self.below = interactive, target, list(below)
         self.in_group = in_group
         self.dtype = "u8" if "U8" in precision else "u16" if "U16" in precision else "f32"
-        self.transfer = "linear" if precision.endswith("_LINEAR") and "NON" not in precision and \
-            self.dtype == "f32" else "srgb"
+        self.transfer = (
+            "linear"
+            if precision.endswith("_LINEAR") and "NON" not in precision and self.dtype == "f32"
+            else "srgb"
+        )
         colour = photo(self.width, self.height, seed)
         if gray:
             colour = colour @ np.array([0.2126, 0.7152, 0.0722], np.float32)
@@ -98,7 +121,7 @@ class Case:
         self.existing_mask = existing_mask
         babl = {"u8": "u8", "u16": "u16", "f32": "float"}[self.dtype]
         trc = "" if self.transfer == "linear" else "'"
-        self.read_format = (f"Y{trc}A {babl}" if gray else f"R{trc}G{trc}B{trc}A {babl}")
+        self.read_format = f"Y{trc}A {babl}" if gray else f"R{trc}G{trc}B{trc}A {babl}"
 
     @property
     def layout(self):
@@ -111,11 +134,25 @@ class Case:
             stored, fmt = self.samples[..., :-1], self.read_format.replace("A ", " ")
         (data / f"{self.name}.raw").write_bytes(np.ascontiguousarray(stored).tobytes())
         kind = ("GRAY" if self.gray else "RGB") + ("A" if self.alpha else "") + "_IMAGE"
-        entry = {"name": self.name, "width": CANVAS[0], "height": CANVAS[1],
-                 "base": "GRAY" if self.gray else "RGB", "precision": self.precision,
-                 "layer": {"width": self.width, "height": self.height, "type": kind,
-                           "offsets": list(self.offsets), "pixels": f"{self.name}.raw", "format": fmt},
-                 "args": self.args, "undo": self.undo, "save": self.save, "interactive": self.interactive}
+        entry = {
+            "name": self.name,
+            "width": CANVAS[0],
+            "height": CANVAS[1],
+            "base": "GRAY" if self.gray else "RGB",
+            "precision": self.precision,
+            "layer": {
+                "width": self.width,
+                "height": self.height,
+                "type": kind,
+                "offsets": list(self.offsets),
+                "pixels": f"{self.name}.raw",
+                "format": fmt,
+            },
+            "args": self.args,
+            "undo": self.undo,
+            "save": self.save,
+            "interactive": self.interactive,
+        }
         if self.existing_mask is not None:
             (data / f"{self.name}.mask.raw").write_bytes(self.existing_mask.astype("<f4").tobytes())
             entry["existing_mask"] = {"pixels": f"{self.name}.mask.raw", "format": "Y float"}
@@ -147,35 +184,55 @@ class Case:
 def half_transparent(width, height):
     a = np.ones((height, width), np.float32)
     a[:, : width // 4] = 128 / 255
-    a[:, width // 4: width // 4 + 6] = 0.0
+    a[:, width // 4 : width // 4 + 6] = 0.0
     return a
 
 
 def split_mask(width, height):
     m = np.ones((height, width), np.float32)
-    m[:, width // 2:] = 128 / 255
+    m[:, width // 2 :] = 128 / 255
     m[: height // 3, :] = 0.0
     return m
 
 
 FINISH_SHADOW = ("drop", "color=#402010")  # style, overrides (the colour the daemon must return)
-FINISH_ARGS = {"add-shadow": True, "shadow-style": FINISH_SHADOW[0], "shadow-settings": FINISH_SHADOW[1],
-               "add-background": True, "background-color": "#3366cc"}
+FINISH_ARGS = {
+    "add-shadow": True,
+    "shadow-style": FINISH_SHADOW[0],
+    "shadow-settings": FINISH_SHADOW[1],
+    "add-background": True,
+    "background-color": "#3366cc",
+}
 
 
 def build_cases(plugin_config_path: Path, work: Path, autostart_command: list[str] | None) -> list[Case]:
-    absent = {"path": str(plugin_config_path),
-              "config": {"connection_file": "/nonexistent/maskd/connection.json", "autostart": False,
-                         "daemon_command": []}}
+    absent = {
+        "path": str(plugin_config_path),
+        "config": {
+            "connection_file": "/nonexistent/maskd/connection.json",
+            "autostart": False,
+            "daemon_command": [],
+        },
+    }
     # autostart on, but the configured command dies at once: the plug-in must say so, not hang
-    broken = {"path": str(plugin_config_path),
-              "config": {"connection_file": str(work / "no-daemon" / "connection.json"), "autostart": True,
-                         "daemon_command": ["/bin/false"]}}
+    broken = {
+        "path": str(plugin_config_path),
+        "config": {
+            "connection_file": str(work / "no-daemon" / "connection.json"),
+            "autostart": True,
+            "daemon_command": ["/bin/false"],
+        },
+    }
     # no daemon at this connection file: the plug-in runs the configured command (this checkout's
     # `maskd serve`, reachable inside the root through bind mounts) and waits for the model to load
-    autostart = {"path": str(plugin_config_path),
-                 "config": {"connection_file": str(work / "autostart-run" / "connection.json"),
-                            "autostart": True, "daemon_command": autostart_command}}
+    autostart = {
+        "path": str(plugin_config_path),
+        "config": {
+            "connection_file": str(work / "autostart-run" / "connection.json"),
+            "autostart": True,
+            "daemon_command": autostart_command,
+        },
+    }
     cases = [
         Case("rgba8", save=True, undo=True, seed=1),
         Case("dialog", interactive=True, seed=18),  # the menu path: dialog, Return = OK
@@ -188,8 +245,9 @@ def build_cases(plugin_config_path: Path, work: Path, autostart_command: list[st
         Case("alpha", args={"output": "alpha"}, alpha_values=half_transparent(*CANVAS), undo=True, seed=8),
         Case("layer", args={"output": "layer"}, size=(80, 56), offsets=(5, 3), undo=True, seed=9),
         Case("layer_plain", args={"output": "layer", "decontaminate": False}, seed=10),
-        Case("selection", args={"output": "selection"}, size=(120, 90), offsets=(-20, -10), undo=True,
-             seed=11),
+        Case(
+            "selection", args={"output": "selection"}, size=(120, 90), offsets=(-20, -10), undo=True, seed=11
+        ),
         Case("intersect", existing_mask=split_mask(*CANVAS), undo=True, seed=12),
         Case("on_mask", existing_mask=split_mask(*CANVAS), target="mask", seed=19),  # mask being edited
         Case("replace", args={"existing-mask": "replace"}, existing_mask=split_mask(*CANVAS), seed=13),
@@ -199,12 +257,21 @@ def build_cases(plugin_config_path: Path, work: Path, autostart_command: list[st
         Case("alpha_with_mask", args={"output": "alpha"}, existing_mask=split_mask(*CANVAS), seed=16),
         # product-photo finishing (last: GIMP remembers an interactive run's values, keep them default)
         Case("finish", args=FINISH_ARGS, size=(80, 56), offsets=(5, 3), below=["floor"], undo=True, seed=20),
-        Case("finish_roi", args={"add-shadow": True, "shadow-style": "contact", "add-background": True},
-             precision="U16_NON_LINEAR", offsets=(8, 4), selection=(20, 10, 40, 30), in_group=True,
-             seed=21),
+        Case(
+            "finish_roi",
+            args={"add-shadow": True, "shadow-style": "contact", "add-background": True},
+            precision="U16_NON_LINEAR",
+            offsets=(8, 4),
+            selection=(20, 10, 40, 30),
+            in_group=True,
+            seed=21,
+        ),
         Case("finish_absent", args=FINISH_ARGS, plugin_config=absent, seed=22),
-        Case("finish_bad_settings", args=dict(FINISH_ARGS, **{"shadow-settings": "direction=sideways"}),
-             seed=23),
+        Case(
+            "finish_bad_settings",
+            args=dict(FINISH_ARGS, **{"shadow-settings": "direction=sideways"}),
+            seed=23,
+        ),
     ]
     if autostart_command:
         cases.append(Case("autostart", plugin_config=autostart, seed=24))
@@ -212,6 +279,7 @@ def build_cases(plugin_config_path: Path, work: Path, autostart_command: list[st
 
 
 # ------------------------------------------------------------------------------ running GIMP once
+
 
 @pytest.fixture(scope="session")
 def gimp_home(tmp_path_factory, editors_daemon) -> Path:
@@ -221,15 +289,38 @@ def gimp_home(tmp_path_factory, editors_daemon) -> Path:
     return home
 
 
-def run_gimp(root: Path, home: Path, work: Path, daemon, script: str, env: dict | None = None,
-             timeout: float = 600, binds: dict | None = None):
+def run_gimp(
+    root: Path,
+    home: Path,
+    work: Path,
+    daemon,
+    script: str,
+    env: dict | None = None,
+    timeout: float = 600,
+    binds: dict | None = None,
+):
     """Run a script from tests/editors/gimp inside GIMP 3 (GUI under Xvfb, so undo can be pressed)."""
     binds = dict(binds or {})
     binds.update({str(home): str(home), str(work): str(work), str(GIMP_SCRIPTS): "/maskd-gimp-tests"})
     binds.update(daemon.binds())
-    command = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24", "timeout", "-k", "5", str(int(timeout) - 30),
-               "gimp-3.0", "-d", "-f", "--no-splash", "--batch-interpreter=python-fu-eval",
-               "-b", f"exec(open('/maskd-gimp-tests/{script}').read())", "--quit"]
+    command = [
+        "xvfb-run",
+        "-a",
+        "-s",
+        "-screen 0 1280x1024x24",
+        "timeout",
+        "-k",
+        "5",
+        str(int(timeout) - 30),
+        "gimp-3.0",
+        "-d",
+        "-f",
+        "--no-splash",
+        "--batch-interpreter=python-fu-eval",
+        "-b",
+        f"exec(open('/maskd-gimp-tests/{script}').read())",
+        "--quit",
+    ]
     full_env = {"HOME": str(home), "GDK_CORE_DEVICE_EVENTS": "1", "NO_AT_BRIDGE": "1"}
     full_env.update(env or {})
     return run_in_root(root, command, binds=binds, env=full_env, timeout=timeout)
@@ -248,9 +339,15 @@ def gimp_results(editors_root, editors_daemon, gimp_home, tmp_path_factory, lite
     cases = build_cases(config_path, work, autostart)
     (data / "plan.json").write_text(json.dumps({"cases": [c.plan(data) for c in cases]}))
     try:
-        proc = run_gimp(editors_root, gimp_home, work, editors_daemon, "run_cases.py",
-                        env={"MASKD_PLAN": str(data / "plan.json"), "OUT_DIR": str(out)},
-                        binds=daemon_binds)
+        proc = run_gimp(
+            editors_root,
+            gimp_home,
+            work,
+            editors_daemon,
+            "run_cases.py",
+            env={"MASKD_PLAN": str(data / "plan.json"), "OUT_DIR": str(out)},
+            binds=daemon_binds,
+        )
         autostarted = read_json(autostart_run / "connection.json")  # before stopping removes it
     finally:
         stop_daemon(autostart_run / "connection.json")
@@ -260,15 +357,21 @@ def gimp_results(editors_root, editors_daemon, gimp_home, tmp_path_factory, lite
     by_name = {r["name"]: r for r in results["cases"]}
     for r in results["cases"]:
         assert not r.get("exception"), f"case {r['name']} raised inside GIMP:\n{r['exception']}"
-    return {"registration": results["registration"], "cases": {c.name: c for c in cases},
-            "results": by_name, "out": out, "log": proc.stdout + proc.stderr,
-            "autostarted": autostarted, "autostart_log": autostart_run / "daemon.log"}
+    return {
+        "registration": results["registration"],
+        "cases": {c.name: c for c in cases},
+        "results": by_name,
+        "out": out,
+        "log": proc.stdout + proc.stderr,
+        "autostarted": autostarted,
+        "autostart_log": autostart_run / "daemon.log",
+    }
 
 
 @pytest.fixture(scope="module")
 def reference(editors_daemon):
     """Ask the daemon from the host, with the shared client, for the alpha of the same pixels."""
-    from plugins import maskd_client
+    from maskd.plugins import maskd_client
 
     client = maskd_client.connect(str(editors_daemon.connection_file), timeout=120)
     cache = {}
@@ -277,10 +380,18 @@ def reference(editors_daemon):
         x, y, w, h = case.roi()
         key = (case.name, foreground)
         if key not in cache:
-            pixels = np.ascontiguousarray(case.samples[y:y + h, x:x + w])
-            res = client.segment(pixels.tobytes(), w, h, layout=case.layout, dtype=case.dtype,
-                                 transfer=case.transfer, options=options or DEFAULT_OPTIONS,
-                                 alpha_dtype=case.dtype, foreground=foreground)
+            pixels = np.ascontiguousarray(case.samples[y : y + h, x : x + w])
+            res = client.segment(
+                pixels.tobytes(),
+                w,
+                h,
+                layout=case.layout,
+                dtype=case.dtype,
+                transfer=case.transfer,
+                options=options or DEFAULT_OPTIONS,
+                alpha_dtype=case.dtype,
+                foreground=foreground,
+            )
             dt = {"u8": np.uint8, "u16": "<u2", "f32": "<f4"}[case.dtype]
             alpha = np.frombuffer(res.alpha, dt).reshape(h, w).astype(np.float32)
             alpha /= {"u8": 255.0, "u16": 65535.0, "f32": 1.0}[case.dtype]
@@ -311,7 +422,7 @@ def shadow_area(case: Case):
 def shadow_reference(editors_daemon):
     """The daemon's alpha, shadow alpha and shadow info for a case's pixels and a shadow style,
     asked from the host with the shared client (what the plug-in must put in GIMP)."""
-    from plugins import maskd_client
+    from maskd.plugins import maskd_client
 
     client = maskd_client.connect(str(editors_daemon.connection_file), timeout=120)
     scale = {"u8": 255.0, "u16": 65535.0, "f32": 1.0}
@@ -320,19 +431,27 @@ def shadow_reference(editors_daemon):
         """(alpha of the processed part of the layer, shadow alpha of what was sent, shadow info):
         without a selection the plug-in sends the layer on the transparent canvas around it."""
         x, y, w, h = case.roi()
-        pixels = np.ascontiguousarray(case.samples[y:y + h, x:x + w])
+        pixels = np.ascontiguousarray(case.samples[y : y + h, x : x + w])
         sx, sy, sw, sh = x, y, w, h
         if not case.selection:
             sx, sy, sw, sh = shadow_area(case)
             canvas = np.zeros((sh, sw, pixels.shape[2]), pixels.dtype)  # transparent around the layer
-            canvas[y - sy:y - sy + h, x - sx:x - sx + w] = pixels
+            canvas[y - sy : y - sy + h, x - sx : x - sx + w] = pixels
             pixels = canvas
-        res = client.segment(pixels.tobytes(), sw, sh, layout=case.layout, dtype=case.dtype,
-                             transfer=case.transfer, options=DEFAULT_OPTIONS, alpha_dtype=case.dtype,
-                             shadow=shadow)
+        res = client.segment(
+            pixels.tobytes(),
+            sw,
+            sh,
+            layout=case.layout,
+            dtype=case.dtype,
+            transfer=case.transfer,
+            options=DEFAULT_OPTIONS,
+            alpha_dtype=case.dtype,
+            shadow=shadow,
+        )
         dt = {"u8": np.uint8, "u16": "<u2", "f32": "<f4"}[case.dtype]
         alpha = np.frombuffer(res.alpha, dt).reshape(sh, sw).astype(np.float32) / scale[case.dtype]
-        alpha = alpha[y - sy:y - sy + h, x - sx:x - sx + w]
+        alpha = alpha[y - sy : y - sy + h, x - sx : x - sx + w]
         assert res.shadow is not None, "the daemon returned no shadow"
         shadow_alpha = np.frombuffer(res.shadow, dt).reshape(sh, sw).astype(np.float32) / scale[case.dtype]
         return alpha, shadow_alpha, res.shadow_info
@@ -374,6 +493,7 @@ def assert_unchanged(gimp_results, r, tag="after"):
 
 # ------------------------------------------------------------------------------ the tests
 
+
 def test_plugin_imports_only_stdlib_gi_and_the_client():
     """GIMP's bundled Python (Windows, macOS, Flatpak) has no numpy or pyzmq."""
     tree = ast.parse(PLUGIN_FILE.read_text(encoding="utf-8"))
@@ -406,15 +526,29 @@ def test_registration(gimp_results):
     assert reg["menu_paths"] == ["<Image>/Layer/Transparency"]
     assert reg["menu_label"].replace("_", "") == "Remove Background…"
     assert reg["image_types"] == "RGB*, GRAY*"
-    for arg in ("output", "existing-mask", "refine", "decontaminate", "quality", "model", "use-selection",
-                "add-shadow", "shadow-style", "shadow-settings", "add-background", "background-color"):
+    for arg in (
+        "output",
+        "existing-mask",
+        "refine",
+        "decontaminate",
+        "quality",
+        "model",
+        "use-selection",
+        "add-shadow",
+        "shadow-style",
+        "shadow-settings",
+        "add-background",
+        "background-color",
+    ):
         assert arg in reg["arguments"]
     # GIMP warns when two dialog labels (or a label and a button) share a keyboard mnemonic
     assert "duplicate mnemonic" not in gimp_results["log"]
 
 
-@pytest.mark.parametrize("name", ["rgba8", "rgb8_larger", "rgba8_smaller", "rgba16", "float_linear", "gray8",
-                                  "dialog", "autostart"])
+@pytest.mark.parametrize(
+    "name",
+    ["rgba8", "rgb8_larger", "rgba8_smaller", "rgba16", "float_linear", "gray8", "dialog", "autostart"],
+)
 def test_mask_equals_daemon_alpha(gimp_results, reference, name):
     """Layer mask: exists, has the layer's size, equals the daemon's alpha within 1/255."""
     r = result(gimp_results, name)
@@ -428,8 +562,9 @@ def test_mask_equals_daemon_alpha(gimp_results, reference, name):
     assert 0.02 < want.mean() < 0.98, "the test image should give a non-trivial matte"
     assert np.abs(got - want).max() <= TOL
     # the layer's own pixels are untouched (non-destructive), and no finishing layer without asking
-    assert np.array_equal(load(gimp_results["out"], r["after"]["layer"]),
-                          load(gimp_results["out"], r["before"]["layer"]))
+    assert np.array_equal(
+        load(gimp_results["out"], r["after"]["layer"]), load(gimp_results["out"], r["before"]["layer"])
+    )
     assert r["after"]["layers"] == ["photo"] and r["after"]["finishing"] == {}
 
 
@@ -450,9 +585,9 @@ def test_selection_is_the_roi_and_the_rest_is_black(gimp_results, reference):
     x, y, w, h = case.roi()
     assert (x, y, w, h) == (12, 6, 40, 30)
     want, _ = reference(case)
-    assert np.abs(got[y:y + h, x:x + w] - want).max() <= TOL
+    assert np.abs(got[y : y + h, x : x + w] - want).max() <= TOL
     outside = got.copy()
-    outside[y:y + h, x:x + w] = 0
+    outside[y : y + h, x : x + w] = 0
     assert outside.max() == 0.0
     assert r["after"]["selection_bounds"] == r["before"]["selection_bounds"]
 
@@ -504,7 +639,7 @@ def test_selection_from_matte(gimp_results, reference):
     assert sel.shape == (CANVAS[1], CANVAS[0])
     want, _ = reference(case)
     ox, oy = case.offsets  # the layer sticks out of the canvas on every side
-    expected = want[-oy:-oy + CANVAS[1], -ox:-ox + CANVAS[0]]
+    expected = want[-oy : -oy + CANVAS[1], -ox : -ox + CANVAS[0]]
     assert np.abs(sel - expected).max() <= TOL
     assert r["after"]["selected"] == r["before"]["selected"] == ["photo"]  # the active layer stays
 
@@ -536,14 +671,17 @@ def test_one_undo_restores_the_original(gimp_results, name):
     assert_unchanged(gimp_results, r, "undone")
 
 
-@pytest.mark.parametrize("name,words", [
-    ("absent", ["not running"]),
-    ("finish_absent", ["not running"]),
-    ("finish_bad_settings", ["shadow direction", "sideways"]),
-    ("autostart_fails", ["failed to start", "autostart.log"]),
-    ("group", ["layer group"]),
-    ("alpha_with_mask", ["already has a layer mask"]),
-])
+@pytest.mark.parametrize(
+    "name,words",
+    [
+        ("absent", ["not running"]),
+        ("finish_absent", ["not running"]),
+        ("finish_bad_settings", ["shadow direction", "sideways"]),
+        ("autostart_fails", ["failed to start", "autostart.log"]),
+        ("group", ["layer group"]),
+        ("alpha_with_mask", ["already has a layer mask"]),
+    ],
+)
 def test_failures_give_a_clear_error_and_leave_the_image_unchanged(gimp_results, name, words):
     r = result(gimp_results, name, expect_success=False)
     assert r["status"] == "execution-error"
@@ -556,7 +694,7 @@ def test_failures_give_a_clear_error_and_leave_the_image_unchanged(gimp_results,
 def test_saved_xcf_reads_back_with_gimpformats(gimp_results):
     """An independent reader sees the layers, offsets and the mask GIMP holds."""
     pytest.importorskip("gimpformats")
-    from core.layered import gimpformats_compat
+    from maskd.core.layered import gimpformats_compat
 
     gimpformats_compat.install()  # gimpformats 2025 cannot skip GIMP 3's newer layer properties
     from gimpformats.gimpXcfDocument import GimpDocument
@@ -581,8 +719,9 @@ def test_saved_xcf_reads_back_with_gimpformats(gimp_results):
 
 # ------------------------------------------------------------------------------ finishing layers
 
+
 def hex_rgb(text: str) -> np.ndarray:
-    return np.array([int(text[i:i + 2], 16) for i in (1, 3, 5)], np.float32) / 255.0
+    return np.array([int(text[i : i + 2], 16) for i in (1, 3, 5)], np.float32) / 255.0
 
 
 def test_shadow_and_background_layers(gimp_results, shadow_reference):
@@ -605,11 +744,14 @@ def test_shadow_and_background_layers(gimp_results, shadow_reference):
     shadow = after["finishing"]["shadow"]
     ax, ay, aw, ah = shadow_area(case)
     assert (aw, ah) == CANVAS and (ax, ay) == (-case.offsets[0], -case.offsets[1])  # this case's layout
-    assert (shadow["width"], shadow["height"], shadow["offsets"]) == (aw, ah, [case.offsets[0] + ax,
-                                                                              case.offsets[1] + ay])
+    assert (shadow["width"], shadow["height"], shadow["offsets"]) == (
+        aw,
+        ah,
+        [case.offsets[0] + ax, case.offsets[1] + ay],
+    )
     assert info["color"].lower() == "#402010" and info["style"]
     outside = np.ones((ah, aw), bool)
-    outside[-ay:-ay + case.height, -ax:-ax + case.width] = False
+    outside[-ay : -ay + case.height, -ax : -ax + case.width] = False
     assert want_shadow[outside].max() > 0.05, "the test's shadow should reach beyond the layer"
     assert want_shadow.max() > 0.1, "the test image should cast a visible shadow"
     assert shadow["mask"] is not None
@@ -638,12 +780,15 @@ def test_finishing_in_a_group_with_a_selection_and_16_bit(gimp_results, shadow_r
     _, want_shadow, info = shadow_reference(case, "contact")
     assert want_shadow.max() > 0.1, "the test image should have a contact shadow"
     shadow = r["after"]["finishing"]["shadow"]
-    assert (shadow["width"], shadow["height"], shadow["offsets"]) == (case.width, case.height,
-                                                                      list(case.offsets))
+    assert (shadow["width"], shadow["height"], shadow["offsets"]) == (
+        case.width,
+        case.height,
+        list(case.offsets),
+    )
     got = load(out, shadow["mask"])
     x, y, w, h = case.roi()
-    assert np.abs(got[y:y + h, x:x + w] - want_shadow).max() <= TOL
-    got[y:y + h, x:x + w] = 0
+    assert np.abs(got[y : y + h, x : x + w] - want_shadow).max() <= TOL
+    got[y : y + h, x : x + w] = 0
     assert got.max() == 0.0
     assert np.abs(load(out, shadow)[..., :3] - hex_rgb(info["color"])).max() <= TOL
     background = load(out, r["after"]["finishing"]["background"])

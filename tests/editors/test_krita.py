@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from maskd.installers.plugins import set_kritarc_value
+from maskd.plugins import maskd_client as mc
 
-from installers.plugins import set_kritarc_value
-from plugins import maskd_client as mc
 from tests.conftest import CACHE, REPO, skip_or_fail
 from tests.editors.conftest import (
     NO_AUTOSTART,
@@ -53,33 +53,75 @@ OPTIONS = {"refine": True, "quality": "default", "decontaminate": False}
 # Each case: a document, one layer at ``rect`` (x, y, w, h; may leave the canvas), what to make.
 CASES = [
     dict(name="rgba-u8-offset", model="RGBA", depth="U8", doc=(128, 96), rect=(-16, 40, 96, 64)),
-    dict(name="rgba-u16-selection", model="RGBA", depth="U16", doc=(96, 80), rect=(5, 3, 80, 64),
-         selection=(30, 20, 40, 30)),
+    dict(
+        name="rgba-u16-selection",
+        model="RGBA",
+        depth="U16",
+        doc=(96, 80),
+        rect=(5, 3, 80, 64),
+        selection=(30, 20, 40, 30),
+    ),
     dict(name="rgba-f16", model="RGBA", depth="F16", doc=(64, 48), rect=(0, 0, 64, 48)),
     dict(name="rgba-f32-offset", model="RGBA", depth="F32", doc=(96, 64), rect=(12, -8, 72, 56)),
     dict(name="graya-u8-soft", model="GRAYA", depth="U8", doc=(80, 64), rect=(4, 4, 72, 56), soft=True),
     dict(name="group-u8", model="RGBA", depth="U8", doc=(96, 64), rect=(20, 10, 64, 48), group=True),
     dict(name="cmyk-u8", model="CMYKA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48)),
-    dict(name="selection-output", model="RGBA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48),
-         output="selection"),
-    dict(name="new-layer", model="RGBA", depth="U8", doc=(64, 48), rect=(8, 8, 48, 32), output="new-layer",
-         soft=True),
-    dict(name="apply-decontaminate", model="RGBA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48),
-         output="apply", options=dict(OPTIONS, decontaminate=True)),
+    dict(
+        name="selection-output",
+        model="RGBA",
+        depth="U8",
+        doc=(64, 48),
+        rect=(0, 0, 64, 48),
+        output="selection",
+    ),
+    dict(
+        name="new-layer",
+        model="RGBA",
+        depth="U8",
+        doc=(64, 48),
+        rect=(8, 8, 48, 32),
+        output="new-layer",
+        soft=True,
+    ),
+    dict(
+        name="apply-decontaminate",
+        model="RGBA",
+        depth="U8",
+        doc=(64, 48),
+        rect=(0, 0, 64, 48),
+        output="apply",
+        options=dict(OPTIONS, decontaminate=True),
+    ),
     # finishing layers: under a layer that has one below it, and under the only layer (16-bit linear)
-    dict(name="finishing", model="RGBA", depth="U8", doc=(128, 104), rect=(24, 16, 80, 60), under=True,
-         options=dict(OPTIONS, shadow="drop", background="#3366cc")),
-    dict(name="finishing-only-layer", model="RGBA", depth="U16", doc=(64, 48), rect=(0, 0, 64, 48),
-         options=dict(OPTIONS, shadow="soft", background="#ffffff")),
+    dict(
+        name="finishing",
+        model="RGBA",
+        depth="U8",
+        doc=(128, 104),
+        rect=(24, 16, 80, 60),
+        under=True,
+        options=dict(OPTIONS, shadow="drop", background="#3366cc"),
+    ),
+    dict(
+        name="finishing-only-layer",
+        model="RGBA",
+        depth="U16",
+        doc=(64, 48),
+        rect=(0, 0, 64, 48),
+        options=dict(OPTIONS, shadow="soft", background="#ffffff"),
+    ),
 ]
 FINISHING = ("shadow", "background")  # the plugin's options that are not the daemon's
 
 # What Krita's pixelData bytes are, stated independently of the plugin: integer RGBA is B,G,R,A,
 # float RGBA is R,G,B,A; Krita's default profiles for U16/F16/F32 RGB are linear (elle g10).
 KRITA_FORMAT = {
-    ("RGBA", "U8"): ("BGRA", "u8", "srgb"), ("RGBA", "U16"): ("BGRA", "u16", "linear"),
-    ("RGBA", "F16"): ("RGBA", "f16", "linear"), ("RGBA", "F32"): ("RGBA", "f32", "linear"),
-    ("GRAYA", "U8"): ("GRAYA", "u8", "srgb"), ("GRAYA", "F32"): ("GRAYA", "f32", "linear"),
+    ("RGBA", "U8"): ("BGRA", "u8", "srgb"),
+    ("RGBA", "U16"): ("BGRA", "u16", "linear"),
+    ("RGBA", "F16"): ("RGBA", "f16", "linear"),
+    ("RGBA", "F32"): ("RGBA", "f32", "linear"),
+    ("GRAYA", "U8"): ("GRAYA", "u8", "srgb"),
+    ("GRAYA", "F32"): ("GRAYA", "f32", "linear"),
 }
 _NP = {"u8": np.uint8, "u16": "<u2", "f16": "<f2", "f32": "<f4"}
 
@@ -128,8 +170,17 @@ def _install(home: Path, config: dict, with_gui_check: bool) -> None:
 
 
 class KritaRuns:
-    def __init__(self, work: Path, runner: dict, runner_log: str, gui: dict, gui_log: str, marker: dict,
-                 expected: dict, autostart_log: str = ""):
+    def __init__(
+        self,
+        work: Path,
+        runner: dict,
+        runner_log: str,
+        gui: dict,
+        gui_log: str,
+        marker: dict,
+        expected: dict,
+        autostart_log: str = "",
+    ):
         self.expected = expected  # case name -> (alpha, Result, roi) the daemon gave the host
         self.autostart_log = autostart_log  # the log of the daemon the plugin started itself
         self.work, self.runner, self.runner_log = work, runner, runner_log
@@ -149,31 +200,53 @@ def krita(editors_root, editors_daemon, tmp_path_factory, lite_weights) -> Krita
     spec_cases = []
     for case in CASES:
         (work / (case["name"] + ".pixels")).write_bytes(make_pixels(case))
-        spec_cases.append({"name": case["name"], "model": case["model"], "depth": case["depth"],
-                           "doc_w": case["doc"][0], "doc_h": case["doc"][1], "rect": list(case["rect"]),
-                           "selection": case.get("selection"), "group": case.get("group", False),
-                           "under": case.get("under", False),
-                           "output": case.get("output", "transparency-mask"),
-                           "options": case.get("options", OPTIONS)})
+        spec_cases.append(
+            {
+                "name": case["name"],
+                "model": case["model"],
+                "depth": case["depth"],
+                "doc_w": case["doc"][0],
+                "doc_h": case["doc"][1],
+                "rect": list(case["rect"]),
+                "selection": case.get("selection"),
+                "group": case.get("group", False),
+                "under": case.get("under", False),
+                "output": case.get("output", "transparency-mask"),
+                "options": case.get("options", OPTIONS),
+            }
+        )
     autostart_run = work / "autostart-run"
     autostart_run.mkdir(mode=0o700)
     daemon_binds = host_python_binds(Path(lite_weights).parent)  # for the autostart check
-    spec = {"work": str(work), "pykrita": str(pykrita), "result": str(work / "runner.json"),
-            "cases": spec_cases}
+    spec = {
+        "work": str(work),
+        "pykrita": str(pykrita),
+        "result": str(work / "runner.json"),
+        "cases": spec_cases,
+    }
     if daemon_binds:
         command = maskd_serve_command(lite_weights, autostart_run / "daemon.log")
-        spec["autostart"] = {"connection_file": str(autostart_run / "connection.json"),
-                             "daemon_command": command}
+        spec["autostart"] = {
+            "connection_file": str(autostart_run / "connection.json"),
+            "daemon_command": command,
+        }
     (work / "spec.json").write_text(json.dumps(spec))
     # the daemon's answers for the same bytes, asked by the host before Krita runs
     client = mc.connect(str(editors_daemon.connection_file), timeout=60)
     try:
-        expected = {case["name"]: _expected(client, case) for case in CASES
-                    if (case["model"], case["depth"]) in KRITA_FORMAT}  # CMYK: Krita converts
+        expected = {
+            case["name"]: _expected(client, case)
+            for case in CASES
+            if (case["model"], case["depth"]) in KRITA_FORMAT
+        }  # CMYK: Krita converts
     finally:
         client.close()
-    binds = {str(work): str(work), str(home): str(home), str(CHECKS): "/maskd-krita-checks",
-             **editors_daemon.binds()}
+    binds = {
+        str(work): str(work),
+        str(home): str(home),
+        str(CHECKS): "/maskd-krita-checks",
+        **editors_daemon.binds(),
+    }
     # the GUI first: a request that breaks the daemon in the kritarunner cases cannot stall it
     marker = work / "load-marker.json"
     gui_out = work / "gui.json"
@@ -182,8 +255,20 @@ def krita(editors_root, editors_daemon, tmp_path_factory, lite_weights) -> Krita
         # a display number of our own and no abstract socket: Xvfb's lock files live in the root's
         # private /tmp, so `-a` alone cannot see another Xvfb on the host's :99
         display = str(random.randint(200, 900))
-        command = ["xvfb-run", "-a", "-n", display, "-s", "-screen 0 1280x1024x24 -nolisten local",
-                   "timeout", "-k", "5", "300", "krita", "--nosplash"]
+        command = [
+            "xvfb-run",
+            "-a",
+            "-n",
+            display,
+            "-s",
+            "-screen 0 1280x1024x24 -nolisten local",
+            "timeout",
+            "-k",
+            "5",
+            "300",
+            "krita",
+            "--nosplash",
+        ]
         r = run_in_root(editors_root, command, binds=binds, env=env, timeout=360)
         gui_log = r.stdout + r.stderr
     except subprocess.TimeoutExpired:
@@ -191,8 +276,18 @@ def krita(editors_root, editors_daemon, tmp_path_factory, lite_weights) -> Krita
     _install(home, editors_daemon.config, with_gui_check=False)  # leave the profile as users have it
     env = {"HOME": str(home), "QT_QPA_PLATFORM": "offscreen", "PYTHONPATH": "/maskd-krita-checks"}
     try:
-        command = ["timeout", "-k", "5", "600", "kritarunner", "-s", "krita_checks", "-f", "main",
-                   str(work / "spec.json")]
+        command = [
+            "timeout",
+            "-k",
+            "5",
+            "600",
+            "kritarunner",
+            "-s",
+            "krita_checks",
+            "-f",
+            "main",
+            str(work / "spec.json"),
+        ]
         r = run_in_root(editors_root, command, binds={**(daemon_binds or {}), **binds}, env=env, timeout=660)
         runner_log = r.stdout + r.stderr
     except subprocess.TimeoutExpired:
@@ -204,8 +299,9 @@ def krita(editors_root, editors_daemon, tmp_path_factory, lite_weights) -> Krita
     runner = read_json(work / "runner.json")
     if not runner:
         pytest.fail(f"kritarunner wrote no result; its output ends:\n{runner_log[-3000:]}")
-    return KritaRuns(work, runner, runner_log, read_json(gui_out), gui_log, read_json(marker), expected,
-                     autostart_log)
+    return KritaRuns(
+        work, runner, runner_log, read_json(gui_out), gui_log, read_json(marker), expected, autostart_log
+    )
 
 
 def _case(krita: KritaRuns, name: str) -> dict:
@@ -237,7 +333,7 @@ def _expected(client, case, *, foreground=False):
         rx, ry, rw, rh = shadow_region(case)
         size = len(pixels) // (w * h)
         canvas = np.zeros((rh, rw, size), np.uint8)
-        canvas[y - ry:y - ry + h, x - rx:x - rx + w] = np.frombuffer(pixels, np.uint8).reshape(h, w, size)
+        canvas[y - ry : y - ry + h, x - rx : x - rx + w] = np.frombuffer(pixels, np.uint8).reshape(h, w, size)
         pixels, (x, y, w, h) = canvas.tobytes(), (rx, ry, rw, rh)
     roi = None
     if case.get("selection"):
@@ -251,11 +347,22 @@ def _expected(client, case, *, foreground=False):
         if time.monotonic() > deadline:
             raise TimeoutError(f"the daemon did not finish {case['name']} within 120 s (stage {stage!r})")
 
-    res = client.segment(pixels, w, h, layout=layout, dtype=dtype, options=options,
-                         roi=roi, alpha_dtype="u8", foreground=foreground, transfer=transfer,
-                         progress=give_up, shadow=shadow)
+    res = client.segment(
+        pixels,
+        w,
+        h,
+        layout=layout,
+        dtype=dtype,
+        options=options,
+        roi=roi,
+        alpha_dtype="u8",
+        foreground=foreground,
+        transfer=transfer,
+        progress=give_up,
+        shadow=shadow,
+    )
     alpha = np.frombuffer(res.alpha, np.uint8).reshape(h, w).astype(np.int32)
-    alpha = alpha[ly - y:ly - y + lh, lx - x:lx - x + lw]
+    alpha = alpha[ly - y : ly - y + lh, lx - x : lx - x + lw]
     return alpha, res, roi
 
 
@@ -272,8 +379,10 @@ def test_plugin_installed_copy_is_what_runs(krita):
     assert krita.runner["client_backend"] == "zmtp"
 
 
-@pytest.mark.parametrize("name", ["rgba-u8-offset", "rgba-u16-selection", "rgba-f16", "rgba-f32-offset",
-                                  "graya-u8-soft", "group-u8"])
+@pytest.mark.parametrize(
+    "name",
+    ["rgba-u8-offset", "rgba-u16-selection", "rgba-f16", "rgba-f32-offset", "graya-u8-soft", "group-u8"],
+)
 def test_transparency_mask_equals_daemon_alpha(krita, name):
     case = next(c for c in CASES if c["name"] == name)
     got = _case(krita, name)
@@ -295,7 +404,7 @@ def test_transparency_mask_equals_daemon_alpha(krita, name):
     if roi is not None:
         rx, ry, rw, rh = roi
         outside = np.ones((h, w), bool)
-        outside[ry:ry + rh, rx:rx + rw] = False
+        outside[ry : ry + rh, rx : rx + rw] = False
         assert mask[outside].max() == 0, "alpha outside the selection's box must be 0"
 
 
@@ -308,7 +417,7 @@ def _walk(tree):
 def _solid(colour: str, model: str, depth: str) -> np.ndarray:
     """One opaque pixel of an sRGB #rrggbb colour as Krita stores it (stated here, independently)."""
     layout, dtype, transfer = KRITA_FORMAT[(model, depth)]
-    rgb = np.array([int(colour[i:i + 2], 16) / 255.0 for i in (1, 3, 5)])
+    rgb = np.array([int(colour[i : i + 2], 16) / 255.0 for i in (1, 3, 5)])
     if transfer == "linear":
         rgb = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
     px = np.append(rgb[::-1] if layout == "BGRA" else rgb, 1.0)
@@ -352,7 +461,7 @@ def test_shadow_and_background_layers(krita, name):
     assert np.abs(shadow_mask.astype(np.int32) - want).max() <= 1
     if (rx, ry, rw, rh) != (x, y, w, h):  # the shadow falls beyond the layer's bounds: it is kept
         outside = np.ones((rh, rw), bool)
-        outside[y - ry:y - ry + h, x - rx:x - rx + w] = False
+        outside[y - ry : y - ry + h, x - rx : x - rx + w] = False
         assert want[outside].max() >= 20 and shadow_mask[outside].max() >= 19
     colour = res.shadow_info.get("color", "#000000")
     pixel = _solid(colour, case["model"], case["depth"])
@@ -512,4 +621,3 @@ def test_gui_shadow_and_background_undo(krita):
     assert all("subject" in [n[0] for n in t] for t in trees), "the processed layer is never missing"
     assert trees[-1] == before, "after all the job's steps the original node tree is back"
     assert gui["pixels_unchanged_after_finish_undo"]
-

@@ -30,10 +30,17 @@ def _pixels(layout, dtype, rgba):
     return img.astype({"f16": "<f2", "f32": "<f4"}[dtype]).tobytes()
 
 
-@pytest.mark.parametrize("model,depth,layout,dtype", [
-    ("RGBA", "U8", "BGRA", "u8"), ("RGBA", "U16", "BGRA", "u16"), ("RGBA", "F16", "RGBA", "f16"),
-    ("RGBA", "F32", "RGBA", "f32"), ("GRAYA", "U8", "GRAYA", "u8"), ("GRAYA", "F32", "GRAYA", "f32"),
-])
+@pytest.mark.parametrize(
+    "model,depth,layout,dtype",
+    [
+        ("RGBA", "U8", "BGRA", "u8"),
+        ("RGBA", "U16", "BGRA", "u16"),
+        ("RGBA", "F16", "RGBA", "f16"),
+        ("RGBA", "F32", "RGBA", "f32"),
+        ("GRAYA", "U8", "GRAYA", "u8"),
+        ("GRAYA", "F32", "GRAYA", "f32"),
+    ],
+)
 def test_layouts_and_alpha(model, depth, layout, dtype):
     fmt = px.PixelFormat(model, depth, "sRGB-elle-V2-g10.icc")
     assert (fmt.layout, fmt.dtype, fmt.transfer) == (layout, dtype, "linear")

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from maskd.core.layered import open_layered
+from maskd.installers.plugins import install_gimp_plugin, install_krita_plugin
+from maskd.server.client import DaemonClient
 
-from core.layered import open_layered
-from installers.plugins import install_gimp_plugin, install_krita_plugin
-from server.client import DaemonClient
 from tests.conftest import REPO, maskd_command, maskd_env
 from tests.editors.layered.synth import SynthLayer, photo, write_xcf
 

@@ -41,8 +41,11 @@ OUTPUTS = [
     ("selection", "Selection", "Replace the selection with the matte"),
 ]
 EXISTING_MASK = [
-    ("intersect", "Combine (keep what the old mask hides)",
-     "New mask = the old mask intersected with the matte: nothing painted out comes back"),
+    (
+        "intersect",
+        "Combine (keep what the old mask hides)",
+        "New mask = the old mask intersected with the matte: nothing painted out comes back",
+    ),
     ("replace", "Replace", "Discard the old mask and use the matte instead"),
 ]
 QUALITIES = [
@@ -71,6 +74,7 @@ class PluginError(Exception):
 
 
 # ----------------------------------------------------------------------------------------- pixel formats
+
 
 class PixelFormat:
     """How this image's pixels travel to the daemon and how the matte comes back.
@@ -112,8 +116,10 @@ def with_colours(pixels, fmt, colours, colour_dtype):
     import array
 
     if colour_dtype != fmt.dtype:
-        raise PluginError(f"maskd returned foreground colours as {colour_dtype}, not {fmt.dtype}; "
-                          "update maskd and the plug-in together (`maskd install-plugins`).")
+        raise PluginError(
+            f"maskd returned foreground colours as {colour_dtype}, not {fmt.dtype}; "
+            "update maskd and the plug-in together (`maskd install-plugins`)."
+        )
     typecode = {"u8": "B", "u16": "H", "f32": "f"}[fmt.dtype]
     out, fg = array.array(typecode), array.array(typecode)
     out.frombytes(pixels)
@@ -128,6 +134,7 @@ def with_colours(pixels, fmt, colours, colour_dtype):
 
 
 # ----------------------------------------------------------------------------------------- geometry
+
 
 def _offsets(drawable):
     """``get_offsets`` returns (ok, x, y) or (x, y) depending on the binding version."""
@@ -144,8 +151,10 @@ def selection_roi(image, layer, use_selection):
     result = layer.mask_intersect()
     ok, x, y, w, h = result if len(result) == 5 else (True, *result)
     if not ok or w <= 0 or h <= 0:
-        raise PluginError("The selection does not overlap the layer. Select part of the layer, or "
-                          "Select ▸ None to process the whole layer.")
+        raise PluginError(
+            "The selection does not overlap the layer. Select part of the layer, or "
+            "Select ▸ None to process the whole layer."
+        )
     if (x, y, w, h) == (0, 0, layer.get_width(), layer.get_height()):
         return None
     return int(x), int(y), int(w), int(h)
@@ -154,26 +163,35 @@ def selection_roi(image, layer, use_selection):
 def target_layer(image, drawables):
     """The one layer to process, or a PluginError saying why this drawable cannot be processed."""
     if len(drawables) != 1:
-        raise PluginError(f"{TITLE} works on exactly one layer; {len(drawables)} are selected. "
-                          "Select a single layer in the Layers dialog.")
+        raise PluginError(
+            f"{TITLE} works on exactly one layer; {len(drawables)} are selected. "
+            "Select a single layer in the Layers dialog."
+        )
     drawable = drawables[0]
     if isinstance(drawable, Gimp.LayerMask):  # the mask is being edited: work on its layer
         drawable = Gimp.Layer.from_mask(drawable)
     if not isinstance(drawable, Gimp.Layer):
         raise PluginError(f"“{drawable.get_name()}” is a channel, not a layer. Select a layer.")
     if image.get_base_type() == Gimp.ImageBaseType.INDEXED:
-        raise PluginError("Indexed images are not supported: convert the image with "
-                          "Image ▸ Mode ▸ RGB first (the mask needs more than a palette).")
+        raise PluginError(
+            "Indexed images are not supported: convert the image with "
+            "Image ▸ Mode ▸ RGB first (the mask needs more than a palette)."
+        )
     if drawable.is_group():
-        raise PluginError(f"“{drawable.get_name()}” is a layer group. Select one of its layers, or merge "
-                          "the group (Layer ▸ Merge Layer Group) first.")
+        raise PluginError(
+            f"“{drawable.get_name()}” is a layer group. Select one of its layers, or merge "
+            "the group (Layer ▸ Merge Layer Group) first."
+        )
     if drawable.is_text_layer():
-        raise PluginError(f"“{drawable.get_name()}” is a text layer. Turn it into pixels first "
-                          "(Layer ▸ Discard Text Information).")
+        raise PluginError(
+            f"“{drawable.get_name()}” is a text layer. Turn it into pixels first "
+            "(Layer ▸ Discard Text Information)."
+        )
     return drawable
 
 
 # ----------------------------------------------------------------------------------------- the work
+
 
 class Progress:
     """GIMP's progress bar with stage text; the daemon's stages map onto the middle of the bar."""
@@ -227,17 +245,29 @@ def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress, sha
         served_name = served.get("name") if isinstance(served, dict) else served
         is_path = isinstance(served_name, str) and (os.sep in served_name or "." in served_name)
         if model and served_name and not is_path and model != served_name:
-            raise PluginError(f"maskd serves the model “{served_name}”, not “{model}”. Restart it with "
-                              f"`maskd stop` and `maskd serve --model {model}`, or leave the model option "
-                              "empty to use the running one.")
+            raise PluginError(
+                f"maskd serves the model “{served_name}”, not “{model}”. Restart it with "
+                f"`maskd stop` and `maskd serve --model {model}`, or leave the model option "
+                "empty to use the running one."
+            )
         _x, _y, w, h = rect
         progress.set("sending pixels", 0.1)
         opts = dict(options)
         if model:
             opts["model"] = model
-        return client.segment(pixels, w, h, layout=fmt.layout, dtype=fmt.dtype, transfer=fmt.transfer,
-                              options=opts, alpha_dtype=fmt.alpha_dtype, foreground=want_foreground,
-                              progress=progress.daemon, shadow=shadow)
+        return client.segment(
+            pixels,
+            w,
+            h,
+            layout=fmt.layout,
+            dtype=fmt.dtype,
+            transfer=fmt.transfer,
+            options=opts,
+            alpha_dtype=fmt.alpha_dtype,
+            foreground=want_foreground,
+            progress=progress.daemon,
+            shadow=shadow,
+        )
     except maskd_client.MaskdClientError as exc:
         raise PluginError(_daemon_message(exc)) from None
     finally:
@@ -279,8 +309,9 @@ class TemporaryMatte:
         kind = Gimp.ImageType.GRAYA_IMAGE if fmt.gray else Gimp.ImageType.RGBA_IMAGE
         self.image = image
         self.selected = list(image.get_selected_layers())  # inserting a layer changes the active one
-        self.layer = Gimp.Layer.new(image, "maskd matte (temporary)", w, h, kind, 100.0,
-                                    Gimp.LayerMode.NORMAL)
+        self.layer = Gimp.Layer.new(
+            image, "maskd matte (temporary)", w, h, kind, 100.0, Gimp.LayerMode.NORMAL
+        )
         image.insert_layer(self.layer, None, 0)
         self.layer.set_visible(False)
         self.layer.set_offsets(*_offsets(layer))
@@ -388,8 +419,15 @@ def add_background_layer(image, layer, fmt, colour):
     """Finishing: "NAME background", the canvas's size, filled with ``colour``, at the bottom of the
     stack ``layer`` is in (its group's bottom when it is inside a group)."""
     kind = Gimp.ImageType.GRAYA_IMAGE if fmt.gray else Gimp.ImageType.RGBA_IMAGE
-    new = Gimp.Layer.new(image, f"{layer.get_name()} background", image.get_width(), image.get_height(),
-                         kind, 100.0, Gimp.LayerMode.NORMAL)
+    new = Gimp.Layer.new(
+        image,
+        f"{layer.get_name()} background",
+        image.get_width(),
+        image.get_height(),
+        kind,
+        100.0,
+        Gimp.LayerMode.NORMAL,
+    )
     parent = layer.get_parent()
     image.insert_layer(new, parent, len(_stack(image, parent)))
     new.set_offsets(0, 0)
@@ -410,15 +448,20 @@ def shadow_colour(result, expected_bytes, fmt):
     info = result.shadow_info or {}
     shadow = result.shadow
     if shadow is None:
-        raise PluginError("maskd did not return a shadow: the running daemon is older than the plug-in. "
-                          "Restart it (`maskd stop`) after updating maskd, or turn “Add shadow layer” off.")
+        raise PluginError(
+            "maskd did not return a shadow: the running daemon is older than the plug-in. "
+            "Restart it (`maskd stop`) after updating maskd, or turn “Add shadow layer” off."
+        )
     if len(shadow) != expected_bytes:
-        raise PluginError(f"maskd returned a shadow of {len(shadow)} bytes; expected {fmt.alpha_dtype} "
-                          f"with {expected_bytes} bytes. Update maskd and the plug-in together.")
+        raise PluginError(
+            f"maskd returned a shadow of {len(shadow)} bytes; expected {fmt.alpha_dtype} "
+            f"with {expected_bytes} bytes. Update maskd and the plug-in together."
+        )
     text = str(info.get("color") or "#000000")
     if len(text) != 7 or not text.startswith("#") or any(c not in "0123456789abcdefABCDEF" for c in text[1:]):
-        raise PluginError(f"maskd returned the shadow colour {text!r}, not #rrggbb. "
-                          "Update maskd and the plug-in together.")
+        raise PluginError(
+            f"maskd returned the shadow colour {text!r}, not #rrggbb. Update maskd and the plug-in together."
+        )
     return shadow, Gegl.Color.new(text)
 
 
@@ -435,8 +478,10 @@ def remove_background(image, drawables, settings, progress):
     fmt = PixelFormat(image)
     output = settings["output"]
     if output == "alpha" and layer.get_mask() is not None:  # refuse before any work is done
-        raise PluginError(f"“{layer.get_name()}” already has a layer mask. Apply or delete it first "
-                          "(Layer ▸ Mask), or choose the “Layer mask” output.")
+        raise PluginError(
+            f"“{layer.get_name()}” already has a layer mask. Apply or delete it first "
+            "(Layer ▸ Mask), or choose the “Layer mask” output."
+        )
     roi = selection_roi(image, layer, settings["use_selection"])
     progress.set("reading pixels", 0.02)
     pixels, rect = read_pixels(layer, fmt, roi)
@@ -451,14 +496,17 @@ def remove_background(image, drawables, settings, progress):
         if region != rect:
             sent = maskd_client.place_pixels(pixels, rect, region, fmt.channels * fmt.sample_bytes)
             sent_rect = region
-    result = ask_daemon(sent, sent_rect, fmt, options, want_foreground, settings["model"], progress,
-                        shadow=shadow_text)
+    result = ask_daemon(
+        sent, sent_rect, fmt, options, want_foreground, settings["model"], progress, shadow=shadow_text
+    )
     t_daemon = time.perf_counter()
     alpha = result.alpha
     expected = sent_rect[2] * sent_rect[3] * fmt.sample_bytes
     if result.alpha_dtype != fmt.alpha_dtype or len(alpha) != expected:
-        raise PluginError(f"maskd returned a {result.alpha_dtype} matte of {len(alpha)} bytes; expected "
-                          f"{fmt.alpha_dtype} with {expected} bytes. Update maskd and the plug-in together.")
+        raise PluginError(
+            f"maskd returned a {result.alpha_dtype} matte of {len(alpha)} bytes; expected "
+            f"{fmt.alpha_dtype} with {expected} bytes. Update maskd and the plug-in together."
+        )
     shadow = shadow_rgb = None
     if shadow_text:
         shadow, shadow_rgb = shadow_colour(result, expected, fmt)
@@ -479,8 +527,15 @@ def remove_background(image, drawables, settings, progress):
         else:
             select_matte(image, layer, rect, fmt, alpha)
         if shadow is not None:
-            add_shadow_layer(image, layer, sent_rect, fmt, shadow, shadow_rgb,
-                             area=sent_rect if sent_rect != rect else None)
+            add_shadow_layer(
+                image,
+                layer,
+                sent_rect,
+                fmt,
+                shadow,
+                shadow_rgb,
+                area=sent_rect if sent_rect != rect else None,
+            )
         if settings["add_background"]:
             add_background_layer(image, layer, fmt, settings["background_color"])
         if (shadow is not None or settings["add_background"]) and selected:
@@ -491,11 +546,17 @@ def remove_background(image, drawables, settings, progress):
     t_write = time.perf_counter()
     progress.set("done", 1.0)
     timings = dict(result.info.get("timings") or {})
-    return {"read": t_read - t0, "daemon": t_daemon - t_read, "write": t_write - t_daemon,
-            "total": t_write - t0, "daemon_timings": timings}
+    return {
+        "read": t_read - t0,
+        "daemon": t_daemon - t_read,
+        "write": t_write - t_daemon,
+        "total": t_write - t0,
+        "daemon_timings": timings,
+    }
 
 
 # ----------------------------------------------------------------------------------------- registration
+
 
 def _settings(config):
     return {
@@ -529,8 +590,10 @@ def background_colour(colour):
 
 
 def _error(procedure, message):
-    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR,
-                                       GLib.Error.new_literal(GLib.quark_from_string("maskd"), message, 0))
+    return procedure.new_return_values(
+        Gimp.PDBStatusType.EXECUTION_ERROR,
+        GLib.Error.new_literal(GLib.quark_from_string("maskd"), message, 0),
+    )
 
 
 def _show_dialog(procedure, config):
@@ -543,8 +606,19 @@ def _show_dialog(procedure, config):
     dialog.fill_box("shadow-box", ["shadow-style", "shadow-settings"])
     dialog.fill_frame("shadow-frame", "add-shadow", False, "shadow-box")
     dialog.fill_frame("background-frame", "add-background", False, "background-color")
-    dialog.fill(["output", "existing-mask", "refine", "decontaminate", "quality", "model", "use-selection",
-                 "shadow-frame", "background-frame"])
+    dialog.fill(
+        [
+            "output",
+            "existing-mask",
+            "refine",
+            "decontaminate",
+            "quality",
+            "model",
+            "use-selection",
+            "shadow-frame",
+            "background-frame",
+        ]
+    )
     try:
         return dialog.run()
     finally:
@@ -573,42 +647,92 @@ class RemoveBackground(Gimp.PlugIn):
             "the mask is black. Optionally adds a shadow layer under the layer (fill colour + the "
             "generated shadow as its mask) and a background layer at the bottom, never flattening. "
             "The daemon is started from maskd_config.json when it is not running.",
-            name)
+            name,
+        )
         proc.set_attribution("maskd", "maskd contributors (MIT)", "2026")
         flags = GObject.ParamFlags.READWRITE
-        proc.add_choice_argument("output", "Out_put", "What to make from the matte", _choice(OUTPUTS),
-                                 "mask", flags)
-        proc.add_choice_argument("existing-mask", "If the layer has a mas_k",
-                                 "What the mask output does with a mask the layer already has",
-                                 _choice(EXISTING_MASK), "intersect", flags)
-        proc.add_boolean_argument("refine", "Re_fine edges",
-                                  "Refine the model's matte at full resolution (hair, soft edges)",
-                                  True, flags)
-        proc.add_boolean_argument("decontaminate", "_Decontaminate colours",
-                                  "Remove the old background's colour from edge pixels (cut-out layer)",
-                                  True, flags)
-        proc.add_choice_argument("quality", "_Quality", "Refinement quality", _choice(QUALITIES),
-                                 "default", flags)
-        proc.add_string_argument("model", "_Model preset",
-                                 "Model preset the daemon must serve (empty: whichever it serves)", "", flags)
-        proc.add_boolean_argument("use-selection", "Only the selection's _bounding box",
-                                  "With a selection, process only its bounding box (the rest is masked out)",
-                                  True, flags)
-        proc.add_boolean_argument("add-shadow", "Add shado_w layer",
-                                  "Add a layer under this one with a shadow generated from the matte "
-                                  "(its colour, and the shadow as its layer mask)", False, flags)
-        proc.add_choice_argument("shadow-style", "Shadow st_yle",
-                                 "The shadow's style (as maskd remove --shadow)", _choice(SHADOW_STYLES),
-                                 "soft", flags)
-        proc.add_string_argument("shadow-settings", "Shadow se_ttings",
-                                 "Optional overrides in maskd remove --shadow syntax, e.g. "
-                                 "direction=135,distance=30%,softness=0.1,opacity=0.4,color=#302820",
-                                 "", flags)
-        proc.add_boolean_argument("add-background", "Add back_ground layer",
-                                  "Add a layer the canvas's size filled with the background colour at the "
-                                  "bottom of the layer stack", False, flags)
-        proc.add_color_argument("background-color", "Background colo_ur", "The background layer's colour",
-                                False, Gegl.Color.new("#ffffff"), flags)
+        proc.add_choice_argument(
+            "output", "Out_put", "What to make from the matte", _choice(OUTPUTS), "mask", flags
+        )
+        proc.add_choice_argument(
+            "existing-mask",
+            "If the layer has a mas_k",
+            "What the mask output does with a mask the layer already has",
+            _choice(EXISTING_MASK),
+            "intersect",
+            flags,
+        )
+        proc.add_boolean_argument(
+            "refine",
+            "Re_fine edges",
+            "Refine the model's matte at full resolution (hair, soft edges)",
+            True,
+            flags,
+        )
+        proc.add_boolean_argument(
+            "decontaminate",
+            "_Decontaminate colours",
+            "Remove the old background's colour from edge pixels (cut-out layer)",
+            True,
+            flags,
+        )
+        proc.add_choice_argument(
+            "quality", "_Quality", "Refinement quality", _choice(QUALITIES), "default", flags
+        )
+        proc.add_string_argument(
+            "model",
+            "_Model preset",
+            "Model preset the daemon must serve (empty: whichever it serves)",
+            "",
+            flags,
+        )
+        proc.add_boolean_argument(
+            "use-selection",
+            "Only the selection's _bounding box",
+            "With a selection, process only its bounding box (the rest is masked out)",
+            True,
+            flags,
+        )
+        proc.add_boolean_argument(
+            "add-shadow",
+            "Add shado_w layer",
+            "Add a layer under this one with a shadow generated from the matte "
+            "(its colour, and the shadow as its layer mask)",
+            False,
+            flags,
+        )
+        proc.add_choice_argument(
+            "shadow-style",
+            "Shadow st_yle",
+            "The shadow's style (as maskd remove --shadow)",
+            _choice(SHADOW_STYLES),
+            "soft",
+            flags,
+        )
+        proc.add_string_argument(
+            "shadow-settings",
+            "Shadow se_ttings",
+            "Optional overrides in maskd remove --shadow syntax, e.g. "
+            "direction=135,distance=30%,softness=0.1,opacity=0.4,color=#302820",
+            "",
+            flags,
+        )
+        proc.add_boolean_argument(
+            "add-background",
+            "Add back_ground layer",
+            "Add a layer the canvas's size filled with the background colour at the "
+            "bottom of the layer stack",
+            False,
+            flags,
+        )
+        proc.add_color_argument(
+            "background-color",
+            "Background colo_ur",
+            "The background layer's colour",
+            False,
+            Gegl.Color.new("#ffffff"),
+            flags,
+        )
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):
@@ -627,8 +751,11 @@ class RemoveBackground(Gimp.PlugIn):
             import traceback
 
             traceback.print_exc()
-            return _error(procedure, f"{TITLE} failed unexpectedly: {exc.__class__.__name__}: {exc}. "
-                                     "Please report this with `maskd doctor` output.")
+            return _error(
+                procedure,
+                f"{TITLE} failed unexpectedly: {exc.__class__.__name__}: {exc}. "
+                "Please report this with `maskd doctor` output.",
+            )
         if os.environ.get("MASKD_GIMP_TIMINGS"):  # benchmarks: where the time went
             with open(os.environ["MASKD_GIMP_TIMINGS"], "a", encoding="utf-8") as fh:
                 import json

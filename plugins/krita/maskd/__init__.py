@@ -34,8 +34,14 @@ def _write_marker(**fields) -> None:
         krita_version = Krita.instance().version()
     except Exception:
         krita_version = None
-    data = {"plugin": "maskd", "version": __version__, "python": sys.version.split()[0],
-            "krita": krita_version, "path": os.path.dirname(os.path.abspath(__file__)), "time": time.time()}
+    data = {
+        "plugin": "maskd",
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "krita": krita_version,
+        "path": os.path.dirname(os.path.abspath(__file__)),
+        "time": time.time(),
+    }
     data.update(fields)
     try:
         with open(path, "w", encoding="utf-8") as fh:
@@ -65,8 +71,9 @@ def _register() -> None:
             action.triggered.connect(_run_from_action)
 
     app = Krita.instance()
-    app.addDockWidgetFactory(DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockRight,
-                                               BackgroundRemovalDocker))
+    app.addDockWidgetFactory(
+        DockWidgetFactory(DOCKER_ID, DockWidgetFactoryBase.DockRight, BackgroundRemovalDocker)
+    )
     app.addExtension(MaskdExtension(app))
     try:
         from PyQt5.QtWidgets import QApplication

@@ -87,8 +87,11 @@ class _StatusProbe(QThread):
             except JobError:
                 autostart = False
             if getattr(exc, "code", "") == "unavailable":
-                message = ("engine not running — it starts on first use" if autostart
-                           else "engine not running — start it with `maskd serve`")
+                message = (
+                    "engine not running — it starts on first use"
+                    if autostart
+                    else "engine not running — start it with `maskd serve`"
+                )
             self.answered.emit(False, message, "")
 
 
@@ -125,8 +128,10 @@ class BackgroundRemovalDocker(DockWidget):
         # product-photo finishing: separate, editable layers (nothing is flattened)
         shadow_row = QHBoxLayout()
         self.shadow_box = QCheckBox("Add shadow layer")
-        self.shadow_box.setToolTip("A paint layer in the shadow colour under the layer, with the generated "
-                                   "shadow as its transparency mask")
+        self.shadow_box.setToolTip(
+            "A paint layer in the shadow colour under the layer, with the generated "
+            "shadow as its transparency mask"
+        )
         self.shadow_box.setChecked(self._values["shadow"])
         shadow_row.addWidget(self.shadow_box)
         self.shadow_style_box = self._combo(cfg.SHADOW_STYLES, self._values["shadow_style"])
@@ -207,8 +212,9 @@ class BackgroundRemovalDocker(DockWidget):
     def _show_background(self):
         self.background_button.setText(self.background_color)
         light = QColor(self.background_color).lightness() > 140
-        self.background_button.setStyleSheet(f"background-color: {self.background_color}; "
-                                             f"color: {'#000' if light else '#fff'};")
+        self.background_button.setStyleSheet(
+            f"background-color: {self.background_color}; color: {'#000' if light else '#fff'};"
+        )
 
     def _pick_background(self):
         colour = QColorDialog.getColor(QColor(self.background_color), self, "Background layer colour")
@@ -265,8 +271,12 @@ class BackgroundRemovalDocker(DockWidget):
         else:
             self.progress.setValue(100)
             took = sum(job.timings.values())
-            done = {"transparency-mask": "Transparency mask added", "selection": "Selection set",
-                    "new-layer": "Cut-out layer added", "apply": "Layer replaced by its cut-out"}
+            done = {
+                "transparency-mask": "Transparency mask added",
+                "selection": "Selection set",
+                "new-layer": "Cut-out layer added",
+                "apply": "Layer replaced by its cut-out",
+            }
             text = done.get(job.snapshot.output, "Done")
             extras = [name for name in ("shadow", "background") if name in job.extra_nodes]
             if extras:
@@ -303,8 +313,10 @@ class BackgroundRemovalDocker(DockWidget):
         chosen = self.model_box.currentData() or ""
         note = ""
         if connected and chosen and model and chosen.lower() not in model.lower():
-            note = (f"<br><small>The engine runs {html.escape(model)}; {html.escape(chosen)} is loaded "
-                    "when the engine is next started by this plugin (stop it with `maskd stop`).</small>")
+            note = (
+                f"<br><small>The engine runs {html.escape(model)}; {html.escape(chosen)} is loaded "
+                "when the engine is next started by this plugin (stop it with `maskd stop`).</small>"
+            )
         self.status_label.setText(f"<span style='color:{colour}'>●</span> {html.escape(text)}{note}")
 
     def canvasChanged(self, canvas):  # required by DockWidget

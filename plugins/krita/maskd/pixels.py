@@ -81,6 +81,7 @@ def is_linear_profile(profile: str) -> bool:
 
 # ----------------------------------------------------------------------------- rectangles
 
+
 def intersect(a, b):
     """Intersection of two (x, y, w, h) rectangles, or None when they do not overlap."""
     x0, y0 = max(a[0], b[0]), max(a[1], b[1])
@@ -107,12 +108,13 @@ def relative_roi(region, selection):
 
 # ----------------------------------------------------------------------------- alpha channel
 
+
 def _sample_columns(pixels, fmt: PixelFormat):
     """The alpha samples' bytes, one byte-column per byte of the sample (each a bytes object)."""
     step, base = fmt.pixel_bytes, fmt.alpha_offset
     if not isinstance(pixels, (bytes, bytearray)):
         pixels = bytes(pixels)
-    return [bytes(pixels[base + i::step]) for i in range(fmt.sample_bytes)]
+    return [bytes(pixels[base + i :: step]) for i in range(fmt.sample_bytes)]
 
 
 def _interleave(columns) -> bytearray:
@@ -192,15 +194,20 @@ def convert_alpha(alpha: bytes, src_dtype: str, dst_dtype: str) -> bytes:
     return _encode(_decode(alpha, src_dtype), dst_dtype)
 
 
-def cutout_pixels(pixels, fmt: PixelFormat, alpha: bytes, foreground: bytes | None = None,
-                  foreground_dtype: str | None = None) -> bytearray:
+def cutout_pixels(
+    pixels,
+    fmt: PixelFormat,
+    alpha: bytes,
+    foreground: bytes | None = None,
+    foreground_dtype: str | None = None,
+) -> bytearray:
     """The layer's pixels with their alpha replaced by ``alpha`` (``fmt.dtype`` samples) and, when
     ``foreground`` (W×H×3 straight R,G,B from the daemon) is given, the colours replaced too."""
     out = bytearray(pixels)
     step, size = fmt.pixel_bytes, fmt.sample_bytes
     base = fmt.alpha_offset
     for i in range(size):
-        out[base + i::step] = alpha[i::size]
+        out[base + i :: step] = alpha[i::size]
     if foreground is not None:
         fg = foreground
         if (foreground_dtype or fmt.dtype) != fmt.dtype:
@@ -209,12 +216,12 @@ def cutout_pixels(pixels, fmt: PixelFormat, alpha: bytes, foreground: bytes | No
         if fmt.layout == "GRAYA":
             # gray layers keep one channel: the decontaminated green is the closest single value
             for i in range(size):
-                out[i::step] = fg[size + i::fstep]
+                out[i::step] = fg[size + i :: fstep]
         else:
             order = (2, 1, 0) if fmt.layout == "BGRA" else (0, 1, 2)  # slot -> R,G,B index
             for slot, rgb_index in enumerate(order):
                 for i in range(size):
-                    out[slot * size + i::step] = fg[rgb_index * size + i::fstep]
+                    out[slot * size + i :: step] = fg[rgb_index * size + i :: fstep]
     return out
 
 
@@ -232,7 +239,7 @@ def parse_color(text) -> tuple:
         raw = "".join(c * 2 for c in raw)
     if len(raw) != 6 or any(c not in "0123456789abcdef" for c in raw):
         raise ValueError(f"colour {text!r} is not #rrggbb, #rgb, white, black or grey")
-    return tuple(int(raw[i:i + 2], 16) / 255.0 for i in (0, 2, 4))
+    return tuple(int(raw[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
 
 
 def color_hex(rgb) -> str:

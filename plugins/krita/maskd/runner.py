@@ -139,19 +139,23 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
         try:
             px.PixelFormat(model, depth, doc.colorProfile())
         except px.UnsupportedLayer:
-            raise JobError(f"Shadow and background layers are written in the image's colour space, and "
-                           f"maskd writes RGB and Grayscale only; this image is {model}/{depth}. Convert it "
-                           "(Image ▸ Convert Image Color Space) or turn the shadow/background layers off.",
-                           "colour_space") from None
+            raise JobError(
+                f"Shadow and background layers are written in the image's colour space, and "
+                f"maskd writes RGB and Grayscale only; this image is {model}/{depth}. Convert it "
+                "(Image ▸ Convert Image Color Space) or turn the shadow/background layers off.",
+                "colour_space",
+            ) from None
     if snap.shadow:
         # the shadow falls outside a cut-out layer's tight bounds (under and beside the object):
         # process the whole canvas around it, the layer's transparent surroundings included
         region = px.union(region, (0, 0, doc.width(), doc.height()))
     snap.region = region
     if output == "apply" and snap.node_type not in _OWN_PIXELS:
-        raise JobError(f"'Apply to the layer' changes a paint layer's pixels; '{snap.node_name}' is a "
-                       f"{snap.node_type}. Choose 'New layer with the cut-out' or a transparency mask.",
-                       "bad_request")
+        raise JobError(
+            f"'Apply to the layer' changes a paint layer's pixels; '{snap.node_name}' is a "
+            f"{snap.node_type}. Choose 'New layer with the cut-out' or a transparency mask.",
+            "bad_request",
+        )
     source = node
     model, depth, profile = node.colorModel(), node.colorDepth(), node.colorProfile()
     try:
@@ -160,19 +164,27 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
         snap.fmt = None
     if snap.fmt is None:
         if model not in px.CONVERTIBLE_MODELS or depth not in px.CONVERT_DEPTH:
-            raise JobError(f"The layer '{snap.node_name}' uses the {model}/{depth} colour space, which "
-                           "maskd cannot read. Convert it to RGB or Grayscale (Layer ▸ Convert ▸ Convert "
-                           "Layer Color Space) and try again.", "colour_space")
+            raise JobError(
+                f"The layer '{snap.node_name}' uses the {model}/{depth} colour space, which "
+                "maskd cannot read. Convert it to RGB or Grayscale (Layer ▸ Convert ▸ Convert "
+                "Layer Color Space) and try again.",
+                "colour_space",
+            )
         if output == "apply":
-            raise JobError(f"'Apply to the layer' keeps the layer's colour space, and maskd reads "
-                           f"{model} layers through an RGB copy. Use the transparency mask (which works "
-                           f"for {model}) or convert the layer to RGB first.", "colour_space")
+            raise JobError(
+                f"'Apply to the layer' keeps the layer's colour space, and maskd reads "
+                f"{model} layers through an RGB copy. Use the transparency mask (which works "
+                f"for {model}) or convert the layer to RGB first.",
+                "colour_space",
+            )
         source = node.duplicate()  # a detached copy: the document is not touched
         new_depth = px.CONVERT_DEPTH[depth]
         if not source.setColorSpace("RGBA", new_depth, px.SRGB_PROFILE):
-            raise JobError(f"Krita could not convert the {model}/{depth} layer '{snap.node_name}' to RGB "
-                           "for reading. Convert it yourself (Layer ▸ Convert) and try again.",
-                           "colour_space")
+            raise JobError(
+                f"Krita could not convert the {model}/{depth} layer '{snap.node_name}' to RGB "
+                "for reading. Convert it yourself (Layer ▸ Convert) and try again.",
+                "colour_space",
+            )
         snap.converted_from = f"{model}/{depth}"
         model, depth, profile = "RGBA", new_depth, px.SRGB_PROFILE
         snap.fmt = px.PixelFormat(model, depth, profile)
@@ -182,15 +194,21 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
     data = read(x, y, w, h)
     snap.pixels = data.data() if hasattr(data, "data") else bytes(data)
     if len(snap.pixels) != w * h * snap.fmt.pixel_bytes:
-        raise JobError(f"Krita returned {len(snap.pixels)} bytes for the {w}x{h} layer '{snap.node_name}' "
-                       f"({model}/{depth}); expected {w * h * snap.fmt.pixel_bytes}.", "read_failed")
+        raise JobError(
+            f"Krita returned {len(snap.pixels)} bytes for the {w}x{h} layer '{snap.node_name}' "
+            f"({model}/{depth}); expected {w * h * snap.fmt.pixel_bytes}.",
+            "read_failed",
+        )
     selection = doc.selection()
     if selection is not None and selection.width() > 0 and selection.height() > 0:
         sel = (selection.x(), selection.y(), selection.width(), selection.height())
         snap.roi = px.relative_roi(region, sel)
         if snap.roi is None:
-            raise JobError(f"The selection does not overlap the layer '{snap.node_name}'. Select the "
-                           "subject's area (or Select ▸ Deselect to use the whole layer).", "roi")
+            raise JobError(
+                f"The selection does not overlap the layer '{snap.node_name}'. Select the "
+                "subject's area (or Select ▸ Deselect to use the whole layer).",
+                "roi",
+            )
         if snap.roi == (0, 0, w, h):
             snap.roi = None
     snap.config = cfg.daemon_config(load_config(), str(snap.options.pop("model", "") or ""))
@@ -206,14 +224,17 @@ def shadow_style(value):
     if value is True:
         return "soft"
     if not isinstance(value, str):
-        raise JobError(f"shadow={value!r}: give a style name ({', '.join(cfg.SHADOW_STYLES)}) or None",
-                       "bad_request")
+        raise JobError(
+            f"shadow={value!r}: give a style name ({', '.join(cfg.SHADOW_STYLES)}) or None", "bad_request"
+        )
     style = value.strip()
     name = style.split(",", 1)[0].strip().lower()
     if name not in cfg.SHADOW_STYLES:
-        raise JobError(f"unknown shadow style {name!r}; choose one of {', '.join(cfg.SHADOW_STYLES)} "
-                       "(with key=value overrides as in `maskd remove --shadow`, e.g. 'drop,opacity=0.3')",
-                       "bad_request")
+        raise JobError(
+            f"unknown shadow style {name!r}; choose one of {', '.join(cfg.SHADOW_STYLES)} "
+            "(with key=value overrides as in `maskd remove --shadow`, e.g. 'drop,opacity=0.3')",
+            "bad_request",
+        )
     return style
 
 
@@ -264,11 +285,21 @@ def compute(snap: Snapshot, progress=None, cancelled=None, on_client=None) -> Ou
         x, y, w, h = snap.region
         cutout = snap.output in ("new-layer", "apply")
         result = client.segment(
-            snap.pixels, w, h, layout=snap.fmt.layout, dtype=snap.fmt.dtype, options=snap.options,
-            roi=snap.roi, alpha_dtype="u8" if not cutout or snap.fmt.dtype == "u8" else
-            ("u16" if snap.fmt.dtype == "u16" else "f32"),
-            foreground=bool(cutout and snap.options.get("decontaminate")), progress=report,
-            transfer=snap.fmt.transfer, shadow=snap.shadow)
+            snap.pixels,
+            w,
+            h,
+            layout=snap.fmt.layout,
+            dtype=snap.fmt.dtype,
+            options=snap.options,
+            roi=snap.roi,
+            alpha_dtype="u8"
+            if not cutout or snap.fmt.dtype == "u8"
+            else ("u16" if snap.fmt.dtype == "u16" else "f32"),
+            foreground=bool(cutout and snap.options.get("decontaminate")),
+            progress=report,
+            transfer=snap.fmt.transfer,
+            shadow=snap.shadow,
+        )
         t2 = time.perf_counter()
         out.timings["segment"] = t2 - t1
         out.info = dict(result.info or {})
@@ -276,16 +307,22 @@ def compute(snap: Snapshot, progress=None, cancelled=None, on_client=None) -> Ou
             raise Cancelled()
         if snap.shadow:
             if result.shadow is None:
-                raise JobError("The running maskd engine does not make shadows (it is older than this "
-                               "plugin). Update maskd, then restart the engine with `maskd stop`.",
-                               "unsupported")
-            out.shadow = (result.shadow if result.alpha_dtype == "u8"
-                          else px.convert_alpha(result.shadow, result.alpha_dtype, "u8"))
+                raise JobError(
+                    "The running maskd engine does not make shadows (it is older than this "
+                    "plugin). Update maskd, then restart the engine with `maskd stop`.",
+                    "unsupported",
+                )
+            out.shadow = (
+                result.shadow
+                if result.alpha_dtype == "u8"
+                else px.convert_alpha(result.shadow, result.alpha_dtype, "u8")
+            )
             out.shadow_color = (result.shadow_info or {}).get("color") or "#000000"
         if cutout:
             alpha = px.cutout_alpha(result.alpha, result.alpha_dtype, snap.pixels, snap.fmt)
-            out.cutout = px.cutout_pixels(snap.pixels, snap.fmt, alpha, result.foreground,
-                                          result.foreground_dtype)
+            out.cutout = px.cutout_pixels(
+                snap.pixels, snap.fmt, alpha, result.foreground, result.foreground_dtype
+            )
         else:
             # Krita shows layer alpha × mask, and the daemon's alpha is the subject's coverage
             # (already-transparent pixels come back 0): the mask is that alpha as is.
@@ -314,8 +351,12 @@ class _Worker(QThread):
 
     def run(self):
         try:
-            outcome = compute(self._job.snapshot, progress=self.progressed.emit,
-                              cancelled=self._job.is_cancelled, on_client=self._job._set_client)
+            outcome = compute(
+                self._job.snapshot,
+                progress=self.progressed.emit,
+                cancelled=self._job.is_cancelled,
+                on_client=self._job._set_client,
+            )
         except JobError as exc:
             self.failed.emit(exc)
         except Exception as exc:  # a bug: still report it in the docker, never leave a job hanging
@@ -484,8 +525,11 @@ def _solid_layer(doc, name: str, colour: str, rect):
     try:
         fmt = px.PixelFormat(layer.colorModel(), layer.colorDepth(), layer.colorProfile())
     except px.UnsupportedLayer:
-        raise JobError(f"The image's colour space {layer.colorModel()}/{layer.colorDepth()} cannot hold the "
-                       f"{name!r} layer; convert the image to RGB.", "colour_space") from None
+        raise JobError(
+            f"The image's colour space {layer.colorModel()}/{layer.colorDepth()} cannot hold the "
+            f"{name!r} layer; convert the image to RGB.",
+            "colour_space",
+        ) from None
     pixel = px.solid_pixel(px.parse_color(colour), fmt)
     x, y, w, h = rect
     rows = max(1, min(h, FILL_STRIP_BYTES // max(1, w * len(pixel))))
@@ -557,15 +601,23 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
     """
     doc = snap.document
     if not document_is_open(doc):
-        raise JobError(f"The image was closed while removing the background of '{snap.node_name}'; "
-                       "nothing was changed.", "document_closed")
+        raise JobError(
+            f"The image was closed while removing the background of '{snap.node_name}'; nothing was changed.",
+            "document_closed",
+        )
     node = doc.nodeByUniqueID(snap.node_id)
     if node is None or node.parentNode() is None:
-        raise JobError(f"The layer '{snap.node_name}' was deleted while its background was being removed; "
-                       "nothing was changed.", "layer_gone")
+        raise JobError(
+            f"The layer '{snap.node_name}' was deleted while its background was being removed; "
+            "nothing was changed.",
+            "layer_gone",
+        )
     if _rect(node.bounds()) != snap.bounds:
-        raise JobError(f"The layer '{snap.node_name}' was moved or painted on while its background was "
-                       "being removed; nothing was changed. Run it again.", "layer_changed")
+        raise JobError(
+            f"The layer '{snap.node_name}' was moved or painted on while its background was "
+            "being removed; nothing was changed. Run it again.",
+            "layer_changed",
+        )
     x, y, w, h = snap.region
     parent = node.parentNode()
     done = Applied()
@@ -598,8 +650,9 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
         shadow.setChildNodes([shadow_mask])  # detached: no undo step, inserted with its layer
         done.extras["shadow"] = shadow
     if snap.background:
-        background = _solid_layer(doc, f"{snap.node_name} background", snap.background,
-                                  (0, 0, doc.width(), doc.height()))
+        background = _solid_layer(
+            doc, f"{snap.node_name} background", snap.background, (0, 0, doc.width(), doc.height())
+        )
         done.extras["background"] = background
     # the layer under which new layers go is taken out and put back; refuse where that would
     # change other layers (before anything is changed)
@@ -608,10 +661,12 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
     replaced_bottom = snap.output == "apply" and bottom.uniqueId() == node.uniqueId()
     if moves_bottom and not replaced_bottom and bottom.uniqueId() in _clone_sources(doc):
         where = "the image" if parent.parentNode() is None else f"the group '{parent.name()}'"
-        raise JobError(f"'{bottom.name()}' (the bottom layer of {where}) is the source of clone layers, "
-                       "and putting layers under it would turn those clones into paint layers. Add an "
-                       "empty layer at the bottom first, or turn the shadow/background layers off.",
-                       "bad_request")
+        raise JobError(
+            f"'{bottom.name()}' (the bottom layer of {where}) is the source of clone layers, "
+            "and putting layers under it would turn those clones into paint layers. Add an "
+            "empty layer at the bottom first, or turn the shadow/background layers off.",
+            "bad_request",
+        )
     # 2. the structural changes, each one undoable. The finishing layers go in first, so that the
     # first Ctrl+Z takes back the mask (or cut-out) and the next ones the shadow and background.
     changes = _Changes()

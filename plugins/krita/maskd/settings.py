@@ -27,8 +27,12 @@ MODELS = {
     "hr-matting": "High resolution matting",
 }
 # the shadow styles of `maskd remove --shadow` (core/shadow.py); a script may add key=value overrides
-SHADOW_STYLES = {"soft": "Soft (floor)", "contact": "Contact only", "drop": "Drop (back-right)",
-                 "front": "Front (towards the viewer)"}
+SHADOW_STYLES = {
+    "soft": "Soft (floor)",
+    "contact": "Contact only",
+    "drop": "Drop (back-right)",
+    "front": "Front (towards the viewer)",
+}
 DEFAULTS = {
     "output": "transparency-mask",
     "refine": True,
@@ -96,10 +100,13 @@ def daemon_options(values: dict) -> dict:
     """The job's options from the docker's choices: the daemon's pipeline options plus the
     finishing layers (``shadow``: a style or None, ``background``: "#rrggbb" or None), which the
     job takes out before asking the daemon."""
-    options = {"refine": bool(values.get("refine", True)), "quality": values.get("quality", "default"),
-               "decontaminate": bool(values.get("decontaminate", True)),
-               "shadow": values.get("shadow_style", "soft") if values.get("shadow") else None,
-               "background": values.get("background_color", "#ffffff") if values.get("background") else None}
+    options = {
+        "refine": bool(values.get("refine", True)),
+        "quality": values.get("quality", "default"),
+        "decontaminate": bool(values.get("decontaminate", True)),
+        "shadow": values.get("shadow_style", "soft") if values.get("shadow") else None,
+        "background": values.get("background_color", "#ffffff") if values.get("background") else None,
+    }
     return options
 
 

@@ -42,8 +42,14 @@ for args in RUNS:
     rv = proc.run(cfg)
     wall = time.perf_counter() - t0
     status = rv.index(0).value_nick
-    walls.append({"args": args, "status": status, "pdb_wall": wall,
-                  "error": None if status == "success" else Gimp.get_pdb().get_last_error()})
+    walls.append(
+        {
+            "args": args,
+            "status": status,
+            "pdb_wall": wall,
+            "error": None if status == "success" else Gimp.get_pdb().get_last_error(),
+        }
+    )
 with open(OUT, "w") as fh:
     json.dump(walls, fh)
 img.delete()

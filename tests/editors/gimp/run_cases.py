@@ -51,10 +51,13 @@ def describe(img, layer, case, tag):
     name = case["name"]
     gray = img.get_base_type() == Gimp.ImageBaseType.GRAY
     layer_fmt = "Y'A float" if gray else "R'G'B'A float"
-    state = {"layers": [l.get_name() for l in img.get_layers()],
-             "selected": [l.get_name() for l in img.get_selected_layers()]}
-    state["layer"] = dict(dump(layer, layer_fmt, f"{name}.{tag}.layer.f32"), offsets=offsets(layer),
-                          has_alpha=layer.has_alpha())
+    state = {
+        "layers": [l.get_name() for l in img.get_layers()],
+        "selected": [l.get_name() for l in img.get_selected_layers()],
+    }
+    state["layer"] = dict(
+        dump(layer, layer_fmt, f"{name}.{tag}.layer.f32"), offsets=offsets(layer), has_alpha=layer.has_alpha()
+    )
     mask = layer.get_mask()
     state["mask"] = dump(mask, "Y float", f"{name}.{tag}.mask.f32") if mask else None
     sel = Gimp.Selection.bounds(img)
@@ -70,35 +73,57 @@ def describe(img, layer, case, tag):
         item_name = item.get_name()
         if item_name.endswith(" shadow") or item_name.endswith(" background"):
             key = item_name.rsplit(" ", 1)[1]
-            info = dict(dump(item, layer_fmt, f"{name}.{tag}.{key}.f32"), offsets=offsets(item),
-                        name=item_name)
+            info = dict(
+                dump(item, layer_fmt, f"{name}.{tag}.{key}.f32"), offsets=offsets(item), name=item_name
+            )
             item_mask = item.get_mask()
             info["mask"] = dump(item_mask, "Y float", f"{name}.{tag}.{key}.mask.f32") if item_mask else None
             state["finishing"][key] = info
     layers = img.get_layers()
     if len(layers) > 1 and layers[0].get_name() != layer.get_name():
         top = layers[0]
-        state["new_layer"] = dict(dump(top, layer_fmt, f"{name}.{tag}.new.f32"), offsets=offsets(top),
-                                  name=top.get_name(), has_mask=top.get_mask() is not None)
+        state["new_layer"] = dict(
+            dump(top, layer_fmt, f"{name}.{tag}.new.f32"),
+            offsets=offsets(top),
+            name=top.get_name(),
+            has_mask=top.get_mask() is not None,
+        )
     return state
 
 
 def build(case):
-    img = Gimp.Image.new_with_precision(case["width"], case["height"],
-                                        getattr(Gimp.ImageBaseType, case["base"]),
-                                        getattr(Gimp.Precision, case["precision"]))
+    img = Gimp.Image.new_with_precision(
+        case["width"],
+        case["height"],
+        getattr(Gimp.ImageBaseType, case["base"]),
+        getattr(Gimp.Precision, case["precision"]),
+    )
     spec = case["layer"]
     parent = None
     if case.get("group"):
         parent = Gimp.GroupLayer.new(img, "group")
         img.insert_layer(parent, None, 0)
-    layer = Gimp.Layer.new(img, "photo", spec["width"], spec["height"], getattr(Gimp.ImageType, spec["type"]),
-                           100.0, Gimp.LayerMode.NORMAL)
+    layer = Gimp.Layer.new(
+        img,
+        "photo",
+        spec["width"],
+        spec["height"],
+        getattr(Gimp.ImageType, spec["type"]),
+        100.0,
+        Gimp.LayerMode.NORMAL,
+    )
     img.insert_layer(layer, parent, 0)
     layer.set_offsets(*spec["offsets"])
     for below in case.get("below", []):  # more layers under the photo (e.g. a floor)
-        extra = Gimp.Layer.new(img, below, case["width"], case["height"],
-                               getattr(Gimp.ImageType, spec["type"]), 100.0, Gimp.LayerMode.NORMAL)
+        extra = Gimp.Layer.new(
+            img,
+            below,
+            case["width"],
+            case["height"],
+            getattr(Gimp.ImageType, spec["type"]),
+            100.0,
+            Gimp.LayerMode.NORMAL,
+        )
         img.insert_layer(extra, parent, len(img.get_layers()))
         img.set_selected_layers([layer])
     data = open(os.path.join(DATA, spec["pixels"]), "rb").read()
@@ -110,8 +135,11 @@ def build(case):
         mask = layer.create_mask(Gimp.AddMaskType.WHITE)
         layer.add_mask(mask)
         mb = mask.get_buffer()
-        mb.set(rect(0, 0, spec["width"], spec["height"]), m["format"],
-               open(os.path.join(DATA, m["pixels"]), "rb").read())
+        mb.set(
+            rect(0, 0, spec["width"], spec["height"]),
+            m["format"],
+            open(os.path.join(DATA, m["pixels"]), "rb").read(),
+        )
         mb.flush()
     if case.get("selection"):
         img.select_rectangle(Gimp.ChannelOps.REPLACE, *case["selection"])
@@ -196,13 +224,15 @@ def run_case(case):
             saved_config = open(config_path["path"]).read()
             with open(config_path["path"], "w") as fh:
                 json.dump(config_path["config"], fh)
-        result["status"], result["error"] = call(img, [target], case.get("args", {}),
-                                                 interactive=case.get("interactive", False))
+        result["status"], result["error"] = call(
+            img, [target], case.get("args", {}), interactive=case.get("interactive", False)
+        )
         result["after"] = describe(img, layer, case, "after")
         if case.get("save"):
             path = os.path.join(OUT, case["name"] + ".xcf")
-            result["saved"] = bool(Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img,
-                                                  Gio.File.new_for_path(path), None))
+            result["saved"] = bool(
+                Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(path), None)
+            )
         if display is not None:
             if case.get("undo"):
                 result["undo_clean"] = undo_once(img, display)
@@ -226,5 +256,8 @@ def run_case(case):
 results = {"registration": registration(), "cases": [run_case(c) for c in PLAN["cases"]]}
 with open(os.path.join(OUT, "results.json"), "w") as fh:
     json.dump(results, fh, indent=1)
-print("maskd gimp cases:", [(c["name"], c.get("status"), bool(c.get("exception"))) for c in results["cases"]],
-      flush=True)
+print(
+    "maskd gimp cases:",
+    [(c["name"], c.get("status"), bool(c.get("exception"))) for c in results["cases"]],
+    flush=True,
+)

@@ -64,8 +64,14 @@ def main(args):
             for extra in job.extra_nodes.values():  # shadow / background layers, when asked for
                 extra.remove()
             doc.waitForDone()
-            out["runs"].append({"total": total, "timings": job.timings, "daemon": job.info.get("timings", {}),
-                                "cleanup": time.perf_counter() - t1})
+            out["runs"].append(
+                {
+                    "total": total,
+                    "timings": job.timings,
+                    "daemon": job.info.get("timings", {}),
+                    "cleanup": time.perf_counter() - t1,
+                }
+            )
         doc.close()
     except Exception:
         out["crash"] = traceback.format_exc()

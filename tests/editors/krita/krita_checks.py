@@ -82,8 +82,9 @@ def _find(node, name):
 def _make_case_document(app, case, work):
     from PyQt5.QtCore import QByteArray
 
-    doc = app.createDocument(case["doc_w"], case["doc_h"], case["name"], case["model"], case["depth"], "",
-                             72.0)
+    doc = app.createDocument(
+        case["doc_w"], case["doc_h"], case["name"], case["model"], case["depth"], "", 72.0
+    )
     doc.setBatchmode(True)
     root = doc.rootNode()
     for child in root.childNodes():  # drop the default background so only our layer is there
@@ -94,8 +95,13 @@ def _make_case_document(app, case, work):
     if case.get("under"):  # a layer under the subject: the shadow goes between the two
         paper = doc.createNode("paper", "paintlayer")
         root.addChildNode(paper, None)
-        paper.setPixelData(QByteArray(bytes([200, 210, 220, 255]) * (case["doc_w"] * case["doc_h"])), 0, 0,
-                           case["doc_w"], case["doc_h"])
+        paper.setPixelData(
+            QByteArray(bytes([200, 210, 220, 255]) * (case["doc_w"] * case["doc_h"])),
+            0,
+            0,
+            case["doc_w"],
+            case["doc_h"],
+        )
     layer = doc.createNode("subject", "paintlayer")
     target = layer
     if case.get("group"):
@@ -156,9 +162,11 @@ def run_case(app, maskd, case, work):
         res["shadow_region"] = [sx, sy, sw, sh]
         sb = shadow.bounds()
         res["shadow_bounds"] = [sb.x(), sb.y(), sb.width(), sb.height()]
-        for suffix, data in (("shadow-layer", shadow.pixelData(sx, sy, sw, sh)),
-                             ("shadow-mask", shadow.childNodes()[0].pixelData(sx, sy, sw, sh)),
-                             ("shadow-shown", shadow.projectionPixelData(sx, sy, sw, sh))):
+        for suffix, data in (
+            ("shadow-layer", shadow.pixelData(sx, sy, sw, sh)),
+            ("shadow-mask", shadow.childNodes()[0].pixelData(sx, sy, sw, sh)),
+            ("shadow-shown", shadow.projectionPixelData(sx, sy, sw, sh)),
+        ):
             with open(os.path.join(work, f"{case['name']}.{suffix}"), "wb") as fh:
                 fh.write(bytes(data))
     background = _find(parent, target.name() + " background")
@@ -222,8 +230,10 @@ def run_lifecycle_checks(app, maskd, spec, work):
     try:
         missing = os.path.join(work, "no-daemon", "connection.json")
         with_config({"connection_file": missing, "autostart": False, "daemon_command": []}, "daemon_absent")
-        with_config({"connection_file": missing, "autostart": True, "daemon_command": ["/bin/false"]},
-                    "autostart_fails")
+        with_config(
+            {"connection_file": missing, "autostart": True, "daemon_command": ["/bin/false"]},
+            "autostart_fails",
+        )
         if spec.get("autostart"):  # no daemon there: the plugin runs the configured `maskd serve`
             with_config(dict(spec["autostart"], autostart=True), "autostarted")
     finally:
@@ -237,16 +247,21 @@ def run_lifecycle_checks(app, maskd, spec, work):
     out["busy"] = {"error": None if busy.error is None else [busy.error.code, busy.error.message]}
     doc.close()
     _wait(job)
-    out["closed_mid_job"] = {"done": job.done, "error": None if job.error is None else [job.error.code,
-                                                                                          job.error.message]}
+    out["closed_mid_job"] = {
+        "done": job.done,
+        "error": None if job.error is None else [job.error.code, job.error.message],
+    }
     # cancel mid-job: document unchanged, the next job works again
     doc, layer, target = _make_case_document(app, case, work)
     before = _doc_state(doc)
     job = maskd.start_job(doc, target, "transparency-mask", {})
     job.cancel()
     _wait(job)
-    out["cancelled"] = {"done": job.done, "error": None if job.error is None else job.error.code,
-                        "unchanged": _doc_state(doc) == before}
+    out["cancelled"] = {
+        "done": job.done,
+        "error": None if job.error is None else job.error.code,
+        "unchanged": _doc_state(doc) == before,
+    }
     try:
         node = _guarded(lambda: maskd.remove_background(doc, target))
         out["after_cancel"] = {"node_type": node.type()}
@@ -259,8 +274,10 @@ def run_lifecycle_checks(app, maskd, spec, work):
     target.remove()
     doc.waitForDone()
     _wait(job)
-    out["layer_deleted_mid_job"] = {"error": None if job.error is None else job.error.code,
-                                    "nodes": [n.name() for n in doc.rootNode().childNodes()]}
+    out["layer_deleted_mid_job"] = {
+        "error": None if job.error is None else job.error.code,
+        "nodes": [n.name() for n in doc.rootNode().childNodes()],
+    }
     doc.close()
     # finishing options refused: a bad style (before the daemon is asked), and a bottom layer that
     # clone layers copy (after it answered): the document stays as it was either way
@@ -269,8 +286,10 @@ def run_lifecycle_checks(app, maskd, spec, work):
     doc.rootNode().addChildNode(clone, None)
     doc.waitForDone()
     before = _doc_state(doc)
-    for name, options in (("bad_shadow_style", {"shadow": "sparkle"}),
-                          ("clone_source_at_bottom", {"shadow": "soft", "background": "#ffffff"})):
+    for name, options in (
+        ("bad_shadow_style", {"shadow": "sparkle"}),
+        ("clone_source_at_bottom", {"shadow": "soft", "background": "#ffffff"}),
+    ):
         try:
             _guarded(lambda options=options: maskd.remove_background(doc, target, **options))
             out[name] = {"error": None}

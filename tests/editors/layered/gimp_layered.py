@@ -24,19 +24,20 @@ def _rgba(width, height, fn):
     i = 0
     for y in range(height):
         for x in range(width):
-            out[i:i + 4] = bytes(fn(x, y))
+            out[i : i + 4] = bytes(fn(x, y))
             i += 4
     return bytes(out)
 
 
 def _subject(x, y):
-    if (x - 48) ** 2 + (y - 32) ** 2 < 20 ** 2:
+    if (x - 48) ** 2 + (y - 32) ** 2 < 20**2:
         return (230, 120 + y, 40, 255)
     return (20 + x // 2, 60 + y, 160, 255)
 
 
-def _layer(img, parent, position, name, w, h, x, y, fn, opacity=100.0, mode=Gimp.LayerMode.NORMAL,
-           visible=True):
+def _layer(
+    img, parent, position, name, w, h, x, y, fn, opacity=100.0, mode=Gimp.LayerMode.NORMAL, visible=True
+):
     layer = Gimp.Layer.new(img, name, w, h, Gimp.ImageType.RGBA_IMAGE, opacity, mode)
     img.insert_layer(layer, parent, position)
     layer.set_offsets(x, y)
@@ -53,34 +54,52 @@ def make():
     # an offset multiply shadow, a group with a screen stripe and a hidden note, a hidden top layer
     _layer(img, None, 0, "Background", W, H, 0, 0, lambda x, y: (255, 255, 255, 255))
     bg = _layer(img, None, 0, "background", W, H, 0, 0, _subject)
-    _layer(img, None, 0, "shadow", 40, 30, 10, 12, lambda x, y: (10, 10, 10, 200), 60.0,
-           Gimp.LayerMode.MULTIPLY)
+    _layer(
+        img, None, 0, "shadow", 40, 30, 10, 12, lambda x, y: (10, 10, 10, 200), 60.0, Gimp.LayerMode.MULTIPLY
+    )
     group = Gimp.GroupLayer.new(img, "decor")
     img.insert_layer(group, None, 0)
-    _layer(img, group, 0, "stripe", W, 8, 0, 40, lambda x, y: (250, 250, 90, 255), 80.0,
-           Gimp.LayerMode.SCREEN)
+    _layer(
+        img, group, 0, "stripe", W, 8, 0, 40, lambda x, y: (250, 250, 90, 255), 80.0, Gimp.LayerMode.SCREEN
+    )
     _layer(img, group, 0, "note", 16, 16, 70, 4, lambda x, y: (255, 0, 0, 255), visible=False)
     _layer(img, None, 0, "hidden top", W, H, 0, 0, lambda x, y: (0, 255, 0, 128), visible=False)
     with open(os.path.join(OUT, "background.rgba"), "wb") as f:
-        f.write(bytes(bg.get_buffer().get(Gegl.Rectangle.new(0, 0, W, H), 1.0, "R'G'B'A u8",
-                                          Gegl.AbyssPolicy.CLAMP)))
+        f.write(
+            bytes(
+                bg.get_buffer().get(Gegl.Rectangle.new(0, 0, W, H), 1.0, "R'G'B'A u8", Gegl.AbyssPolicy.CLAMP)
+            )
+        )
     for name in ("made.xcf", "made.ora"):
-        result[name] = bool(Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img,
-                                           Gio.File.new_for_path(os.path.join(OUT, name)), None))
+        result[name] = bool(
+            Gimp.file_save(
+                Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(os.path.join(OUT, name)), None
+            )
+        )
     img.convert_precision(Gimp.Precision.U16_NON_LINEAR)
-    result["made16.xcf"] = bool(Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, img,
-                                               Gio.File.new_for_path(os.path.join(OUT, "made16.xcf")),
-                                               None))
+    result["made16.xcf"] = bool(
+        Gimp.file_save(
+            Gimp.RunMode.NONINTERACTIVE, img, Gio.File.new_for_path(os.path.join(OUT, "made16.xcf")), None
+        )
+    )
     img.delete()
 
 
 def _describe(layer, prefix, dumps):
-    ok, x, y = layer.get_offsets()[-3:] if len(layer.get_offsets()) == 3 else (True,) + tuple(
-        layer.get_offsets())
+    ok, x, y = (
+        layer.get_offsets()[-3:] if len(layer.get_offsets()) == 3 else (True,) + tuple(layer.get_offsets())
+    )
     w, h = layer.get_width(), layer.get_height()
-    item = {"name": layer.get_name(), "group": bool(layer.is_group()), "visible": bool(layer.get_visible()),
-            "opacity": round(layer.get_opacity(), 3), "mode": int(layer.get_mode()), "offsets": [x, y],
-            "size": [w, h], "children": []}
+    item = {
+        "name": layer.get_name(),
+        "group": bool(layer.is_group()),
+        "visible": bool(layer.get_visible()),
+        "opacity": round(layer.get_opacity(), 3),
+        "mode": int(layer.get_mode()),
+        "offsets": [x, y],
+        "size": [w, h],
+        "children": [],
+    }
     rect = Gegl.Rectangle.new(0, 0, w, h)
     if layer.is_group():
         item["children"] = [_describe(child, prefix, dumps) for child in layer.get_children()]
@@ -111,8 +130,10 @@ def inspect():
             continue
         dumps = []
         result["files"][path] = {
-            "size": [img.get_width(), img.get_height()], "precision": int(img.get_precision()),
-            "layers": [_describe(layer, f"f{i}_", dumps) for layer in img.get_layers()]}
+            "size": [img.get_width(), img.get_height()],
+            "precision": int(img.get_precision()),
+            "layers": [_describe(layer, f"f{i}_", dumps) for layer in img.get_layers()],
+        }
         img.delete()
 
 

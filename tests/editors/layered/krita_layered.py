@@ -21,14 +21,14 @@ def _bgra(width, height, fn):
     for y in range(height):
         for x in range(width):
             r, g, b, a = fn(x, y)
-            out[i:i + 4] = bytes((b, g, r, a))
+            out[i : i + 4] = bytes((b, g, r, a))
             i += 4
     return bytes(out)
 
 
 def _subject(x, y):
     """An opaque photo-like layer: a warm disc on a cool gradient (the default target)."""
-    if (x - 48) ** 2 + (y - 32) ** 2 < 20 ** 2:
+    if (x - 48) ** 2 + (y - 32) ** 2 < 20**2:
         return (230, 120 + y, 40, 255)
     return (20 + x // 2, 60 + y, 160, 255)
 
@@ -75,8 +75,11 @@ def make(args):
         doc.waitForDone()
         for name in ("made.kra", "made.ora"):
             path = os.path.join(out, name)
-            res[name] = bool(doc.exportImage(path, _export_config())) if name.endswith(".ora") \
+            res[name] = (
+                bool(doc.exportImage(path, _export_config()))
+                if name.endswith(".ora")
                 else bool(doc.saveAs(path))
+            )
         # the subject layer's own pixels, for comparing with the daemon's alpha (BGRA)
         with open(os.path.join(out, "background.bgra"), "wb") as f:
             f.write(bytes(bg.pixelData(0, 0, W, H)))
@@ -93,10 +96,15 @@ def _export_config():
 
 
 def _describe(node, out, prefix, dumps):
-    item = {"name": node.name(), "type": node.type(), "visible": bool(node.visible()),
-            "opacity": node.opacity(), "mode": node.blendingMode(),
-            "bounds": [node.bounds().x(), node.bounds().y(), node.bounds().width(), node.bounds().height()],
-            "children": []}
+    item = {
+        "name": node.name(),
+        "type": node.type(),
+        "visible": bool(node.visible()),
+        "opacity": node.opacity(),
+        "mode": node.blendingMode(),
+        "bounds": [node.bounds().x(), node.bounds().y(), node.bounds().width(), node.bounds().height()],
+        "children": [],
+    }
     if node.type() in ("transparencymask", "selectionmask"):
         key = f"{prefix}{len(dumps)}"
         path = os.path.join(out, key + ".mask")

@@ -44,7 +44,7 @@ def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
 def _rle_plane(plane: bytes) -> bytes:
     out = bytearray()
     for i in range(0, len(plane), 127):
-        chunk = plane[i:i + 127]
+        chunk = plane[i : i + 127]
         out.append(256 - len(chunk))
         out += chunk
     return bytes(out)
@@ -67,10 +67,17 @@ def write_xcf(width: int, height: int, layers: list[SynthLayer], version: int = 
     for n, layer in enumerate(layers):
         h, w = layer.rgba.shape[:2]
         name = layer.name.encode() + b"\0"
-        lprops = b"".join(struct.pack(">II", pid, len(p)) + p for pid, p in [
-            (6, struct.pack(">I", round(layer.opacity * 255))), (8, struct.pack(">I", int(layer.visible))),
-            (15, struct.pack(">ii", *layer.offset)), (7, struct.pack(">I", layer.mode)),
-            (11, struct.pack(">I", 0)), (20, struct.pack(">I", n + 1))]) + struct.pack(">II", 0, 0)
+        lprops = b"".join(
+            struct.pack(">II", pid, len(p)) + p
+            for pid, p in [
+                (6, struct.pack(">I", round(layer.opacity * 255))),
+                (8, struct.pack(">I", int(layer.visible))),
+                (15, struct.pack(">ii", *layer.offset)),
+                (7, struct.pack(">I", layer.mode)),
+                (11, struct.pack(">I", 0)),
+                (20, struct.pack(">I", n + 1)),
+            ]
+        ) + struct.pack(">II", 0, 0)
         layer_ptr = base + len(body)
         layer_ptrs.append(layer_ptr)
         header = struct.pack(">III", w, h, 1) + struct.pack(">I", len(name)) + name + lprops
@@ -79,7 +86,7 @@ def write_xcf(width: int, height: int, layers: list[SynthLayer], version: int = 
         tiles = []
         for y0 in range(0, h, 64):
             for x0 in range(0, w, 64):
-                tile = layer.rgba[y0:y0 + 64, x0:x0 + 64]
+                tile = layer.rgba[y0 : y0 + 64, x0 : x0 + 64]
                 tiles.append(b"".join(_rle_plane(tile[..., c].tobytes()) for c in range(4)))
         tile_base = level_ptr + 8 + (len(tiles) + 1) * psize
         pointers, offset = [], tile_base
@@ -110,11 +117,16 @@ def write_ora(width: int, height: int, layers: list[SynthLayer]) -> bytes:
             src = f"data/layer{n}.png"
             z.writestr(src, _png(layer.rgba))
             x, y = layer.offset
-            items.append(f'<layer name="{layer.name}" src="{src}" x="{x}" y="{y}" '
-                         f'opacity="{layer.opacity}" visibility="{"visible" if layer.visible else "hidden"}" '
-                         f'composite-op="svg:src-over"/>')
-        z.writestr("stack.xml", f'<?xml version="1.0" encoding="UTF-8"?>\n<image version="0.0.3" w="{width}" '
-                                f'h="{height}"><stack>{"".join(items)}</stack></image>')
+            items.append(
+                f'<layer name="{layer.name}" src="{src}" x="{x}" y="{y}" '
+                f'opacity="{layer.opacity}" visibility="{"visible" if layer.visible else "hidden"}" '
+                f'composite-op="svg:src-over"/>'
+            )
+        z.writestr(
+            "stack.xml",
+            f'<?xml version="1.0" encoding="UTF-8"?>\n<image version="0.0.3" w="{width}" '
+            f'h="{height}"><stack>{"".join(items)}</stack></image>',
+        )
     return out.getvalue()
 
 
@@ -128,25 +140,30 @@ def write_kra(width: int, height: int, layers: list[SynthLayer]) -> bytes:
             canvas = np.zeros((height, width, 4), np.uint8)
             h, w = layer.rgba.shape[:2]
             x, y = layer.offset
-            canvas[y:y + h, x:x + w] = layer.rgba[: height - y, : width - x]
+            canvas[y : y + h, x : x + w] = layer.rgba[: height - y, : width - x]
             bgra = canvas[..., [2, 1, 0, 3]]
             parts = []
             for ty in range(0, height, 64):
                 for tx in range(0, width, 64):
                     tile = np.zeros((64, 64, 4), np.uint8)
-                    block = bgra[ty:ty + 64, tx:tx + 64]
-                    tile[:block.shape[0], :block.shape[1]] = block
+                    block = bgra[ty : ty + 64, tx : tx + 64]
+                    tile[: block.shape[0], : block.shape[1]] = block
                     data = b"\0" + tile.tobytes()
                     parts.append(f"{tx},{ty},LZF,{len(data)}\n".encode() + data)
             head = f"VERSION 2\nTILEWIDTH 64\nTILEHEIGHT 64\nPIXELSIZE 4\nDATA {len(parts)}\n".encode()
             z.writestr(f"synth/layers/layer{n}", head + b"".join(parts), zipfile.ZIP_STORED)
             z.writestr(f"synth/layers/layer{n}.defaultpixel", bytes(4))
-            items.append(f'<layer nodetype="paintlayer" filename="layer{n}" name="{layer.name}" '
-                         f'visible="{int(layer.visible)}" opacity="{round(layer.opacity * 255)}" '
-                         f'colorspacename="RGBA" compositeop="normal" x="0" y="0"/>')
-        z.writestr("maindoc.xml", '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE DOC PUBLIC '
-                   "'-//KDE//DTD krita 2.0//EN' 'http://www.calligra.org/DTD/krita-2.0.dtd'>\n"
-                   '<DOC xmlns="http://www.calligra.org/DTD/krita" syntaxVersion="2.0">\n'
-                   f' <IMAGE name="synth" width="{width}" height="{height}" colorspacename="RGBA" '
-                   f'mime="application/x-kra"><layers>{"".join(items)}</layers></IMAGE>\n</DOC>\n')
+            items.append(
+                f'<layer nodetype="paintlayer" filename="layer{n}" name="{layer.name}" '
+                f'visible="{int(layer.visible)}" opacity="{round(layer.opacity * 255)}" '
+                f'colorspacename="RGBA" compositeop="normal" x="0" y="0"/>'
+            )
+        z.writestr(
+            "maindoc.xml",
+            '<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE DOC PUBLIC '
+            "'-//KDE//DTD krita 2.0//EN' 'http://www.calligra.org/DTD/krita-2.0.dtd'>\n"
+            '<DOC xmlns="http://www.calligra.org/DTD/krita" syntaxVersion="2.0">\n'
+            f' <IMAGE name="synth" width="{width}" height="{height}" colorspacename="RGBA" '
+            f'mime="application/x-kra"><layers>{"".join(items)}</layers></IMAGE>\n</DOC>\n',
+        )
     return out.getvalue()

@@ -112,7 +112,7 @@ class GuiCheck(Extension):
         pixels = bytearray()
         for y in range(h):
             for x in range(w):
-                inside = (x - 32) ** 2 + (y - 24) ** 2 < 18 ** 2
+                inside = (x - 32) ** 2 + (y - 24) ** 2 < 18**2
                 outside = ((x * 3) % 256, 90, (y * 5) % 256, 255)
                 pixels += bytes((40, 160, 230, 255) if inside else outside)
         layer.setPixelData(QByteArray(bytes(pixels)), 0, 0, w, h)
