@@ -194,6 +194,8 @@ def install_plugins(
     from maskd.installers.service import install_service
 
     targets = editor_targets(plat, editors, found_only=True)
+    # an autostart entry an earlier run wrote is rewritten too (it may name modules of an older layout)
+    had_service = bool(manifest.entries_of("service"))
     if not targets:
         out("No GIMP 3 or Krita found. Looked for:")
         for t in editor_targets(plat, editors):
@@ -202,7 +204,8 @@ def install_plugins(
             "Install an editor (or start it once so it creates its settings folder), then run "
             "`maskd install-plugins` again."
         )
-        return []
+        if not (had_service and service != "no"):
+            return []
     for target in targets:
         files = install_target(plat, target, manifest, daemon_command)
         extra = f"; enabled in {target.kritarc}" if target.editor == "krita" else ""
@@ -212,7 +215,7 @@ def install_plugins(
     settings["daemon_command"] = [str(c) for c in daemon_command]
     settings["editors"] = sorted({*settings.get("editors", []), *(t.key for t in targets)})
     sandboxed = [t for t in targets if t.sandboxed]
-    if service == "yes" or (sandboxed and service == "auto"):
+    if service == "yes" or ((sandboxed or had_service) and service == "auto"):
         lines = install_service(
             plat,
             manifest,

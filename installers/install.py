@@ -19,9 +19,12 @@ Everything written is recorded in ``install.json`` beside the venv; ``maskd unin
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,12 +33,54 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from maskd.installers import InstallError  # noqa: E402
-from maskd.installers.locations import Platform  # noqa: E402
+from maskd.installers.locations import Platform, editor_targets  # noqa: E402
 from maskd.installers.manifest import Manifest  # noqa: E402
-from maskd.installers.torch_choice import KINDS, choose_torch  # noqa: E402
+from maskd.installers.torch_choice import CPU_INDEX, KINDS, choose_torch  # noqa: E402
 
 EXIT_INCOMPLETE = 3  # installed, but without weights: the message says how to supply them
 GPU_PRESET, CPU_PRESET = "general", "lite"
+# What a source folder contributes to the maskd package (pyproject.toml's package-dir maps the
+# repository root to `maskd`): only these are hashed and copied for a build, so a user's photos in
+# the clone, a .venv, and pip's own build/ and *.egg-info leftovers neither trigger nor leak into it.
+SOURCE_PARTS = ("pyproject.toml", "README.md", "__init__.py", "core", "server", "plugins", "installers")
+_NOT_SOURCE = {"__pycache__", "build", "dist", ".git"}
+
+
+def _source_files(folder: Path) -> list[Path]:
+    """The files of a source folder that make up the package, sorted (see ``SOURCE_PARTS``)."""
+    files = []
+    for part in SOURCE_PARTS:
+        path = folder / part
+        if path.is_file():
+            files.append(path)
+        for root, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if d not in _NOT_SOURCE and not d.endswith(".egg-info"))
+            files += [Path(root) / n for n in sorted(names) if not n.endswith((".pyc", ".pyo"))]
+    return files
+
+
+def source_digest(package: str) -> str | None:
+    """A content hash of what ``package`` (a source folder or a wheel file) installs; None if unknown."""
+    path = Path(package)
+    digest = hashlib.sha256()
+    if path.is_file():
+        digest.update(path.read_bytes())
+    elif (path / "pyproject.toml").is_file():
+        for file in _source_files(path):
+            digest.update(file.relative_to(path).as_posix().encode() + b"\0" + file.read_bytes() + b"\0")
+    else:
+        return None
+    return digest.hexdigest()
+
+
+def clean_source_copy(folder: Path, dest: Path) -> Path:
+    """Copy only the package's own files (no stale build/ or *.egg-info, whose leftovers pip would
+    install again) to ``dest``, so a build never writes into the user's clone either."""
+    for file in _source_files(folder):
+        target = dest / file.relative_to(folder)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(file, target)
+    return dest
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -103,6 +148,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def path_hint(bin_dir: Path, shell: str) -> str:
+    """How to put ``bin_dir`` on PATH, for the user's shell, now and in every new terminal."""
+    name = Path(shell).name
+    if name == "fish":
+        return f"{bin_dir} is not on your PATH. Add it: fish_add_path {bin_dir}"
+    rc = "~/.zshrc" if name == "zsh" else "~/.bashrc"
+    line = f'export PATH="{bin_dir}:$PATH"'
+    return (
+        f"{bin_dir} is not on your PATH, so `maskd` alone is not found yet. Add it (now and for new "
+        f"terminals):\n        {line}\n        echo '{line}' >> {rc}"
+    )
+
+
 class Installer:
     def __init__(self, args: argparse.Namespace, plat: Platform):
         self.args = args
@@ -110,6 +168,9 @@ class Installer:
         self.done: list[str] = []
         self.warnings: list[str] = []
         self.manifest_path = plat.manifest_path
+        self.command = str(plat.venv_maskd(plat.venv_dir))  # how the user runs maskd (summary)
+        self.path_hint = ""  # how to put ~/.local/bin on PATH, when it is not
+        self.editors: list[str] | None = None  # editors the plugin step found (None: step skipped)
 
     # -- helpers
     def step(self, title: str) -> None:
@@ -192,7 +253,6 @@ class Installer:
         print(f"    choice: {choice.describe()}")
         for note in choice.notes:
             print(f"    note: {note}")
-            self.warnings.append(note)
         have = self.venv_output("import torch; print(torch.__version__, bool(torch.version.cuda))")
         if choice.kind == "skip":
             if not have:
@@ -208,27 +268,64 @@ class Installer:
         elif have and choice.kind == "cpu" and have.split()[1] == "True":
             print(f"    torch {have.split()[0]} is a CUDA build; it runs on CPU too, so it is kept")
         self.run([self.python, "-m", "pip", "install", *choice.pip_args(), *extra], "installing torch")
-        version = self.venv_output("import torch; print(torch.__version__)") or "?"
-        self.done.append(f"torch {version} ({choice.kind}: {choice.reason})")
+        have = self.venv_output("import torch; print(torch.__version__, bool(torch.version.cuda))")
+        version, cuda_build = (have or "? False").split()
+        self.done.append(
+            f"torch {version}, {'CUDA' if cuda_build == 'True' else 'CPU'} build "
+            f"({choice.kind}: {choice.reason})"
+        )
+        if choice.kind == "cpu" and cuda_build == "True" and self.plat.system != "darwin":
+            self.warnings.append(
+                f"torch {version} in maskd's environment is a CUDA build (several GB) although no NVIDIA "
+                "GPU was found; it runs on the CPU all the same. For the small CPU build: "
+                f"{self.python} -m pip install --force-reinstall {choice.spec} --index-url {CPU_INDEX}"
+            )
         return choice.kind
 
     def install_maskd(self) -> None:
         package = self.args.package or str(REPO)
         self.step(f"maskd from {package}")
-        before = self.venv_output("import importlib.metadata as m; print(m.version('maskd'))")
-        # the `layered` extra (gimpformats, pure Python) lets `maskd remove` read GIMP's XCF files
-        self.run(
-            [self.python, "-m", "pip", "install", package + "[layered]"],
-            "installing maskd and its dependencies",
-        )
-        if before:  # same version number: pip would keep the old files, so replace them (upgrade in place)
+        probe = "import importlib.metadata as m; print(m.version('maskd'))"
+        before = self.venv_output(probe)
+        digest = source_digest(package)
+        recorded = self.manifest().settings.get("maskd_source") or {}
+        unchanged = before and digest and recorded == {"digest": digest, "version": before}
+        if unchanged and self.venv_output("import maskd.server.cli; print('ok')") == "ok":
+            print(f"    maskd {before} is installed from exactly this source already; kept")
+            self.done.append(f"maskd {before} (unchanged; kept)")
+        else:
+            self.pip_install_maskd(package, before)
+            version = self.venv_output(probe) or "?"
+            self.done.append(f"maskd {version}" + (f" (was {before})" if before else ""))
+            if digest and version != "?":
+                m = self.manifest()
+                m.settings["maskd_source"] = {"digest": digest, "version": version}
+                m.save()
+        self.link_command()
+
+    def pip_install_maskd(self, package: str, before: str | None) -> None:
+        """pip-install maskd with the `layered` extra (gimpformats, pure Python: `maskd remove` reads
+        GIMP's XCF files). A source folder is built from a clean copy (pip always rebuilds and
+        reinstalls a folder); a wheel of the installed version is forced, or pip would keep the old
+        files. Either way pip's uninstall of the old version removes every file it had installed."""
+        with tempfile.TemporaryDirectory(prefix="maskd-source-") as tmp:
+            source = Path(package)
+            is_folder = source.is_dir() and (source / "pyproject.toml").is_file()
+            target = str(clean_source_copy(source, Path(tmp) / "maskd")) if is_folder else package
             self.run(
-                [self.python, "-m", "pip", "install", "--force-reinstall", "--no-deps", package],
-                "upgrading maskd in place",
+                [self.python, "-m", "pip", "install", target + "[layered]"],
+                "installing maskd and its dependencies",
             )
-        version = self.venv_output("import importlib.metadata as m; print(m.version('maskd'))") or "?"
-        self.done.append(f"maskd {version}" + (f" (was {before})" if before else ""))
+            if before and not is_folder:
+                self.run(
+                    [self.python, "-m", "pip", "install", "--force-reinstall", "--no-deps", target],
+                    "upgrading maskd in place",
+                )
+
+    def link_command(self) -> None:
+        """``~/.local/bin/maskd`` → the venv's ``maskd``; remembers how the user can type it."""
         maskd = self.plat.venv_maskd(self.venv)
+        self.command = str(maskd)
         bin_dir = self.plat.user_bin_dir
         if bin_dir is None or self.args.no_bin_link:
             self.done.append(f"command: {maskd}")
@@ -241,17 +338,30 @@ class Installer:
                 link.unlink()
             link.symlink_to(maskd)
             m.add("file", link)
+            self.done.append(f"command: {link} -> {maskd}")
             on_path = str(bin_dir) in self.plat.env.get("PATH", "").split(os.pathsep)
-            hint = "" if on_path else f" ({bin_dir} is not on PATH)"
-            self.done.append(f"command: {link} -> {maskd}{hint}")
+            self.command = "maskd" if on_path else str(link)
+            if not on_path:
+                self.path_hint = path_hint(bin_dir, self.plat.env.get("SHELL", ""))
         else:
             self.warnings.append(f"{link} exists and is not maskd's link; left alone. Use {maskd}")
         m.save()
 
     def install_weights(self, torch_kind: str) -> bool:
+        """The model: ``--weights FILE``, ``--preset``, else what an earlier run recorded, else the
+        default for this machine. The choice is recorded in the manifest even when the download
+        fails (exit 3), so every command names the model the user is told to supply."""
         a = self.args
         if a.no_weights:
             return True
+        recorded = [str(x) for x in self.manifest().settings.get("model_args") or []]
+        if not a.weights and not a.preset and recorded[:1] == ["--weights"]:
+            variant = recorded[3] if recorded[2:3] == ["--variant"] else "?"
+            if Path(recorded[1]).is_file():
+                self.step(f"model weights: {recorded[1]} (as '{variant}', from the earlier install)")
+                print("    kept; --preset NAME or --weights FILE --variant NAME installs another")
+                self.done.append(f"weights: {recorded[1]} (kept; daemon: maskd serve {' '.join(recorded)})")
+                return True
         if a.weights:
             if not a.variant:
                 raise InstallError(
@@ -266,8 +376,13 @@ class Installer:
             gpu = torch_kind in ("cuda", "mps") or (
                 torch_kind == "skip" and self.venv_output(probe) == "True"
             )
-            preset = a.preset or (GPU_PRESET if gpu else CPU_PRESET)
-            why = "" if a.preset else f" (the default {'with a GPU' if gpu else 'on CPU'})"
+            if a.preset:
+                preset, why = a.preset, ""
+            elif recorded[:1] == ["--model"] and len(recorded) > 1:
+                preset, why = recorded[1], " (chosen by the earlier install)"
+            else:
+                preset = GPU_PRESET if gpu else CPU_PRESET
+                why = f" (the default {'with a GPU' if gpu else 'on CPU'})"
             self.step(f"model weights: preset '{preset}'{why}")
             cmd = ["--preset", preset]
         code = self.run(
@@ -301,8 +416,36 @@ class Installer:
         cmd += ["--no-service"] if self.args.no_service else []
         cmd += ["--no-start"] if self.args.no_start else []
         self.run(cmd, "installing the plugins")
-        editors = self.manifest().settings.get("editors") or []
-        self.done.append("plugins: " + (", ".join(editors) if editors else "no editor found"))
+        wanted = [e for e in (self.args.editors or "").split(",") if e.strip()] or None
+        found = editor_targets(self.plat, wanted, found_only=True)
+        self.editors = sorted({t.editor for t in found})
+        keys = ", ".join(sorted(t.key for t in found))
+        self.done.append("plugins: " + (keys or "no GIMP 3 or Krita found"))
+
+    def next_steps(self) -> str:
+        """What to do now, naming only the editors that got the plugin."""
+        names = {"gimp": "GIMP", "krita": "Krita"}
+        lines = []
+        if self.editors:
+            where = {
+                "gimp": "Layer ▸ Transparency ▸ Remove Background… (GIMP)",
+                "krita": "the Background Removal docker (Krita)",
+            }
+            lines.append(
+                f"Next: restart {' and '.join(names[e] for e in self.editors)} and use "
+                + " or ".join(where[e] for e in self.editors)
+                + "."
+            )
+        elif self.editors is not None:
+            lines.append(
+                "No GIMP 3 or Krita was found, so no plugin was installed; after installing one (or "
+                f"starting it once), run `{self.command} install-plugins`."
+            )
+        lines.append(
+            f"On the command line: `{self.command} remove photo.jpg -o cutout.png`; check the setup "
+            f"any time with `{self.command} doctor`."
+        )
+        return "\n".join(lines)
 
     def install(self) -> int:
         start = time.monotonic()
@@ -314,11 +457,10 @@ class Installer:
         self.install_maskd()
         weights_ok = self.install_weights(torch_kind)
         self.install_plugins()
-        maskd = self.plat.venv_maskd(self.venv)
         print(f"\n==> done in {time.monotonic() - start:.0f} s")
         for line in self.done:
             print(f"    - {line}")
-        for line in self.warnings:
+        for line in self.warnings + ([self.path_hint] if self.path_hint else []):
             print(f"    ! {line}")
         print(f"    manifest: {self.manifest_path} (`maskd uninstall` removes all of it)")
         if not weights_ok:
@@ -328,12 +470,7 @@ class Installer:
                 "to finish."
             )
             return EXIT_INCOMPLETE
-        print(
-            f"\nNext: restart GIMP/Krita and use Layer ▸ Transparency ▸ Remove Background… (GIMP) or "
-            f"the Background Removal docker (Krita); on the command line: "
-            f"`maskd remove photo.jpg -o cutout.png`; "
-            f"check the setup any time with `{maskd} doctor`."
-        )
+        print("\n" + self.next_steps())
         return 0
 
 

@@ -6,7 +6,8 @@ Rule (``--torch auto``, the default):
 - macOS on Apple Silicon → the default PyPI wheel (it has MPS);
 - otherwise → the CPU-only build from the PyTorch CPU index (a few hundred MB instead of several
   GB). Where that index cannot be reached (an offline mirror, a wheel folder), pip's own
-  configuration decides (``pip install torch==…``), with a warning.
+  configuration decides (``pip install torch==…``); the installer warns when that turns out to
+  be a CUDA build.
 
 Overrides: ``--torch cpu|cuda|mps|skip`` (or ``MASKD_TORCH``), ``--torch-spec`` (or
 ``MASKD_TORCH_SPEC``, default ``torch==2.13.0``, the version maskd is tested with) and
@@ -111,8 +112,8 @@ def choose_torch(
             choice.index_url = CPU_INDEX
         else:
             choice.notes.append(
-                f"{CPU_INDEX} cannot be reached: installing {spec} with pip's own "
-                "configuration (on Linux the PyPI wheel is the large CUDA build; set "
-                "MASKD_TORCH_INDEX_URL to a CPU wheel index to avoid it)"
+                f"{CPU_INDEX} cannot be reached: installing {spec} with pip's own configuration "
+                "(a CPU wheel pip finds locally is used; the installer's summary warns if pip "
+                "picks PyPI's large CUDA build instead)"
             )
     return choice

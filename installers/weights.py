@@ -257,26 +257,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     manifest = Manifest.load(args.manifest)
     try:
+        from maskd.core.presets import resolve_preset
+
         if args.file:
             if not args.variant:
                 raise WeightsError(
                     "--weights FILE needs --variant NAME (the preset whose architecture "
                     "the file has, e.g. lite or general)"
                 )
+            name = resolve_preset(args.variant).name
             dest = args.dest or args.manifest.parent / "models"
             path = import_file(
                 args.file, args.variant, dest, manifest, args.sha256, load_check=not args.no_load_check
             )
-            from maskd.core.presets import resolve_preset
-
-            name = resolve_preset(args.variant).name
             model_args = ["--weights", str(path), "--variant", name]
         else:
-            path = fetch_preset(args.preset, manifest, load_check=not args.no_load_check)
-            from maskd.core.presets import resolve_preset
-
             name = resolve_preset(args.preset).name
             model_args = ["--model", name]
+            # the choice holds even if the download fails: `maskd serve`, `remove`, `doctor`, `models`
+            # and the plugins then name this model (and how to supply it), not the built-in default
+            manifest.settings.update(preset=name, model_args=model_args)
+            manifest.settings.pop("weights_path", None)
+            path = fetch_preset(args.preset, manifest, load_check=not args.no_load_check)
     except WeightsUnavailable as exc:
         manifest.save()
         print(f"\nWEIGHTS NOT INSTALLED: {exc}", file=sys.stderr)

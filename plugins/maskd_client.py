@@ -72,6 +72,9 @@ CLIENT_VERSION = "0.1.0"
 PROTOCOL_TAG = b"MASKD/1"  # first frame of every message; the major version lives in it
 PROTOCOL_VERSION = (1, 0)  # (major, minor); minor versions only add fields
 CONFIG_NAME = "maskd_config.json"
+# `python -m` module names that installations made before the `maskd` namespace wrote into plugin
+# configs and autostart entries, and today's names for them
+OLD_MODULES = {"server": "maskd.server", "installers.service": "maskd.installers.service"}
 LAYOUT_CHANNELS = {"RGBA": 4, "BGRA": 4, "RGB": 3, "GRAY": 1, "GRAYA": 2}
 DTYPE_BYTES = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
 ALPHA_DTYPES = ("u8", "u16", "f32")
@@ -177,6 +180,16 @@ def read_connection_file(path: str | None = None) -> dict:
     return info
 
 
+def current_command(command: list) -> list[str]:
+    """``command`` with an earlier layout's ``-m server`` (see ``OLD_MODULES``) mapped to today's
+    module, so a config written before the upgrade keeps working until the installer rewrites it."""
+    out = [str(c) for c in command]
+    for i in range(1, len(out)):
+        if out[i - 1] == "-m" and out[i] in OLD_MODULES:
+            out[i] = OLD_MODULES[out[i]]
+    return out
+
+
 def load_plugin_config(folder: str) -> dict:
     """The plugin's ``maskd_config.json`` (written by the installer), with defaults filled in."""
     config = {"daemon_command": [], "connection_file": None, "autostart": True}
@@ -186,6 +199,8 @@ def load_plugin_config(folder: str) -> dict:
             loaded = json.load(fh)
         if isinstance(loaded, dict):
             config.update(loaded)
+        if isinstance(config["daemon_command"], list):
+            config["daemon_command"] = current_command(config["daemon_command"])
     except FileNotFoundError:
         pass
     except (OSError, ValueError) as exc:

@@ -77,7 +77,8 @@ def test_offline_says_what_it_could_not_download_and_how_to_supply_it(offline_hu
     assert "MASKD_WEIGHTS" in message
 
 
-def test_offline_cli_exits_3_and_records_nothing(offline_hub, tmp_path):
+def test_offline_cli_exits_3_and_records_the_choice(offline_hub, tmp_path):
+    """Nothing downloaded, but the chosen model is recorded, so every command names it (not the default)."""
     manifest = tmp_path / "maskd" / "install.json"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r = subprocess.run(
@@ -88,7 +89,7 @@ def test_offline_cli_exits_3_and_records_nothing(offline_hub, tmp_path):
             "--manifest",
             str(manifest),
             "--preset",
-            "general",
+            "BiRefNet",  # a repo name: recorded as the preset it resolves to
         ],
         capture_output=True,
         text=True,
@@ -98,7 +99,8 @@ def test_offline_cli_exits_3_and_records_nothing(offline_hub, tmp_path):
     )
     assert r.returncode == W.EXIT_UNAVAILABLE, r.stderr
     assert "WEIGHTS NOT INSTALLED" in r.stderr and "--variant general" in r.stderr
-    assert json.loads(manifest.read_text())["settings"] == {}
+    settings = json.loads(manifest.read_text())["settings"]
+    assert settings == {"preset": "general", "model_args": ["--model", "general"]}
 
 
 def test_cached_download_is_reused_and_a_bad_checksum_deletes_it(offline_hub, monkeypatch, lite_weights):

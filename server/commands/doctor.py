@@ -168,6 +168,8 @@ def _check_daemon(r: Report, connection_file, sandboxed: bool) -> None:
 
 
 def _check_service(r: Report, manifest) -> None:
+    from maskd.plugins import maskd_client as mc
+
     entries = manifest.entries_of("service")
     for entry in entries:
         if not os.path.exists(entry["path"]):
@@ -176,6 +178,20 @@ def _check_service(r: Report, manifest) -> None:
                 "problem",
                 f"the autostart entry {entry['path']} is gone",
                 "`maskd install-plugins` writes it again",
+            )
+            continue
+        try:
+            text = open(entry["path"], encoding="utf-8", errors="replace").read()
+        except OSError:
+            text = ""
+        old = [m for m in mc.OLD_MODULES if f"-m {m} " in text or f"<string>{m}</string>" in text]
+        if old:
+            r.add(
+                "autostart",
+                "problem",
+                f"the autostart entry {entry['path']} was written by an earlier maskd: it runs "
+                f"`python -m {old[0]}`, a module that no longer exists, so the daemon does not start",
+                "`maskd install-plugins` rewrites it (or re-run the installer)",
             )
             continue
         state = ""

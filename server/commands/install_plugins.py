@@ -58,12 +58,14 @@ def _model_args(args, settings: dict) -> list[str]:
     return list(settings.get("model_args") or [])
 
 
-def run(args) -> int:
+def run(args, plat=None) -> int:
+    """``plat`` (default: this machine) lets tests install into macOS and Windows layouts."""
     from maskd.installers import editors
     from maskd.installers.locations import Platform, editor_targets
     from maskd.installers.manifest import Manifest
+    from maskd.plugins.maskd_client import current_command
 
-    plat = Platform.current()
+    plat = plat or Platform.current()
     wanted = [e for e in (args.editors or "").split(",") if e.strip()] or None
     if args.list:
         for t in editor_targets(plat, wanted):
@@ -76,7 +78,8 @@ def run(args) -> int:
     if args.device:
         settings["device"] = args.device
     device = settings.get("device")
-    daemon_base = settings.get("daemon_base") or editors.default_daemon_command()[:-1]
+    # an earlier layout's `python -m server` becomes `python -m maskd.server`
+    daemon_base = current_command(settings.get("daemon_base") or editors.default_daemon_command()[:-1])
     daemon_command = list(daemon_base) + ["serve"] + settings["model_args"]
     daemon_command += ["--device", device] if device and device != "auto" else []
     targets = editors.install_plugins(
