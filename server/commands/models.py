@@ -11,7 +11,7 @@ import argparse
 import json
 import os
 
-HELP = "List the model presets, the default one and where their weights are"
+HELP = "List the model presets and where their weights are"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
