@@ -190,7 +190,8 @@ def _check_service(r: Report, manifest) -> None:
                 "autostart",
                 "problem",
                 f"the autostart entry {entry['path']} was written by an earlier maskd: it runs "
-                f"`python -m {old[0]}`, a module that no longer exists, so the daemon does not start",
+                + " and ".join(f"`python -m {m}`" for m in old)
+                + ", which no longer exist, so the daemon does not start",
                 "`maskd install-plugins` rewrites it (or re-run the installer)",
             )
             continue

@@ -79,7 +79,9 @@ def run(args, plat=None) -> int:
         settings["device"] = args.device
     device = settings.get("device")
     # an earlier layout's `python -m server` becomes `python -m maskd.server`
-    daemon_base = current_command(settings.get("daemon_base") or editors.default_daemon_command()[:-1])
+    if settings.get("daemon_base"):
+        settings["daemon_base"] = current_command(settings["daemon_base"])
+    daemon_base = settings.get("daemon_base") or editors.default_daemon_command()[:-1]
     daemon_command = list(daemon_base) + ["serve"] + settings["model_args"]
     daemon_command += ["--device", device] if device and device != "auto" else []
     targets = editors.install_plugins(
