@@ -65,6 +65,71 @@ def test_wheel_carries_every_plugin_file(wheel):
     assert tops == {"maskd"}, tops
 
 
+OLD_TOP_LEVEL = ("core", "server", "plugins", "installers")
+
+
+def old_layout_wheel(folder: Path) -> Path:
+    """maskd 0.1.0 as it was packaged before the namespace: top-level core/server/plugins/installers
+    and a `maskd` script running `server.cli:main` (the modules are stubs: only the layout matters)."""
+    files = {f"{top}/__init__.py": "" for top in OLD_TOP_LEVEL}
+    files["server/cli.py"] = "def main():\n    return 0\n"
+    files["installers/service.py"] = ""
+    files["plugins/maskd_client.py"] = "CLIENT_VERSION = '0.1.0'\n"
+    info = "maskd-0.1.0.dist-info"
+    files[f"{info}/METADATA"] = "Metadata-Version: 2.1\nName: maskd\nVersion: 0.1.0\n"
+    files[f"{info}/WHEEL"] = "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    files[f"{info}/entry_points.txt"] = "[console_scripts]\nmaskd = server.cli:main\n"
+    files[f"{info}/top_level.txt"] = "\n".join(OLD_TOP_LEVEL) + "\n"
+    record = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
+    wheel = folder / "maskd-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, text in files.items():
+            zf.writestr(name, text)
+        zf.writestr(f"{info}/RECORD", record)
+    return wheel
+
+
+def upgrade_from_old_layout(tmp_path: Path, home: Path, env: dict, install: list) -> None:
+    venv = home / ".local/share/maskd/venv"
+    python = venv / "bin" / "python"
+    (tmp_path / "old").mkdir()
+    run([python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall",
+         old_layout_wheel(tmp_path / "old")], env)  # fmt: skip
+    (site,) = (venv / "lib").glob("python3*/site-packages")
+    assert all((site / top / "__init__.py").is_file() for top in OLD_TOP_LEVEL)
+    manifest_path = home / ".local/share/maskd/install.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["settings"].pop("maskd_source")  # the old installer recorded no source digest
+    old_base = [str(python), "-m", "server"]
+    manifest["settings"]["daemon_base"] = old_base
+    manifest_path.write_text(json.dumps(manifest))
+    configs = [Path(e["path"]) / "maskd_config.json" for e in manifest["entries"] if e.get("editor")]
+    configs = [c for c in configs if c.is_file()]
+    assert len(configs) == 4
+    for config in configs:
+        data = json.loads(config.read_text())
+        data["daemon_command"] = old_base + data["daemon_command"][1:]
+        config.write_text(json.dumps(data))
+    unit = home / ".config/systemd/user/maskd.service"
+    text = unit.read_text().replace("-m maskd.installers.service ", "-m installers.service ")
+    unit.write_text(text.replace(f" -- {venv}/bin/maskd serve", f" -- {python} -m server serve"))
+    assert " -m installers.service run " in unit.read_text()
+
+    r = run(install + ["--torch", "skip"], env)
+    assert "maskd 0.1.0 (was 0.1.0)" in r.stdout, r.stdout
+    left = [top for top in OLD_TOP_LEVEL if (site / top).exists()]
+    assert not left, f"pip left the old top-level packages in the venv: {left}"
+    probe = f"import importlib.util as u; print([n for n in {OLD_TOP_LEVEL!r} if u.find_spec(n)])"
+    assert run([python, "-c", probe], env).stdout.strip() == "[]"
+    assert "maskd.server.cli" in (venv / "bin" / "maskd").read_text()
+    maskd = str(venv / "bin" / "maskd")
+    for config in configs:
+        assert json.loads(config.read_text())["daemon_command"][:2] == [maskd, "serve"], config
+    text = unit.read_text()
+    assert f"{python} -m maskd.installers.service run" in text and f" -- {maskd} serve " in text, text
+    assert " -m server" not in text and " -m installers." not in text
+
+
 def run(cmd, env, timeout=900, check=True):
     r = subprocess.run(
         [str(c) for c in cmd],
@@ -194,13 +259,20 @@ def test_installer_end_to_end(tmp_path, wheel, lite_weights):
     assert editors.returncode == 0, editors.stdout[-6000:] + editors.stderr[-2000:]
     editors_skipped = None if " passed" in summary else f"editor tests did not run: {summary}"
 
-    # re-running is safe: everything is reused or upgraded in place, nothing is added
+    # re-running is safe: everything is reused or upgraded in place, nothing is added, and an
+    # unchanged maskd is not reinstalled (its venv files stay as they are)
     tree = snapshot(home)
     r = run(install + ["--torch", "skip"], env)
     assert "environment" in r.stdout and "(reused)" in r.stdout
+    assert "maskd 0.1.0 (unchanged; kept)" in r.stdout, r.stdout
     again = snapshot(home)
     changed = {k for k in set(tree) | set(again) if tree.get(k) != again.get(k)}
     assert all(k.startswith(".local/share/maskd/") for k in changed), sorted(changed)[:20]
+    assert not [k for k in changed if k.startswith(".local/share/maskd/venv/")], sorted(changed)[:20]
+
+    # an installation made before the maskd namespace: its top-level packages in the venv, its
+    # generated files naming them. Re-running the installer replaces and rewrites all of it.
+    upgrade_from_old_layout(tmp_path, home, env, install)
 
     r = run([maskd, "uninstall"], env)
     assert "maskd is uninstalled." in r.stdout

@@ -132,6 +132,11 @@ def test_offline_install_names_lite_everywhere_then_a_local_file_finishes_it(off
     assert "'lite' weights" in model["message"] and "maskd fetch lite" in model["fix"]
     assert "--variant lite" in model["fix"] and "general" not in model["message"] + model["fix"]
 
+    fetch = maskd(env, "fetch")  # no PRESET: the default model, i.e. the installer's choice
+    assert fetch.returncode == 1
+    assert "fetching the default model, lite (chosen by the installer)" in fetch.stdout
+    assert "BiRefNet_lite" in fetch.stderr and "Traceback" not in fetch.stderr
+
     photo = home / "photo.png"
     from maskd.core import imageio
 
@@ -192,3 +197,50 @@ def test_path_hint_for_each_shell(tmp_path):
     assert f'export PATH="{tmp_path}/bin:$PATH"' in bash and ">> ~/.bashrc" in bash
     assert ">> ~/.zshrc" in I.path_hint(tmp_path / "bin", "/usr/bin/zsh")
     assert I.path_hint(tmp_path / "bin", "/usr/bin/fish").endswith(f"fish_add_path {tmp_path}/bin")
+
+
+def test_source_parts_cover_every_package_pyproject_builds():
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    tool = project["tool"]["setuptools"]
+    assert tool["package-dir"] == {"maskd": "."}
+    needed = {"pyproject.toml", project["project"]["readme"]}
+    for package in tool["packages"]:
+        parts = package.split(".")
+        needed.add("__init__.py" if parts == ["maskd"] else parts[1])
+    assert needed <= set(I.SOURCE_PARTS), needed - set(I.SOURCE_PARTS)
+
+
+def test_source_digest_sees_the_package_only_and_the_copy_is_clean(tmp_path):
+    """pip's build/ and *.egg-info, caches and a user's photos in the clone change nothing."""
+    src = tmp_path / "clone"
+    for rel, text in {
+        "pyproject.toml": "[project]\n",
+        "README.md": "# maskd\n",
+        "__init__.py": "",
+        "core/a.py": "A = 1\n",
+        "plugins/gimp/x/x.py": "X = 1\n",
+    }.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    digest = I.source_digest(str(src))
+    for rel in (
+        "build/lib/maskd/core/old.py",  # a module deleted since: setuptools would ship it again
+        "maskd.egg-info/SOURCES.txt",
+        "core/__pycache__/a.cpython-311.pyc",
+        "core/b.pyc",
+        "photo.jpg",
+        ".venv/bin/python",
+    ):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("noise")
+    assert I.source_digest(str(src)) == digest
+    copy = I.clean_source_copy(src, tmp_path / "copy")
+    files = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file())
+    assert files == ["README.md", "__init__.py", "core/a.py", "plugins/gimp/x/x.py", "pyproject.toml"]
+    (src / "core/a.py").write_text("A = 2\n")
+    assert I.source_digest(str(src)) != digest
+    wheel = tmp_path / "maskd-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    assert I.source_digest(str(wheel)) == I.hashlib.sha256(b"PK").hexdigest()
+    assert I.source_digest("maskd==0.1.0") is None  # an index requirement: always handed to pip

@@ -13,7 +13,10 @@ HELP = "Download a preset's weights once (or check a local weights file)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "preset", nargs="?", metavar="PRESET", help="preset name or Hugging Face repo id (see `maskd models`)"
+        "preset",
+        nargs="?",
+        metavar="PRESET",
+        help="preset name or Hugging Face repo id (see `maskd models`; default: the default model)",
     )
     p.add_argument(
         "--weights", metavar="PATH", help="check a local .safetensors/.pth file or snapshot folder"
@@ -28,11 +31,18 @@ def run(args) -> int:
     from maskd.core import presets, weights
     from maskd.core.errors import MaskdError
 
-    if bool(args.preset) == bool(args.weights):
+    if args.preset and args.weights:
         raise MaskdError(
             "give either a PRESET to download (e.g. `maskd fetch lite`) or "
             "--weights FILE [--variant PRESET] to check a local file"
         )
+    if not args.preset and not args.weights:
+        from maskd.server.commands.models import default_model
+
+        default = default_model()
+        args.preset = default["name"]
+        by = "chosen by the installer" if default["by_installer"] else "built in"
+        print(f"no PRESET given: fetching the default model, {args.preset} ({by})")
     source = args.weights or args.preset
     if args.preset and presets.is_preset(args.preset):
         preset = presets.resolve_preset(args.preset)
