@@ -6,11 +6,15 @@ a clone. Standard library only. Steps, each safe to repeat (re-running upgrades 
 1. maskd's own virtual environment (``~/.local/share/maskd/venv``; macOS ``~/Library/Application
    Support/maskd``; Windows ``%LOCALAPPDATA%\\maskd``; ``--prefix`` / ``MASKD_HOME`` override);
 2. the torch build for this machine (see ``installers.torch_choice``);
-3. maskd itself (this clone, or ``--package`` a wheel), plus a ``maskd`` command in ``~/.local/bin``;
+3. maskd itself (this clone, built from a clean copy of its package files, or ``--package`` a
+   wheel), skipped when the recorded source digest says it is unchanged; plus a ``maskd`` command in
+   ``~/.local/bin`` (the summary says how to put that on PATH when it is not);
 4. the model weights: the default preset downloaded once (``general`` with a GPU, ``lite`` on CPU),
-   or ``--weights FILE --variant NAME``;
-5. the plugins, into every GIMP 3 and Krita found (``maskd install-plugins``);
-6. a summary of what was done and the next step.
+   or ``--weights FILE --variant NAME``; the choice is recorded even when the download fails, and a
+   re-run keeps it;
+5. the plugins, into every GIMP 3 and Krita found (``maskd install-plugins``, which also rewrites
+   an autostart entry an earlier install wrote);
+6. a summary of what was done and the next step (naming only the editors found).
 
 Everything written is recorded in ``install.json`` beside the venv; ``maskd uninstall`` (or
 ``install.sh --uninstall``) removes exactly that.
