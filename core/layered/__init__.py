@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from maskd.core.colour import linear_to_srgb
 from maskd.core.errors import InputError, MaskdError
 
 LAYERED_SUFFIXES = (".xcf", ".ora", ".kra")
@@ -302,7 +303,7 @@ def to_uint8(values: np.ndarray, *, linear: bool) -> np.ndarray:
     """Float colour in [0, 1] (``linear`` light or sRGB-encoded) to sRGB uint8."""
     v = np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, 1.0)
     if linear:
-        v = np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(v, 1 / 2.4) - 0.055)
+        v = linear_to_srgb(v)
     return np.rint(v * 255.0).astype(np.uint8)
 
 

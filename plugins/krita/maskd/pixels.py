@@ -228,30 +228,18 @@ def cutout_pixels(
 # ----------------------------------------------------------------------------- solid colours
 # (the shadow and background layers: one colour, written in the new layer's own format)
 
-_NAMED = {"white": "#ffffff", "black": "#000000", "grey": "#808080", "gray": "#808080"}
+try:  # the colour facts live in the client the installer copies next to the plugin
+    from .maskd_client import colour_hex as color_hex  # noqa: F401  (the runner's name)
+    from .maskd_client import linear_to_srgb, parse_colour, srgb_to_linear
+except ImportError:  # this file loaded on its own outside Krita (its tests): the repository's client
+    from maskd.plugins.maskd_client import colour_hex as color_hex  # noqa: F401
+    from maskd.plugins.maskd_client import linear_to_srgb, parse_colour, srgb_to_linear
 
 
 def parse_color(text) -> tuple:
-    """``#rrggbb``, ``#rgb`` (the ``#`` optional) or white/black/grey -> sRGB (r, g, b) in 0..1."""
-    raw = str(text).strip().lower()
-    raw = _NAMED.get(raw, raw).lstrip("#")
-    if len(raw) == 3:
-        raw = "".join(c * 2 for c in raw)
-    if len(raw) != 6 or any(c not in "0123456789abcdef" for c in raw):
-        raise ValueError(f"colour {text!r} is not #rrggbb, #rgb, white, black or grey")
-    return tuple(int(raw[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
-
-
-def color_hex(rgb) -> str:
-    return "#" + "".join(f"{min(255, max(0, int(round(c * 255)))):02x}" for c in rgb)
-
-
-def srgb_to_linear(c: float) -> float:
-    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-
-def linear_to_srgb(c: float) -> float:
-    return c * 12.92 if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+    """A colour as ``maskd remove --background`` takes it (``#rrggbb``, ``#rgb``, a name …) ->
+    sRGB (r, g, b) in 0..1; ``ValueError`` with the forms it takes otherwise."""
+    return parse_colour(text)[:3]
 
 
 def solid_pixel(rgb, fmt: PixelFormat) -> bytes:
