@@ -27,7 +27,7 @@ from maskd.installers.plugins import (
     write_plugin_config,
 )
 
-from tests.conftest import REPO, maskd_command, maskd_env, skip_or_fail
+from tests.helpers import REPO, maskd_command, maskd_env, skip_or_fail
 
 HERE = Path(__file__).resolve().parent
 NO_AUTOSTART = (

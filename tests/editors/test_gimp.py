@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from maskd.installers.plugins import CONFIG_NAME, GIMP_PLUGIN_NAME, PLUGINS_DIR
 
-from tests.conftest import REPO
 from tests.editors.conftest import (
     NO_AUTOSTART,
     differing_files,
@@ -32,6 +31,7 @@ from tests.editors.conftest import (
     run_in_root,
     stop_daemon,
 )
+from tests.helpers import REPO
 
 pytestmark = [pytest.mark.editors]
 

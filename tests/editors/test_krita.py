@@ -31,7 +31,6 @@ import pytest
 from maskd.installers.plugins import set_kritarc_value
 from maskd.plugins import maskd_client as mc
 
-from tests.conftest import CACHE, REPO, skip_or_fail
 from tests.editors.conftest import (
     NO_AUTOSTART,
     differing_files,
@@ -43,6 +42,7 @@ from tests.editors.conftest import (
     run_in_root,
     stop_daemon,
 )
+from tests.helpers import CACHE, REPO, skip_or_fail
 
 pytestmark = [pytest.mark.editors, pytest.mark.slow]
 

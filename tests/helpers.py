@@ -1,0 +1,180 @@
+"""Test helpers shared by the test files (one module: test files do not import each other).
+
+Paths to the shared reference material and the test cache, running the CLI of this checkout,
+generated weights, throw-away HOME folders for installer tests, synthetic scenes for the pipeline.
+``conftest.py`` holds only fixtures; ``daemon_fixtures.py`` starts real daemons.
+
+The shared folder (BiRefNet reference, evaluation photos, notes) sits beside the clone as
+``../shared``; ``MASKD_SHARED`` overrides it. Generated weights are cached under
+``.cache/test`` in the clone (``MASKD_TEST_CACHE`` overrides).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import stat
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from maskd.core import imageio
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("MASKD_SHARED", REPO.parent / "shared"))
+REFERENCE = SHARED / "reference" / "birefnet"
+EVALDATA = SHARED / "evaldata"
+CACHE = Path(os.environ.get("MASKD_TEST_CACHE", REPO / ".cache" / "test"))
+
+
+def require_editors() -> bool:
+    """CI sets MASKD_REQUIRE_EDITORS=1: an editor test that cannot run must fail, not skip."""
+    return os.environ.get("MASKD_REQUIRE_EDITORS") == "1"
+
+
+def skip_or_fail(reason: str):
+    if require_editors():
+        pytest.fail(reason + " (MASKD_REQUIRE_EDITORS=1)")
+    pytest.skip(reason)
+
+
+def golden_module():
+    path = REFERENCE / "golden.py"
+    if not path.exists():
+        pytest.skip(f"BiRefNet reference not found at {REFERENCE} (set MASKD_SHARED)")
+    spec = importlib.util.spec_from_file_location("maskd_golden_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def generated_weights_path(variant: str) -> Path:
+    """A .safetensors file in the official layout for ``variant`` ("lite" or "general"), cached."""
+    manifest = REFERENCE / f"manifest-{variant}.json"
+    if not manifest.exists():
+        pytest.skip(f"manifest {manifest} not found (set MASKD_SHARED)")
+    out = CACHE / f"generated-{variant}.safetensors"
+    if not out.exists() or out.stat().st_mtime < manifest.stat().st_mtime:
+        from safetensors.numpy import save_file
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        save_file(golden_module().generate_weights(str(manifest)), str(tmp))
+        os.replace(tmp, out)
+    return out
+
+
+def maskd_command() -> list[str]:
+    """How tests run the CLI: this checkout's code, whatever is installed."""
+    return [sys.executable, "-m", "maskd.server"]
+
+
+def maskd_env(**extra) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+# --------------------------------------------------------------------------- installer homes
+
+KRITARC = (
+    "[General]\n"
+    "LastPreset=Basic_tip_default\n"
+    "canvasState=OPENGL_SUCCESS\n"
+    "\n"
+    "[MainWindow]\n"
+    "State=AAAA/wAAAAD9AAAAAQAAAAAAAAAAAAAAAPwCAAAAAfsAAAAaAEsAaQBzAEQAbwBjAGsAZQByAFMAZQB0AHQAaQBuAGcAcwAAAAAA\n"
+    "geometry=@ByteArray(\\x1\\xd9\\xd0\\xcb\\0\\x3)\n"
+    "\n"
+    "[python]\n"
+    "enable_comics_project_management_tools=true\n"
+    "enable_ten_brushes=false\n"
+    "\n"
+    "[theme]\n"
+    "Theme=Krita dark\n"
+    "; a comment Krita would never write, but users do\n"
+    "Ünicode=ça marche\n"
+)
+
+DAEMON = ["/opt/maskd/venv/bin/maskd", "serve", "--model", "lite"]
+
+
+def snapshot(root: Path) -> dict:
+    """Every path under ``root`` with its kind, mode and content hash (what 'as it was' means)."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        mode = stat.S_IMODE(p.lstat().st_mode)
+        if p.is_symlink():
+            out[rel] = ("link", os.readlink(p))
+        elif p.is_dir():
+            out[rel] = ("dir", mode)
+        else:
+            out[rel] = ("file", mode, hashlib.sha256(p.read_bytes()).hexdigest())
+    return out
+
+
+def make_home(tmp_path: Path, layouts=("native", "flatpak")) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "Documents").mkdir()
+    (home / "Documents" / "photo.txt").write_text("user data\n")
+    if "native" in layouts:
+        (home / ".config" / "GIMP" / "3.0").mkdir(parents=True)
+        (home / ".config" / "GIMP" / "3.0" / "gimprc").write_text('(theme "Dark")\n')
+        (home / ".local" / "share" / "krita").mkdir(parents=True)
+        (home / ".config" / "kritarc").write_text(KRITARC)
+    if "flatpak" in layouts:
+        (home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0").mkdir(parents=True)
+        (home / ".var" / "app" / "org.kde.krita" / "data" / "krita").mkdir(parents=True)
+    return home
+
+
+def cli_env(tmp_path: Path, home: Path) -> dict:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("XDG_", "MASKD_")) and k not in ("HOME", "APPDATA", "LOCALAPPDATA")
+    }
+    (tmp_path / "run").mkdir(exist_ok=True)
+    env.update(
+        HOME=str(home),
+        XDG_RUNTIME_DIR=str(tmp_path / "run"),
+        MASKD_INSTALL_NO_PROBE="1",
+        MASKD_FLATPAK_SYSTEM_DIR=str(tmp_path / "no-flatpak"),
+        MASKD_SNAP_DIR=str(tmp_path / "no-snap"),
+        PYTHONPATH=str(REPO),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    return env
+
+
+# --------------------------------------------------------------------------- pipeline scenes
+
+
+def hair_scene(size=256, seed=0):
+    """An orange subject with thin strands on a textured blue-green background, and its true alpha."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    alpha = np.clip(0.5 - (np.hypot(yy - size * 0.55, xx - size * 0.5) - size * 0.28) / 1.5, 0, 1)
+    strands = np.zeros((size, size), np.float32)
+    for _ in range(25):
+        angle = rng.uniform(0, 2 * np.pi)
+        x0, y0 = size * 0.5 + np.cos(angle) * size * 0.25, size * 0.55 + np.sin(angle) * size * 0.25
+        x1, y1 = x0 + np.cos(angle) * size * 0.15, y0 + np.sin(angle) * size * 0.15
+        cv2.line(strands, (int(x0 * 16), int(y0 * 16)), (int(x1 * 16), int(y1 * 16)), 1.0, 1, cv2.LINE_AA, 4)
+    alpha = np.maximum(alpha, 0.8 * strands)
+    fg = np.dstack([np.full_like(xx, 0.95), 0.55 + 0.05 * np.sin(xx / 9), np.full_like(xx, 0.15)])
+    bg = np.dstack([0.1 + 0.05 * np.sin(yy / 13), 0.35 + 0.1 * np.cos(xx / 17), np.full_like(xx, 0.6)])
+    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
+    return imageio.to_uint8(image), alpha.astype(np.float32), fg.astype(np.float32)
+
+
+def coarse(alpha, factor=4):
+    """``alpha`` shrunk ``factor`` times by area averaging: a model-sized matte of it."""
+    h, w = alpha.shape
+    return cv2.resize(alpha, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
