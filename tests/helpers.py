@@ -79,6 +79,15 @@ def maskd_env(**extra) -> dict:
     return env
 
 
+def product_files() -> list[Path]:
+    """The product's Python sources: core, server, plugins (the GIMP plug-in too), installers."""
+    files = [REPO / "__init__.py"]
+    for folder in ("core", "server", "plugins", "installers"):
+        files += sorted((REPO / folder).rglob("*.py"))
+    files.append(REPO / "plugins" / "gimp" / "maskd-remove-background" / "maskd-remove-background.py")
+    return sorted(set(files))
+
+
 # --------------------------------------------------------------------------- installer homes
 
 KRITARC = (
