@@ -115,14 +115,14 @@ _ids = itertools.count(1)
 class Node:
     """A Krita node: its children bottom first (as ``childNodes`` lists them), pixel writes recorded."""
 
-    def __init__(self, doc, name, kind="paintlayer", bounds=(0, 0, 0, 0), space=None, pixels=b""):
+    def __init__(self, doc, name, kind="paintlayer", bounds=(0, 0, 0, 0), space=None, pixels=None):
         self.doc = doc
         self._name, self._type, self._bounds = name, kind, tuple(bounds)
         self._id = next(_ids)
         self._parent = None
         self._children = []
         self.space = tuple(space or doc.space)
-        self.pixels = pixels
+        self.pixels = pixels  # what pixelData returns; None: one grey pixel repeated over the rectangle
         self.writes = []  # ((x, y, w, h), bytes)
         self.source = None  # clone layers: the node they copy
         self.refuse_children = False  # addChildNode fails (to test the rollback)
@@ -176,7 +176,9 @@ class Node:
         return Rect(*self._bounds)
 
     def pixelData(self, x, y, w, h):
-        return QByteArray(self.pixels)
+        if self.pixels is not None:
+            return QByteArray(self.pixels)
+        return QByteArray(bytes([128, 128, 128, 255]) * (w * h))
 
     projectionPixelData = pixelData
 
@@ -236,8 +238,6 @@ class Document:
     def add_layer(self, name, bounds=None, kind="paintlayer", parent=None, pixels=None):
         """A layer on top of ``parent`` (default: the root), set up before the test (no undo step)."""
         bounds = tuple(bounds or (0, 0) + self._size)
-        if pixels is None:
-            pixels = bytes([128, 128, 128, 255]) * (bounds[2] * bounds[3])
         node = Node(self, name, kind, bounds, pixels=pixels)
         (parent or self.root)._children.append(node)
         node._parent = parent or self.root
