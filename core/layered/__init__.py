@@ -311,6 +311,20 @@ def mask_name(layer_name: str) -> str:
     return f"{layer_name} (maskd)"
 
 
+def read_zip(path, data: bytes, what: str):
+    """The zip archive a KRA or OpenRaster file is (``what``: "a Krita file"); a clear error when
+    it is none."""
+    import io
+    import zipfile
+
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise LayeredFileError(
+            f"{path}: not {what} (not a zip archive, or a truncated one); skipped"
+        ) from None
+
+
 def rewrite_zip(
     source: bytes, replace: dict[str, bytes], add: list[tuple[str, bytes]], first: str = "mimetype"
 ) -> bytes:

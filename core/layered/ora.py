@@ -19,12 +19,11 @@ from __future__ import annotations
 import io
 import re
 import xml.etree.ElementTree as ET
-import zipfile
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
-from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, rewrite_zip
+from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, read_zip, rewrite_zip
 
 DST_IN = "svg:dst-in"
 
@@ -35,12 +34,7 @@ class OraDocument(LayeredDocument):
     def __init__(self, path: Path, data: bytes):
         self.path = Path(path)
         self.data = data
-        try:
-            self.zip = zipfile.ZipFile(io.BytesIO(data))
-        except zipfile.BadZipFile:
-            raise LayeredFileError(
-                f"{path}: not an OpenRaster file (not a zip archive, or a truncated one); skipped"
-            ) from None
+        self.zip = read_zip(path, data, "an OpenRaster file")
         names = set(self.zip.namelist())
         if "stack.xml" not in names:
             raise LayeredFileError(f"{path}: not an OpenRaster file (no stack.xml); skipped")
