@@ -112,7 +112,22 @@ class Rect:
 _ids = itertools.count(1)
 
 
-class Node:
+class _ColourSpace:
+    """``space`` = (model, depth, profile) as Krita's getters hand them out."""
+
+    space: tuple
+
+    def colorModel(self):
+        return self.space[0]
+
+    def colorDepth(self):
+        return self.space[1]
+
+    def colorProfile(self):
+        return self.space[2]
+
+
+class Node(_ColourSpace):
     """A Krita node: its children bottom first (as ``childNodes`` lists them), pixel writes recorded."""
 
     def __init__(self, doc, name, kind="paintlayer", bounds=(0, 0, 0, 0), space=None, pixels=None):
@@ -186,15 +201,6 @@ class Node:
         self.writes.append(((x, y, w, h), bytes(data)))
         return True
 
-    def colorModel(self):
-        return self.space[0]
-
-    def colorDepth(self):
-        return self.space[1]
-
-    def colorProfile(self):
-        return self.space[2]
-
     def setColorSpace(self, model, depth, profile):
         self.space = (model, depth, profile)
         return True
@@ -203,28 +209,16 @@ class Node:
         return f"<Node {self._name!r} {self._type}>"
 
 
-class Selection:
+class Selection(Rect):
     def __init__(self, rect=(0, 0, 0, 0)):
-        self._r = tuple(rect)
+        super().__init__(*rect)
         self.writes = []
-
-    def x(self):
-        return self._r[0]
-
-    def y(self):
-        return self._r[1]
-
-    def width(self):
-        return self._r[2]
-
-    def height(self):
-        return self._r[3]
 
     def setPixelData(self, data, x, y, w, h):
         self.writes.append(((x, y, w, h), bytes(data)))
 
 
-class Document:
+class Document(_ColourSpace):
     """A Krita document: a root node, the active node, the selection, a count of undo steps."""
 
     def __init__(self, width=40, height=30, space=("RGBA", "U8", "sRGB-elle-V2-srgbtrc.icc")):
@@ -251,15 +245,6 @@ class Document:
 
     def height(self):
         return self._size[1]
-
-    def colorModel(self):
-        return self.space[0]
-
-    def colorDepth(self):
-        return self.space[1]
-
-    def colorProfile(self):
-        return self.space[2]
 
     def nodeByUniqueID(self, uid):
         def walk(node):

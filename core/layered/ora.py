@@ -58,36 +58,14 @@ class OraDocument(LayeredDocument):
             shown = visible and (parent.shown if parent else True)
             path = (parent.path + "/" if parent else "") + name
             x, y = int(float(element.get("x", "0"))), int(float(element.get("y", "0")))
+            place = dict(visible=visible, shown=shown, depth=depth, path=path, offset=(x, y))
             if element.tag == "stack":
-                layer = Layer(
-                    name=name,
-                    kind="group",
-                    visible=visible,
-                    shown=shown,
-                    depth=depth,
-                    path=path,
-                    has_mask=False,
-                    size=(0, 0),
-                    offset=(x, y),
-                    key=element,
-                )
+                layer = Layer(name=name, kind="group", has_mask=False, size=(0, 0), key=element, **place)
                 self.layers.append(layer)
                 self._walk(element, layer, depth + 1)
                 continue
             if element.tag != "layer":
-                self.layers.append(
-                    Layer(
-                        name=name,
-                        kind=element.tag,
-                        visible=visible,
-                        shown=shown,
-                        depth=depth,
-                        path=path,
-                        has_mask=False,
-                        size=(0, 0),
-                        offset=(x, y),
-                    )
-                )
+                self.layers.append(Layer(name=name, kind=element.tag, has_mask=False, size=(0, 0), **place))
                 continue
             is_mask = element.get("composite-op") == DST_IN
             src = element.get("src", "")
@@ -99,15 +77,11 @@ class OraDocument(LayeredDocument):
                 Layer(
                     name=name,
                     kind="mask" if is_mask else "paint",
-                    visible=visible,
-                    shown=shown,
-                    depth=depth,
-                    path=path,
                     has_mask=masked_below and not is_mask,
                     size=size,
-                    offset=(x, y),
                     key=element,
                     note=note,
+                    **place,
                 )
             )
             masked_below = masked_below or is_mask
