@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from maskd.installers.plugins import CONFIG_NAME, GIMP_PLUGIN_NAME, PLUGINS_DIR
 
-from tests.editors.conftest import (
+from tests.helpers import (
     NO_AUTOSTART,
+    REPO,
     differing_files,
     host_python_binds,
     installed_home,
@@ -31,7 +32,6 @@ from tests.editors.conftest import (
     run_in_root,
     stop_daemon,
 )
-from tests.helpers import REPO
 
 pytestmark = [pytest.mark.editors]
 

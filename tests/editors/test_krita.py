@@ -31,8 +31,10 @@ import pytest
 from maskd.installers.plugins import set_kritarc_value
 from maskd.plugins import maskd_client as mc
 
-from tests.editors.conftest import (
+from tests.helpers import (
+    CACHE,
     NO_AUTOSTART,
+    REPO,
     differing_files,
     host_python_binds,
     installed_home,
@@ -40,9 +42,9 @@ from tests.editors.conftest import (
     place_krita_plugin,
     read_json,
     run_in_root,
+    skip_or_fail,
     stop_daemon,
 )
-from tests.helpers import CACHE, REPO, skip_or_fail
 
 pytestmark = [pytest.mark.editors, pytest.mark.slow]
 
