@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from maskd.core import imageio
 from maskd.core.canvas import CanvasSpec, Margin, Placement, place, plan, subject_bounds, union_box
-from maskd.core.colour import NAMED_COLOURS, linear_to_srgb, parse_colour, srgb_to_linear  # noqa: F401
+from maskd.core.colour import linear_to_srgb, parse_colour, srgb_to_linear
 from maskd.core.errors import InputError
 from maskd.core.shadow import ShadowField, ShadowSpec, generate
 from maskd.plugins.maskd_client import Bounds
