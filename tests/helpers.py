@@ -307,25 +307,18 @@ def host_python_binds(*extra: Path) -> dict[str, str] | None:
     return {str(p): str(p) for p in kept}
 
 
+def serve_arguments(weights: Path, log_file: Path) -> list[str]:
+    """``serve`` with the editor tests' model: the generated lite weights, small and on the CPU."""
+    args = ["serve", "--weights", str(weights), "--variant", "lite", "--device", "cpu"]
+    return args + ["--resolution", str(DAEMON_RESOLUTION), "--log-file", str(log_file)]
+
+
 def maskd_serve_command(weights: Path, log_file: Path) -> list[str]:
     """``maskd serve`` of this checkout's environment with the editor tests' model settings."""
     maskd = Path(sys.executable).parent / "maskd"
     if not maskd.exists():
         pytest.fail(f"{maskd} is missing: install the project into the environment (pip install -e .)")
-    return [
-        str(maskd),
-        "serve",
-        "--weights",
-        str(weights),
-        "--variant",
-        "lite",
-        "--device",
-        "cpu",
-        "--resolution",
-        str(DAEMON_RESOLUTION),
-        "--log-file",
-        str(log_file),
-    ]
+    return [str(maskd)] + serve_arguments(weights, log_file)
 
 
 def stop_daemon(connection_file: Path) -> None:

@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
-    DAEMON_RESOLUTION,
     EDITORS,
     REPO,
     ROOT,
     maskd_command,
     maskd_env,
+    serve_arguments,
     skip_or_fail,
     stop_daemon,
 )
@@ -70,19 +70,7 @@ def editors_daemon(tmp_path_factory, lite_weights) -> EditorsDaemon:
     run_dir.chmod(0o700)
     connection = run_dir / "connection.json"
     env = maskd_env(MASKD_CONNECTION_FILE=connection)
-    serve = maskd_command() + [
-        "serve",
-        "--weights",
-        str(lite_weights),
-        "--variant",
-        "lite",
-        "--device",
-        "cpu",
-        "--resolution",
-        str(DAEMON_RESOLUTION),
-        "--log-file",
-        str(run_dir / "daemon.log"),
-    ]
+    serve = maskd_command() + serve_arguments(lite_weights, run_dir / "daemon.log")
     r = subprocess.run(serve, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     if r.returncode != 0:
         pytest.fail(f"maskd serve failed: {r.stdout}{r.stderr}")
