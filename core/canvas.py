@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from maskd.core.errors import InputError
+from maskd.plugins.maskd_client import Bounds
 
 BOUNDS_THRESHOLD = 0.05  # alpha above this counts as subject for the bounding box
 MAX_CANVAS_SIDE = 30000  # refuse canvases that would need tens of GB
@@ -77,8 +78,8 @@ class Placement:
     fy: float
     tx: float
     ty: float
-    box: tuple[int, int, int, int]  # where the planned source rectangle lands: x, y, w, h on the canvas
-    source_box: tuple[int, int, int, int]  # the planned source rectangle (x, y, w, h)
+    box: Bounds  # where the planned source rectangle lands on the canvas
+    source_box: Bounds  # the planned source rectangle
 
     @property
     def identity(self) -> bool:
@@ -86,16 +87,15 @@ class Placement:
             self.fx == 1.0 and self.fy == 1.0 and float(self.tx).is_integer() and float(self.ty).is_integer()
         )
 
-    def to_canvas(self, box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-        """A source rectangle (x, y, w, h) in canvas pixels, rounded outwards, clipped to the canvas."""
+    def to_canvas(self, box) -> Bounds:
+        """A source rectangle (x, y, w, h; may be fractional) in canvas pixels, rounded outwards,
+        clipped to the canvas."""
         x, y, w, h = box
         x0 = math.floor(x * self.fx + self.tx + 1e-6)
         y0 = math.floor(y * self.fy + self.ty + 1e-6)
         x1 = math.ceil((x + w) * self.fx + self.tx - 1e-6)
         y1 = math.ceil((y + h) * self.fy + self.ty - 1e-6)
-        x0, y0 = max(0, x0), max(0, y0)
-        x1, y1 = min(self.width, x1), min(self.height, y1)
-        return x0, y0, max(0, x1 - x0), max(0, y1 - y0)
+        return Bounds.from_corners(max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,26 +207,21 @@ def parse_align(text: str) -> tuple[float, float]:
 # Bounds and planning
 
 
-def subject_bounds(
-    alpha: np.ndarray, threshold: float = BOUNDS_THRESHOLD
-) -> tuple[int, int, int, int] | None:
-    """The subject's bounding box (x, y, w, h) where alpha > ``threshold``; None when it is empty."""
+def subject_bounds(alpha: np.ndarray, threshold: float = BOUNDS_THRESHOLD) -> Bounds | None:
+    """The subject's bounding box where alpha > ``threshold``; None when it is empty."""
     solid = np.asarray(alpha) > threshold
     rows = np.flatnonzero(solid.any(axis=1))
     if rows.size == 0:
         return None
     cols = np.flatnonzero(solid[rows[0] : rows[-1] + 1].any(axis=0))
-    return int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)
+    return Bounds(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
 
 
-def union_box(a, b):
+def union_box(a, b) -> Bounds | None:
+    """The smallest rectangle holding both (either may be None: nothing)."""
     if a is None:
-        return b
-    if b is None:
-        return a
-    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
-    x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
-    return x0, y0, x1 - x0, y1 - y0
+        return None if b is None else Bounds(*b)
+    return Bounds(*a).union(b)
 
 
 def plan(
@@ -285,8 +280,8 @@ def plan(
         fy=fy,
         tx=ox - rx * fx,
         ty=oy - ry * fy,
-        box=(int(ox), int(oy), int(tw), int(th)),
-        source_box=(rx, ry, rw, rh),
+        box=Bounds(int(ox), int(oy), int(tw), int(th)),
+        source_box=Bounds(rx, ry, rw, rh),
     )
 
 

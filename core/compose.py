@@ -16,7 +16,6 @@ the output is linear too); colours given by the user (``#rrggbb``) are always sR
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,10 @@ from pathlib import Path
 import numpy as np
 from maskd.core import imageio
 from maskd.core.canvas import CanvasSpec, Margin, Placement, place, plan, subject_bounds, union_box
+from maskd.core.colour import linear_to_srgb, parse_colour, srgb_to_linear
 from maskd.core.errors import InputError
 from maskd.core.shadow import ShadowField, ShadowSpec, generate
+from maskd.plugins.maskd_client import Bounds
 
 EPS_ALPHA = 1.0 / 131072.0  # alpha within this of 0 or 1 is treated as exactly 0 or 1 (< ½ 16-bit step)
 BLUR_DEFAULT = 0.02  # blurred-original background: σ as a fraction of the canvas's longer side
@@ -33,96 +34,8 @@ BLUR_GRID = 320  # the blurred background is computed with the canvas's longer s
 CROPS = ("none", "subject", "subject+shadow")
 FITS = ("cover", "contain", "stretch")
 
-NAMED_COLOURS = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "gray": (128, 128, 128),
-    "grey": (128, 128, 128),
-    "lightgray": (211, 211, 211),
-    "lightgrey": (211, 211, 211),
-    "red": (255, 0, 0),
-    "green": (0, 128, 0),
-    "blue": (0, 0, 255),
-    "yellow": (255, 255, 0),
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# sRGB transfer (float32, exact piecewise curve) with table shortcuts for integer inputs
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """sRGB-encoded → linear light, float32 (the exact IEC 61966-2-1 curve; fewer passes than
-    ``imageio.srgb_to_linear``, same values to float precision)."""
-    import cv2
-
-    x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
-    y = np.ascontiguousarray(x) + np.float32(0.055)
-    y *= np.float32(1.0 / 1.055)
-    y = cv2.pow(y, 2.4).reshape(x.shape)
-    low = x <= 0.04045
-    y[low] = x[low] * np.float32(1.0 / 12.92)
-    return y
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """Linear light → sRGB-encoded, float32 (exact curve, see ``srgb_to_linear``)."""
-    import cv2
-
-    x = np.ascontiguousarray(np.clip(np.asarray(x, np.float32), 0.0, 1.0))
-    y = cv2.pow(x, 1.0 / 2.4).reshape(x.shape)
-    y *= np.float32(1.055)
-    y -= np.float32(0.055)
-    low = x <= 0.0031308
-    y[low] = x[low] * np.float32(12.92)
-    return y
-
-
-_LUT8 = None
-
-
-def _linear_from_uint8(x: np.ndarray) -> np.ndarray:
-    import cv2
-
-    global _LUT8
-    if _LUT8 is None:
-        _LUT8 = srgb_to_linear(np.arange(256, dtype=np.float32) / 255.0)
-    return cv2.LUT(x, _LUT8)
-
-
 # ---------------------------------------------------------------------------------------------
 # Options
-
-
-def parse_colour(text: str) -> tuple[float, float, float, float]:
-    """``white``, ``#rgb``, ``#rrggbb``, ``#rrggbbaa``, ``r,g,b`` or ``r,g,b,a`` (0..255; a may be
-    0..1) or ``transparent`` → (r, g, b, a) sRGB floats in [0, 1]."""
-    t = str(text).strip().lower()
-    if t in ("transparent", "none"):
-        return (0.0, 0.0, 0.0, 0.0)
-    if t in NAMED_COLOURS:
-        return tuple(v / 255 for v in NAMED_COLOURS[t]) + (1.0,)
-    if t.startswith("#"):
-        h = t[1:]
-        if len(h) in (3, 4):
-            h = "".join(c * 2 for c in h)
-        if len(h) in (6, 8) and re.fullmatch(r"[0-9a-f]+", h):
-            vals = [int(h[i : i + 2], 16) / 255 for i in range(0, len(h), 2)]
-            return tuple(vals) + ((1.0,) if len(vals) == 3 else ())
-    parts = [p.strip() for p in t.replace("rgba(", "").replace("rgb(", "").rstrip(")").split(",")]
-    if len(parts) in (3, 4):
-        try:
-            vals = [float(p) for p in parts]
-        except ValueError:
-            vals = None
-        if vals and all(0 <= v <= 255 for v in vals[:3]):
-            rgb = tuple(v / 255 for v in vals[:3])
-            if len(vals) == 3:
-                return rgb + (1.0,)
-            a = vals[3] / 255 if vals[3] > 1 else vals[3]
-            if 0 <= a <= 1:
-                return rgb + (a,)
-    raise InputError(f"colour {text!r}: use a name (white, black, …), #rrggbb, #rrggbbaa, r,g,b or r,g,b,a")
 
 
 @dataclass(frozen=True)
@@ -212,9 +125,9 @@ class FinishOptions:
 class Finished:
     image: np.ndarray  # float32 H×W×3 or ×4 (straight alpha), sRGB unless options.linear
     placement: Placement
-    subject_box: tuple[int, int, int, int] | None  # the subject on the output (x, y, w, h)
-    source_box: tuple[int, int, int, int] | None  # the subject in the input
-    shadow_box: tuple[int, int, int, int] | None  # the visible shadow on the output
+    subject_box: Bounds | None  # the subject on the output
+    source_box: Bounds | None  # the subject in the input
+    shadow_box: Bounds | None  # the visible shadow on the output
     shadow: np.ndarray | None = None  # layers=True: the shadow's alpha on the canvas (darkness included)
     shadow_colour: tuple[float, float, float] = (0.0, 0.0, 0.0)
     background: np.ndarray | None = None  # layers=True: the background layer, H×W×4 straight
@@ -366,6 +279,57 @@ def _blurred_original(
 # The whole job
 
 
+class _Stopwatch:
+    """Seconds per stage of ``finish`` (what ``Finished.timings`` reports)."""
+
+    def __init__(self):
+        self.timings: dict = {}
+        self._t = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = self.timings.get(stage, 0.0) + now - self._t
+        self._t = now
+
+
+@dataclass
+class _Canvas:
+    """What the steps of ``finish`` share: the plan, the subject on the canvas and the output being
+    built (colour in the output's transfer, alpha once anything is transparent)."""
+
+    opts: FinishOptions
+    placement: Placement
+    fg: np.ndarray  # the subject's straight colours on the canvas
+    a: np.ndarray  # the subject's alpha on the canvas
+    out: np.ndarray  # H×W×3 output colour
+    bg_alpha: np.ndarray | float = 0.0  # the background's alpha (a scalar for a flat colour)
+    bg_const: np.ndarray | None = None  # the background's linear colour when it is one flat colour
+    out_alpha: np.ndarray | None = None  # None: the output is opaque so far
+    shadow_lin: np.ndarray = field(default_factory=lambda: np.zeros(3, np.float32))
+    s_canvas: np.ndarray | None = None  # the shadow's alpha over ``s_region`` of the canvas
+    s_region: Bounds | None = None
+
+    def to_lin(self, x):
+        return np.asarray(x, np.float32) if self.opts.linear else srgb_to_linear(x)
+
+    def from_lin(self, x):
+        return np.clip(x, 0, 1) if self.opts.linear else linear_to_srgb(x)
+
+    def user_out(self, rgb):
+        """A user colour (always sRGB) in the output's transfer."""
+        arr = np.asarray(rgb[:3], np.float32)
+        return srgb_to_linear(arr) if self.opts.linear else arr
+
+    @property
+    def opaque_background(self) -> bool:
+        return not isinstance(self.bg_alpha, np.ndarray) and self.bg_alpha >= 1.0
+
+
+def _user_lin(rgb):
+    """A user colour (always sRGB) in linear light, for blending."""
+    return srgb_to_linear(np.asarray(rgb[:3], np.float32))
+
+
 def finish(
     image: np.ndarray,
     alpha: np.ndarray,
@@ -375,232 +339,219 @@ def finish(
     layers: bool = False,
 ) -> Finished:
     """Finish one cut-out. ``image``: the input (H×W×C, any supported dtype); ``alpha``: float32
-    H×W; ``foreground``: decontaminated straight colours (H×W×3 float32) or None for the image's own."""
+    H×W; ``foreground``: decontaminated straight colours (H×W×3 float32) or None for the image's own.
+
+    Steps: frame the subject (bounds, shadow, plan) → place it on the canvas → background →
+    shadow over the background → subject over both → alpha channel or flattening."""
     opts = (options or FinishOptions()).validate()
-    timings: dict = {}
-    t = time.perf_counter()
-
-    def lap(stage):
-        nonlocal t
-        now = time.perf_counter()
-        timings[stage] = timings.get(stage, 0.0) + now - t
-        t = now
-
+    clock = _Stopwatch()
     alpha = np.asarray(alpha, np.float32)
-    h, w = alpha.shape
-    if image.shape[:2] != (h, w):
+    if image.shape[:2] != alpha.shape:
+        h, w = alpha.shape
         raise InputError(f"alpha is {w}x{h} but the image is {image.shape[1]}x{image.shape[0]}")
-    colour = foreground if foreground is not None else imageio.colour_float(image)
-    colour = np.asarray(colour, np.float32)
+    colour = np.asarray(foreground if foreground is not None else imageio.colour_float(image), np.float32)
+    bounds, shadow_field, p = _frame(alpha, opts, clock)
+    c, reach = _place_subject(colour, alpha, p, opts)
+    clock.lap("place")
+    background_layer = _fill_background(c, image, alpha, layers)
+    clock.lap("background")
+    if opts.shadow is not None:
+        c.shadow_lin = _user_lin(opts.shadow.color)
+    if shadow_field is not None:
+        c.s_canvas, c.s_region = shadow_field.render(p)
+        if c.s_canvas.size == 0 or float(c.s_canvas.max()) <= EPS_ALPHA:
+            c.s_canvas = None
+    clock.lap("shadow place")
+    if not c.opaque_background:
+        base = np.broadcast_to(np.asarray(c.bg_alpha, np.float32), c.out.shape[:2])
+        c.out_alpha = np.array(base, np.float32)
+    if c.s_canvas is not None:
+        _blend_shadow(c)
+    clock.lap("shadow blend")
+    if reach is not None:
+        _blend_subject(c, p.to_canvas(reach))
+    clock.lap("subject blend")
+    result = _alpha_or_flatten(c)
+    clock.lap("alpha")
+    shadow_box, shadow_full = _shadow_outputs(c, layers)
+    return Finished(
+        image=result,
+        placement=p,
+        subject_box=p.to_canvas(bounds) if bounds is not None else None,
+        source_box=bounds,
+        shadow_box=shadow_box,
+        shadow=shadow_full,
+        shadow_colour=tuple(float(v) for v in (opts.shadow.color if opts.shadow else (0, 0, 0))),
+        background=background_layer,
+        subject=np.concatenate([c.fg, c.a[..., None]], axis=2) if layers else None,
+        timings=clock.timings,
+    )
+
+
+def _frame(alpha: np.ndarray, opts: FinishOptions, clock: _Stopwatch):
+    """The subject's bounds, its shadow and where both land: (bounds, shadow field, placement)."""
     bounds = subject_bounds(alpha)
-    lap("bounds")
+    clock.lap("bounds")
     shadow_field: ShadowField | None = None
     if opts.shadow is not None and bounds is not None:
         shadow_field = generate(alpha, opts.shadow, bounds)
-    lap("shadow")
+    clock.lap("shadow")
     region = None  # crop "none": the whole photo is framed
     if opts.crop != "none":
         region = bounds
         if opts.crop == "subject+shadow" and shadow_field is not None:
             region = union_box(bounds, shadow_field.source_box())
-    p = plan((h, w), region, margin=opts.margin, canvas=opts.canvas, scale=opts.scale, align=opts.align)
+    p = plan(alpha.shape, region, margin=opts.margin, canvas=opts.canvas, scale=opts.scale, align=opts.align)
+    return bounds, shadow_field, p
 
-    # the subject on the canvas (only where its alpha reaches: colours elsewhere do not matter)
+
+def _place_subject(colour: np.ndarray, alpha: np.ndarray, p: Placement, opts: FinishOptions):
+    """The subject on the canvas (only where its alpha reaches: colours elsewhere do not matter),
+    with an output buffer; and the subject's reach in the source (None: fully transparent)."""
     reach = subject_bounds(alpha, EPS_ALPHA)
-    keep_all = _colours_kept_outside_alpha(opts)
-    fg = place(colour, p) if keep_all else place(colour, p, within=reach or (0, 0, 0, 0))
-    a = place(alpha, p, within=reach or (0, 0, 0, 0))
-    lap("place")
-    bg_spec = opts.background
-    hc, wc = p.height, p.width
-    to_lin = (lambda x: np.asarray(x, np.float32)) if opts.linear else srgb_to_linear
-    from_lin = (lambda x: np.clip(x, 0, 1)) if opts.linear else linear_to_srgb
+    within = reach or Bounds(0, 0, 0, 0)
+    fg = place(colour, p) if _colours_kept_outside_alpha(opts) else place(colour, p, within=within)
+    a = place(alpha, p, within=within)
+    out = np.empty((p.height, p.width, 3), np.float32)
+    return _Canvas(opts=opts, placement=p, fg=fg, a=a, out=out), reach
 
-    def user_out(rgb):  # user colours are sRGB: in the output's transfer
-        arr = np.asarray(rgb[:3], np.float32)
-        return srgb_to_linear(arr) if opts.linear else arr
 
-    def user_lin(rgb):  # … and in linear light, for blending
-        return srgb_to_linear(np.asarray(rgb[:3], np.float32))
-
-    # the background layer: colour/alpha, built straight into the output buffer
-    out = np.empty((hc, wc, 3), np.float32)
-    bg_alpha: np.ndarray | float
-    bg_const = None
-    if bg_spec is None:
-        bg_alpha = 0.0
-        out[...] = fg  # transparent pixels keep the subject's colours (as a plain cut-out does)
-        bg_const = np.zeros(3, np.float32)
-    elif bg_spec.kind == "color":
-        out[...] = user_out(bg_spec.color)
-        bg_const = user_lin(bg_spec.color)
-        bg_alpha = float(bg_spec.color[3])
-    elif bg_spec.kind == "image":
-        pic, pic_a = _fitted_image(bg_spec, hc, wc)
-        if opts.linear:
-            pic = srgb_to_linear(pic)
-        out[...] = pic
-        bg_alpha = pic_a
+def _fill_background(c: _Canvas, image: np.ndarray, alpha: np.ndarray, layers: bool):
+    """The background, written straight into the output buffer; its own layer when ``layers``."""
+    spec = c.opts.background
+    hc, wc = c.out.shape[:2]
+    if spec is None:
+        c.bg_alpha = 0.0
+        c.out[...] = c.fg  # transparent pixels keep the subject's colours (as a plain cut-out does)
+        c.bg_const = np.zeros(3, np.float32)
+    elif spec.kind == "color":
+        c.out[...] = c.user_out(spec.color)
+        c.bg_const = _user_lin(spec.color)
+        c.bg_alpha = float(spec.color[3])
+    elif spec.kind == "image":
+        pic, pic_a = _fitted_image(spec, hc, wc)
+        c.out[...] = srgb_to_linear(pic) if c.opts.linear else pic
+        c.bg_alpha = pic_a
     else:
         src_colour = imageio.split_channels(image)[0]
-        out[...] = _blurred_original(src_colour, alpha, p, bg_spec.blur, opts.linear)
-        bg_alpha = 1.0
-    background_layer = None
-    if layers:
-        ba = np.broadcast_to(np.asarray(bg_alpha, np.float32), (hc, wc))
-        background_layer = np.concatenate(
-            [out if bg_spec is not None else np.zeros_like(out), ba[..., None]], axis=2
-        )
-    lap("background")
+        c.out[...] = _blurred_original(src_colour, alpha, c.placement, spec.blur, c.opts.linear)
+        c.bg_alpha = 1.0
+    if not layers:
+        return None
+    ba = np.broadcast_to(np.asarray(c.bg_alpha, np.float32), (hc, wc))
+    return np.concatenate([c.out if spec is not None else np.zeros_like(c.out), ba[..., None]], axis=2)
 
-    # the shadow on the canvas (only its footprint region)
-    s_canvas = None
-    s_region = None
-    shadow_lin = user_lin(opts.shadow.color) if opts.shadow is not None else np.zeros(3, np.float32)
-    if shadow_field is not None:
-        s_canvas, s_region = shadow_field.render(p)
-        if s_canvas.size == 0 or float(s_canvas.max()) <= EPS_ALPHA:
-            s_canvas = None
-    lap("shadow place")
 
-    # alpha of the output
-    scalar_bg_a = not isinstance(bg_alpha, np.ndarray)
-    out_alpha = None
-    if not (scalar_bg_a and bg_alpha >= 1.0):
-        base_a = np.broadcast_to(np.asarray(bg_alpha, np.float32), (hc, wc))
-        out_alpha = np.array(base_a, np.float32)
-
-    # 1) shadow over background, dense over the rows the shadow covers (the subject is drawn over
-    #    it next, so no mask is needed here)
-    if s_canvas is not None:
-        x, y, rw, rh = s_region
-        s = s_canvas
-        under = out[y : y + rh, x : x + rw]
-        if bg_spec is None:
-            # shadow on transparency: the shadow's colour, its darkness in alpha
-            under[...] = np.where((s > EPS_ALPHA)[..., None], from_lin(shadow_lin[None, None, :]), under)
-            out_alpha[y : y + rh, x : x + rw] = s
-        elif scalar_bg_a and bg_alpha >= 1.0:
-            # opaque background: linear = bg + (shadow − bg)·s, per channel
-            if bg_const is not None:
-                lin = np.empty((rh, rw, 3), np.float32)
-                lin[...] = bg_const
-            else:
-                lin = to_lin(under)
-            for c in range(3):
-                ch = lin[..., c]
-                ch += (shadow_lin[c] - ch) * s
-            under[...] = from_lin(lin)
+def _blend_shadow(c: _Canvas) -> None:
+    """The shadow over the background, dense over the region it covers (the subject is drawn over
+    it next, so no mask is needed here)."""
+    x, y, rw, rh = c.s_region
+    s = c.s_canvas
+    under = c.out[y : y + rh, x : x + rw]
+    if c.opts.background is None:
+        # shadow on transparency: the shadow's colour, its darkness in alpha
+        under[...] = np.where((s > EPS_ALPHA)[..., None], c.from_lin(c.shadow_lin[None, None, :]), under)
+        c.out_alpha[y : y + rh, x : x + rw] = s
+    elif c.opaque_background:
+        # opaque background: linear = bg + (shadow − bg)·s, per channel
+        if c.bg_const is not None:
+            lin = np.empty((rh, rw, 3), np.float32)
+            lin[...] = c.bg_const
         else:
-            n = rh * rw
-            bga = bg_alpha if scalar_bg_a else out_alpha[y : y + rh, x : x + rw].reshape(n)
-            col, sa = over_linear(
-                np.zeros((n, 3), np.float32),
-                np.zeros(n, np.float32),
-                to_lin(under.reshape(n, 3)),
-                bga,
-                shadow_lin,
-                s.reshape(n),
-            )
-            under[...] = from_lin(col).reshape(rh, rw, 3)
-            out_alpha[y : y + rh, x : x + rw] = sa.reshape(rh, rw)
-    lap("shadow blend")
+            lin = c.to_lin(under)
+        for ch in range(3):
+            plane = lin[..., ch]
+            plane += (c.shadow_lin[ch] - plane) * s
+        under[...] = c.from_lin(lin)
+    else:
+        n = rh * rw
+        scalar = not isinstance(c.bg_alpha, np.ndarray)
+        bga = c.bg_alpha if scalar else c.out_alpha[y : y + rh, x : x + rw].reshape(n)
+        col, sa = over_linear(
+            np.zeros((n, 3), np.float32),
+            np.zeros(n, np.float32),
+            c.to_lin(under.reshape(n, 3)),
+            bga,
+            c.shadow_lin,
+            s.reshape(n),
+        )
+        under[...] = c.from_lin(col).reshape(rh, rw, 3)
+        c.out_alpha[y : y + rh, x : x + rw] = sa.reshape(rh, rw)
 
-    # 2) the subject: opaque pixels are copied, edge pixels blended in linear light
+
+def _blend_subject(c: _Canvas, reach: Bounds) -> None:
+    """The subject over what is there: opaque pixels are copied, edge pixels blended in linear light.
+    ``reach``: where the subject's alpha reaches, on the canvas."""
     import cv2
 
-    box = p.to_canvas(bounds) if bounds is not None else None
-    if reach is not None:
-        rx, ry, rw, rh = p.to_canvas(reach)
-        y0, y1 = max(0, ry - 1), min(hc, ry + rh + 1)  # whole rows: flat indices into contiguous memory
-        a_r = a[y0:y1]
-        o_r = out[y0:y1]
-        f_r = fg[y0:y1]
-        opaque = cv2.compare(a_r, 1.0 - EPS_ALPHA, cv2.CMP_GE)  # uint8 0/255
-        cv2.copyTo(f_r, opaque, o_r)
-        if out_alpha is not None:
-            out_alpha[y0:y1][opaque > 0] = 1.0
-        edge = np.flatnonzero(cv2.inRange(a_r, EPS_ALPHA * 1.0001, 1.0 - EPS_ALPHA * 1.0001))
-        if edge.size:
-            o_flat = o_r.reshape(-1, 3)
-            if a_r.flags.c_contiguous and f_r.flags.c_contiguous:
-                a_e = a_r.reshape(-1)[edge]
-                f_e = f_r.reshape(-1, 3)[edge]
-            else:  # views into the source (a crop at scale 1): index rows/columns, no region copy
-                ey, ex = np.divmod(edge, a_r.shape[1])
-                a_e, f_e = a_r[ey, ex], f_r[ey, ex]
-            f_lin = to_lin(f_e)
-            if out_alpha is None:  # opaque underneath: a plain linear-light mix (the common case)
-                if bg_const is not None and s_canvas is None:  # a flat colour: nothing to convert
-                    mix = np.empty((edge.size, 3), np.float32)
-                    mix[...] = bg_const
-                else:
-                    mix = to_lin(o_flat[edge])
-                mix += (f_lin - mix) * a_e[:, None]
-                o_flat[edge] = from_lin(mix)
-            else:
-                a_flat = out_alpha[y0:y1].reshape(-1)
-                col, oa = over_linear(
-                    f_lin,
-                    a_e,
-                    to_lin(o_flat[edge]),
-                    a_flat[edge],
-                    shadow_lin,
-                    np.zeros(edge.size, np.float32),
-                )
-                o_flat[edge] = from_lin(col)
-                a_flat[edge] = oa
-    lap("subject blend")
+    y0, y1 = max(0, reach.y - 1), min(c.out.shape[0], reach.bottom + 1)  # whole rows: flat indices
+    a_r, o_r, f_r = c.a[y0:y1], c.out[y0:y1], c.fg[y0:y1]
+    opaque = cv2.compare(a_r, 1.0 - EPS_ALPHA, cv2.CMP_GE)  # uint8 0/255
+    cv2.copyTo(f_r, opaque, o_r)
+    if c.out_alpha is not None:
+        c.out_alpha[y0:y1][opaque > 0] = 1.0
+    edge = np.flatnonzero(cv2.inRange(a_r, EPS_ALPHA * 1.0001, 1.0 - EPS_ALPHA * 1.0001))
+    if not edge.size:
+        return
+    o_flat = o_r.reshape(-1, 3)
+    if a_r.flags.c_contiguous and f_r.flags.c_contiguous:
+        a_e = a_r.reshape(-1)[edge]
+        f_e = f_r.reshape(-1, 3)[edge]
+    else:  # views into the source (a crop at scale 1): index rows/columns, no region copy
+        ey, ex = np.divmod(edge, a_r.shape[1])
+        a_e, f_e = a_r[ey, ex], f_r[ey, ex]
+    f_lin = c.to_lin(f_e)
+    if c.out_alpha is None:  # opaque underneath: a plain linear-light mix (the common case)
+        if c.bg_const is not None and c.s_canvas is None:  # a flat colour: nothing to convert
+            mix = np.empty((edge.size, 3), np.float32)
+            mix[...] = c.bg_const
+        else:
+            mix = c.to_lin(o_flat[edge])
+        mix += (f_lin - mix) * a_e[:, None]
+        o_flat[edge] = c.from_lin(mix)
+        return
+    a_flat = c.out_alpha[y0:y1].reshape(-1)
+    zeros = np.zeros(edge.size, np.float32)
+    col, oa = over_linear(f_lin, a_e, c.to_lin(o_flat[edge]), a_flat[edge], c.shadow_lin, zeros)
+    o_flat[edge] = c.from_lin(col)
+    a_flat[edge] = oa
 
-    # 3) the alpha channel, or flattening
-    keep_alpha = opts.alpha if opts.alpha is not None else out_alpha is not None
+
+def _alpha_or_flatten(c: _Canvas) -> np.ndarray:
+    """The output picture: with an alpha channel (asked for, or where it has transparency) or
+    flattened onto the matte colour."""
+    hc, wc = c.out.shape[:2]
+    keep_alpha = c.opts.alpha if c.opts.alpha is not None else c.out_alpha is not None
     if keep_alpha:
-        oa = out_alpha if out_alpha is not None else np.ones((hc, wc), np.float32)
-        result = np.concatenate([out, oa[..., None]], axis=2)
-    elif out_alpha is not None:
-        matte = user_lin(opts.matte)
-        n = hc * wc
-        col, _ = over_linear(
-            to_lin(out.reshape(n, 3)),
-            out_alpha.reshape(n),
-            np.broadcast_to(matte, (n, 3)),
-            1.0,
-            shadow_lin,
-            np.zeros(n, np.float32),
-        )
-        result = from_lin(col).reshape(hc, wc, 3)
-    else:
-        result = out
-    lap("alpha")
-
-    shadow_full = None
-    shadow_box = None
-    if s_canvas is not None:
-        from maskd.core.canvas import subject_bounds as _sb
-
-        sb = _sb(s_canvas, 0.02)
-        if sb is not None:
-            shadow_box = (sb[0] + s_region[0], sb[1] + s_region[1], sb[2], sb[3])
-        if layers:
-            shadow_full = np.zeros((hc, wc), np.float32)
-            x, y, rw, rh = s_region
-            shadow_full[y : y + rh, x : x + rw] = s_canvas
-    subject_layer = None
-    if layers:
-        subject_layer = np.concatenate([fg, a[..., None]], axis=2)
-    shadow_colour = tuple(float(v) for v in (opts.shadow.color if opts.shadow else (0, 0, 0)))
-    return Finished(
-        image=result,
-        placement=p,
-        subject_box=box,
-        source_box=bounds,
-        shadow_box=shadow_box,
-        shadow=shadow_full,
-        shadow_colour=shadow_colour,
-        background=background_layer,
-        subject=subject_layer,
-        timings=timings,
+        oa = c.out_alpha if c.out_alpha is not None else np.ones((hc, wc), np.float32)
+        return np.concatenate([c.out, oa[..., None]], axis=2)
+    if c.out_alpha is None:
+        return c.out
+    n = hc * wc
+    col, _ = over_linear(
+        c.to_lin(c.out.reshape(n, 3)),
+        c.out_alpha.reshape(n),
+        np.broadcast_to(_user_lin(c.opts.matte), (n, 3)),
+        1.0,
+        c.shadow_lin,
+        np.zeros(n, np.float32),
     )
+    return c.from_lin(col).reshape(hc, wc, 3)
+
+
+def _shadow_outputs(c: _Canvas, layers: bool):
+    """(where the shadow is visible on the output, the shadow's alpha over the whole canvas when
+    ``layers``); None for what there is not."""
+    if c.s_canvas is None:
+        return None, None
+    x, y, rw, rh = c.s_region
+    sb = subject_bounds(c.s_canvas, 0.02)
+    shadow_box = Bounds(sb.x + x, sb.y + y, sb.width, sb.height) if sb is not None else None
+    shadow_full = None
+    if layers:
+        shadow_full = np.zeros(c.out.shape[:2], np.float32)
+        shadow_full[y : y + rh, x : x + rw] = c.s_canvas
+    return shadow_box, shadow_full
 
 
 def _colours_kept_outside_alpha(opts: FinishOptions) -> bool:

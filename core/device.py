@@ -79,3 +79,23 @@ def pick_dtype(device: torch.device, dtype=None) -> torch.dtype:
 
 def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
+
+
+def release_memory(device=None) -> None:
+    """Give cached accelerator memory back (after running out of it, or unloading the model).
+
+    torch keeps freed blocks cached for reuse; after an out-of-memory error they would make the next
+    attempt fail too. ``device`` None: every accelerator torch sees (CUDA and MPS); otherwise only
+    that device's kind (``cuda:1`` clears CUDA, ``cpu`` nothing but Python's garbage).
+    """
+    import gc
+
+    gc.collect()  # tensors held only by reference cycles (a traceback's frames) are freed first
+    kind = torch.device(device).type if device is not None else None
+    try:
+        if kind in (None, "cuda") and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if kind in (None, "mps") and mps_available() and hasattr(torch, "mps"):
+            torch.mps.empty_cache()
+    except RuntimeError:  # a device in a bad state: nothing more to give back
+        pass

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from maskd.core.colour import linear_to_srgb, srgb_to_linear  # noqa: F401  (the one sRGB curve, re-exported)
 from maskd.core.errors import InputError, MaskdError
 
 
@@ -91,18 +92,6 @@ def to_uint16(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return x.astype(np.uint16) * 257
     return (np.clip(x, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """sRGB-encoded float in [0, 1] → linear light (float32)."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """Linear-light float in [0, 1] → sRGB-encoded (float32)."""
-    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(np.float32)
 
 
 def colour_float(image: np.ndarray, *, linear: bool = False, to_srgb: bool = True) -> np.ndarray:

@@ -24,6 +24,7 @@ from maskd.core import foreground as fgmod
 from maskd.core import guided_filter as gf
 from maskd.core import imageio
 from maskd.core import trimap as trimapmod
+from maskd.core.colour import linear_to_srgb_torch
 
 _EPS = 1e-5
 
@@ -34,11 +35,10 @@ def upload(array: np.ndarray, device) -> torch.Tensor:
 
 
 def release(device) -> None:
-    """Give cached GPU memory back (after running out of it)."""
-    if torch.device(device).type == "cuda" and torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    elif torch.device(device).type == "mps" and hasattr(torch, "mps"):
-        torch.mps.empty_cache()
+    """Give cached GPU memory back (after running out of it): ``maskd.core.device.release_memory``."""
+    from maskd.core.device import release_memory
+
+    release_memory(device)
 
 
 # ----------------------------------------------------------------------------- OpenCV's operators
@@ -213,8 +213,7 @@ class DeviceImage:
 
 
 def _srgb(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.0031308, x * 12.92, 1.055 * x.pow(1.0 / 2.4) - 0.055)
+    return linear_to_srgb_torch(x.clamp(0.0, 1.0))
 
 
 # ----------------------------------------------------------------------------- alpha

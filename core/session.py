@@ -122,13 +122,9 @@ class BiRefNetSession(MatteSession):
             if self._model is not None:
                 device = self.device
                 self._model = None
-                import gc
+                from maskd.core.device import release_memory
 
-                gc.collect()
-                if device.startswith("cuda"):
-                    import torch
-
-                    torch.cuda.empty_cache()
+                release_memory(device)
 
     def matte(self, rgb: np.ndarray) -> np.ndarray:
         self.load()

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from maskd.core.errors import InputError
+from maskd.plugins.maskd_client import Bounds
 
 WORK_SIDE = 384  # the subject's longer side on the working grid (pixels)
 FLOOR_BAND = 0.04  # columns whose lowest pixel is within this × height of the floor get contact
@@ -127,7 +128,7 @@ def _length(key: str, value: str) -> tuple[float, bool]:
 def parse_shadow(text: str) -> ShadowSpec | None:
     """``soft`` | ``contact`` | ``drop`` | ``front`` | ``none``, optionally followed by overrides:
     ``drop,direction=135,distance=40%,softness=20px,opacity=0.3,contact=0.6,color=#203040``."""
-    from maskd.core.compose import parse_colour
+    from maskd.core.colour import parse_colour
 
     parts = [p.strip() for p in re.split(r"[,;]", str(text)) if p.strip()]
     if not parts:
@@ -205,18 +206,19 @@ class ShadowField:
     step_x: float
     step_y: float
 
-    def source_box(self, threshold: float = 0.02) -> tuple[int, int, int, int] | None:
-        """Where the shadow is visible (> ``threshold``), as (x, y, w, h) in source pixels."""
+    def source_box(self, threshold: float = 0.02) -> Bounds | None:
+        """Where the shadow is visible (> ``threshold``), in source pixels."""
         from maskd.core.canvas import subject_bounds
 
         b = subject_bounds(self.alpha, threshold)
         if b is None:
             return None
-        x0 = math.floor(self.x0 + b[0] * self.step_x)
-        y0 = math.floor(self.y0 + b[1] * self.step_y)
-        x1 = math.ceil(self.x0 + (b[0] + b[2]) * self.step_x)
-        y1 = math.ceil(self.y0 + (b[1] + b[3]) * self.step_y)
-        return x0, y0, x1 - x0, y1 - y0
+        return Bounds.from_corners(
+            math.floor(self.x0 + b.x * self.step_x),
+            math.floor(self.y0 + b.y * self.step_y),
+            math.ceil(self.x0 + b.right * self.step_x),
+            math.ceil(self.y0 + b.bottom * self.step_y),
+        )
 
     def render(self, placement, region: tuple[int, int, int, int] | None = None) -> tuple[np.ndarray, tuple]:
         """The shadow on a canvas: (alpha for ``region`` (x, y, w, h; default: where the shadow
@@ -225,7 +227,7 @@ class ShadowField:
 
         p = placement
         if region is None:
-            region = (0, 0, 0, 0)
+            region = Bounds(0, 0, 0, 0)
             src = self.source_box(VISIBLE)
             if src is not None:
                 x, y, w, h = src

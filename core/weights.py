@@ -59,23 +59,16 @@ def download(repo_id: str, filename: str = "model.safetensors", preset: Preset |
     cached = cached_path(repo_id, filename)
     if cached is not None:  # no network round trip (and no retries when offline) for a cached file
         return cached
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if not offline:
-        unreachable = _unreachable_reason()
-        if unreachable:
-            raise WeightsError(
-                f"weights {what} are not in the local cache ({cache}) and the "
-                f"Hugging Face hub cannot be reached ({unreachable}). Fix: connect and run "
-                f"`maskd fetch {preset.name if preset else repo_id}`, or {hint}"
-            )
+    unreachable = hub_unreachable()
+    if unreachable:
+        raise WeightsError(
+            f"weights {what} are not in the local cache ({cache}) and {unreachable}. Fix: connect and run "
+            f"`maskd fetch {preset.name if preset else repo_id}`, or {hint}"
+        )
     try:
         return Path(hf_hub_download(repo_id, filename))
     except errors["LocalEntryNotFoundError"] as exc:
-        why = (
-            "HF_HUB_OFFLINE is set"
-            if offline
-            else "the Hugging Face hub could not be reached (no network, proxy or firewall?)"
-        )
+        why = "the Hugging Face hub could not be reached (no network, proxy or firewall?)"
         raise WeightsError(
             f"weights {what} are not in the local cache ({cache}) and {why}. "
             f"Fix: connect and run `maskd fetch {preset.name if preset else repo_id}`, "
@@ -117,31 +110,47 @@ def cached_path(repo_id: str, filename: str = "model.safetensors") -> Path | Non
     return Path(found) if isinstance(found, str) and os.path.exists(found) else None
 
 
-def _unreachable_reason(timeout: float = 5.0) -> str | None:
-    """Why the hub endpoint cannot be reached, found in one quick TCP connect (None: reachable).
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` forbids the network (read now, as huggingface_hub reads it at import)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
-    huggingface_hub retries an unreachable host for about 25 s; a direct check fails at once.
-    Skipped behind an HTTP(S) proxy, where a direct connection proves nothing.
+
+def hub_endpoint() -> str:
+    """The Hugging Face endpoint in use: ``HF_ENDPOINT`` as it is set now, else huggingface_hub's."""
+    endpoint = os.environ.get("HF_ENDPOINT")
+    if not endpoint:
+        try:
+            from huggingface_hub import constants
+
+            endpoint = constants.ENDPOINT
+        except Exception:  # pragma: no cover - a dependency
+            endpoint = None
+    return (endpoint or "https://huggingface.co").rstrip("/")
+
+
+def hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the hub cannot be used now, phrased to follow "and …" (None: it can, as far as is known).
+
+    The one reachability check of maskd (``maskd fetch``, loading a preset, the installer).
+    ``HF_HUB_OFFLINE`` set: no network at all. Otherwise one quick TCP connect to the endpoint:
+    huggingface_hub retries an unreachable host for about 25 s, a direct check fails at once.
+    Behind an HTTP(S) proxy a direct connection proves nothing, so the check is skipped there.
     """
     import socket
     from urllib.parse import urlsplit
 
+    if hub_offline():
+        return "HF_HUB_OFFLINE is set"
     proxies = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
     if any(os.environ.get(v) for v in proxies):
         return None
-    try:
-        from huggingface_hub import constants
-
-        endpoint = constants.ENDPOINT
-    except Exception:  # pragma: no cover
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    parts = urlsplit(endpoint)
+    parts = urlsplit(hub_endpoint())
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         with socket.create_connection((parts.hostname, port), timeout=timeout):
             return None
     except OSError as exc:
-        return f"{parts.hostname}:{port}: {exc.strerror or exc}"
+        return f"the Hugging Face hub ({parts.hostname}:{port}) cannot be reached: {exc.strerror or exc}"
 
 
 def _hub_errors() -> dict:

@@ -18,11 +18,9 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import struct
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 
 from maskd.core.errors import MaskdError, WeightsError
@@ -35,21 +33,12 @@ class WeightsUnavailable(MaskdError):
     """The weights could not be downloaded (no network, offline mode)."""
 
 
-def hub_endpoint() -> str:
-    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-
-
 def hub_reachable(timeout: float = 5.0) -> tuple[bool, str]:
-    """Whether the hub answers on TCP at all (huggingface_hub itself retries for ~25 s before giving up)."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False, "HF_HUB_OFFLINE is set"
-    url = urllib.parse.urlparse(hub_endpoint())
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-        return True, ""
-    except OSError as exc:
-        return False, f"{url.hostname} cannot be reached ({exc.strerror or exc})"
+    """(reachable, why not): ``maskd.core.weights.hub_unreachable``, the one reachability check."""
+    from maskd.core.weights import hub_unreachable
+
+    why = hub_unreachable(timeout)
+    return why is None, why or ""
 
 
 def how_to_supply(preset) -> str:

@@ -53,6 +53,7 @@ import sys
 import tempfile
 import time
 import uuid
+from typing import NamedTuple
 
 __all__ = [
     "MaskdClientError",
@@ -66,6 +67,10 @@ __all__ = [
     "PROTOCOL_VERSION",
     "crop_pixels",
     "place_pixels",
+    "Bounds",
+    "parse_colour",
+    "srgb_to_linear",
+    "linear_to_srgb",
 ]
 
 CLIENT_VERSION = "0.1.0"
@@ -866,18 +871,164 @@ def connect(
     return Client(connection_file, timeout=timeout, backend=backend, transport=transport)
 
 
+# --------------------------------------------------------------------------- colour facts
+# The one home of maskd's colour facts: core (``maskd.core.colour``), the CLI, the daemon and both
+# plugins (which carry only this file) read them from here, so a colour name or an sRGB value
+# means the same everywhere. Standard library only; core adds the numpy/torch array versions.
+
+SRGB_LINEAR_BELOW = 0.04045  # sRGB-encoded values up to this are on the curve's linear segment
+LINEAR_LINEAR_BELOW = 0.0031308  # the same point in linear light (0.04045 / 12.92)
+SRGB_SLOPE = 12.92  # slope of the linear segment
+SRGB_GAMMA = 2.4  # exponent of the power segment
+SRGB_OFFSET = 0.055  # offset of the power segment: ((v + 0.055) / 1.055) ** 2.4
+
+# CSS colour keywords (their sRGB values), for --background, --shadow color=… and the plugins
+NAMED_COLOURS = {
+    "white": (255, 255, 255),
+    "black": (0, 0, 0),
+    "gray": (128, 128, 128),
+    "grey": (128, 128, 128),
+    "lightgray": (211, 211, 211),
+    "lightgrey": (211, 211, 211),
+    "darkgray": (169, 169, 169),
+    "darkgrey": (169, 169, 169),
+    "red": (255, 0, 0),
+    "green": (0, 128, 0),
+    "lime": (0, 255, 0),
+    "blue": (0, 0, 255),
+    "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255),
+    "magenta": (255, 0, 255),
+}
+TRANSPARENT_NAMES = ("transparent", "none")
+COLOUR_FORMS = "a name (white, black, green, …), #rgb, #rrggbb, #rrggbbaa, r,g,b or r,g,b,a"
+
+
+def srgb_to_linear(value: float) -> float:
+    """One sRGB-encoded value in [0, 1] → linear light (the IEC 61966-2-1 curve)."""
+    if value <= SRGB_LINEAR_BELOW:
+        return value / SRGB_SLOPE
+    return ((value + SRGB_OFFSET) / (1 + SRGB_OFFSET)) ** SRGB_GAMMA
+
+
+def linear_to_srgb(value: float) -> float:
+    """One linear-light value in [0, 1] → sRGB-encoded (the inverse of ``srgb_to_linear``)."""
+    if value <= LINEAR_LINEAR_BELOW:
+        return value * SRGB_SLOPE
+    return (1 + SRGB_OFFSET) * value ** (1 / SRGB_GAMMA) - SRGB_OFFSET
+
+
+def _hex_colour(h: str):
+    if len(h) in (3, 4):
+        h = "".join(c * 2 for c in h)
+    if len(h) not in (6, 8) or any(c not in "0123456789abcdef" for c in h):
+        return None
+    values = [int(h[i : i + 2], 16) / 255 for i in range(0, len(h), 2)]
+    return tuple(values) + ((1.0,) if len(values) == 3 else ())
+
+
+def _numbers_colour(text: str):
+    parts = [p.strip() for p in text.replace("rgba(", "").replace("rgb(", "").rstrip(")").split(",")]
+    if len(parts) not in (3, 4):
+        return None
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        return None
+    if not all(0 <= v <= 255 for v in values[:3]):
+        return None
+    rgb = tuple(v / 255 for v in values[:3])
+    if len(values) == 3:
+        return rgb + (1.0,)
+    a = values[3] / 255 if values[3] > 1 else values[3]
+    return rgb + (a,) if 0 <= a <= 1 else None
+
+
+def parse_colour(text) -> tuple:
+    """A colour as the user writes it → (r, g, b, a) sRGB floats in [0, 1]; ``ValueError`` if it is none.
+
+    Forms: a name from ``NAMED_COLOURS``, ``transparent``/``none`` (alpha 0), ``#rgb``, ``#rgba``,
+    ``#rrggbb``, ``#rrggbbaa`` (the ``#`` may be left out), ``r,g,b`` or ``r,g,b,a`` with channels
+    0..255 and alpha 0..1 or 0..255 (``rgb(…)``/``rgba(…)`` around them is accepted).
+    """
+    t = str(text).strip().lower()
+    if t in TRANSPARENT_NAMES:
+        return (0.0, 0.0, 0.0, 0.0)
+    if t in NAMED_COLOURS:
+        return tuple(v / 255 for v in NAMED_COLOURS[t]) + (1.0,)
+    found = _hex_colour(t[1:] if t.startswith("#") else t) if "," not in t else None
+    found = found or _numbers_colour(t)
+    if found is None:
+        raise ValueError(f"colour {text!r}: use {COLOUR_FORMS}")
+    return found
+
+
+def colour_hex(rgb) -> str:
+    """``#rrggbb`` for (r, g, b) floats in [0, 1] (clipped, rounded to 8 bits)."""
+    return "#" + "".join(f"{min(255, max(0, int(round(c * 255)))):02x}" for c in rgb[:3])
+
+
 # --------------------------------------------------------------------------- rectangles of pixels
 # Both plugins send a region and keep part of the reply (or the reverse): rectangles are
 # (x, y, width, height) in one coordinate system, buffers row-major and tightly packed.
 
 
+class Bounds(NamedTuple):
+    """A rectangle of pixels: left, top, width, height — maskd's one rectangle type.
+
+    Core (canvas, shadow, compose), the server and both plugins use it. It is a tuple, so
+    ``x, y, w, h = bounds`` works and it compares equal to a plain ``(x, y, w, h)``.
+    """
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    @classmethod
+    def from_corners(cls, x0: int, y0: int, x1: int, y1: int) -> Bounds:
+        """The rectangle from its top-left corner (inclusive) to its bottom-right (exclusive)."""
+        return cls(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+    @property
+    def right(self) -> int:
+        return self.x + self.width
+
+    @property
+    def bottom(self) -> int:
+        return self.y + self.height
+
+    @property
+    def is_empty(self) -> bool:
+        return self.width <= 0 or self.height <= 0
+
+    def contains(self, other) -> bool:
+        """Whether ``other`` (any (x, y, w, h)) lies inside this rectangle."""
+        x, y, w, h = other
+        return x >= self.x and y >= self.y and x + w <= self.right and y + h <= self.bottom
+
+    def union(self, other) -> Bounds:
+        """The smallest rectangle holding both; ``None`` for ``other`` is nothing."""
+        if other is None:
+            return self
+        o = Bounds(*other)
+        return Bounds.from_corners(
+            min(self.x, o.x), min(self.y, o.y), max(self.right, o.right), max(self.bottom, o.bottom)
+        )
+
+    def intersection(self, other) -> Bounds:
+        """The part both share (width or height 0 when they do not overlap)."""
+        o = Bounds(*other)
+        return Bounds.from_corners(
+            max(self.x, o.x), max(self.y, o.y), min(self.right, o.right), min(self.bottom, o.bottom)
+        )
+
+
 def _inside(rect, region):
     """``region`` (unpacked), after checking that ``rect`` lies inside it."""
-    x, y, w, h = rect
-    rx, ry, rw, rh = region
-    if x < rx or y < ry or x + w > rx + rw or y + h > ry + rh:
+    if not Bounds(*region).contains(rect):
         raise ValueError(f"rectangle {tuple(rect)} is not inside {tuple(region)}")
-    return rx, ry, rw, rh
+    return tuple(region)
 
 
 def crop_pixels(data, region, rect, pixel_bytes: int | None = None) -> bytes:

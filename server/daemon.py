@@ -679,12 +679,10 @@ def _is_oom(exc: Exception) -> bool:
 
 
 def _free_accelerator_memory() -> None:
-    torch = sys.modules.get("torch")
-    try:
-        if torch is not None and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:
-        pass
+    if "torch" in sys.modules:  # nothing to give back before torch is loaded (the stand-in session)
+        from maskd.core.device import release_memory
+
+        release_memory()
 
 
 def _cutout_options_class():

@@ -19,7 +19,7 @@ import pytest
 from maskd.plugins import maskd_client as mc
 from maskd.server import protocol as P
 
-from tests.conftest import REPO, maskd_command, maskd_env
+from tests.helpers import REPO, maskd_command, maskd_env
 
 BACKENDS = ["pyzmq", "zmtp"]
 

@@ -16,7 +16,7 @@ import torch
 from maskd.core.birefnet import load_model
 from maskd.core.presets import PATCH_ORDERS
 
-from tests.conftest import REFERENCE
+from tests.helpers import REFERENCE
 
 pytestmark = pytest.mark.slow
 

@@ -557,7 +557,7 @@ def test_status_json_and_stop(tmp_path_factory):
 
 
 def test_ensure_daemon_autostarts_and_reports_progress(tmp_path_factory):
-    from tests.conftest import maskd_command
+    from tests.helpers import maskd_command
 
     folder = short_tmp(tmp_path_factory, "auto")
     cfile = folder / "connection.json"
@@ -568,7 +568,7 @@ def test_ensure_daemon_autostarts_and_reports_progress(tmp_path_factory):
     }
     stages = []
     env_before = os.environ.get("PYTHONPATH")
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     os.environ["PYTHONPATH"] = str(REPO)
     try:
@@ -604,8 +604,8 @@ def test_two_serves_racing_start_one_daemon(tmp_path_factory):
     """Two editors autostarting at once: both `maskd serve` succeed, one daemon serves both."""
     import subprocess
 
-    from tests.conftest import REPO, maskd_command
     from tests.daemon_fixtures import RunningDaemon
+    from tests.helpers import REPO, maskd_command
 
     folder = short_tmp(tmp_path_factory, "race")
     d = RunningDaemon(folder, folder / "connection.json")

@@ -8,8 +8,7 @@ import subprocess
 import pytest
 from maskd.installers.manifest import Manifest
 
-from tests.conftest import maskd_command
-from tests.test_install_plugins import cli_env, make_home
+from tests.helpers import cli_env, make_home, maskd_command
 
 
 def maskd(env, *args, timeout=180):

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, maskd_command, maskd_env
 from tests.daemon_fixtures import short_tmp, start_daemon
+from tests.helpers import REPO, maskd_command, maskd_env
 
 H, W = 120, 160
 CY, CX, R = 60, 70, 30  # the subject: a disc

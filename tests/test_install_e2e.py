@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
-from tests.test_install_plugins import make_home, snapshot
+from tests.helpers import REPO, make_home, snapshot
 
 PLUGIN_FILES = sorted(
     p.relative_to(REPO).as_posix()

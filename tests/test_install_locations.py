@@ -15,7 +15,7 @@ from maskd.installers.locations import Platform, _gimp_series_from_text, editor_
 from maskd.installers.manifest import Manifest, undo
 from maskd.installers.service import service_text
 
-from tests.test_install_plugins import DAEMON, snapshot
+from tests.helpers import DAEMON, snapshot
 
 
 def plat_for(tmp_path: Path, system: str) -> Platform:

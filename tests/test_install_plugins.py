@@ -6,7 +6,6 @@ use), the real ``maskd install-plugins`` / ``maskd uninstall`` commands in subpr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import stat
@@ -20,57 +19,7 @@ from maskd.installers import editors, plugins
 from maskd.installers.locations import Platform
 from maskd.installers.manifest import Manifest, undo
 
-from tests.conftest import REPO, maskd_command
-
-KRITARC = (
-    "[General]\n"
-    "LastPreset=Basic_tip_default\n"
-    "canvasState=OPENGL_SUCCESS\n"
-    "\n"
-    "[MainWindow]\n"
-    "State=AAAA/wAAAAD9AAAAAQAAAAAAAAAAAAAAAPwCAAAAAfsAAAAaAEsAaQBzAEQAbwBjAGsAZQByAFMAZQB0AHQAaQBuAGcAcwAAAAAA\n"
-    "geometry=@ByteArray(\\x1\\xd9\\xd0\\xcb\\0\\x3)\n"
-    "\n"
-    "[python]\n"
-    "enable_comics_project_management_tools=true\n"
-    "enable_ten_brushes=false\n"
-    "\n"
-    "[theme]\n"
-    "Theme=Krita dark\n"
-    "; a comment Krita would never write, but users do\n"
-    "Ünicode=ça marche\n"
-)
-
-
-def snapshot(root: Path) -> dict:
-    """Every path under ``root`` with its kind, mode and content hash (what 'as it was' means)."""
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root).as_posix()
-        mode = stat.S_IMODE(p.lstat().st_mode)
-        if p.is_symlink():
-            out[rel] = ("link", os.readlink(p))
-        elif p.is_dir():
-            out[rel] = ("dir", mode)
-        else:
-            out[rel] = ("file", mode, hashlib.sha256(p.read_bytes()).hexdigest())
-    return out
-
-
-def make_home(tmp_path: Path, layouts=("native", "flatpak")) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "Documents").mkdir()
-    (home / "Documents" / "photo.txt").write_text("user data\n")
-    if "native" in layouts:
-        (home / ".config" / "GIMP" / "3.0").mkdir(parents=True)
-        (home / ".config" / "GIMP" / "3.0" / "gimprc").write_text('(theme "Dark")\n')
-        (home / ".local" / "share" / "krita").mkdir(parents=True)
-        (home / ".config" / "kritarc").write_text(KRITARC)
-    if "flatpak" in layouts:
-        (home / ".var" / "app" / "org.gimp.GIMP" / "config" / "GIMP" / "3.0").mkdir(parents=True)
-        (home / ".var" / "app" / "org.kde.krita" / "data" / "krita").mkdir(parents=True)
-    return home
+from tests.helpers import DAEMON, KRITARC, REPO, cli_env, make_home, maskd_command, snapshot  # noqa: F401
 
 
 def platform_for(tmp_path: Path, home: Path, system: str = "linux", **env) -> Platform:
@@ -87,9 +36,6 @@ def platform_for(tmp_path: Path, home: Path, system: str = "linux", **env) -> Pl
         applications_dir=tmp_path / "no-apps",
         probe=False,
     )
-
-
-DAEMON = ["/opt/maskd/venv/bin/maskd", "serve", "--model", "lite"]
 
 
 def install(plat: Platform) -> list:
@@ -259,25 +205,6 @@ def test_editor_programs_count_as_found(tmp_path):
     assert (home / ".var/app/org.gimp.GIMP/config/GIMP/3.0/plug-ins/maskd-remove-background").is_dir()
     undo(Manifest.load(plat.manifest_path), run_commands=False)
     assert list(home.iterdir()) == []
-
-
-def cli_env(tmp_path: Path, home: Path) -> dict:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("XDG_", "MASKD_")) and k not in ("HOME", "APPDATA", "LOCALAPPDATA")
-    }
-    (tmp_path / "run").mkdir(exist_ok=True)
-    env.update(
-        HOME=str(home),
-        XDG_RUNTIME_DIR=str(tmp_path / "run"),
-        MASKD_INSTALL_NO_PROBE="1",
-        MASKD_FLATPAK_SYSTEM_DIR=str(tmp_path / "no-flatpak"),
-        MASKD_SNAP_DIR=str(tmp_path / "no-snap"),
-        PYTHONPATH=str(REPO),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    return env
 
 
 def test_cli_install_plugins_and_uninstall(tmp_path):

@@ -14,7 +14,7 @@ from maskd.core.errors import WeightsError
 from maskd.installers import weights as W
 from maskd.installers.manifest import Manifest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 @pytest.fixture

@@ -440,7 +440,7 @@ def test_missing_gimpformats_says_how_to_install():
     "command,found", [("gimp-batch", "GIMP 3 was not found"), ("krita-batch", "kritarunner was not found")]
 )
 def test_editor_batch_without_the_editor_says_what_to_do(tmp_path, command, found):
-    from tests.conftest import REPO, maskd_command, maskd_env
+    from tests.helpers import REPO, maskd_command, maskd_env
 
     shots = tmp_path / "shots"
     shots.mkdir()

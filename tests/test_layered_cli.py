@@ -17,8 +17,8 @@ import pytest
 from maskd.core.layered import open_layered
 from maskd.server.client import DaemonClient
 
-from tests.conftest import REPO, maskd_command
 from tests.daemon_fixtures import short_tmp, start_daemon
+from tests.helpers import REPO, maskd_command
 
 FIXTURES = Path(__file__).parent / "editors" / "layered" / "fixtures"
 OPTIONS = {

@@ -11,28 +11,8 @@ from maskd.core import trimap as trimapmod
 from maskd.core.errors import InputError
 from maskd.core.session import StandInSession
 
-
-def _hair_scene(size=256, seed=0):
-    """An orange subject with thin strands on a textured blue-green background, and its true alpha."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    alpha = np.clip(0.5 - (np.hypot(yy - size * 0.55, xx - size * 0.5) - size * 0.28) / 1.5, 0, 1)
-    strands = np.zeros((size, size), np.float32)
-    for _ in range(25):
-        angle = rng.uniform(0, 2 * np.pi)
-        x0, y0 = size * 0.5 + np.cos(angle) * size * 0.25, size * 0.55 + np.sin(angle) * size * 0.25
-        x1, y1 = x0 + np.cos(angle) * size * 0.15, y0 + np.sin(angle) * size * 0.15
-        cv2.line(strands, (int(x0 * 16), int(y0 * 16)), (int(x1 * 16), int(y1 * 16)), 1.0, 1, cv2.LINE_AA, 4)
-    alpha = np.maximum(alpha, 0.8 * strands)
-    fg = np.dstack([np.full_like(xx, 0.95), 0.55 + 0.05 * np.sin(xx / 9), np.full_like(xx, 0.15)])
-    bg = np.dstack([0.1 + 0.05 * np.sin(yy / 13), 0.35 + 0.1 * np.cos(xx / 17), np.full_like(xx, 0.6)])
-    image = alpha[..., None] * fg + (1 - alpha[..., None]) * bg
-    return imageio.to_uint8(image), alpha.astype(np.float32), fg.astype(np.float32)
-
-
-def _coarse(alpha, factor=4):
-    h, w = alpha.shape
-    return cv2.resize(alpha, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+from tests.helpers import coarse as _coarse
+from tests.helpers import hair_scene as _hair_scene
 
 
 def _lanczos(coarse, hw):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from maskd.core import imageio
 
-from tests.conftest import maskd_command, maskd_env
+from tests.helpers import maskd_command, maskd_env
 
 
 def _run(*args, cwd=None):

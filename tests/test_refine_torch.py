@@ -14,7 +14,8 @@ import torch
 from maskd.core import pipeline, refine_torch
 from maskd.core import trimap as trimapmod
 
-from tests.test_pipeline import _coarse, _hair_scene
+from tests.helpers import coarse as _coarse
+from tests.helpers import hair_scene as _hair_scene
 
 
 @pytest.mark.parametrize("shape", [(37, 53), (5, 300), (1, 9), (64, 64)])

@@ -12,7 +12,7 @@ from maskd.core import weights
 from maskd.core.birefnet import load_model
 from maskd.core.errors import WeightsError
 
-from tests.conftest import maskd_command, maskd_env
+from tests.helpers import maskd_command, maskd_env
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import zmq
 from maskd.plugins import maskd_client as mc
 from maskd.server import protocol as P
 
-from tests.conftest import REPO
 from tests.daemon_fixtures import make_image, short_tmp, start_daemon
+from tests.helpers import REPO
 
 
 def _fake_daemon(key: bytes, delay_s: float, ready: threading.Event, port_box: list, stop: threading.Event):

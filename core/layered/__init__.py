@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from maskd.core.colour import linear_to_srgb
 from maskd.core.errors import InputError, MaskdError
 
 LAYERED_SUFFIXES = (".xcf", ".ora", ".kra")
@@ -302,12 +303,26 @@ def to_uint8(values: np.ndarray, *, linear: bool) -> np.ndarray:
     """Float colour in [0, 1] (``linear`` light or sRGB-encoded) to sRGB uint8."""
     v = np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, 1.0)
     if linear:
-        v = np.where(v <= 0.0031308, v * 12.92, 1.055 * np.power(v, 1 / 2.4) - 0.055)
+        v = linear_to_srgb(v)
     return np.rint(v * 255.0).astype(np.uint8)
 
 
 def mask_name(layer_name: str) -> str:
     return f"{layer_name} (maskd)"
+
+
+def read_zip(path, data: bytes, what: str):
+    """The zip archive a KRA or OpenRaster file is (``what``: "a Krita file"); a clear error when
+    it is none."""
+    import io
+    import zipfile
+
+    try:
+        return zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise LayeredFileError(
+            f"{path}: not {what} (not a zip archive, or a truncated one); skipped"
+        ) from None
 
 
 def rewrite_zip(

@@ -15,16 +15,22 @@ skipped.
 
 from __future__ import annotations
 
-import io
 import re
 import uuid
 import xml.etree.ElementTree as ET
-import zipfile
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
-from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, rewrite_zip, to_uint8
+from maskd.core.layered import (
+    Layer,
+    LayeredDocument,
+    LayeredFileError,
+    mask_name,
+    read_zip,
+    rewrite_zip,
+    to_uint8,
+)
 
 TILE = 64
 NS = "{http://www.calligra.org/DTD/krita}"
@@ -48,12 +54,7 @@ class KraDocument(LayeredDocument):
     def __init__(self, path: Path, data: bytes):
         self.path = Path(path)
         self.data = data
-        try:
-            self.zip = zipfile.ZipFile(io.BytesIO(data))
-        except zipfile.BadZipFile:
-            raise LayeredFileError(
-                f"{path}: not a Krita file (not a zip archive, or a truncated one); skipped"
-            ) from None
+        self.zip = read_zip(path, data, "a Krita file")
         self.members = set(self.zip.namelist())
         if "maindoc.xml" not in self.members:
             raise LayeredFileError(f"{path}: not a Krita file (no maindoc.xml); skipped")

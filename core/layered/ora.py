@@ -19,12 +19,11 @@ from __future__ import annotations
 import io
 import re
 import xml.etree.ElementTree as ET
-import zipfile
 from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
-from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, rewrite_zip
+from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, read_zip, rewrite_zip
 
 DST_IN = "svg:dst-in"
 
@@ -35,12 +34,7 @@ class OraDocument(LayeredDocument):
     def __init__(self, path: Path, data: bytes):
         self.path = Path(path)
         self.data = data
-        try:
-            self.zip = zipfile.ZipFile(io.BytesIO(data))
-        except zipfile.BadZipFile:
-            raise LayeredFileError(
-                f"{path}: not an OpenRaster file (not a zip archive, or a truncated one); skipped"
-            ) from None
+        self.zip = read_zip(path, data, "an OpenRaster file")
         names = set(self.zip.namelist())
         if "stack.xml" not in names:
             raise LayeredFileError(f"{path}: not an OpenRaster file (no stack.xml); skipped")
@@ -64,36 +58,14 @@ class OraDocument(LayeredDocument):
             shown = visible and (parent.shown if parent else True)
             path = (parent.path + "/" if parent else "") + name
             x, y = int(float(element.get("x", "0"))), int(float(element.get("y", "0")))
+            place = dict(visible=visible, shown=shown, depth=depth, path=path, offset=(x, y))
             if element.tag == "stack":
-                layer = Layer(
-                    name=name,
-                    kind="group",
-                    visible=visible,
-                    shown=shown,
-                    depth=depth,
-                    path=path,
-                    has_mask=False,
-                    size=(0, 0),
-                    offset=(x, y),
-                    key=element,
-                )
+                layer = Layer(name=name, kind="group", has_mask=False, size=(0, 0), key=element, **place)
                 self.layers.append(layer)
                 self._walk(element, layer, depth + 1)
                 continue
             if element.tag != "layer":
-                self.layers.append(
-                    Layer(
-                        name=name,
-                        kind=element.tag,
-                        visible=visible,
-                        shown=shown,
-                        depth=depth,
-                        path=path,
-                        has_mask=False,
-                        size=(0, 0),
-                        offset=(x, y),
-                    )
-                )
+                self.layers.append(Layer(name=name, kind=element.tag, has_mask=False, size=(0, 0), **place))
                 continue
             is_mask = element.get("composite-op") == DST_IN
             src = element.get("src", "")
@@ -105,15 +77,11 @@ class OraDocument(LayeredDocument):
                 Layer(
                     name=name,
                     kind="mask" if is_mask else "paint",
-                    visible=visible,
-                    shown=shown,
-                    depth=depth,
-                    path=path,
                     has_mask=masked_below and not is_mask,
                     size=size,
-                    offset=(x, y),
                     key=element,
                     note=note,
+                    **place,
                 )
             )
             masked_below = masked_below or is_mask

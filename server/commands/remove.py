@@ -45,15 +45,6 @@ EXTENSIONS = ["maskd.server.finishing", "maskd.server.layered_batch"]
 
 RASTER_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp"}
 OUTPUT_FORMATS = {"png": ".png", "webp": ".webp", "tif": ".tif", "jpg": ".jpg"}
-NAMED_COLOURS = {
-    "white": (255, 255, 255),
-    "black": (0, 0, 0),
-    "gray": (128, 128, 128),
-    "grey": (128, 128, 128),
-    "red": (255, 0, 0),
-    "green": (0, 255, 0),
-    "blue": (0, 0, 255),
-}
 
 
 @dataclass
@@ -118,21 +109,15 @@ class Context:
 
 
 def _colour(text: str):
-    t = text.strip().lower()
-    if t in NAMED_COLOURS:
-        return NAMED_COLOURS[t]
-    if t.startswith("#") and len(t) in (4, 7):
-        h = t[1:]
-        if len(h) == 3:
-            h = "".join(c * 2 for c in h)
-        try:
-            return tuple(int(h[i : i + 2], 16) for i in (0, 2, 4))
-        except ValueError:
-            pass
-    parts = t.split(",")
-    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
-        return tuple(int(p) for p in parts)
-    return None
+    """8-bit (r, g, b) for an opaque colour (the one colour parser, ``maskd.core.colour``), or None."""
+    from maskd.core.colour import parse_colour
+    from maskd.core.errors import InputError
+
+    try:
+        r, g, b, a = parse_colour(text)
+    except InputError:
+        return None
+    return (round(r * 255), round(g * 255), round(b * 255)) if a >= 1.0 else None
 
 
 def _background(text: str):

@@ -26,8 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from maskd.installers.plugins import install_krita_plugin  # noqa: E402
 
-from tests.conftest import CACHE, maskd_command, maskd_env  # noqa: E402
-from tests.editors.conftest import ROOT, run_in_root  # noqa: E402
+from tests.helpers import CACHE, ROOT, maskd_command, maskd_env, run_in_root  # noqa: E402  # noqa: E402
 
 CHECKS = REPO / "tests" / "editors" / "krita"
 GOAL_S = 1.5

@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 def _weights(variant: str, weights_dir: str | None) -> Path:
     if weights_dir:
         return Path(weights_dir) / f"{variant}.safetensors"
-    from tests.conftest import generated_weights_path
+    from tests.helpers import generated_weights_path
 
     return generated_weights_path(variant)
 
@@ -94,7 +94,7 @@ def child(args) -> dict:
     from maskd.core.birefnet import load_model
     from torch.utils.flop_counter import FlopCounterMode
 
-    from tests.conftest import _golden_module
+    from tests.helpers import golden_module as _golden_module
 
     golden = _golden_module()
     device = devices.pick_device(args.device)

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from maskd.installers.plugins import CONFIG_NAME, GIMP_PLUGIN_NAME, PLUGINS_DIR
 
-from tests.conftest import REPO
-from tests.editors.conftest import (
+from tests.helpers import (
     NO_AUTOSTART,
+    REPO,
     differing_files,
     host_python_binds,
     installed_home,

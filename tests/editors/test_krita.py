@@ -31,9 +31,10 @@ import pytest
 from maskd.installers.plugins import set_kritarc_value
 from maskd.plugins import maskd_client as mc
 
-from tests.conftest import CACHE, REPO, skip_or_fail
-from tests.editors.conftest import (
+from tests.helpers import (
+    CACHE,
     NO_AUTOSTART,
+    REPO,
     differing_files,
     host_python_binds,
     installed_home,
@@ -41,6 +42,7 @@ from tests.editors.conftest import (
     place_krita_plugin,
     read_json,
     run_in_root,
+    skip_or_fail,
     stop_daemon,
 )
 

@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 _spec = importlib.util.spec_from_file_location("maskd_krita_pixels", REPO / "plugins/krita/maskd/pixels.py")
 px = importlib.util.module_from_spec(_spec)

@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 from maskd.server.client import DaemonClient
 
-from tests.conftest import REPO, maskd_command, maskd_env
-from tests.editors.conftest import read_json, run_in_root
 from tests.editors.layered.synth import SynthLayer, photo, write_xcf
+from tests.helpers import REPO, maskd_command, maskd_env, read_json, run_in_root
 
 pytestmark = [pytest.mark.editors, pytest.mark.slow]
 

@@ -19,8 +19,8 @@ from maskd.core.layered import open_layered
 from maskd.installers.plugins import install_gimp_plugin, install_krita_plugin
 from maskd.server.client import DaemonClient
 
-from tests.conftest import REPO, maskd_command, maskd_env
 from tests.editors.layered.synth import SynthLayer, photo, write_xcf
+from tests.helpers import REPO, maskd_command, maskd_env
 
 pytestmark = [pytest.mark.editors, pytest.mark.slow]
 

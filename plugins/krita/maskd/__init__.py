@@ -15,7 +15,10 @@ import time
 from .api import remove_background, start_job  # noqa: F401  (the scripting entry point)
 from .runner import JobError  # noqa: F401
 
-__version__ = "0.1.0"
+try:  # the one version string: the client's, which the installer copies next to the plugin
+    from .maskd_client import CLIENT_VERSION as __version__
+except ImportError:  # a repository checkout without the copied client
+    __version__ = "unknown"
 ACTION_ID = "maskd_remove_background"
 ACTION_TEXT = "Remove Background (maskd)"
 # set by the editor tests (and `maskd doctor`) to prove the plugin was loaded from kritarc

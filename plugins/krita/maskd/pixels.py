@@ -14,6 +14,13 @@ from __future__ import annotations
 import struct
 from operator import add
 
+try:  # colour and rectangle facts live in the client the installer copies next to the plugin
+    from .maskd_client import Bounds, linear_to_srgb, parse_colour, srgb_to_linear
+    from .maskd_client import colour_hex as color_hex  # noqa: F401  (the runner's name)
+except ImportError:  # this file loaded on its own outside Krita (its tests): the repository's client
+    from maskd.plugins.maskd_client import Bounds, linear_to_srgb, parse_colour, srgb_to_linear
+    from maskd.plugins.maskd_client import colour_hex as color_hex  # noqa: F401
+
 # (colour model, depth) -> (daemon layout, daemon dtype)
 _LAYOUTS = {
     ("RGBA", "U8"): ("BGRA", "u8"),
@@ -82,28 +89,18 @@ def is_linear_profile(profile: str) -> bool:
 # ----------------------------------------------------------------------------- rectangles
 
 
-def intersect(a, b):
-    """Intersection of two (x, y, w, h) rectangles, or None when they do not overlap."""
-    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
-    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
-    if x1 <= x0 or y1 <= y0:
+def union(a, b) -> Bounds:
+    """The smallest rectangle holding both (x, y, w, h) rectangles."""
+    return Bounds(*a).union(b)
+
+
+def relative_roi(region, selection) -> Bounds | None:
+    """The selection's bounding box in the coordinates of ``region`` (both image rectangles); None
+    when they do not overlap."""
+    overlap = Bounds(*region).intersection(selection)
+    if overlap.is_empty:
         return None
-    return (x0, y0, x1 - x0, y1 - y0)
-
-
-def union(a, b):
-    """The smallest (x, y, w, h) rectangle holding both."""
-    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
-    x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
-    return (x0, y0, x1 - x0, y1 - y0)
-
-
-def relative_roi(region, selection):
-    """The selection's bounding box in the coordinates of ``region`` (both image rectangles)."""
-    overlap = intersect(region, selection)
-    if overlap is None:
-        return None
-    return (overlap[0] - region[0], overlap[1] - region[1], overlap[2], overlap[3])
+    return Bounds(overlap.x - region[0], overlap.y - region[1], overlap.width, overlap.height)
 
 
 # ----------------------------------------------------------------------------- alpha channel
@@ -228,30 +225,11 @@ def cutout_pixels(
 # ----------------------------------------------------------------------------- solid colours
 # (the shadow and background layers: one colour, written in the new layer's own format)
 
-_NAMED = {"white": "#ffffff", "black": "#000000", "grey": "#808080", "gray": "#808080"}
-
 
 def parse_color(text) -> tuple:
-    """``#rrggbb``, ``#rgb`` (the ``#`` optional) or white/black/grey -> sRGB (r, g, b) in 0..1."""
-    raw = str(text).strip().lower()
-    raw = _NAMED.get(raw, raw).lstrip("#")
-    if len(raw) == 3:
-        raw = "".join(c * 2 for c in raw)
-    if len(raw) != 6 or any(c not in "0123456789abcdef" for c in raw):
-        raise ValueError(f"colour {text!r} is not #rrggbb, #rgb, white, black or grey")
-    return tuple(int(raw[i : i + 2], 16) / 255.0 for i in (0, 2, 4))
-
-
-def color_hex(rgb) -> str:
-    return "#" + "".join(f"{min(255, max(0, int(round(c * 255)))):02x}" for c in rgb)
-
-
-def srgb_to_linear(c: float) -> float:
-    return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
-
-
-def linear_to_srgb(c: float) -> float:
-    return c * 12.92 if c <= 0.0031308 else 1.055 * c ** (1 / 2.4) - 0.055
+    """A colour as ``maskd remove --background`` takes it (``#rrggbb``, ``#rgb``, a name …) ->
+    sRGB (r, g, b) in 0..1; ``ValueError`` with the forms it takes otherwise."""
+    return parse_colour(text)[:3]
 
 
 def solid_pixel(rgb, fmt: PixelFormat) -> bytes:
