@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import pytest
 from maskd.core import imageio
+from maskd.installers.locations import Platform
 from maskd.installers.plugins import (
     GIMP_PLUGIN_NAME,
     KRITA_PLUGIN_NAME,
@@ -360,3 +361,72 @@ def read_json(path: Path) -> dict:
     if not path.exists():
         return {}
     return json.loads(path.read_text())
+
+
+# installer tests: a Platform laid out under a temporary folder
+def platform_for(tmp_path: Path, home: Path, system: str = "linux", **env) -> Platform:
+    run = tmp_path / "run"
+    run.mkdir(exist_ok=True)
+    base = {"XDG_RUNTIME_DIR": str(run), "PATH": ""}
+    base.update(env)
+    return Platform(
+        system=system,
+        home=home,
+        env=base,
+        flatpak_system_dir=tmp_path / "no-flatpak",
+        snap_dir=tmp_path / "no-snap",
+        applications_dir=tmp_path / "no-apps",
+        probe=False,
+    )
+
+
+def plat_for(tmp_path: Path, system: str) -> Platform:
+    home = tmp_path / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {"PATH": ""}
+    if system == "windows":
+        env.update(
+            APPDATA=str(home / "AppData" / "Roaming"),
+            LOCALAPPDATA=str(home / "AppData" / "Local"),
+            TEMP=str(home / "AppData" / "Local" / "Temp"),
+            USERNAME="ada",
+            ProgramFiles=str(tmp_path / "Program Files"),
+        )
+    return Platform(
+        system=system,
+        home=home,
+        env=env,
+        flatpak_system_dir=tmp_path / "none",
+        snap_dir=tmp_path / "none",
+        applications_dir=tmp_path / "Applications",
+        probe=False,
+    )
+
+
+EXPECTED = {
+    # system: (GIMP profile base, Krita resource folder, kritarc, maskd folder, venv python, autostart entry)
+    "linux": (
+        ".config/GIMP",
+        ".local/share/krita",
+        ".config/kritarc",
+        ".local/share/maskd",
+        ".local/share/maskd/venv/bin/python",
+        ".config/systemd/user/maskd.service",
+    ),
+    "darwin": (
+        "Library/Application Support/GIMP",
+        "Library/Application Support/krita",
+        "Library/Preferences/kritarc",
+        "Library/Application Support/maskd",
+        "Library/Application Support/maskd/venv/bin/python",
+        "Library/LaunchAgents/org.maskd.daemon.plist",
+    ),
+    "windows": (
+        "AppData/Roaming/GIMP",
+        "AppData/Roaming/krita",
+        "AppData/Local/kritarc",
+        "AppData/Local/maskd",
+        "AppData/Local/maskd/venv/Scripts/python.exe",
+        "AppData/Roaming/Microsoft/Windows/Start Menu/Programs/Startup/maskd.cmd",
+    ),
+}

@@ -11,63 +11,11 @@ from pathlib import Path
 
 import pytest
 from maskd.installers import editors
-from maskd.installers.locations import Platform, _gimp_series_from_text, editor_targets
+from maskd.installers.locations import _gimp_series_from_text, editor_targets
 from maskd.installers.manifest import Manifest, undo
 from maskd.installers.service import service_text
 
-from tests.helpers import DAEMON, snapshot
-
-
-def plat_for(tmp_path: Path, system: str) -> Platform:
-    home = tmp_path / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {"PATH": ""}
-    if system == "windows":
-        env.update(
-            APPDATA=str(home / "AppData" / "Roaming"),
-            LOCALAPPDATA=str(home / "AppData" / "Local"),
-            TEMP=str(home / "AppData" / "Local" / "Temp"),
-            USERNAME="ada",
-            ProgramFiles=str(tmp_path / "Program Files"),
-        )
-    return Platform(
-        system=system,
-        home=home,
-        env=env,
-        flatpak_system_dir=tmp_path / "none",
-        snap_dir=tmp_path / "none",
-        applications_dir=tmp_path / "Applications",
-        probe=False,
-    )
-
-
-EXPECTED = {
-    # system: (GIMP profile base, Krita resource folder, kritarc, maskd folder, venv python, autostart entry)
-    "linux": (
-        ".config/GIMP",
-        ".local/share/krita",
-        ".config/kritarc",
-        ".local/share/maskd",
-        ".local/share/maskd/venv/bin/python",
-        ".config/systemd/user/maskd.service",
-    ),
-    "darwin": (
-        "Library/Application Support/GIMP",
-        "Library/Application Support/krita",
-        "Library/Preferences/kritarc",
-        "Library/Application Support/maskd",
-        "Library/Application Support/maskd/venv/bin/python",
-        "Library/LaunchAgents/org.maskd.daemon.plist",
-    ),
-    "windows": (
-        "AppData/Roaming/GIMP",
-        "AppData/Roaming/krita",
-        "AppData/Local/kritarc",
-        "AppData/Local/maskd",
-        "AppData/Local/maskd/venv/Scripts/python.exe",
-        "AppData/Roaming/Microsoft/Windows/Start Menu/Programs/Startup/maskd.cmd",
-    ),
-}
+from tests.helpers import DAEMON, EXPECTED, plat_for, snapshot
 
 
 @pytest.mark.parametrize("system", ["linux", "darwin", "windows"])

@@ -26,8 +26,7 @@ import pytest
 from maskd.installers import install as I
 from maskd.installers.locations import Platform
 
-from tests.conftest import REPO
-from tests.test_install_plugins import cli_env, make_home
+from tests.helpers import REPO, cli_env, make_home
 
 
 def dev_venv(path: Path) -> Path:

@@ -19,23 +19,16 @@ from maskd.installers import editors, plugins
 from maskd.installers.locations import Platform
 from maskd.installers.manifest import Manifest, undo
 
-from tests.helpers import DAEMON, KRITARC, REPO, cli_env, make_home, maskd_command, snapshot  # noqa: F401
-
-
-def platform_for(tmp_path: Path, home: Path, system: str = "linux", **env) -> Platform:
-    run = tmp_path / "run"
-    run.mkdir(exist_ok=True)
-    base = {"XDG_RUNTIME_DIR": str(run), "PATH": ""}
-    base.update(env)
-    return Platform(
-        system=system,
-        home=home,
-        env=base,
-        flatpak_system_dir=tmp_path / "no-flatpak",
-        snap_dir=tmp_path / "no-snap",
-        applications_dir=tmp_path / "no-apps",
-        probe=False,
-    )
+from tests.helpers import (  # noqa: F401
+    DAEMON,
+    KRITARC,
+    REPO,
+    cli_env,
+    make_home,
+    maskd_command,
+    platform_for,
+    snapshot,
+)
 
 
 def install(plat: Platform) -> list:

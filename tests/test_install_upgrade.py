@@ -25,8 +25,7 @@ from maskd.plugins import maskd_client as mc
 from maskd.server.cli import build_parser
 from maskd.server.commands import doctor, install_plugins
 
-from tests.test_install_locations import EXPECTED, plat_for
-from tests.test_install_plugins import make_home, platform_for
+from tests.helpers import EXPECTED, make_home, plat_for, platform_for
 
 
 def _strings(value) -> list[str]:
