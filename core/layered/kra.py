@@ -24,7 +24,17 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
-from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, rewrite_zip, to_uint8
+from maskd.core import limits
+from maskd.core.layered import (
+    Layer,
+    LayeredDocument,
+    LayeredFileError,
+    check_archive,
+    mask_name,
+    rewrite_zip,
+    to_uint8,
+    unsafe_member_name,
+)
 
 TILE = 64
 NS = "{http://www.calligra.org/DTD/krita}"
@@ -54,9 +64,11 @@ class KraDocument(LayeredDocument):
             raise LayeredFileError(
                 f"{path}: not a Krita file (not a zip archive, or a truncated one); skipped"
             ) from None
+        check_archive(self.zip, path)
         self.members = set(self.zip.namelist())
         if "maindoc.xml" not in self.members:
             raise LayeredFileError(f"{path}: not a Krita file (no maindoc.xml); skipped")
+        limits.check_member(path, self.zip.getinfo("maindoc.xml"), limits.MAX_XML_BYTES)
         self.maindoc = self.zip.read("maindoc.xml").decode("utf-8")
         root = ET.fromstring(self.maindoc)
         image = root.find(NS + "IMAGE")
@@ -64,6 +76,13 @@ class KraDocument(LayeredDocument):
             raise LayeredFileError(f"{path}: maindoc.xml has no IMAGE element; skipped")
         self.image_name = image.get("name", "")
         self.width, self.height = int(image.get("width", "0")), int(image.get("height", "0"))
+        if unsafe_member_name(self._member("x")):  # new members are named after it
+            raise LayeredFileError(
+                f"{path}: the image name {self.image_name!r} is absolute or has '..'; skipped"
+            )
+        # every layer is read over the whole canvas: refuse a canvas over the limit before anything
+        # is allocated (4 bytes per pixel: the RGBA8 layer maskd hands on)
+        limits.check_pixels(f"{path} (its canvas)", self.width, self.height, 4)
         self.layers: list[Layer] = []
         top = image.find(NS + "layers")
         if top is not None:
@@ -121,6 +140,7 @@ class KraDocument(LayeredDocument):
             raise LayeredFileError(f"{self.path}: layer {layer.path!r} has a bad default pixel")
         # the layer's device is offset by its x/y: canvas pixel (cx, cy) is device (cx - x, cy - y)
         lx, ly = int(element.get("x", "0")), int(element.get("y", "0"))
+        limits.check_pixels(f"{self.path}: layer {layer.path!r}", self.width, self.height, pixel_size)
         canvas = np.empty((self.height, self.width, pixel_size), np.uint8)
         canvas[:] = np.frombuffer(default, np.uint8)
         for tx, ty, tile in _read_tiles(self.zip.read(member), pixel_size):
