@@ -33,6 +33,7 @@ DEFAULT_MAX_PIXELS = 120_000_000
 BYTES_PER_PIXEL = 16  # the decoded-bytes budget per allowed pixel: RGBA at 32-bit float
 MAX_XML_BYTES = 64 * 2**20
 ENV_MAX_PIXELS = "MASKD_MAX_PIXELS"
+LIMIT_WORDS = "over maskd's limit"  # in every refusal below (layer notes are recognised by it)
 
 
 class ImageTooLarge(InputError):
@@ -178,15 +179,17 @@ def check_image_file(path) -> None:
 
 
 def configure_decoders() -> None:
-    """Give Pillow and OpenCV maskd's pixel limit as their own (a second line of defence).
+    """Keep Pillow's and OpenCV's own bomb checks on, as a second line behind maskd's.
 
-    Pillow: ``MAX_IMAGE_PIXELS`` (it raises ``DecompressionBombError`` at twice that; maskd's own
-    check runs first). OpenCV: ``OPENCV_IO_MAX_IMAGE_PIXELS``, read once at its first decode.
+    Pillow: ``MAX_IMAGE_PIXELS`` at 4× maskd's limit (it warns above it and refuses at twice it), so
+    maskd's check — whose message names the sizes — normally speaks first. OpenCV:
+    ``OPENCV_IO_MAX_IMAGE_PIXELS`` (read once, at its first decode) for the formats Pillow cannot
+    identify, never below the default limit (a lowered limit must not stick to the whole process).
     """
     from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = max_pixels()
-    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max_pixels()))
+    Image.MAX_IMAGE_PIXELS = 4 * max_pixels()
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(max(max_pixels(), DEFAULT_MAX_PIXELS)))
 
 
 # ---- option bounds ------------------------------------------------------------------------------

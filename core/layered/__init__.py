@@ -206,6 +206,8 @@ def check_layered(path: str | os.PathLike) -> None:
     doc = open_layered(path)
     with _as_file_error(path, doc.format_name):
         for layer in doc.layers:
+            if layer.kind == "paint" and limits.LIMIT_WORDS in layer.note:  # an editor would decode it
+                raise limits.ImageTooLarge(f"{path}: layer {layer.path!r}: {layer.note}")
             if layer.kind == "paint" and not layer.note:
                 doc._read_rgba(layer)
                 doc.read_mask(layer)

@@ -158,7 +158,7 @@ class XcfDocument(LayeredDocument):
                 try:  # a layer over the limit is reported and skipped; the others stay usable
                     itemsize = np.dtype(self.dtype).itemsize
                     limits.check_pixels(
-                        "its pixels", raw.width, raw.height, _LAYER_CHANNELS[raw.colorMode] * itemsize
+                        "its pixel data", raw.width, raw.height, _LAYER_CHANNELS[raw.colorMode] * itemsize
                     )
                 except limits.ImageTooLarge as exc:
                     note = str(exc)
