@@ -195,6 +195,11 @@ def configure_decoders() -> None:
 # ---- option bounds ------------------------------------------------------------------------------
 
 
+def _num(v: float) -> str:
+    """A number as a user typed it: whole numbers without a decimal point or exponent."""
+    return str(int(v)) if float(v).is_integer() and abs(v) < 1e12 else f"{v:g}"
+
+
 @dataclass(frozen=True)
 class Bound:
     """An option's allowed range: ``low``..``high`` (open ends where ``open_low``/``open_high``)."""
@@ -209,7 +214,7 @@ class Bound:
     def describe(self) -> str:
         lo = "more than " if self.open_low else ""
         hi = "less than " if self.open_high else ""
-        return f"{lo}{self.low:g} to {hi}{self.high:g} {self.unit}".rstrip()
+        return f"{lo}{_num(self.low)} to {hi}{_num(self.high)} {self.unit}".rstrip()
 
     def contains(self, value: float) -> bool:
         above = value > self.low if self.open_low else value >= self.low
@@ -250,7 +255,7 @@ def check_option(name: str, value, label: str | None = None, bound: str | None =
     if b.integer and value != int(value):
         raise InputError(f"{label} {value!r} must be a whole number of {b.unit.split(' ')[0]}")
     if not b.contains(value):
-        raise InputError(f"{label} {value:g} is out of range: give {b.describe()}")
+        raise InputError(f"{label} {_num(value)} is out of range: give {b.describe()}")
     return int(value) if b.integer else value
 
 
