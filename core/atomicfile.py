@@ -58,12 +58,13 @@ def temporary(path: Path) -> tuple[int, Path]:
     return fd, Path(name)
 
 
-def write_atomic(path, data: bytes | memoryview, *, sync: bool = False) -> Path:
+def write_atomic(path, data: bytes | memoryview, *, sync: bool = False, mode: int | None = None) -> Path:
     """Write ``data`` to ``path`` through a random temporary in the same folder and a rename.
 
-    The new file keeps the mode of the regular file it replaces, else gets ``0666 & ~umask`` (as a
-    plain ``open`` would). A symlink at ``path`` is replaced, never followed. ``sync`` flushes the
-    data to disk before the rename. Raises ``OSError``; the temporary never survives a failure.
+    The new file gets ``mode`` if given, else keeps the mode of the regular file it replaces, else
+    gets ``0666 & ~umask`` (as a plain ``open`` would). A symlink at ``path`` is replaced, never
+    followed. ``sync`` flushes the data to disk before the rename. Raises ``OSError``; the
+    temporary never survives a failure.
     """
     path = Path(path)
     clean_stale(path.parent)
@@ -74,11 +75,12 @@ def write_atomic(path, data: bytes | memoryview, *, sync: bool = False) -> Path:
             fh.flush()
             if sync:
                 os.fsync(fh.fileno())
-            try:
-                old = os.lstat(path)
-                mode = stat.S_IMODE(old.st_mode) if stat.S_ISREG(old.st_mode) else None
-            except FileNotFoundError:
-                mode = None
+            if mode is None:
+                try:
+                    old = os.lstat(path)
+                    mode = stat.S_IMODE(old.st_mode) if stat.S_ISREG(old.st_mode) else None
+                except FileNotFoundError:
+                    pass
             os.fchmod(fh.fileno(), (0o666 & ~umask()) if mode is None else mode)
         os.replace(tmp, path)
     except BaseException:
