@@ -514,3 +514,33 @@ def test_rewrite_zip_refuses_unsafe_names_it_is_asked_to_add():
     data = write_ora(8, 8, [SynthLayer("photo", photo(8, 8))])
     with pytest.raises(LayeredFileError):
         rewrite_zip(data, {}, [("../x.png", b"")])
+
+
+def _kra_with_tiles(extra: bytes, count: int) -> bytes:
+    import io
+    import re
+
+    data = write_kra(64, 64, [SynthLayer("photo", photo(64, 64))])
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            body = zin.read(info)
+            if info.filename == "synth/layers/layer0":
+                n = int(re.search(rb"DATA (\d+)", body).group(1))
+                body = body.replace(b"DATA %d" % n, b"DATA %d" % (n + count)) + extra
+            zout.writestr(info, body)
+    return out.getvalue()
+
+
+def test_kra_tiles_off_the_canvas_are_not_decompressed_and_repeats_are_refused(tmp_path):
+    """Work stays bounded by the canvas: a record far outside it (here undecodable) is skipped, and a
+    position that appears twice is damage, not more work."""
+    far = b"6400000,6400000,LZF,5\n\x01\xff\xff\xff\xff"
+    source = tmp_path / "far.kra"
+    source.write_bytes(_kra_with_tiles(far, 1))
+    doc = open_layered(source)
+    assert doc.read_rgba(doc.layers[0]).shape == (64, 64, 4)
+    again = b"0,0,LZF,%d\n" % (1 + 64 * 64 * 4) + b"\0" + bytes(64 * 64 * 4)
+    source.write_bytes(_kra_with_tiles(again, 1))
+    with pytest.raises(LayeredFileError, match="appears twice"):
+        add_masks(source, tmp_path / "out.kra", fake_alpha)

@@ -143,7 +143,8 @@ class KraDocument(LayeredDocument):
         limits.check_pixels(f"{self.path}: layer {layer.path!r}", self.width, self.height, pixel_size)
         canvas = np.empty((self.height, self.width, pixel_size), np.uint8)
         canvas[:] = np.frombuffer(default, np.uint8)
-        for tx, ty, tile in _read_tiles(self.zip.read(member), pixel_size):
+        inside = _on_canvas(lx, ly, self.width, self.height)
+        for tx, ty, tile in _read_tiles(self.zip.read(member), pixel_size, inside):
             x0, y0 = tx + lx, ty + ly
             cx0, cy0 = max(x0, 0), max(y0, 0)
             cx1, cy1 = min(x0 + TILE, self.width), min(y0 + TILE, self.height)
@@ -177,7 +178,9 @@ class KraDocument(LayeredDocument):
         )
         out = np.full((self.height, self.width), default[0], np.uint8)
         mx, my = int(element.get("x", "0")), int(element.get("y", "0"))
-        for tx, ty, tile in _read_tiles(self.zip.read(member), 1):
+        for tx, ty, tile in _read_tiles(
+            self.zip.read(member), 1, _on_canvas(mx, my, self.width, self.height)
+        ):
             x0, y0 = tx + mx, ty + my
             cx0, cy0 = max(x0, 0), max(y0, 0)
             cx1, cy1 = min(x0 + TILE, self.width), min(y0 + TILE, self.height)
@@ -235,8 +238,16 @@ def _insert_mask(xml: str, layer: Layer, mask: str) -> str:
 # ---- Krita tile files ---------------------------------------------------------------------------
 
 
-def _read_tiles(blob: bytes, pixel_size: int):
-    """Yield (x, y, tile H×W×pixel_size uint8) from a Krita "VERSION 2" tile file."""
+def _on_canvas(dx: int, dy: int, width: int, height: int):
+    """Whether a tile at device (x, y), offset by (dx, dy), overlaps the canvas."""
+    return lambda x, y: x + dx < width and y + dy < height and x + dx + TILE > 0 and y + dy + TILE > 0
+
+
+def _read_tiles(blob: bytes, pixel_size: int, wanted=None):
+    """Yield (x, y, tile H×W×pixel_size uint8) from a Krita "VERSION 2" tile file.
+
+    Only tiles for which ``wanted(x, y)`` holds are decompressed, and a position may appear once: the
+    work stays bounded by the canvas, however many tile records a file holds."""
     pos = 0
     header = {}
     for _ in range(5):
@@ -252,6 +263,7 @@ def _read_tiles(blob: bytes, pixel_size: int):
     if (tw, th) != (TILE, TILE):
         raise LayeredFileError(f"unsupported Krita tile size {tw}×{th}")
     tile_bytes = TILE * TILE * pixel_size
+    seen = set()
     for _ in range(int(header["DATA"])):
         end = blob.index(b"\n", pos)
         x, y, method, size = blob[pos:end].decode("ascii").split(",")
@@ -263,6 +275,12 @@ def _read_tiles(blob: bytes, pixel_size: int):
             raise LayeredFileError("Krita tile data is cut short")
         if method != "LZF":
             raise LayeredFileError(f"unsupported Krita tile compression {method!r}")
+        x, y = int(x), int(y)
+        if (x, y) in seen:
+            raise LayeredFileError(f"the Krita tile at {x},{y} appears twice")
+        seen.add((x, y))
+        if wanted is not None and not wanted(x, y):
+            continue
         if payload[0] == 1:  # LZF of the byte-planar tile (all first bytes, then all second bytes, ...)
             raw = lzf_decompress(payload[1:], tile_bytes)
             planes = np.frombuffer(raw, np.uint8).reshape(pixel_size, TILE, TILE)
