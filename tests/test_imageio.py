@@ -243,3 +243,22 @@ def test_kill_9_mid_write_leaves_one_temporary_that_a_later_write_removes_once_s
     assert not left.exists()
     assert fresh.exists() and unrelated.exists() and old_link.is_symlink() and victim.read_bytes() == b"keep"
     assert target.exists()
+
+
+def test_stale_temporaries_of_another_user_are_left_alone(tmp_path):
+    import os
+    import time
+
+    from maskd.core import atomicfile
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to create a file owned by another user")
+    theirs = tmp_path / ".a.png.maskd-theirs12.tmp"
+    mine = tmp_path / ".b.png.maskd-mine1234.tmp"
+    for p in (theirs, mine):
+        p.write_bytes(b"x")
+        old = time.time() - 2 * atomicfile.STALE_AFTER_S
+        os.utime(p, (old, old))
+    os.chown(theirs, 54321, 54321)
+    removed = atomicfile.clean_stale(tmp_path, force=True)
+    assert removed == [mine] and theirs.exists()
