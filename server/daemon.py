@@ -749,7 +749,7 @@ def _check_options(job: Job) -> None:
             from maskd.core.shadow import parse_shadow
 
             parse_shadow(str(job.header["shadow"]))
-    except InputError as exc:
+    except (InputError, AttributeError, TypeError, ValueError) as exc:  # AttributeError: options not a dict
         raise P.ProtocolError("bad_request", f"bad options: {exc}") from None
 
 
