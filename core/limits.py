@@ -119,7 +119,7 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pix
 
 def png_header(data: bytes) -> tuple[int, int, int]:
     """(width, height, decoded bytes per pixel) from the first 26 bytes of a PNG; ``InputError`` if
-    it is not one."""
+    it is not one. Bytes per pixel are at least 4: maskd decodes layer PNGs to RGBA."""
     if len(data) < 26 or data[:8] != PNG_SIGNATURE or data[12:16] != b"IHDR":
         raise InputError("not a PNG image")
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
@@ -167,9 +167,9 @@ def check_image_file(path) -> None:
             with Image.open(path) as im:  # lazy: reads the header, decodes nothing
                 width, height = im.size
                 bpp = _bytes_per_pixel_pil(im)
-    except Image.DecompressionBombError as exc:  # Pillow's own check (at twice the limit) came first
+    except Image.DecompressionBombError as exc:  # Pillow's own check came first (twice its setting)
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{_mp(int(found.group(1)))}" if found else f"over {_mp(2 * max_pixels())}"
+        size = f"{_mp(int(found.group(1)))}" if found else f"over {_mp(2 * Image.MAX_IMAGE_PIXELS)}"
         raise ImageTooLarge(
             f"{path} declares {size} of pixels, over maskd's limit of {_mp(max_pixels())}; {_advice()}"
         ) from None
