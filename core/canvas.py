@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from maskd.core.errors import InputError
+from maskd.core.limits import check_option
 from maskd.plugins.maskd_client import Bounds
 
 BOUNDS_THRESHOLD = 0.05  # alpha above this counts as subject for the bounding box
@@ -50,6 +51,19 @@ class Margin:
             self.left / 100 * width,
         )
 
+    def validate(self) -> Margin:
+        """Each side ≥ 0 and bounded: under 50% of the output, or at most ``MAX_CANVAS_SIDE`` pixels."""
+        sides = (self.top, self.right, self.bottom, self.left)
+        for v in sides:
+            if self.percent:
+                if not (math.isfinite(v) and 0 <= v < 50):
+                    raise InputError(f"margin {self.describe()}: each side must be 0 to under 50%")
+            else:
+                check_option("margin_pixels", v, f"margin {self.describe()}: a side of")
+        if self.percent and (self.top + self.bottom >= 100 or self.left + self.right >= 100):
+            raise InputError(f"margin {self.describe()}: opposite margins add up to 100% or more")
+        return self
+
     def describe(self) -> str:
         unit = "%" if self.percent else "px"
         return ",".join(f"{v:g}{unit}" for v in (self.top, self.right, self.bottom, self.left))
@@ -61,6 +75,15 @@ class CanvasSpec:
 
     size: tuple[int, int] | None = None
     aspect: float | None = None
+
+    def validate(self) -> CanvasSpec:
+        if self.size is not None:
+            w, h = self.size
+            if not all(isinstance(v, int) and 1 <= v <= MAX_CANVAS_SIDE for v in (w, h)):
+                raise InputError(f"canvas {w}x{h}: sides must be whole numbers, 1..{MAX_CANVAS_SIDE} pixels")
+        if self.aspect is not None and not (math.isfinite(self.aspect) and 1e-3 <= self.aspect <= 1e3):
+            raise InputError(f"canvas aspect {self.aspect}: give a ratio such as 1:1 or 4:5")
+        return self
 
     def describe(self) -> str:
         if self.size:
@@ -144,7 +167,7 @@ def parse_margin(text: str) -> Margin:
         values = [values[0], values[1], values[0], values[1]]
     if percent and (values[0] + values[2] >= 100 or values[1] + values[3] >= 100):
         raise InputError(f"margin {text!r}: opposite margins add up to 100% or more")
-    return Margin(*values, percent=percent)
+    return Margin(*values, percent=percent).validate()
 
 
 def parse_canvas(text: str) -> CanvasSpec:
@@ -162,7 +185,7 @@ def parse_canvas(text: str) -> CanvasSpec:
         return CanvasSpec(size=(w, h))
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)", t)
     if m and float(m.group(1)) > 0 and float(m.group(2)) > 0:
-        return CanvasSpec(aspect=float(m.group(1)) / float(m.group(2)))
+        return CanvasSpec(aspect=float(m.group(1)) / float(m.group(2))).validate()
     raise InputError(f"canvas {text!r}: give a size WIDTHxHEIGHT (2000x2000) or an aspect W:H (1:1, 4:5)")
 
 

@@ -16,6 +16,7 @@ the output is linear too); colours given by the user (``#rrggbb``) are always sR
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,10 +115,24 @@ class FinishOptions:
     linear: bool = False  # inputs are linear light (output too)
 
     def validate(self) -> FinishOptions:
+        """Names and numbers within bounds, however the options were built (parsed text, the daemon,
+        code): the parsers check the same ranges with friendlier wording."""
         if self.crop not in CROPS:
             raise InputError(f"crop {self.crop!r}: use one of {', '.join(CROPS)}")
         if self.background is not None and self.background.fit not in FITS:
             raise InputError(f"background fit {self.background.fit!r}: use one of {', '.join(FITS)}")
+        if self.background is not None and self.background.kind == "blur":
+            if not (math.isfinite(self.background.blur) and 0 < self.background.blur <= 0.5):
+                raise InputError(f"background blur {self.background.blur}: give 0..50% of the longer side")
+        if self.shadow is not None:
+            self.shadow.validate()
+        self.margin.validate()
+        if self.canvas is not None:
+            self.canvas.validate()
+        if not (math.isfinite(self.scale) and 0.01 <= self.scale <= 10):
+            raise InputError(f"scale {self.scale}: give 1% to 1000%")
+        if len(self.align) != 2 or not all(math.isfinite(v) and 0 <= v <= 1 for v in self.align):
+            raise InputError(f"align {self.align}: give two fractions between 0 and 1")
         return self
 
 

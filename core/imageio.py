@@ -8,16 +8,18 @@ Conventions (import these helpers rather than re-deriving them):
 - Transfer: pixels are sRGB-encoded unless a caller says ``linear=True``; ``srgb_to_linear`` /
   ``linear_to_srgb`` use the exact IEC 61966-2-1 piecewise curve.
 - Alpha is float32 H×W in [0, 1], *straight* (colours are never premultiplied in maskd's outputs).
-- Files are written atomically (temporary file + rename): an interrupted run never leaves a
-  half-written output in place of a good one.
+- Files are written atomically (a random, exclusively created temporary + rename; see
+  ``atomicfile``): an interrupted run never leaves a half-written output in place of a good one.
+- Files are read only after their header's size passed ``limits.check_image_file``: a
+  decompression bomb is refused before any pixel is decoded.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+from maskd.core import atomicfile, limits
 from maskd.core.colour import linear_to_srgb, srgb_to_linear  # noqa: F401  (the one sRGB curve, re-exported)
 from maskd.core.errors import InputError, MaskdError
 
@@ -154,13 +156,17 @@ def read_image(path) -> np.ndarray:
     """Read an image file as H×W×C RGB(A) (or H×W gray), keeping its bit depth (uint8/uint16/float32).
 
     JPEGs are turned upright by their EXIF orientation (as editors show them). Raises
-    ``InputError`` with the path when the file is missing or not a readable image.
+    ``InputError`` with the path when the file is missing or not a readable image, and
+    ``limits.ImageTooLarge`` — before decoding — when its header declares more than maskd's limits.
     """
-    import cv2
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image file not found: {path}")
+    limits.configure_decoders()
+    limits.check_bytes(path, path.stat().st_size)
+    limits.check_image_file(path)
+    import cv2
+
     data = np.fromfile(str(path), dtype=np.uint8)  # works with non-ASCII paths, unlike cv2.imread
     if path.suffix.lower() in _JPEG:
         flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
@@ -244,11 +250,8 @@ def write_image(path, array: np.ndarray) -> Path:
     ok, encoded = cv2.imencode(ext, np.ascontiguousarray(arr))
     if not ok:
         raise MaskdError(f"cannot encode {path} as {ext} (shape {array.shape}, {array.dtype})")
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        encoded.tofile(str(tmp))
-        os.replace(tmp, path)
+        atomicfile.write_atomic(path, encoded.data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise MaskdError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

@@ -57,7 +57,7 @@ import cv2
 import numpy as np
 from maskd.core import foreground as fgmod
 from maskd.core import guided_filter as gf
-from maskd.core import imageio, mask_ops
+from maskd.core import imageio, limits, mask_ops
 from maskd.core import trimap as trimapmod
 from maskd.core.errors import InputError
 
@@ -102,6 +102,7 @@ class CutoutOptions:
     device: str = "cpu"  # where refinement runs: "cpu" (OpenCV tiles) or a torch device ("cuda", "mps")
 
     def validate(self) -> CutoutOptions:
+        limits.check_cutout_options(self)  # every numeric option within its bounds (core/limits.py)
         if self.quality not in QUALITIES:
             raise InputError(f"quality {self.quality!r} is not one of {', '.join(QUALITIES)}")
         if self.threshold is not None and not 0.0 < float(self.threshold) < 1.0:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from maskd.core.errors import InputError
+from maskd.core.limits import OPTION_BOUNDS, check_option
 from maskd.plugins.maskd_client import Bounds
 
 WORK_SIDE = 384  # the subject's longer side on the working grid (pixels)
@@ -60,6 +61,9 @@ class ShadowSpec:
                 raise InputError(f"shadow {name}={v}: must be between 0 and 10 (× subject height)")
         if not math.isfinite(self.direction):
             raise InputError(f"shadow direction={self.direction}: give degrees (0 right, 90 behind)")
+        for name in ("distance_px", "softness_px"):
+            if getattr(self, name) is not None:
+                check_option("shadow_pixels", getattr(self, name), f"shadow {name.removesuffix('_px')} (px)")
         return self
 
     @property
@@ -307,6 +311,10 @@ def generate(
         height_src = ch * step_y  # this object's height in source pixels
         dist = spec.distance_px / height_src if spec.distance_px is not None else spec.distance
         sig_far = spec.softness_px / step_y if spec.softness_px is not None else spec.softness * ch
+        # a length in pixels is honoured up to the relative bound (10 × the object's height): on a
+        # small object a huge pixel length would size the working grid by it, not by the subject
+        top = OPTION_BOUNDS["shadow_fraction"].high
+        dist, sig_far = min(dist, top), min(sig_far, top * ch)
         # at least ~1.5 source pixels of blur, so small subjects still get a visible contact line
         floor_sigma = max(0.6, MIN_BLUR_PX / step_y)
         fld, ox, oy = _object_shadow(

@@ -63,9 +63,9 @@ class Manifest:
     def save(self) -> None:
         self.ensure_dir(self.path.parent)
         self.data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        from maskd.core.atomicfile import write_atomic
+
+        write_atomic(self.path, (json.dumps(self.data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
 
     # -- recording
     @property
@@ -157,10 +157,9 @@ def _undo_ini(entry: dict, report: list[str]) -> None:
     text = path.read_bytes().decode("utf-8", "surrogateescape")
     if entry.get("original") is not None and text == entry.get("written"):
         if entry.get("file_existed", True):
-            tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-            tmp.write_bytes(entry["original"].encode("utf-8", "surrogateescape"))
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-            os.replace(tmp, path)
+            from maskd.core.atomicfile import write_atomic
+
+            write_atomic(path, entry["original"].encode("utf-8", "surrogateescape"))  # keeps the mode
         else:
             path.unlink()
         report.append(f"restored {path}")

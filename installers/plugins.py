@@ -10,7 +10,6 @@ line by line so every other setting survives.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import stat
 from pathlib import Path
@@ -24,11 +23,10 @@ _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", CONFIG_NAME)
 
 
 def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    from maskd.core.atomicfile import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, text.encode("utf-8"), mode=mode)  # a random, exclusive temporary
 
 
 def write_plugin_config(folder: Path, config: dict) -> Path:
@@ -91,11 +89,10 @@ def _read_ini_lines(path: Path) -> tuple[list[str], str, bool]:
 def _write_ini_lines(path: Path, lines: list[str], newline: str, trailing: bool) -> None:
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o600
     data = (newline.join(lines) + (newline if trailing and lines else "")).encode("utf-8", "surrogateescape")
+    from maskd.core.atomicfile import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_atomic(path, data, mode=mode)
 
 
 def _is_section_header(stripped: str) -> bool:

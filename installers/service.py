@@ -149,11 +149,9 @@ def install_service(
 def _copy_private(data: bytes, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(dest.parent, 0o700)
-    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, dest)
+    from maskd.core.atomicfile import write_atomic
+
+    write_atomic(dest, data, mode=0o600)
 
 
 def run_with_mirrors(

@@ -217,13 +217,24 @@ def import_file(
     ):
         print(f"already in place: {dest}")
     else:
-        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-        tmp.unlink(missing_ok=True)
+        import secrets
+
+        from maskd.core.atomicfile import temporary
+
+        # a random name, created exclusively (link() and mkstemp never follow a planted name)
+        tmp = dest.with_name(f".{dest.name}.maskd-{secrets.token_hex(6)}.tmp")
         try:
-            os.link(file, tmp)
-        except OSError:
-            shutil.copyfile(file, tmp)
-        os.replace(tmp, dest)
+            try:
+                os.link(file, tmp)  # same file system: no copy
+            except OSError:
+                fd, tmp = temporary(dest)
+                with os.fdopen(fd, "wb") as out, open(file, "rb") as src:
+                    shutil.copyfileobj(src, out, 16 << 20)
+                os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         print(f"placed at {dest}")
     if manifest is not None:
         manifest.add("weights", dest)

@@ -480,6 +480,7 @@ class Daemon:
                 f"maskd is busy ({self.queued} jobs, {waiting / 2**20:.0f} MiB waiting); try again shortly",
             )
         job = Job(job_id, req.id, identity, req.op, req.header, req.buffers, spec)
+        _check_options(job)  # core's bounds now: a bad option is refused at once, never queued
         self.jobs[job_id] = job
         job.stage, job.fraction = "queued", 0.0
         self.queue.put(job)
@@ -733,6 +734,20 @@ def _options(job: Job, device: str = "cpu") -> object:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
+        raise P.ProtocolError("bad_request", f"bad options: {exc}") from None
+
+
+def _check_options(job: Job) -> None:
+    """The request's options and shadow style within core's bounds (core/limits.py), or bad_request."""
+    try:
+        opts = _options(job)
+        if hasattr(opts, "validate"):
+            opts.validate()
+        if job.header.get("shadow"):
+            from maskd.core.shadow import parse_shadow
+
+            parse_shadow(str(job.header["shadow"]))
+    except (InputError, AttributeError, TypeError, ValueError) as exc:  # AttributeError: options not a dict
         raise P.ProtocolError("bad_request", f"bad options: {exc}") from None
 
 

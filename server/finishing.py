@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -335,13 +334,12 @@ def _record(item, placement, subject_box, source_box, shadow_box, opts) -> dict:
 
 
 def _write_json(path: Path, record: dict) -> None:
+    from maskd.core.atomicfile import write_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_atomic(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise MaskdError(f"cannot write the sidecar {path}: {exc.strerror or exc}") from None
 
 

@@ -130,3 +130,135 @@ def test_read_mask_variants(tmp_path):
     rgb[0] = 255
     imageio.write_image(tmp_path / "c.png", rgb)
     assert imageio.read_mask(tmp_path / "c.png").tolist() == [[1.0, 1.0], [0.0, 0.0]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Temporaries: random, exclusive, never following a planted name; stale ones cleaned up safely
+
+
+def test_write_never_follows_a_symlink_planted_at_the_temporary_name(tmp_path, monkeypatch):
+    """An attacker who can write the output folder plants symlinks at every name they can predict
+    (the old ``.NAME.PID.tmp``, and here even the next random name, forced): the write neither
+    follows nor truncates them and still lands."""
+    import os
+    import tempfile
+
+    from maskd.core import atomicfile
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out_dir = tmp_path / "shared"
+    out_dir.mkdir()
+    planted = [
+        out_dir / f".out.png.{os.getpid()}.tmp",
+        out_dir / f".out.png{atomicfile.TEMP_MARK}planted{atomicfile.TEMP_SUFFIX}",
+    ]
+    for link in planted:
+        link.symlink_to(victim)
+    names = iter(["planted", "fresh123"])
+    monkeypatch.setattr(tempfile, "_get_candidate_names", lambda: names)
+    imageio.write_image(out_dir / "out.png", np.full((4, 5, 3), 200, np.uint8))
+    assert victim.read_text() == "precious"
+    assert all(link.is_symlink() and os.readlink(link) == str(victim) for link in planted)
+    assert imageio.read_image(out_dir / "out.png").shape == (4, 5, 3)
+    leftovers = sorted(p.name for p in out_dir.iterdir() if not p.is_symlink())
+    assert leftovers == ["out.png"]
+
+
+def test_write_replaces_a_symlink_at_the_output_instead_of_following_it(tmp_path):
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    out = tmp_path / "out.png"
+    out.symlink_to(victim)
+    imageio.write_image(out, np.zeros((3, 3), np.uint8))
+    assert victim.read_bytes() == b"precious"
+    assert not out.is_symlink() and imageio.read_image(out).shape == (3, 3)
+
+
+def test_new_files_get_the_umask_mode_and_replaced_files_keep_theirs(tmp_path):
+    import os
+    import stat
+
+    from maskd.core import atomicfile
+
+    new = imageio.write_image(tmp_path / "new.png", np.zeros((2, 2), np.uint8))
+    assert stat.S_IMODE(new.stat().st_mode) == 0o666 & ~atomicfile.umask()
+    old = tmp_path / "old.png"
+    old.write_bytes(b"x")
+    os.chmod(old, 0o640)
+    imageio.write_image(old, np.zeros((2, 2), np.uint8))
+    assert stat.S_IMODE(old.stat().st_mode) == 0o640
+
+
+_KILLED_WRITER = r"""
+import os, sys, time
+import numpy as np
+from maskd.core import imageio
+os.replace = lambda *a: (print("written", flush=True), time.sleep(600))  # killed before the rename
+imageio.write_image(sys.argv[1], np.zeros((64, 64, 3), np.uint8))
+"""
+
+
+def test_kill_9_mid_write_leaves_one_temporary_that_a_later_write_removes_once_stale(tmp_path):
+    """kill -9 between writing and renaming leaves the temporary (nothing can run then); the next
+    maskd that writes into the folder removes it once it is older than ``STALE_AFTER_S`` — and keeps
+    a fresh one (another maskd may be writing it), a symlink with that pattern, and other names."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from maskd.core import atomicfile
+
+    from tests.conftest import REPO
+
+    target = tmp_path / "cut.png"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(target)], stdout=subprocess.PIPE, text=True, cwd=REPO
+    )
+    try:
+        assert proc.stdout.readline().strip() == "written"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    (left,) = [p for p in tmp_path.iterdir()]
+    assert left.name.startswith(".cut.png.maskd-") and left.name.endswith(".tmp") and not target.exists()
+
+    fresh = tmp_path / ".other.png.maskd-fresh123.tmp"
+    fresh.write_bytes(b"being written")
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    old_link = tmp_path / ".x.png.maskd-link1234.tmp"
+    old_link.symlink_to(victim)
+    unrelated = tmp_path / ".notes.tmp"
+    unrelated.write_bytes(b"mine")
+    hour_ago = time.time() - atomicfile.STALE_AFTER_S - 60
+    for p in (left, unrelated):
+        os.utime(p, (hour_ago, hour_ago))
+    os.utime(old_link, (hour_ago, hour_ago), follow_symlinks=False)
+
+    atomicfile._cleaned.discard(os.path.abspath(tmp_path))
+    imageio.write_image(target, np.zeros((2, 2), np.uint8))
+    assert not left.exists()
+    assert fresh.exists() and unrelated.exists() and old_link.is_symlink() and victim.read_bytes() == b"keep"
+    assert target.exists()
+
+
+def test_stale_temporaries_of_another_user_are_left_alone(tmp_path):
+    import os
+    import time
+
+    from maskd.core import atomicfile
+
+    if os.getuid() != 0:
+        pytest.skip("needs root to create a file owned by another user")
+    theirs = tmp_path / ".a.png.maskd-theirs12.tmp"
+    mine = tmp_path / ".b.png.maskd-mine1234.tmp"
+    for p in (theirs, mine):
+        p.write_bytes(b"x")
+        old = time.time() - 2 * atomicfile.STALE_AFTER_S
+        os.utime(p, (old, old))
+    os.chown(theirs, 54321, 54321)
+    removed = atomicfile.clean_stale(tmp_path, force=True)
+    assert removed == [mine] and theirs.exists()

@@ -459,3 +459,88 @@ def test_editor_batch_without_the_editor_says_what_to_do(tmp_path, command, foun
     )
     assert r.returncode == 1 and found in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not any((tmp_path / "out").rglob("*")), "nothing written, no job folder left"
+
+
+# ---------------------------------------------------------------------------------------------
+# Hostile archives: member names that climb out of a folder are never copied into an output
+
+
+def _with_extra_member(data: bytes, name: str) -> bytes:
+    import io
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            zout.writestr(info, zin.read(info))
+        zout.writestr(zipfile.ZipInfo(name), b"payload")
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "member", ["../../evil.sh", "data/../../evil.sh", "/etc/evil", "C:/evil", "a\\..\\..\\b"]
+)
+@pytest.mark.parametrize("fmt", ["ora", "kra"])
+def test_unsafe_member_names_are_refused_and_nothing_is_written(tmp_path, fmt, member):
+    layers = [SynthLayer("photo", photo(64, 64))]
+    data = (write_ora if fmt == "ora" else write_kra)(64, 64, layers)
+    source = tmp_path / f"in.{fmt}"
+    source.write_bytes(_with_extra_member(data, member))
+    out = tmp_path / f"out.{fmt}"
+    with pytest.raises(LayeredFileError, match=r"absolute name or one with '\.\.'"):
+        add_masks(source, out, fake_alpha)
+    assert not out.exists()
+
+
+def test_kra_image_name_that_climbs_out_is_refused(tmp_path):
+    data = write_kra(64, 64, [SynthLayer("photo", photo(64, 64))])
+    import io
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            body = zin.read(info)
+            if info.filename == "maindoc.xml":
+                body = body.replace(b'IMAGE name="synth"', b'IMAGE name="../../x"')
+            zout.writestr(info, body)
+    source = tmp_path / "in.kra"
+    source.write_bytes(out.getvalue())
+    with pytest.raises(LayeredFileError, match="image name"):
+        add_masks(source, tmp_path / "out.kra", fake_alpha)
+
+
+def test_rewrite_zip_refuses_unsafe_names_it_is_asked_to_add():
+    from maskd.core.layered import rewrite_zip
+
+    data = write_ora(8, 8, [SynthLayer("photo", photo(8, 8))])
+    with pytest.raises(LayeredFileError):
+        rewrite_zip(data, {}, [("../x.png", b"")])
+
+
+def _kra_with_tiles(extra: bytes, count: int) -> bytes:
+    import io
+    import re
+
+    data = write_kra(64, 64, [SynthLayer("photo", photo(64, 64))])
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            body = zin.read(info)
+            if info.filename == "synth/layers/layer0":
+                n = int(re.search(rb"DATA (\d+)", body).group(1))
+                body = body.replace(b"DATA %d" % n, b"DATA %d" % (n + count)) + extra
+            zout.writestr(info, body)
+    return out.getvalue()
+
+
+def test_kra_tiles_off_the_canvas_are_not_decompressed_and_repeats_are_refused(tmp_path):
+    """Work stays bounded by the canvas: a record far outside it (here undecodable) is skipped, and a
+    position that appears twice is damage, not more work."""
+    far = b"6400000,6400000,LZF,5\n\x01\xff\xff\xff\xff"
+    source = tmp_path / "far.kra"
+    source.write_bytes(_kra_with_tiles(far, 1))
+    doc = open_layered(source)
+    assert doc.read_rgba(doc.layers[0]).shape == (64, 64, 4)
+    again = b"0,0,LZF,%d\n" % (1 + 64 * 64 * 4) + b"\0" + bytes(64 * 64 * 4)
+    source.write_bytes(_kra_with_tiles(again, 1))
+    with pytest.raises(LayeredFileError, match="appears twice"):
+        add_masks(source, tmp_path / "out.kra", fake_alpha)

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from maskd.core import atomicfile, limits
 from maskd.core.colour import linear_to_srgb
 from maskd.core.errors import InputError, MaskdError
 
@@ -119,6 +120,7 @@ def open_layered(path: str | os.PathLike) -> LayeredDocument:
     else:
         raise InputError(f"{path}: not a layered file (expected one of {', '.join(LAYERED_SUFFIXES)})")
     try:
+        limits.check_bytes(path, path.stat().st_size)  # the whole file is held in memory
         data = path.read_bytes()
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
@@ -161,7 +163,11 @@ def select_layers(doc: LayeredDocument, spec: str | list[str] | None = None) -> 
     if spec in (None, "default"):
         paint = [i for i, ly in enumerate(layers) if ly.kind == "paint" and ly.shown and not ly.note]
         if not paint:
-            raise InputError(f"{doc.path}: no visible paint layer to mask; name one with --layers")
+            notes = "; ".join(f"{ly.path!r} {ly.note}" for ly in layers if ly.kind == "paint" and ly.note)
+            raise InputError(
+                f"{doc.path}: no visible paint layer to mask"
+                + (f" (layers left alone: {notes})" if notes else "; name one with --layers")
+            )
         # layers are listed top first: the bottom-most is the last one
         chosen = next((i for i in reversed(paint) if not _is_flat(doc.read_rgba(layers[i]))), paint[-1])
         candidates = [chosen]
@@ -201,6 +207,8 @@ def check_layered(path: str | os.PathLike) -> None:
     doc = open_layered(path)
     with _as_file_error(path, doc.format_name):
         for layer in doc.layers:
+            if layer.kind == "paint" and limits.LIMIT_WORDS in layer.note:  # an editor would decode it
+                raise limits.ImageTooLarge(f"{path}: layer {layer.path!r}: {layer.note}")
             if layer.kind == "paint" and not layer.note:
                 doc._read_rgba(layer)
                 doc.read_mask(layer)
@@ -214,34 +222,10 @@ def check_layered(path: str | os.PathLike) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    A crash or a full disk leaves either the old file or no file, never half of one.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write ``data`` to ``path`` through a random temporary file in the same folder and a rename
+    (``atomicfile.write_atomic``, synced): a crash or a full disk leaves either the old file or no
+    file, never half of one, and no name planted in the folder is ever followed."""
+    atomicfile.write_atomic(Path(path), data, sync=True)
 
 
 def add_masks(
@@ -299,6 +283,29 @@ def _as_file_error(source, format_name: str):
         ) from None
 
 
+def unsafe_member_name(name: str) -> bool:
+    """A zip member name that is absolute or climbs out of the archive (``../``): maskd never copies
+    one into an output, where an unpacking tool could write outside its folder."""
+    n = name.replace("\\", "/")
+    return n.startswith("/") or bool(re.match(r"[A-Za-z]:", n)) or ".." in n.split("/") or "\0" in n
+
+
+def check_archive(archive, path) -> None:
+    """Member names and declared (uncompressed) sizes of a zip-based layered file, before anything
+    in it is inflated: ``LayeredFileError`` for an unsafe name, ``limits.ImageTooLarge`` for a member
+    — or all of them together — over maskd's memory budget."""
+    total = 0
+    for info in archive.infolist():
+        if unsafe_member_name(info.filename):
+            raise LayeredFileError(
+                f"{path}: the member {info.filename!r} has an absolute name or one with '..' (no "
+                "editor writes that; it could point outside a folder it is unpacked into); skipped"
+            )
+        limits.check_member(path, info)
+        total += info.file_size
+    limits.check_bytes(f"{path} (all its members)", total)
+
+
 def to_uint8(values: np.ndarray, *, linear: bool) -> np.ndarray:
     """Float colour in [0, 1] (``linear`` light or sRGB-encoded) to sRGB uint8."""
     v = np.clip(np.nan_to_num(values.astype(np.float32)), 0.0, 1.0)
@@ -332,6 +339,7 @@ def rewrite_zip(
 
     Member contents are copied unchanged. Members over 256 KiB (PNG layers, Krita tiles — already
     compressed) are stored rather than deflated again, which keeps a 3000×2000 file fast to write.
+    A member with an unsafe name (``unsafe_member_name``) or over the size limit is refused, not copied.
     """
     import io
     import zipfile
@@ -340,9 +348,13 @@ def rewrite_zip(
     with zipfile.ZipFile(io.BytesIO(source)) as zin, zipfile.ZipFile(out, "w") as zout:
         infos = zin.infolist()
         infos.sort(key=lambda info: info.filename != first)
+        for name in [info.filename for info in infos] + [name for name, _ in add]:
+            if unsafe_member_name(name):
+                raise LayeredFileError(f"the member name {name!r} is absolute or has '..'; not copied")
         for info in infos:
             data = replace.get(info.filename)
             if data is None:
+                limits.check_member("the source file", info)
                 data = zin.read(info)
             _write_member(zout, info.filename, data, stored=info.filename == first, date=info.date_time)
         for name, data in add:

@@ -22,14 +22,17 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
+from maskd.core import limits
 from maskd.core.layered import (
     Layer,
     LayeredDocument,
     LayeredFileError,
+    check_archive,
     mask_name,
     read_zip,
     rewrite_zip,
     to_uint8,
+    unsafe_member_name,
 )
 
 TILE = 64
@@ -55,9 +58,11 @@ class KraDocument(LayeredDocument):
         self.path = Path(path)
         self.data = data
         self.zip = read_zip(path, data, "a Krita file")
+        check_archive(self.zip, path)
         self.members = set(self.zip.namelist())
         if "maindoc.xml" not in self.members:
             raise LayeredFileError(f"{path}: not a Krita file (no maindoc.xml); skipped")
+        limits.check_member(path, self.zip.getinfo("maindoc.xml"), limits.MAX_XML_BYTES)
         self.maindoc = self.zip.read("maindoc.xml").decode("utf-8")
         root = ET.fromstring(self.maindoc)
         image = root.find(NS + "IMAGE")
@@ -65,6 +70,13 @@ class KraDocument(LayeredDocument):
             raise LayeredFileError(f"{path}: maindoc.xml has no IMAGE element; skipped")
         self.image_name = image.get("name", "")
         self.width, self.height = int(image.get("width", "0")), int(image.get("height", "0"))
+        if unsafe_member_name(self._member("x")):  # new members are named after it
+            raise LayeredFileError(
+                f"{path}: the image name {self.image_name!r} is absolute or has '..'; skipped"
+            )
+        # every layer is read over the whole canvas: refuse a canvas over the limit before anything
+        # is allocated (4 bytes per pixel: the RGBA8 layer maskd hands on)
+        limits.check_pixels(f"{path} (its canvas)", self.width, self.height, 4)
         self.layers: list[Layer] = []
         top = image.find(NS + "layers")
         if top is not None:
@@ -122,9 +134,11 @@ class KraDocument(LayeredDocument):
             raise LayeredFileError(f"{self.path}: layer {layer.path!r} has a bad default pixel")
         # the layer's device is offset by its x/y: canvas pixel (cx, cy) is device (cx - x, cy - y)
         lx, ly = int(element.get("x", "0")), int(element.get("y", "0"))
+        limits.check_pixels(f"{self.path}: layer {layer.path!r}", self.width, self.height, pixel_size)
         canvas = np.empty((self.height, self.width, pixel_size), np.uint8)
         canvas[:] = np.frombuffer(default, np.uint8)
-        for tx, ty, tile in _read_tiles(self.zip.read(member), pixel_size):
+        inside = _on_canvas(lx, ly, self.width, self.height)
+        for tx, ty, tile in _read_tiles(self.zip.read(member), pixel_size, inside):
             x0, y0 = tx + lx, ty + ly
             cx0, cy0 = max(x0, 0), max(y0, 0)
             cx1, cy1 = min(x0 + TILE, self.width), min(y0 + TILE, self.height)
@@ -158,7 +172,9 @@ class KraDocument(LayeredDocument):
         )
         out = np.full((self.height, self.width), default[0], np.uint8)
         mx, my = int(element.get("x", "0")), int(element.get("y", "0"))
-        for tx, ty, tile in _read_tiles(self.zip.read(member), 1):
+        for tx, ty, tile in _read_tiles(
+            self.zip.read(member), 1, _on_canvas(mx, my, self.width, self.height)
+        ):
             x0, y0 = tx + mx, ty + my
             cx0, cy0 = max(x0, 0), max(y0, 0)
             cx1, cy1 = min(x0 + TILE, self.width), min(y0 + TILE, self.height)
@@ -216,8 +232,16 @@ def _insert_mask(xml: str, layer: Layer, mask: str) -> str:
 # ---- Krita tile files ---------------------------------------------------------------------------
 
 
-def _read_tiles(blob: bytes, pixel_size: int):
-    """Yield (x, y, tile H×W×pixel_size uint8) from a Krita "VERSION 2" tile file."""
+def _on_canvas(dx: int, dy: int, width: int, height: int):
+    """Whether a tile at device (x, y), offset by (dx, dy), overlaps the canvas."""
+    return lambda x, y: x + dx < width and y + dy < height and x + dx + TILE > 0 and y + dy + TILE > 0
+
+
+def _read_tiles(blob: bytes, pixel_size: int, wanted=None):
+    """Yield (x, y, tile H×W×pixel_size uint8) from a Krita "VERSION 2" tile file.
+
+    Only tiles for which ``wanted(x, y)`` holds are decompressed, and a position may appear once: the
+    work stays bounded by the canvas, however many tile records a file holds."""
     pos = 0
     header = {}
     for _ in range(5):
@@ -233,6 +257,7 @@ def _read_tiles(blob: bytes, pixel_size: int):
     if (tw, th) != (TILE, TILE):
         raise LayeredFileError(f"unsupported Krita tile size {tw}×{th}")
     tile_bytes = TILE * TILE * pixel_size
+    seen = set()
     for _ in range(int(header["DATA"])):
         end = blob.index(b"\n", pos)
         x, y, method, size = blob[pos:end].decode("ascii").split(",")
@@ -244,6 +269,12 @@ def _read_tiles(blob: bytes, pixel_size: int):
             raise LayeredFileError("Krita tile data is cut short")
         if method != "LZF":
             raise LayeredFileError(f"unsupported Krita tile compression {method!r}")
+        x, y = int(x), int(y)
+        if (x, y) in seen:
+            raise LayeredFileError(f"the Krita tile at {x},{y} appears twice")
+        seen.add((x, y))
+        if wanted is not None and not wanted(x, y):
+            continue
         if payload[0] == 1:  # LZF of the byte-planar tile (all first bytes, then all second bytes, ...)
             raw = lzf_decompress(payload[1:], tile_bytes)
             planes = np.frombuffer(raw, np.uint8).reshape(pixel_size, TILE, TILE)

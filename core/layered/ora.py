@@ -23,7 +23,17 @@ from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
 import numpy as np
-from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, read_zip, rewrite_zip
+from maskd.core import limits
+from maskd.core.errors import InputError
+from maskd.core.layered import (
+    Layer,
+    LayeredDocument,
+    LayeredFileError,
+    check_archive,
+    mask_name,
+    read_zip,
+    rewrite_zip,
+)
 
 DST_IN = "svg:dst-in"
 
@@ -35,9 +45,11 @@ class OraDocument(LayeredDocument):
         self.path = Path(path)
         self.data = data
         self.zip = read_zip(path, data, "an OpenRaster file")
+        check_archive(self.zip, path)
         names = set(self.zip.namelist())
         if "stack.xml" not in names:
             raise LayeredFileError(f"{path}: not an OpenRaster file (no stack.xml); skipped")
+        limits.check_member(path, self.zip.getinfo("stack.xml"), limits.MAX_XML_BYTES)
         self.stack_xml = self.zip.read("stack.xml").decode("utf-8")
         root = ET.fromstring(self.stack_xml)
         if root.tag != "image":
@@ -72,7 +84,10 @@ class OraDocument(LayeredDocument):
             note = "" if src in self.members else f"its PNG {src!r} is missing from the file"
             size = (0, 0)
             if not note and not is_mask:
-                size = _png_size(self.zip.read(src))
+                try:
+                    size = self._png_member(src, f"its PNG {src!r}")
+                except limits.ImageTooLarge as exc:
+                    note = str(exc)  # reported and skipped; the other layers are still usable
             self.layers.append(
                 Layer(
                     name=name,
@@ -86,25 +101,44 @@ class OraDocument(LayeredDocument):
             )
             masked_below = masked_below or is_mask
 
-    def _read_rgba(self, layer: Layer) -> np.ndarray:
+    def _png_member(self, src: str, what: str) -> tuple[int, int]:
+        """A PNG member's size from its header (26 bytes inflated, not the member), checked against
+        maskd's limits along with the member's declared length (``limits.ImageTooLarge``)."""
+        info = self.zip.getinfo(src)
+        with self.zip.open(info) as f:
+            head = f.read(26)
+        try:
+            w, h, bpp = limits.png_header(head)
+        except InputError:
+            raise LayeredFileError(f"{self.path}: the layer PNG {src!r} is not a PNG image") from None
+        limits.check_pixels(what, w, h, bpp)
+        limits.check_bytes(what, info.file_size, limits.png_max_file_bytes(w, h, bpp))
+        return w, h
+
+    def _decode_png(self, src: str, what: str) -> np.ndarray:
+        """RGBA uint8 of a PNG member: header checked first, then the member read and decoded once."""
         from PIL import Image
 
-        with Image.open(io.BytesIO(self.zip.read(layer.key.get("src")))) as im:
-            rgba = np.asarray(im.convert("RGBA"))
-        return np.ascontiguousarray(rgba)
+        self._png_member(src, what)
+        limits.configure_decoders()
+        with Image.open(io.BytesIO(self.zip.read(src))) as im:
+            return np.ascontiguousarray(np.asarray(im.convert("RGBA")))
+
+    def _read_rgba(self, layer: Layer) -> np.ndarray:
+        src = layer.key.get("src")
+        return self._decode_png(src, f"{self.path}: the PNG {src!r} of layer {layer.path!r}")
 
     def read_mask(self, layer: Layer) -> np.ndarray | None:
         """The alpha of the dst-in layer above ``layer`` in its stack, placed over the layer's pixels."""
-        from PIL import Image
-
         if not layer.has_mask:
             return None
         index = self.layers.index(layer)
         mask = next(
             ly for ly in reversed(self.layers[:index]) if ly.kind == "mask" and ly.depth == layer.depth
         )
-        with Image.open(io.BytesIO(self.zip.read(mask.key.get("src")))) as im:
-            alpha = np.asarray(im.convert("RGBA"))[..., 3].astype(np.float32) / 255.0
+        src = mask.key.get("src")
+        rgba = self._decode_png(src, f"{self.path}: the mask PNG {src!r} of layer {layer.path!r}")
+        alpha = rgba[..., 3].astype(np.float32) / 255.0
         w, h = layer.size
         out = np.zeros((h, w), np.float32)
         dx, dy = mask.offset[0] - layer.offset[0], mask.offset[1] - layer.offset[1]
@@ -151,12 +185,6 @@ def _fast_png(rgba: np.ndarray) -> bytes:
         + chunk(b"IDAT", zlib.compress(rows.tobytes(), 1))
         + chunk(b"IEND", b"")
     )
-
-
-def _png_size(data: bytes) -> tuple[int, int]:
-    if data[:8] != b"\x89PNG\r\n\x1a\n" or len(data) < 24:
-        raise LayeredFileError("a layer is not a PNG image")
-    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def _unique(name: str, members: set[str]) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from maskd.core import limits
 from maskd.core.errors import MaskdError
 from maskd.core.layered import Layer, LayeredDocument, LayeredFileError, mask_name, to_uint8
 
@@ -153,6 +154,14 @@ class XcfDocument(LayeredDocument):
                 note = "is a floating selection (anchor it in GIMP first)"
             elif raw.colorMode not in _LAYER_CHANNELS:
                 note = f"has an unknown layer type {raw.colorMode}"
+            elif not raw.isGroup:
+                try:  # a layer over the limit is reported and skipped; the others stay usable
+                    itemsize = np.dtype(self.dtype).itemsize
+                    limits.check_pixels(
+                        "its pixel data", raw.width, raw.height, _LAYER_CHANNELS[raw.colorMode] * itemsize
+                    )
+                except limits.ImageTooLarge as exc:
+                    note = str(exc)
             layer = Layer(
                 name=str(raw.name),
                 kind="group" if is_group else "paint",
@@ -217,6 +226,8 @@ class XcfDocument(LayeredDocument):
         data = self.data
         itemsize = np.dtype(self.dtype).itemsize
         hw, hh, bpp = struct.unpack_from(">III", data, hptr)
+        # sizes come from the file: check them before anything is allocated for them
+        limits.check_pixels(f"{self.path}: pixel data at {hptr}", hw, hh, max(bpp, channels * itemsize))
         if (hw, hh) != (w, h) or bpp != channels * itemsize:
             raise LayeredFileError(
                 f"{self.path}: pixel data {hw}×{hh}×{bpp} does not match its layer "

@@ -25,6 +25,7 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 
 HELP = "Run GIMP's own batch mode over a folder of XCF files"
 PROC_NAME = "plug-in-maskd-remove-background"
@@ -148,15 +149,17 @@ def inside_gimp(job_path: str) -> None:
             entry["masked"] = [path for _, path in chosen]
             if chosen or item["dst"] != item["src"]:
                 folder, name = os.path.split(item["dst"])
-                tmp = os.path.join(folder, f".{name}.maskd-part.xcf")
+                # a fresh private folder beside the output (random name, mode 0700): no name in it
+                # can have been planted, whatever the editor's save does with an existing file
+                private = tempfile.mkdtemp(prefix=f".{name}.maskd-", dir=folder or ".")
+                tmp = os.path.join(private, "part.xcf")
                 try:
                     target = Gio.File.new_for_path(tmp)
                     if not Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, target, None):
                         raise RuntimeError("GIMP could not save the file")
                     os.replace(tmp, item["dst"])
                 finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                    shutil.rmtree(private, ignore_errors=True)
         except Exception as exc:  # one bad file never stops the batch
             entry["error"] = " ".join(str(getattr(exc, "message", exc) or type(exc).__name__).split())
         finally:

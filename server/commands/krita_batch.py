@@ -23,6 +23,7 @@ import os
 import shlex
 import shutil
 import sys
+import tempfile
 
 HELP = "Run Krita's kritarunner over a folder of KRA files"
 PROGRESS_TAG = "MASKD-BATCH "  # = server.layered_batch.PROGRESS_TAG
@@ -148,14 +149,16 @@ def inside_krita(args) -> None:
             entry["masked"] = [path for _, path in chosen]
             if chosen or item["dst"] != item["src"]:
                 folder, name = os.path.split(item["dst"])
-                tmp = os.path.join(folder, f".{name}.maskd-part.kra")
+                # a fresh private folder beside the output (random name, mode 0700): no name in it
+                # can have been planted, whatever the editor's save does with an existing file
+                private = tempfile.mkdtemp(prefix=f".{name}.maskd-", dir=folder or ".")
+                tmp = os.path.join(private, "part.kra")
                 try:
                     if not doc.saveAs(tmp):
                         raise RuntimeError("Krita could not save the file")
                     os.replace(tmp, item["dst"])
                 finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                    shutil.rmtree(private, ignore_errors=True)
         except Exception as exc:  # one bad file never stops the batch
             message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
             entry["error"] = " ".join(str(message).split())

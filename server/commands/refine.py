@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from maskd.core.limits import option_type
+
 HELP = "Refine a rough mask to a full-resolution alpha (no model needed)"
 
 
@@ -101,10 +103,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="make the mask hard at this level (0..1, or 1..254), with an anti-aliased edge",
     )
     parser.add_argument(
-        "--grow", type=int, default=0, metavar="PX", help="grow (or shrink, if negative) by PX pixels"
+        "--grow",
+        type=option_type("grow"),
+        default=0,
+        metavar="PX",
+        help="grow (or shrink, if negative) by PX pixels",
     )
     parser.add_argument(
-        "--feather", type=float, default=0.0, metavar="PX", help="soften the edge by PX pixels"
+        "--feather",
+        type=option_type("feather"),
+        default=0.0,
+        metavar="PX",
+        help="soften the edge by PX pixels",
     )
     parser.add_argument("--fill-holes", action="store_true", help="make enclosed transparent holes opaque")
     parser.add_argument("--invert", action="store_true", help="keep the background instead of the subject")
@@ -130,7 +140,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--band",
-        type=int,
+        type=option_type("band_radius", "--band"),
         metavar="PX",
         help="half-width of the refined band, in pixels of the mask's working grid",
     )

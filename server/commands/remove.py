@@ -132,6 +132,7 @@ def _background(text: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from maskd.core.limits import option_type
     from maskd.server.commands.refine import _unit
 
     _load_extensions()
@@ -174,8 +175,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     pipe.add_argument("--quality", choices=["fast", "default", "quality"], default="default")
     pipe.add_argument("--no-refine", action="store_true", help="plain upsampled model matte (fastest)")
     pipe.add_argument("--threshold", type=_unit, metavar="LEVEL", help="hard mask at LEVEL (0..1)")
-    pipe.add_argument("--grow", type=int, default=0, metavar="PX", help="grow (negative: shrink) the mask")
-    pipe.add_argument("--feather", type=float, default=0.0, metavar="PX", help="soften the edge")
+    grow, feather = option_type("grow"), option_type("feather")  # core's bounds, as the daemon's
+    pipe.add_argument("--grow", type=grow, default=0, metavar="PX", help="grow (negative: shrink) the mask")
+    pipe.add_argument("--feather", type=feather, default=0.0, metavar="PX", help="soften the edge")
     pipe.add_argument("--fill-holes", action="store_true", help="fill holes inside the subject")
     pipe.add_argument("--invert", action="store_true", help="keep the background instead")
     d = p.add_argument_group("daemon (used only when none is running)")
