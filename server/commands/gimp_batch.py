@@ -24,7 +24,6 @@ import json
 import os
 import shlex
 import shutil
-import sys
 
 HELP = "Run GIMP's own batch mode over a folder of XCF files"
 PROC_NAME = "plug-in-maskd-remove-background"
@@ -202,38 +201,14 @@ def find_gimp() -> list[str]:
 
 
 def run(args) -> int:
-    import tempfile
-    from pathlib import Path
+    from maskd.server.layered_batch import run_editor
 
-    from maskd.server.client import batch_daemon
-    from maskd.server.layered_batch import plan_editor_batch, run_editor_batch
-
-    plan, skipped = plan_editor_batch(args.folder, ".xcf", args.output, args.in_place, args.overwrite)
-    if skipped:
-        print(
-            f"maskd gimp-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
-            file=sys.stderr,
-        )
-    if not plan:
-        return 0
-    command = shlex.split(args.editor_command) if args.editor_command else find_gimp()
-    home = Path(args.folder if args.in_place else args.output)
-    home.mkdir(parents=True, exist_ok=True)
-    job_dir = Path(tempfile.mkdtemp(prefix=".maskd-gimp-batch-", dir=home)).resolve()
-    try:
-        shutil.copyfile(__file__, job_dir / "maskd_gimp_batch.py")
-        job_file = job_dir / "job.json"
+    def launch(command, job_dir):
         expression = (
             f"import sys; sys.path.insert(0, {str(job_dir)!r}); import maskd_gimp_batch; "
-            f"maskd_gimp_batch.inside_gimp({str(job_file)!r})"
+            f"maskd_gimp_batch.inside_gimp({str(job_dir / 'job.json')!r})"
         )
-        gimp = command + ["-i", "-d", "-f", "--batch-interpreter=python-fu-eval", "-b", expression, "--quit"]
-        env = dict(os.environ)
-        if args.connection_file:
-            env["MASKD_CONNECTION_FILE"] = str(Path(args.connection_file).resolve())
-        job = {"layers": args.layers, "options": {"quality": args.quality, "refine": not args.no_refine}}
-        say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-        with batch_daemon(args.connection_file, [], say=say):
-            return run_editor_batch("gimp", gimp, plan, job, job_dir, quiet=args.quiet, env=env)
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+        argv = command + ["-i", "-d", "-f", "--batch-interpreter=python-fu-eval", "-b", expression, "--quit"]
+        return argv, dict(os.environ)
+
+    return run_editor(args, "gimp", ".xcf", __file__, find_gimp, launch)

@@ -194,34 +194,11 @@ def find_kritarunner() -> list[str]:
 
 
 def run(args) -> int:
-    import tempfile
-    from pathlib import Path
+    from maskd.server.layered_batch import run_editor
 
-    from maskd.server.client import batch_daemon
-    from maskd.server.layered_batch import plan_editor_batch, run_editor_batch
-
-    plan, skipped = plan_editor_batch(args.folder, ".kra", args.output, args.in_place, args.overwrite)
-    if skipped:
-        print(
-            f"maskd krita-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
-            file=sys.stderr,
-        )
-    if not plan:
-        return 0
-    command = shlex.split(args.editor_command) if args.editor_command else find_kritarunner()
-    home = Path(args.folder if args.in_place else args.output)
-    home.mkdir(parents=True, exist_ok=True)
-    job_dir = Path(tempfile.mkdtemp(prefix=".maskd-krita-batch-", dir=home)).resolve()
-    try:
-        shutil.copyfile(__file__, job_dir / "maskd_krita_batch.py")
+    def launch(command, job_dir):
         env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"))
         env["PYTHONPATH"] = str(job_dir) + os.pathsep + env.get("PYTHONPATH", "")
-        if args.connection_file:
-            env["MASKD_CONNECTION_FILE"] = str(Path(args.connection_file).resolve())
-        krita = command + ["-s", "maskd_krita_batch", "-f", "inside_krita", str(job_dir / "job.json")]
-        job = {"layers": args.layers, "options": {"quality": args.quality, "refine": not args.no_refine}}
-        say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-        with batch_daemon(args.connection_file, [], say=say):
-            return run_editor_batch("krita", krita, plan, job, job_dir, quiet=args.quiet, env=env)
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+        return command + ["-s", "maskd_krita_batch", "-f", "inside_krita", str(job_dir / "job.json")], env
+
+    return run_editor(args, "krita", ".kra", __file__, find_kritarunner, launch)
