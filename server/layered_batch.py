@@ -382,9 +382,10 @@ def run_editor_batch(
 
 
 def run_editor(args, editor: str, suffix: str, script: str, find, launch) -> int:
-    """``maskd gimp-batch`` / ``maskd krita-batch``, once: plan the files, copy the editor-side
-    ``script`` into a private job folder, make sure a daemon runs (started for the batch if none),
-    and run ``launch(command, job_dir) -> (argv, env)`` — the editor told to load ``job.json``."""
+    """``maskd gimp-batch`` / ``maskd krita-batch``, once: plan the files; copy the editor-side
+    ``script`` and the layer-choice rule (``core.layered.choice``) into a private job folder; make
+    sure a daemon runs (started for the batch if none); run ``launch(command, job_dir) -> (argv,
+    env)``, the editor told to load ``job.json``."""
     import shlex
     import shutil
     import tempfile
@@ -405,6 +406,9 @@ def run_editor(args, editor: str, suffix: str, script: str, find, launch) -> int
     job_dir = Path(tempfile.mkdtemp(prefix=f".maskd-{editor}-batch-", dir=home)).resolve()
     try:
         shutil.copyfile(script, job_dir / f"maskd_{editor}_batch.py")
+        from maskd.core.layered import choice  # the layer-choice rule, beside the script
+
+        shutil.copyfile(choice.__file__, job_dir / "maskd_layer_choice.py")
         argv, env = launch(command, job_dir)
         if args.connection_file:
             env["MASKD_CONNECTION_FILE"] = str(Path(args.connection_file).resolve())

@@ -66,35 +66,16 @@ def _is_flat(layer) -> bool:
 
 
 def _choose(image, spec):
-    """(layers to mask, notes) by maskd's rule (see core.layered.select_layers)."""
+    """(layers to mask, notes) by maskd's one rule (``core.layered.choice``, copied beside this script)."""
+    from maskd_layer_choice import Layer, choose
+
     items = list(_walk(image.get_layers()))
-    paint = [(ly, path, shown) for ly, path, shown in items if not ly.is_group()]
-    notes = []
-    if not spec or spec in (["default"],):
-        visible = [(ly, path) for ly, path, shown in paint if shown]
-        if not visible:
-            raise RuntimeError("no visible paint layer to mask; name one with --layers")
-        chosen = next(((ly, p) for ly, p in reversed(visible) if not _is_flat(ly)), visible[-1])
-        candidates = [chosen]
-    elif spec in (["all"], ["visible"]):
-        candidates = [(ly, p) for ly, p, shown in paint if spec == ["all"] or shown]
-    else:
-        candidates = []
-        for name in spec:
-            found = [(ly, p) for ly, p, _ in items if name in (ly.get_name(), p)]
-            if not found:
-                known = ", ".join(repr(p) for _, p, _ in items)
-                raise RuntimeError(f"no layer named {name!r} (layers: {known})")
-            candidates += [c for c in found if all(c[1] != k[1] for k in candidates)]
-    chosen = []
-    for layer, path in candidates:
-        if layer.is_group():
-            notes.append(f"{path}: is a group (groups are not masked; name a layer inside it)")
-        elif layer.get_mask() is not None:
-            notes.append(f"{path}: already has a mask (left as it is)")
-        else:
-            chosen.append((layer, path))
-    return chosen, notes
+    layers = [
+        Layer(p, ly.get_name(), "group" if ly.is_group() else "paint", shown, ly.get_mask() is not None)
+        for ly, p, shown in items
+    ]
+    indices, notes = choose(layers, spec, lambda i: _is_flat(items[i][0]))
+    return [(items[i][0], items[i][1]) for i in indices], notes
 
 
 def _mask_layer(proc, image, layer, options):

@@ -86,36 +86,14 @@ def _has_mask(node) -> bool:
 
 
 def _choose(doc, spec):
-    """(nodes to mask, notes) by maskd's rule (see core.layered.select_layers)."""
+    """(nodes to mask, notes) by maskd's one rule (``core.layered.choice``, copied beside this script)."""
+    from maskd_layer_choice import Layer, choose
+
+    kinds = {"paintlayer": "paint", "grouplayer": "group"}
     items = list(_walk(doc.rootNode()))
-    paint = [(n, p, shown) for n, p, shown in items if n.type() == "paintlayer"]
-    notes = []
-    if not spec or spec == ["default"]:
-        visible = [(n, p) for n, p, shown in paint if shown]
-        if not visible:
-            raise RuntimeError("no visible paint layer to mask; name one with --layers")
-        candidates = [next(((n, p) for n, p in reversed(visible) if not _is_flat(n, doc)), visible[-1])]
-    elif spec in (["all"], ["visible"]):
-        candidates = [(n, p) for n, p, shown in paint if spec == ["all"] or shown]
-    else:
-        candidates = []
-        for name in spec:
-            found = [(n, p) for n, p, _ in items if name in (n.name(), p)]
-            if not found:
-                known = ", ".join(repr(p) for _, p, _ in items)
-                raise RuntimeError(f"no layer named {name!r} (layers: {known})")
-            candidates += [c for c in found if all(c[1] != k[1] for k in candidates)]
-    chosen = []
-    for node, path in candidates:
-        if node.type() == "grouplayer":
-            notes.append(f"{path}: is a group (groups are not masked; name a layer inside it)")
-        elif node.type() != "paintlayer":
-            notes.append(f"{path}: is a {node.type()}, not a paint layer")
-        elif _has_mask(node):
-            notes.append(f"{path}: already has a mask (left as it is)")
-        else:
-            chosen.append((node, path))
-    return chosen, notes
+    layers = [Layer(p, n.name(), kinds.get(n.type(), n.type()), shown, _has_mask(n)) for n, p, shown in items]
+    indices, notes = choose(layers, spec, lambda i: _is_flat(items[i][0], doc))
+    return [(items[i][0], items[i][1]) for i in indices], notes
 
 
 def inside_krita(args) -> None:
