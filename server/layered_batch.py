@@ -323,8 +323,6 @@ def run_editor_batch(
     bar = tqdm(
         total=len(plan), unit="file", disable=quiet or None, dynamic_ncols=True, file=sys.stderr, desc=editor
     )
-    tail: list[str] = []
-    entries: list[dict] = []
     t0 = time.perf_counter()
     if not plan:
         bar.close()
@@ -337,6 +335,26 @@ def run_editor_batch(
     except OSError as exc:
         bar.close()
         raise MaskdError(f"could not start {editor} ({' '.join(command[:3])}…): {exc.strerror}") from None
+    try:
+        entries, tail = _follow(proc, bar, timeout)
+    finally:
+        bar.close()
+    result = {}
+    try:
+        result = json.loads((job_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if result.get("error"):
+        raise MaskdError(f"{editor}: {result['error']}")
+    return _summarise(editor, entries, rejected, len(plan), time.perf_counter() - t0, proc.returncode, tail)
+
+
+def _follow(proc, bar, timeout) -> tuple[list[dict], list[str]]:
+    """Read the editor's output: its per-file progress lines (the entries), and its last 40 other lines."""
+    import json
+
+    entries: list[dict] = []
+    tail: list[str] = []
     try:
         for line in proc.stdout:
             if line.startswith(PROGRESS_TAG):
@@ -353,19 +371,14 @@ def run_editor_batch(
     except KeyboardInterrupt:
         proc.kill()
         raise
-    finally:
-        bar.close()
-    result = {}
-    try:
-        result = json.loads((job_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        pass
-    if result.get("error"):
-        raise MaskdError(f"{editor}: {result['error']}")
-    seconds = time.perf_counter() - t0
+    return entries, tail
+
+
+def _summarise(editor, entries, rejected, planned, seconds, returncode, tail) -> int:
+    """Print the batch's summary line (and the editor's last words if it stopped early); the exit code."""
     done = [e for e in entries if not e.get("error")]
     failed = [e for e in entries if e.get("error")] + rejected
-    missing = len(plan) - len(entries)
+    missing = planned - len(entries)
     masked_files = sum(1 for e in done if e.get("masked"))
     layers = sum(len(e.get("masked", [])) for e in done)
     text = f"maskd {editor}-batch: {masked_files} file(s) masked ({layers} layer(s)), {len(failed)} failed"
@@ -375,7 +388,7 @@ def run_editor_batch(
     if missing:
         log = "\n".join(tail[-15:])
         print(
-            f"{editor} stopped before the end (exit code {proc.returncode}); its last output:\n{log}",
+            f"{editor} stopped before the end (exit code {returncode}); its last output:\n{log}",
             file=sys.stderr,
         )
     return 1 if failed or missing else 0
