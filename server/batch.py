@@ -156,13 +156,12 @@ def plan_outputs(
 # ---------------------------------------------------------------------------------- check
 
 
-def _same_file(a: Path, b: Path, b_key) -> bool:
-    if os.path.realpath(a) == b_key:
-        return True
+def _identity(path) -> tuple[int, int] | None:
     try:
-        return a.exists() and os.path.samefile(a, b)  # hard links, bind mounts
+        st = os.stat(path)
     except OSError:
-        return False
+        return None
+    return st.st_dev, st.st_ino
 
 
 def check_plan(jobs: list[tuple[Path, Path]], *, protected=(), extras=lambda dst: []) -> None:
@@ -170,18 +169,21 @@ def check_plan(jobs: list[tuple[Path, Path]], *, protected=(), extras=lambda dst
     picture), or write two results to one file — before anything is computed.
 
     Every planned output and its side files (``extras(dst)``: sidecar, layers) is compared with
-    every input by resolved real path and, where the output exists, by ``samefile``."""
-    sources = [(src, os.path.realpath(src)) for src, _ in jobs]
-    sources += [(Path(p), os.path.realpath(p)) for p in protected]
-    by_key = {key: src for src, key in sources}
+    every input by resolved real path and, where the output exists, by device and inode (hard
+    links, bind mounts)."""
+    sources = [src for src, _ in jobs] + [Path(p) for p in protected]
+    by_path = {os.path.realpath(src): src for src in sources}
+    by_inode = {}
     written: dict[str, Path] = {}
     for src, dst in jobs:
         for out in [dst, *extras(dst)]:
             out = Path(out)
             key = os.path.realpath(out)
-            clash = by_key.get(key)
-            if clash is None and out.exists():
-                clash = next((s for s, k in sources if _same_file(out, s, k)), None)
+            clash = by_path.get(key)
+            if clash is None and os.path.lexists(out):
+                if not by_inode:
+                    by_inode = {i: s for s in sources if (i := _identity(s)) is not None}
+                clash = by_inode.get(_identity(out))
             if clash is not None:
                 raise MaskdError(
                     f"{out} would replace the input {clash}: maskd never overwrites its inputs; "
