@@ -2,15 +2,11 @@
 
 ``DaemonClient.segment(image)`` takes an H×W[×C] uint8/uint16/float16/float32 array (gray,
 gray+alpha, RGB, RGBA) and returns float32 alpha (and colours) at full resolution.
-``batch_daemon(...)`` gives a client to the running daemon, or starts one for the duration of a
-batch and stops it afterwards (only the one it started).
+(A batch's own daemon, started and stopped around it, is ``server.batch.daemon_for_batch``.)
 """
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,45 +125,3 @@ class DaemonClient:
             transfer="linear" if linear else "srgb",
         )
         return _answer(r)
-
-
-@contextlib.contextmanager
-def batch_daemon(connection_file=None, serve_args: list[str] | None = None, say=print):
-    """A client to the running daemon, or to one started now (``maskd serve`` + ``serve_args``) and
-    stopped when the block ends."""
-    started = False
-    client = None
-    try:
-        client = DaemonClient.connect(connection_file)
-    except mc.MaskdClientError as exc:
-        if exc.code != "unavailable":
-            raise MaskdError(f"cannot use the running maskd: {exc}") from None
-    if client is None:
-        say("maskd is not running: starting it for this batch (it stops afterwards)…")
-        cmd = [sys.executable, "-m", "maskd.server", "serve", *(serve_args or [])]
-        if connection_file:
-            cmd += ["--connection-file", str(connection_file)]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
-        if r.returncode != 0:
-            raise MaskdError("could not start maskd for the batch:\n" + (r.stderr or r.stdout).strip())
-        started = True
-        client = DaemonClient.connect(connection_file)
-    try:
-        yield client, started
-    finally:
-        if started:
-            try:
-                client.client.shutdown()
-            except mc.MaskdClientError:
-                pass
-        client.close()
-
-
-def _env() -> dict:
-    import os
-    from pathlib import Path
-
-    env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env

@@ -1,20 +1,18 @@
 """``maskd remove`` finishing: background, generated shadow, crop and canvas, presets, sidecars.
 
-Hooked into ``server/commands/remove.py`` through its extension points (``register(hooks)``):
-an option group and a per-image finisher that turns the daemon's alpha + decontaminated colours
-into the finished picture (``core.compose.finish``) and writes a JSON sidecar with the subject's
-bounding box. It replaces remove's plain ``--background`` with a richer one (same syntax plus
-``blur``, ``#rrggbbaa``, ``picture.jpg:contain``).
+The finishing step of the batch pipeline (``server.batch``) for ``maskd remove`` and ``maskd finish``:
+``finish_item`` turns the alpha + colours into the finished picture (``core.compose.finish``) and
+writes a JSON sidecar with the subject's bounding box. The options themselves are declared once,
+in ``server.options.add_finishing``; the presets live here.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
-from maskd.core.errors import InputError, MaskdError
+from maskd.core.errors import MaskdError
 
 # Presets fill in whatever the command line leaves unset (explicit options always win).
 PRESETS = {
@@ -51,125 +49,12 @@ PRESETS = {
 _FIELDS = ("background", "shadow", "crop", "margin", "canvas", "scale", "align")
 
 
-def _typed(parse):
-    """An argparse type that shows our InputError message as the usage error."""
-
-    def convert(text):
-        try:
-            parse(text)
-        except InputError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-        return text  # keep the text: presets merge on text, parsing happens once in options()
-
-    convert.__name__ = getattr(parse, "__name__", "value")
-    return convert
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from maskd.core import canvas, compose, shadow
-
-    # replace remove's plain --background (a superset of its syntax; see module docstring)
-    handler = p.conflict_handler
-    p.conflict_handler = "resolve"
-    try:
-        g = p.add_argument_group("finishing (background, shadow, crop and canvas; see docs/finishing.md)")
-        g.add_argument(
-            "--background",
-            dest="finish_background",
-            type=_typed(compose.parse_background),
-            metavar="COLOUR|IMAGE|blur",
-            help="put a background behind the subject: a colour (white, #rrggbb, #rrggbbaa, "
-            "r,g,b), an image (studio.jpg, studio.jpg:contain — cover/contain/stretch) or "
-            "blur (the original photo, blurred; blur:4%% for more)",
-        )
-    finally:
-        p.conflict_handler = handler
-    p.set_defaults(background=None)  # remove's own compositing stays off: the finisher does it
-    g.add_argument(
-        "--shadow",
-        type=_typed(shadow.parse_shadow),
-        metavar="STYLE[,KEY=VALUE…]",
-        help="generated shadow: soft, contact, drop, front or none, with overrides such as "
-        "drop,direction=135,distance=40%%,softness=5%%,opacity=0.4,contact=0.6,color=#203040",
-    )
-    g.add_argument(
-        "--crop",
-        choices=list(compose.CROPS),
-        help="frame the output on the subject (subject), on subject and shadow "
-        "(subject+shadow), or keep the whole photo (none). Default: subject when "
-        "--margin/--canvas/--scale/--align is given, else none",
-    )
-    g.add_argument(
-        "--margin",
-        type=_typed(canvas.parse_margin),
-        metavar="M",
-        help="space around the subject: 5%% (of the output's width/height), 40px, or 2/4 "
-        "values like CSS (5%%,10%% or 10,20,30,40)",
-    )
-    g.add_argument(
-        "--canvas",
-        type=_typed(canvas.parse_canvas),
-        metavar="WxH|W:H",
-        help="output size (2000x2000: the subject is fitted inside the margins) or aspect "
-        "(1:1, 4:5: native resolution, canvas grown to the aspect)",
-    )
-    g.add_argument(
-        "--scale",
-        type=_typed(canvas.parse_scale),
-        metavar="PCT",
-        help="how much of the space inside the margins the subject fills (default 100%%)",
-    )
-    g.add_argument(
-        "--align",
-        type=_typed(canvas.parse_align),
-        metavar="POS",
-        help="where the subject sits: center (default), top, bottom, left, right, "
-        "top-left, …, or X%%,Y%% (50%%,100%% = bottom centre)",
-    )
-    g.add_argument(
-        "--alpha",
-        dest="finish_alpha",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="keep an alpha channel (default: only when the result has transparency); "
-        "--no-alpha flattens onto white",
-    )
-    g.add_argument(
-        "--preset",
-        choices=sorted(PRESETS),
-        help="; ".join(f"{name}: {v['about']}" for name, v in PRESETS.items()).replace("%", "%%")
-        + " (explicit options override the preset)",
-    )
-    g.add_argument(
-        "--save-layers",
-        action="store_true",
-        help="also write the layers separately as PNGs for editing: NAME.subject.png, "
-        "NAME.shadow.png (shadow colour + its alpha), NAME.background.png",
-    )
-    g.add_argument(
-        "--sidecar",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="write NAME.json next to each output with the subject's bounding box "
-        "(on by default with a preset)",
-    )
-
-
-def register(hooks) -> None:
-    hooks.option_group(add_arguments)
-    hooks.finisher(finish_item)
-
-
-# ---------------------------------------------------------------------------------------------
-
-
 def settings(args) -> dict:
     """The finishing values after the preset (text, as typed), plus ``active`` and ``sidecar``."""
     preset = PRESETS.get(getattr(args, "preset", None) or "", {})
     values = {}
     for name in _FIELDS:
-        attr = "finish_background" if name == "background" else name
-        value = getattr(args, attr, None)
+        value = getattr(args, name, None)
         values[name] = value if value is not None else preset.get(name)
     values["alpha"] = getattr(args, "finish_alpha", None)
     sidecar = getattr(args, "sidecar", None)
@@ -207,6 +92,25 @@ def options(args):
             )
     args._finish_options = opts
     return opts
+
+
+def background_file(args) -> Path | None:
+    """The picture ``--background`` (or the preset) names, if any: an input the batch must not replace."""
+    text = settings(args)["background"]
+    if not text:
+        return None
+    from maskd.core import compose
+
+    spec = compose.parse_background(text)
+    return Path(spec.image) if spec is not None and spec.kind == "image" else None
+
+
+def side_files(args, dst: Path) -> list[Path]:
+    """The files written beside ``dst`` (sidecar, ``--save-layers``), for the batch's clash check."""
+    out = [sidecar_path(dst)] if settings(args)["sidecar"] else []
+    if getattr(args, "save_layers", False):
+        out += list(layer_paths(dst).values())
+    return out
 
 
 def opaque_output(args) -> bool:

@@ -1,8 +1,7 @@
 """``maskd remove`` for layered files (XCF, OpenRaster, KRA): add masks, keep the layers.
 
-Plugged into ``server.commands.remove`` through its extension hooks (``register``): every
-``.xcf``/``.ora``/``.kra`` input is handled here, the alpha comes from the same daemon as for flat
-images. Per file:
+``server.commands.remove`` hands every ``.xcf``/``.ora``/``.kra`` input to ``mask_file``; the
+alpha comes from the same daemon as for flat images (the alpha alone: no colours). Per file:
 
 - the chosen layers (``--layers``, default: the bottom-most visible paint layer that is not one
   flat colour) get a mask; everything else in the file is carried over unchanged;
@@ -31,40 +30,12 @@ from maskd.core.layered import LAYERED_SUFFIXES, AlphaFn, MaskResult, add_masks,
 OUTPUT_SUFFIX = "-masked"
 
 
-def add_layered_arguments(parser) -> None:
-    """The options ``maskd remove`` gains for layered files; ``-o`` becomes optional (``--in-place``)."""
-    for action in parser._actions:
-        if "--output" in action.option_strings:
-            action.required = False  # remove.run insists on it unless --in-place
-            action.help = (action.help or "") + " (not with --in-place)"
-    group = parser.add_argument_group("layered files (XCF, OpenRaster, KRA)")
-    group.add_argument(
-        "--layers",
-        nargs="+",
-        metavar="NAME",
-        default=None,
-        help="which layers get a mask: 'all', 'visible', or layer names ('group/name' also works). "
-        "Default: the bottom-most visible paint layer that is not one flat colour",
-    )
-    group.add_argument(
-        "--in-place",
-        action="store_true",
-        help="replace each layered input with its masked version (atomically); no -o",
-    )
-
-
-def register(hooks) -> None:
-    """``server.commands.remove`` extension entry point."""
-    hooks.option_group(add_layered_arguments)
-    hooks.handler(LAYERED_SUFFIXES, handle, keep_suffix=True)
-
-
 def _daemon_alpha(client, options: dict) -> AlphaFn:
-    """``alpha_fn`` on top of ``server.client.DaemonClient`` (no colour decontamination needed)."""
+    """``alpha_fn`` on top of ``server.client.DaemonClient``: the alpha alone (no colours asked for)."""
     options = dict(options, decontaminate=False)
 
     def alpha_fn(rgba: np.ndarray) -> np.ndarray:
-        return client.segment(rgba, options).alpha
+        return client.segment(rgba, options, foreground=False).alpha
 
     return alpha_fn
 
@@ -79,31 +50,25 @@ def _note(result: MaskResult) -> str | None:
     return "; ".join(parts)
 
 
-def handle(ctx, src: Path, dst: Path) -> str | None:
-    """The ``remove`` handler for one layered file (raises ``MaskdError`` to fail it)."""
-    args = ctx.args
-    target = src if getattr(args, "in_place", False) else dst
-    if not getattr(args, "in_place", False) and target.resolve() == src.resolve():
-        raise InputError(f"{src}: the output would overwrite the input; pass --in-place to replace it")
-    if target.suffix.lower() != src.suffix.lower():
+def mask_file(args, client, options: dict, src: Path, dst: Path) -> str | None:
+    """``maskd remove``'s step for one layered file (raises ``MaskdError`` to fail it): the chosen
+    layers get the daemon's alpha as a mask, written beside ``dst`` and renamed into place."""
+    if dst.suffix.lower() != src.suffix.lower():
         raise InputError(
-            f"{target}: a layered file keeps its format ({src.suffix}); name the output "
-            f"{target.with_suffix(src.suffix).name}, or give a folder"
+            f"{dst}: a layered file keeps its format ({src.suffix}); name the output "
+            f"{dst.with_suffix(src.suffix).name}, or give a folder"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    alpha_fn = _daemon_alpha(ctx.client, ctx.options)
-    result = add_masks(src, target, alpha_fn, layers=getattr(args, "layers", None))
+    result = add_masks(src, dst, _daemon_alpha(client, options), layers=getattr(args, "layers", None))
     return _note(result)
 
 
 def run_in_place(args) -> int:
     """``maskd remove --in-place INPUT...``: layered inputs only, each replaced by its masked version."""
-    from maskd.server.client import batch_daemon
-    from maskd.server.commands import remove
+    from maskd.server import batch, options
 
     if args.output:
         raise InputError("--in-place replaces the inputs: leave out -o/--output (or drop --in-place)")
-    files, problems = remove.collect_inputs(args.inputs, Path(os.devnull))
+    files, problems = batch.collect_inputs(args.inputs, None, batch.RASTER_SUFFIXES | set(LAYERED_SUFFIXES))
     for problem in problems:
         print(f"maskd remove: {problem}", file=sys.stderr)
     flat = [f for f, _ in files if not is_layered(f)]
@@ -117,10 +82,11 @@ def run_in_place(args) -> int:
         print("maskd remove: nothing to do (no layered files found)", file=sys.stderr)
         return 2
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-    with batch_daemon(args.connection_file, remove._serve_args(args), say=say) as (client, _started):
+    opts = options.matte_options(args, colours=False)
+    with batch.daemon_for_batch(args.connection_file, options.serve_args(args), say=say) as (client, _):
         summary = process_layered(
             paths,
-            _daemon_alpha(client, remove._options(args)),
+            _daemon_alpha(client, opts),
             layers=args.layers,
             in_place=True,
             progress=False if args.quiet else None,
@@ -249,23 +215,16 @@ PROGRESS_TAG = "MASKD-BATCH "  # the line prefix the in-editor scripts print onc
 
 def add_editor_batch_arguments(p, suffix: str, editor: str) -> None:
     """Options shared by ``maskd gimp-batch`` and ``maskd krita-batch``."""
+    from maskd.server import options
+
     p.add_argument("folder", metavar="FOLDER", help=f"folder with {suffix} files (searched recursively)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("-o", "--output", metavar="FOLDER", help="write the masked files here (same names)")
     where.add_argument("--in-place", action="store_true", help="replace each file with its masked version")
-    p.add_argument(
-        "--layers",
-        nargs="+",
-        metavar="NAME",
-        default=None,
-        help="'all', 'visible', or layer names; default: the bottom-most visible paint layer that "
-        "is not one flat colour (as `maskd remove`)",
-    )
-    p.add_argument("--quality", choices=["fast", "default", "quality"], default="default")
-    p.add_argument("--no-refine", action="store_true", help="plain upsampled model matte (fastest)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: skip)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--connection-file", metavar="PATH", help="the daemon to use (default: the per-user one)")
+    options.add_layers(p, in_place=False)
+    options.add_quality(p)
+    options.add_overwrite_quiet(p)
+    options.add_daemon(p, serve_options=False)
     p.add_argument(
         f"--{editor}",
         metavar="COMMAND",
@@ -364,8 +323,6 @@ def run_editor_batch(
     bar = tqdm(
         total=len(plan), unit="file", disable=quiet or None, dynamic_ncols=True, file=sys.stderr, desc=editor
     )
-    tail: list[str] = []
-    entries: list[dict] = []
     t0 = time.perf_counter()
     if not plan:
         bar.close()
@@ -378,6 +335,26 @@ def run_editor_batch(
     except OSError as exc:
         bar.close()
         raise MaskdError(f"could not start {editor} ({' '.join(command[:3])}…): {exc.strerror}") from None
+    try:
+        entries, tail = _follow(proc, bar, timeout)
+    finally:
+        bar.close()
+    result = {}
+    try:
+        result = json.loads((job_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        pass
+    if result.get("error"):
+        raise MaskdError(f"{editor}: {result['error']}")
+    return _summarise(editor, entries, rejected, len(plan), time.perf_counter() - t0, proc.returncode, tail)
+
+
+def _follow(proc, bar, timeout) -> tuple[list[dict], list[str]]:
+    """Read the editor's output: its per-file progress lines (the entries), and its last 40 other lines."""
+    import json
+
+    entries: list[dict] = []
+    tail: list[str] = []
     try:
         for line in proc.stdout:
             if line.startswith(PROGRESS_TAG):
@@ -394,19 +371,14 @@ def run_editor_batch(
     except KeyboardInterrupt:
         proc.kill()
         raise
-    finally:
-        bar.close()
-    result = {}
-    try:
-        result = json.loads((job_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        pass
-    if result.get("error"):
-        raise MaskdError(f"{editor}: {result['error']}")
-    seconds = time.perf_counter() - t0
+    return entries, tail
+
+
+def _summarise(editor, entries, rejected, planned, seconds, returncode, tail) -> int:
+    """Print the batch's summary line (and the editor's last words if it stopped early); the exit code."""
     done = [e for e in entries if not e.get("error")]
     failed = [e for e in entries if e.get("error")] + rejected
-    missing = len(plan) - len(entries)
+    missing = planned - len(entries)
     masked_files = sum(1 for e in done if e.get("masked"))
     layers = sum(len(e.get("masked", [])) for e in done)
     text = f"maskd {editor}-batch: {masked_files} file(s) masked ({layers} layer(s)), {len(failed)} failed"
@@ -416,7 +388,46 @@ def run_editor_batch(
     if missing:
         log = "\n".join(tail[-15:])
         print(
-            f"{editor} stopped before the end (exit code {proc.returncode}); its last output:\n{log}",
+            f"{editor} stopped before the end (exit code {returncode}); its last output:\n{log}",
             file=sys.stderr,
         )
     return 1 if failed or missing else 0
+
+
+def run_editor(args, editor: str, suffix: str, script: str, find, launch) -> int:
+    """``maskd gimp-batch`` / ``maskd krita-batch``, once: plan the files; copy the editor-side
+    ``script`` and the layer-choice rule (``core.layered.choice``) into a private job folder; make
+    sure a daemon runs (started for the batch if none); run ``launch(command, job_dir) -> (argv,
+    env)``, the editor told to load ``job.json``."""
+    import shlex
+    import shutil
+    import tempfile
+
+    from maskd.server import batch
+
+    plan, skipped = plan_editor_batch(args.folder, suffix, args.output, args.in_place, args.overwrite)
+    if skipped:
+        print(
+            f"maskd {editor}-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
+            file=sys.stderr,
+        )
+    if not plan:
+        return 0
+    command = shlex.split(args.editor_command) if args.editor_command else find()
+    home = Path(args.folder if args.in_place else args.output)
+    batch.prepare_folders([(src, home / src.name) for src, _ in plan[:1]])
+    job_dir = Path(tempfile.mkdtemp(prefix=f".maskd-{editor}-batch-", dir=home)).resolve()
+    try:
+        shutil.copyfile(script, job_dir / f"maskd_{editor}_batch.py")
+        from maskd.core.layered import choice  # the layer-choice rule, beside the script
+
+        shutil.copyfile(choice.__file__, job_dir / "maskd_layer_choice.py")
+        argv, env = launch(command, job_dir)
+        if args.connection_file:
+            env["MASKD_CONNECTION_FILE"] = str(Path(args.connection_file).resolve())
+        job = {"layers": args.layers, "options": {"quality": args.quality, "refine": not args.no_refine}}
+        say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
+        with batch.daemon_for_batch(args.connection_file, [], say=say):
+            return run_editor_batch(editor, argv, plan, job, job_dir, quiet=args.quiet, env=env)
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)

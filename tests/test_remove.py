@@ -85,7 +85,8 @@ def test_mask_mode_background_and_globs(daemon, tmp_path):
     assert img.shape == (90, 120, 3)
     assert img[2, 2, 2] > 200 and img[2, 2, 0] < 40  # background became red (BGR)
     r = remove(daemon.env(), tmp_path / "shots" / "one.png", "-o", tmp_path / "x.jpg", "-q")
-    assert r.returncode == 1 and "transparency" in r.stdout
+    assert r.returncode == 1 and "transparency" in r.stderr  # refused before the model (issue 15)
+    assert not (tmp_path / "x.jpg").exists()
 
 
 def test_rgba_mode_keeps_original_colours(daemon, tmp_path):

@@ -150,54 +150,22 @@ def _is_flat(rgba: np.ndarray) -> bool:
 
 
 def select_layers(doc: LayeredDocument, spec: str | list[str] | None = None) -> tuple[list[int], list[str]]:
-    """Indices of the layers to mask for ``spec`` (None/"default", "all", "visible" or names).
+    """Indices of the layers to mask for ``spec`` (None/"default", "all", "visible" or names), by
+    the one rule in ``core.layered.choice`` (the editor batches use it too).
 
     Returns ``(indices, skipped)`` where ``skipped`` says which requested layers were left alone and
     why. Unknown names raise ``InputError`` listing the names the file has.
     """
-    if isinstance(spec, (list, tuple)) and len(spec) == 1 and spec[0] in ("all", "visible", "default"):
-        spec = spec[0]
+    from maskd.core.layered.choice import ChoiceError, Layer, choose
+
     layers = doc.layers
-    candidates: list[int]
-    skipped: list[str] = []
-    if spec in (None, "default"):
-        paint = [i for i, ly in enumerate(layers) if ly.kind == "paint" and ly.shown and not ly.note]
-        if not paint:
-            notes = "; ".join(f"{ly.path!r} {ly.note}" for ly in layers if ly.kind == "paint" and ly.note)
-            raise InputError(
-                f"{doc.path}: no visible paint layer to mask"
-                + (f" (layers left alone: {notes})" if notes else "; name one with --layers")
-            )
-        # layers are listed top first: the bottom-most is the last one
-        chosen = next((i for i in reversed(paint) if not _is_flat(doc.read_rgba(layers[i]))), paint[-1])
-        candidates = [chosen]
-    elif spec in ("all", "visible"):
-        candidates = [i for i, ly in enumerate(layers) if ly.kind == "paint" and (spec == "all" or ly.shown)]
-    else:
-        names = list(spec) if isinstance(spec, (list, tuple)) else [spec]
-        candidates = []
-        for name in names:
-            found = [i for i, ly in enumerate(layers) if name in (ly.name, ly.path)]
-            if not found:
-                known = ", ".join(repr(ly.path) for ly in layers)
-                raise InputError(f"{doc.path}: no layer named {name!r} (layers: {known})")
-            candidates += [i for i in found if i not in candidates]
-    chosen_ids = []
-    for i in candidates:
-        ly = layers[i]
-        if ly.kind == "group":
-            skipped.append(f"{ly.path}: is a group (groups are not masked; name a layer inside it)")
-        elif ly.kind != "paint":
-            skipped.append(f"{ly.path}: is a {ly.kind}, not a paint layer")
-        elif ly.note:
-            skipped.append(f"{ly.path}: {ly.note}")
-        elif min(ly.size) <= 0:
-            skipped.append(f"{ly.path}: is empty (no pixels)")
-        elif ly.has_mask:
-            skipped.append(f"{ly.path}: already has a mask (left as it is)")
-        else:
-            chosen_ids.append(i)
-    return chosen_ids, skipped
+    described = [
+        Layer(ly.path, ly.name, ly.kind, ly.shown, ly.has_mask, ly.note, min(ly.size) <= 0) for ly in layers
+    ]
+    try:
+        return choose(described, spec, lambda i: _is_flat(doc.read_rgba(layers[i])))
+    except ChoiceError as exc:
+        raise InputError(f"{doc.path}: {exc}") from None
 
 
 def check_layered(path: str | os.PathLike) -> None:

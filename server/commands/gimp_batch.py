@@ -24,7 +24,6 @@ import json
 import os
 import shlex
 import shutil
-import sys
 import tempfile
 
 HELP = "Run GIMP's own batch mode over a folder of XCF files"
@@ -68,35 +67,16 @@ def _is_flat(layer) -> bool:
 
 
 def _choose(image, spec):
-    """(layers to mask, notes) by maskd's rule (see core.layered.select_layers)."""
+    """(layers to mask, notes) by maskd's one rule (``core.layered.choice``, copied beside this script)."""
+    from maskd_layer_choice import Layer, choose
+
     items = list(_walk(image.get_layers()))
-    paint = [(ly, path, shown) for ly, path, shown in items if not ly.is_group()]
-    notes = []
-    if not spec or spec in (["default"],):
-        visible = [(ly, path) for ly, path, shown in paint if shown]
-        if not visible:
-            raise RuntimeError("no visible paint layer to mask; name one with --layers")
-        chosen = next(((ly, p) for ly, p in reversed(visible) if not _is_flat(ly)), visible[-1])
-        candidates = [chosen]
-    elif spec in (["all"], ["visible"]):
-        candidates = [(ly, p) for ly, p, shown in paint if spec == ["all"] or shown]
-    else:
-        candidates = []
-        for name in spec:
-            found = [(ly, p) for ly, p, _ in items if name in (ly.get_name(), p)]
-            if not found:
-                known = ", ".join(repr(p) for _, p, _ in items)
-                raise RuntimeError(f"no layer named {name!r} (layers: {known})")
-            candidates += [c for c in found if all(c[1] != k[1] for k in candidates)]
-    chosen = []
-    for layer, path in candidates:
-        if layer.is_group():
-            notes.append(f"{path}: is a group (groups are not masked; name a layer inside it)")
-        elif layer.get_mask() is not None:
-            notes.append(f"{path}: already has a mask (left as it is)")
-        else:
-            chosen.append((layer, path))
-    return chosen, notes
+    layers = [
+        Layer(p, ly.get_name(), "group" if ly.is_group() else "paint", shown, ly.get_mask() is not None)
+        for ly, p, shown in items
+    ]
+    indices, notes = choose(layers, spec, lambda i: _is_flat(items[i][0]))
+    return [(items[i][0], items[i][1]) for i in indices], notes
 
 
 def _mask_layer(proc, image, layer, options):
@@ -205,38 +185,14 @@ def find_gimp() -> list[str]:
 
 
 def run(args) -> int:
-    import tempfile
-    from pathlib import Path
+    from maskd.server.layered_batch import run_editor
 
-    from maskd.server.client import batch_daemon
-    from maskd.server.layered_batch import plan_editor_batch, run_editor_batch
-
-    plan, skipped = plan_editor_batch(args.folder, ".xcf", args.output, args.in_place, args.overwrite)
-    if skipped:
-        print(
-            f"maskd gimp-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
-            file=sys.stderr,
-        )
-    if not plan:
-        return 0
-    command = shlex.split(args.editor_command) if args.editor_command else find_gimp()
-    home = Path(args.folder if args.in_place else args.output)
-    home.mkdir(parents=True, exist_ok=True)
-    job_dir = Path(tempfile.mkdtemp(prefix=".maskd-gimp-batch-", dir=home)).resolve()
-    try:
-        shutil.copyfile(__file__, job_dir / "maskd_gimp_batch.py")
-        job_file = job_dir / "job.json"
+    def launch(command, job_dir):
         expression = (
             f"import sys; sys.path.insert(0, {str(job_dir)!r}); import maskd_gimp_batch; "
-            f"maskd_gimp_batch.inside_gimp({str(job_file)!r})"
+            f"maskd_gimp_batch.inside_gimp({str(job_dir / 'job.json')!r})"
         )
-        gimp = command + ["-i", "-d", "-f", "--batch-interpreter=python-fu-eval", "-b", expression, "--quit"]
-        env = dict(os.environ)
-        if args.connection_file:
-            env["MASKD_CONNECTION_FILE"] = str(Path(args.connection_file).resolve())
-        job = {"layers": args.layers, "options": {"quality": args.quality, "refine": not args.no_refine}}
-        say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-        with batch_daemon(args.connection_file, [], say=say):
-            return run_editor_batch("gimp", gimp, plan, job, job_dir, quiet=args.quiet, env=env)
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+        argv = command + ["-i", "-d", "-f", "--batch-interpreter=python-fu-eval", "-b", expression, "--quit"]
+        return argv, dict(os.environ)
+
+    return run_editor(args, "gimp", ".xcf", __file__, find_gimp, launch)

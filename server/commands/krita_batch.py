@@ -87,36 +87,14 @@ def _has_mask(node) -> bool:
 
 
 def _choose(doc, spec):
-    """(nodes to mask, notes) by maskd's rule (see core.layered.select_layers)."""
+    """(nodes to mask, notes) by maskd's one rule (``core.layered.choice``, copied beside this script)."""
+    from maskd_layer_choice import Layer, choose
+
+    kinds = {"paintlayer": "paint", "grouplayer": "group"}
     items = list(_walk(doc.rootNode()))
-    paint = [(n, p, shown) for n, p, shown in items if n.type() == "paintlayer"]
-    notes = []
-    if not spec or spec == ["default"]:
-        visible = [(n, p) for n, p, shown in paint if shown]
-        if not visible:
-            raise RuntimeError("no visible paint layer to mask; name one with --layers")
-        candidates = [next(((n, p) for n, p in reversed(visible) if not _is_flat(n, doc)), visible[-1])]
-    elif spec in (["all"], ["visible"]):
-        candidates = [(n, p) for n, p, shown in paint if spec == ["all"] or shown]
-    else:
-        candidates = []
-        for name in spec:
-            found = [(n, p) for n, p, _ in items if name in (n.name(), p)]
-            if not found:
-                known = ", ".join(repr(p) for _, p, _ in items)
-                raise RuntimeError(f"no layer named {name!r} (layers: {known})")
-            candidates += [c for c in found if all(c[1] != k[1] for k in candidates)]
-    chosen = []
-    for node, path in candidates:
-        if node.type() == "grouplayer":
-            notes.append(f"{path}: is a group (groups are not masked; name a layer inside it)")
-        elif node.type() != "paintlayer":
-            notes.append(f"{path}: is a {node.type()}, not a paint layer")
-        elif _has_mask(node):
-            notes.append(f"{path}: already has a mask (left as it is)")
-        else:
-            chosen.append((node, path))
-    return chosen, notes
+    layers = [Layer(p, n.name(), kinds.get(n.type(), n.type()), shown, _has_mask(n)) for n, p, shown in items]
+    indices, notes = choose(layers, spec, lambda i: _is_flat(items[i][0], doc))
+    return [(items[i][0], items[i][1]) for i in indices], notes
 
 
 def inside_krita(args) -> None:
@@ -197,34 +175,11 @@ def find_kritarunner() -> list[str]:
 
 
 def run(args) -> int:
-    import tempfile
-    from pathlib import Path
+    from maskd.server.layered_batch import run_editor
 
-    from maskd.server.client import batch_daemon
-    from maskd.server.layered_batch import plan_editor_batch, run_editor_batch
-
-    plan, skipped = plan_editor_batch(args.folder, ".kra", args.output, args.in_place, args.overwrite)
-    if skipped:
-        print(
-            f"maskd krita-batch: {skipped} file(s) skipped: the output exists (--overwrite replaces)",
-            file=sys.stderr,
-        )
-    if not plan:
-        return 0
-    command = shlex.split(args.editor_command) if args.editor_command else find_kritarunner()
-    home = Path(args.folder if args.in_place else args.output)
-    home.mkdir(parents=True, exist_ok=True)
-    job_dir = Path(tempfile.mkdtemp(prefix=".maskd-krita-batch-", dir=home)).resolve()
-    try:
-        shutil.copyfile(__file__, job_dir / "maskd_krita_batch.py")
+    def launch(command, job_dir):
         env = dict(os.environ, QT_QPA_PLATFORM=os.environ.get("QT_QPA_PLATFORM", "offscreen"))
         env["PYTHONPATH"] = str(job_dir) + os.pathsep + env.get("PYTHONPATH", "")
-        if args.connection_file:
-            env["MASKD_CONNECTION_FILE"] = str(Path(args.connection_file).resolve())
-        krita = command + ["-s", "maskd_krita_batch", "-f", "inside_krita", str(job_dir / "job.json")]
-        job = {"layers": args.layers, "options": {"quality": args.quality, "refine": not args.no_refine}}
-        say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
-        with batch_daemon(args.connection_file, [], say=say):
-            return run_editor_batch("krita", krita, plan, job, job_dir, quiet=args.quiet, env=env)
-    finally:
-        shutil.rmtree(job_dir, ignore_errors=True)
+        return command + ["-s", "maskd_krita_batch", "-f", "inside_krita", str(job_dir / "job.json")], env
+
+    return run_editor(args, "krita", ".kra", __file__, find_kritarunner, launch)

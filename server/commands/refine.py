@@ -22,18 +22,6 @@ from maskd.core.limits import option_type
 HELP = "Refine a rough mask to a full-resolution alpha (no model needed)"
 
 
-def _roi(text: str) -> tuple[int, int, int, int]:
-    try:
-        parts = tuple(int(p) for p in text.replace(" ", "").split(","))
-    except ValueError:
-        parts = ()
-    if len(parts) != 4 or parts[2] <= 0 or parts[3] <= 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not X,Y,WIDTH,HEIGHT with a positive size (e.g. 10,20,300,400)"
-        )
-    return parts
-
-
 def _maybe_gpu() -> bool:
     """Cheap signs of a GPU torch could use (no torch import)."""
     if sys.platform == "darwin":
@@ -53,21 +41,9 @@ def refine_device(name: str) -> str:
     return str(pick_device(name))
 
 
-def _unit(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if 1.0 <= value < 255.0:  # an 8-bit level, as editors show thresholds
-        value /= 255.0
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: give a level between 0 and 1 (or 1..254 on the 8-bit scale)"
-        )
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from maskd.server import options
+
     parser.add_argument("image", metavar="IMAGE", help="the photo (PNG/JPEG/TIFF/WebP; 8/16-bit, gray, RGBA)")
     parser.add_argument(
         "--mask",
@@ -90,46 +66,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CUT.png",
         help="also write the cut-out: foreground colours with the alpha (RGBA PNG/TIFF/WebP)",
     )
-    parser.add_argument(
-        "--quality",
-        choices=["fast", "default", "quality"],
-        default="default",
-        help="fast: narrowest band, no back-projection (~2.5× faster); quality: wider band, more sharpening",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=_unit,
-        metavar="LEVEL",
-        help="make the mask hard at this level (0..1, or 1..254), with an anti-aliased edge",
-    )
-    parser.add_argument(
-        "--grow",
-        type=option_type("grow"),
-        default=0,
-        metavar="PX",
-        help="grow (or shrink, if negative) by PX pixels",
-    )
-    parser.add_argument(
-        "--feather",
-        type=option_type("feather"),
-        default=0.0,
-        metavar="PX",
-        help="soften the edge by PX pixels",
-    )
-    parser.add_argument("--fill-holes", action="store_true", help="make enclosed transparent holes opaque")
-    parser.add_argument("--invert", action="store_true", help="keep the background instead of the subject")
+    options.add_matte(parser)
     parser.add_argument(
         "--no-decontaminate",
         action="store_true",
         help="keep the image's own colours at soft edges (FG output = IMAGE's colours)",
     )
     parser.add_argument(
-        "--no-refine",
-        action="store_true",
-        help="only resize the mask smoothly to the image (no edge refinement)",
-    )
-    parser.add_argument(
-        "--roi", type=_roi, metavar="X,Y,W,H", help="work only inside this rectangle; alpha 0 outside"
+        "--roi", type=options.roi, metavar="X,Y,W,H", help="work only inside this rectangle; alpha 0 outside"
     )
     parser.add_argument("--linear", action="store_true", help="IMAGE holds linear-light values (not sRGB)")
     parser.add_argument(
@@ -145,13 +89,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="half-width of the refined band, in pixels of the mask's working grid",
     )
     parser.add_argument("--bits", type=int, choices=[8, 16], default=8, help="bit depth of the written files")
-    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    options.add_overwrite_quiet(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     from maskd.core import imageio, pipeline
     from maskd.core.errors import InputError
+    from maskd.server import batch, options
 
     started = time.perf_counter()
     outputs = [Path(p) for p in (args.output, args.fg_out, args.rgba_out) if p]
@@ -162,24 +107,24 @@ def run(args: argparse.Namespace) -> int:
         o.resolve() for o in outputs
     }:
         raise InputError("the output paths must differ from each other and from IMAGE")
+    batch.check_plan([(Path(args.image), o) for o in outputs], protected=[args.mask])
+    existing = [o for o in outputs if o.exists()]
+    if existing and not args.overwrite:
+        if not args.quiet:
+            print(f"maskd refine: {existing[0]} exists: skipped (--overwrite replaces it)")
+        return 0
+    batch.prepare_folders([(Path(args.image), o) for o in outputs])
     image = imageio.read_image(args.image)
     mask = imageio.read_mask(args.mask)
     want_fg = bool(args.fg_out or args.rgba_out)
-    options = pipeline.CutoutOptions(
-        refine=not args.no_refine,
-        quality=args.quality,
-        decontaminate=want_fg and not args.no_decontaminate,
-        threshold=args.threshold,
-        grow=args.grow,
-        feather=args.feather,
-        fill_holes=args.fill_holes,
-        invert=args.invert,
+    cutout_options = pipeline.CutoutOptions(
+        **options.matte_options(args, colours=want_fg and not args.no_decontaminate),
         roi=args.roi,
         linear=args.linear,
         band_radius=args.band,
         device=refine_device(args.device),
     )
-    result = pipeline.refine(image, mask, options)
+    result = pipeline.refine(image, mask, cutout_options)
     convert = imageio.to_uint16 if args.bits == 16 else imageio.to_uint8
     imageio.write_image(args.output, convert(result.alpha))
     colours = None
