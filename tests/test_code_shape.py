@@ -35,7 +35,7 @@ BEING_RESHAPED = {
     "server/daemon.py::run_job",
 }
 DATA_TABLES: dict[str, str] = {
-    "server/options.py::add_finishing": "the finishing options' argparse declarations (11 options, one call each)",
+    "server/options.py::add_finishing": "argparse declarations of 11 options",
 }
 
 
