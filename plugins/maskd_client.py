@@ -1030,7 +1030,7 @@ LABELS = {
     "shadow.contact": "Contact only",
     "shadow.drop": "Drop",
     "shadow.front": "Front",
-    "shadow_opacity": "Shadow opacity",
+    "shadow_color": "Shadow colour",
     "background": "Add background layer",
     "background_color": "Background colour",
     "run": "Remove Background",

@@ -9,8 +9,6 @@ queued waits for that job, whose client hears about it.
 
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 from pathlib import Path
 
@@ -18,26 +16,8 @@ import pytest
 from maskd.plugins import maskd_client as mc
 
 from tests.daemon_fixtures import RunningDaemon, make_image, short_tmp
-
-INSTALLED = ("lite", "lite-2k")
-REPOS = {"lite": "ZhengPeng7/BiRefNet_lite", "lite-2k": "ZhengPeng7/BiRefNet_lite-2K"}
-
-
-def hf_cache_with(folder: Path, weights: Path, presets=INSTALLED) -> Path:
-    """A Hugging Face hub cache in which ``presets`` are downloaded (all as ``weights``)."""
-    for name in presets:
-        repo = folder / ("models--" + REPOS[name].replace("/", "--"))
-        snapshot = repo / "snapshots" / ("a" * 40)
-        snapshot.mkdir(parents=True, exist_ok=True)
-        (repo / "refs").mkdir(exist_ok=True)
-        (repo / "refs" / "main").write_text("a" * 40)
-        target = snapshot / "model.safetensors"
-        if not target.exists():
-            try:
-                os.link(weights, target)
-            except OSError:
-                shutil.copyfile(weights, target)
-    return folder
+from tests.editors.conftest import INSTALLED_PRESETS as INSTALLED
+from tests.editors.conftest import hf_cache_with
 
 
 def serve(folder: Path, cache: Path, *args: str) -> RunningDaemon:

@@ -37,6 +37,27 @@ NO_AUTOSTART = (
 )
 ROOT = Path(os.environ.get("MASKD_EDITORS_ROOT", "/var/cache/maskd/trixie-root"))
 DAEMON_RESOLUTION = 256  # model input size for editor tests: a real forward in ~1-2 s on CI's CPU
+# presets "installed" for the editors' daemon (all the generated lite weights): the plugins' model
+# list comes from the engine, and a switch between two of them is real
+INSTALLED_PRESETS = ("lite", "lite-2k")
+_REPOS = {"lite": "ZhengPeng7/BiRefNet_lite", "lite-2k": "ZhengPeng7/BiRefNet_lite-2K"}
+
+
+def hf_cache_with(folder: Path, weights: Path, presets=INSTALLED_PRESETS) -> Path:
+    """A Hugging Face hub cache in which ``presets`` are downloaded (each one is ``weights``)."""
+    for name in presets:
+        repo = folder / ("models--" + _REPOS[name].replace("/", "--"))
+        snapshot = repo / "snapshots" / ("a" * 40)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text("a" * 40)
+        target = snapshot / "model.safetensors"
+        if not target.exists():
+            try:
+                os.link(weights, target)
+            except OSError:
+                shutil.copyfile(weights, target)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -89,16 +110,16 @@ class EditorsDaemon:
 
 @pytest.fixture(scope="session")
 def editors_daemon(tmp_path_factory, lite_weights) -> EditorsDaemon:
-    """``maskd serve`` with the generated-weights lite model, stopped at the end of the session."""
+    """``maskd serve --model lite`` from a Hugging Face cache in which ``INSTALLED_PRESETS`` are
+    downloaded (the generated lite weights), stopped at the end of the session."""
     run_dir = tmp_path_factory.mktemp("maskd-run")
     run_dir.chmod(0o700)
     connection = run_dir / "connection.json"
-    env = maskd_env(MASKD_CONNECTION_FILE=connection)
+    cache = hf_cache_with(tmp_path_factory.mktemp("hf-cache"), lite_weights)
+    env = maskd_env(MASKD_CONNECTION_FILE=connection, HF_HUB_CACHE=cache, HF_HUB_OFFLINE="1")
     serve = maskd_command() + [
         "serve",
-        "--weights",
-        str(lite_weights),
-        "--variant",
+        "--model",
         "lite",
         "--device",
         "cpu",
