@@ -201,9 +201,11 @@ class Progress:
     def __init__(self):
         Gimp.progress_init(TITLE + "…")
         self.stage = None
+        self.stages = []  # every stage shown, in order (the timings file records them)
 
     def set(self, stage, fraction):
         if stage != self.stage:
+            self.stages.append(maskd_client.stage_text(stage))
             Gimp.progress_set_text(f"{TITLE}: {maskd_client.stage_text(stage)}…")
             self.stage = stage
         Gimp.progress_update(max(0.0, min(1.0, fraction)))
@@ -584,6 +586,8 @@ def remove_background(image, drawables, settings, progress):
         "write": t_write - t_daemon,
         "total": t_write - t0,
         "daemon_timings": timings,
+        "model": result.info.get("model"),
+        "stages": progress.stages,
     }
 
 
@@ -709,7 +713,7 @@ def _show_dialog(procedure, config, image, drawables):
     first.append("quality")
     main = dialog.fill_box("main-box", first)
     installed, served = engine_models(HERE)
-    row, _combo = _model_row(config, installed, served)
+    row, combo = _model_row(config, installed, served)
     main.pack_start(row, False, False, 0)
     main.reorder_child(row, len(first) - 1)  # Model just above Quality
     dialog.get_label("edges-title", L["group.edges"], False, False)
@@ -721,18 +725,18 @@ def _show_dialog(procedure, config, image, drawables):
     dialog.fill_frame("shadow-frame", "add-shadow", False, "shadow-box")
     dialog.fill_frame("background-frame", "add-background", False, "background-color")
     dialog.fill(["main-box", "edges-frame", "shadow-frame", "background-frame"])
-    report = os.environ.get("MASKD_GIMP_DIALOG_REPORT")
+    report = os.environ.get("MASKD_GIMP_DIALOG_REPORT")  # a folder
     if report:  # tests: what the dialog shows, and a screenshot (GLib runs it inside dialog.run)
         from gi.repository import GLib as _GLib
 
-        _GLib.timeout_add(1500, _report_dialog, dialog, main, report)
+        _GLib.timeout_add(1500, _report_dialog, dialog, main, report, combo)
     try:
         return dialog.run()
     finally:
         dialog.destroy()
 
 
-def _report_dialog(dialog, main, folder):
+def _report_dialog(dialog, main, folder, combo):
     """Write the dialog's first group (visible controls) and a PNG of the dialog to ``folder``."""
     import json
 
@@ -752,14 +756,16 @@ def _report_dialog(dialog, main, folder):
         "first_group": [" ".join(t for t in words(c) if t) for c in controls],
         "first_group_count": len(controls),
         "title": dialog.get_title(),
+        "models": [[row[1], row[0]] for row in combo.get_model()],  # (id, text)
     }
+    n = len([f for f in os.listdir(folder) if f.startswith("gimp-dialog-") and f.endswith(".json")])
     window = dialog.get_window()
     if window is not None:
         pixbuf = Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height())
         if pixbuf is not None:
-            pixbuf.savev(os.path.join(folder, "gimp-dialog.png"), "png", [], [])
-            info["screenshot"] = True
-    with open(os.path.join(folder, "gimp-dialog.json"), "w", encoding="utf-8") as fh:
+            pixbuf.savev(os.path.join(folder, f"gimp-dialog-{n}.png"), "png", [], [])
+            info["screenshot"] = f"gimp-dialog-{n}.png"
+    with open(os.path.join(folder, f"gimp-dialog-{n}.json"), "w", encoding="utf-8") as fh:
         json.dump(info, fh)
     return False
 
