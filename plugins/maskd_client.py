@@ -1005,8 +1005,8 @@ def ensure_daemon(
 LABELS = {
     "title": "Remove Background",
     "output": "Output",
-    "output.mask.gimp": "Layer mask (editable)",
-    "output.mask.krita": "Transparency mask (editable)",
+    "output.mask.gimp": "Layer mask",
+    "output.mask.krita": "Transparency mask",
     "output.apply": "Apply to the layer",
     "output.layer": "New layer with the cut-out",
     "output.selection": "Selection",

@@ -209,6 +209,12 @@ class GuiCheck(Extension):
         from maskd import runner
 
         shots = os.path.dirname(OUT)
+
+        def shot(name):
+            """The docker's whole content (also what scrolls), as a person sees it."""
+            body = docker.widget().widget() if hasattr(docker.widget(), "widget") else docker.widget()
+            body.grab().save(os.path.join(shots, name))
+
         docker.show()
         docker.raise_()
         _spin(300)
@@ -241,7 +247,7 @@ class GuiCheck(Extension):
                 [body.sizeHint().width(), body.sizeHint().height()]
             ]
 
-        docker.grab().save(os.path.join(shots, "krita-docker-before.png"))
+        shot("krita-docker-before.png")
         res["geometry_before"] = geometry()
         during = []
 
@@ -258,7 +264,7 @@ class GuiCheck(Extension):
         res["geometry_during"] = during[-1][1] if during else None
         res["geometry_after"] = geometry()
         res["switch_served"] = job.info.get("model")
-        docker.grab().save(os.path.join(shots, "krita-docker-after.png"))
+        shot("krita-docker-after.png")
         res["docker_after_text"] = docker.stage_label.text()
         # 3. replace / combine with the mask the layer now has: never a second mask
         job = maskd.start_job(doc, layer, "transparency-mask", {"model": "lite", "existing_mask": "replace"})
@@ -314,7 +320,7 @@ class GuiCheck(Extension):
             _spin(200)
             res["missing_status_text"] = docker.status_label.text()
             res["geometry_error"] = geometry()
-            docker.grab().save(os.path.join(shots, "krita-docker-error.png"))
+            shot("krita-docker-error.png")
         finally:
             with open(config_path, "w", encoding="utf-8") as fh:
                 fh.write(good)
