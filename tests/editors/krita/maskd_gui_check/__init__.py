@@ -52,6 +52,21 @@ def _masks(node):
     return [n.name() for n in node.childNodes() if n.type() == "transparencymask"]
 
 
+def _fresh_status(docker):
+    """Ask the engine again now (a running probe thread must finish first: a QThread object
+    dropped while it runs aborts Krita)."""
+    for _ in range(100):
+        if docker._probe is None or not docker._probe.isRunning():
+            break
+        _spin(100)
+    docker.refresh_status()
+    for _ in range(100):
+        _spin(100)
+        if docker._probe is None or not docker._probe.isRunning():
+            break
+    _spin(300)  # the answer's queued signal
+
+
 def _tree(node):
     return [[c.name(), c.type(), _tree(c)] for c in node.childNodes()]
 
@@ -228,8 +243,7 @@ class GuiCheck(Extension):
             "background": docker.background_box.text(),
         }
         # 1. the model list is the engine's installed presets
-        docker._probe = None
-        docker.refresh_status()
+        _fresh_status(docker)
         for _ in range(100):
             if docker.model_box.findData("lite-2k") >= 0:
                 break
@@ -311,13 +325,7 @@ class GuiCheck(Extension):
             _wait_job(job)
             res["missing_error"] = [job.error.code, job.error.message] if job.error is not None else None
             res["missing_docker_text"] = docker.stage_label.text()
-            docker._probe = None
-            docker.refresh_status()
-            for _ in range(50):
-                _spin(100)
-                if docker._probe is not None and not docker._probe.isRunning():
-                    break
-            _spin(200)
+            _fresh_status(docker)
             res["missing_status_text"] = docker.status_label.text()
             res["geometry_error"] = geometry()
             shot("krita-docker-error.png")
