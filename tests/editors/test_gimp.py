@@ -863,7 +863,8 @@ def test_a_stale_remembered_preset_runs_with_the_served_model(gimp_results, refe
     got = load(gimp_results["out"], r["after"]["mask"])
     want, _ = reference(case)
     assert np.abs(got - want).max() <= TOL
-    assert "“birefnet-2023” is not installed; using “lite” instead" in gimp_results["log"]
+    notes = [run.get("note") for run in _runs(gimp_results)]
+    assert "The model “birefnet-2023” is not installed; using “lite” instead." in notes, notes
 
 
 def test_missing_engine_reads_as_a_person_reads_it(gimp_results):

@@ -202,6 +202,7 @@ class Progress:
         Gimp.progress_init(TITLE + "…")
         self.stage = None
         self.stages = []  # every stage shown, in order (the timings file records them)
+        self.note = ""  # told to the user after a run that worked (e.g. a model fallback)
 
     def set(self, stage, fraction):
         if stage != self.stage:
@@ -282,7 +283,7 @@ def choose_model(client, model, progress):
     if model in installed:
         client.switch_model(model, progress=progress.daemon)
         return
-    Gimp.message(maskd_client.MESSAGES["model_fallback"].format(wanted=model, served=served or "?"))
+    progress.note = maskd_client.MESSAGES["model_fallback"].format(wanted=model, served=served or "?")
 
 
 def engine_models(config_folder):
@@ -588,6 +589,7 @@ def remove_background(image, drawables, settings, progress):
         "daemon_timings": timings,
         "model": result.info.get("model"),
         "stages": progress.stages,
+        "note": progress.note,
     }
 
 
@@ -898,7 +900,10 @@ class RemoveBackground(Gimp.PlugIn):
                 Gimp.message(f"{TITLE}: could not open the dialog ({exc}); using the last values.")
         try:
             settings = _settings(config)
-            timings = remove_background(image, drawables, settings, Progress())
+            progress = Progress()
+            timings = remove_background(image, drawables, settings, progress)
+            if progress.note:
+                Gimp.message(progress.note)
         except PluginError as exc:
             return _error(procedure, str(exc))
         except Exception as exc:  # a bug: say what, not a traceback wall; the log has the details
