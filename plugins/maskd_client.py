@@ -1060,8 +1060,8 @@ MESSAGES = {
         "“maskd install-plugins” so that the plug-in can start it."
     ),
     "start_missing": (
-        "The maskd engine could not be started: its program is missing (moved or uninstalled). "
-        "Install maskd again and run “maskd install-plugins”. Details: {log}"
+        "The maskd engine could not be started: its program is missing. "
+        "Install maskd again and run “maskd install-plugins”."
     ),
     "start_failed": "The maskd engine failed to start (exit {code}). The reason is in {log}",
     "model_fallback": "The model “{wanted}” is not installed; using “{served}” instead.",
@@ -1096,12 +1096,7 @@ def start_command_problem(config: dict) -> str | None:
 
         found = shutil.which(program) is not None
     if not found:
-        return MESSAGES["start_missing"].format(
-            log=os.path.join(
-                os.path.dirname((config or {}).get("connection_file") or default_connection_file()) or ".",
-                "autostart.log",
-            )
-        )
+        return MESSAGES["start_missing"]
     return None
 
 

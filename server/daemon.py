@@ -479,7 +479,10 @@ class Daemon:
         ahead = [j for j in self.jobs.values() if not j._done and j.identity != identity]
         job = Job(job_id, req.id, identity, "switch_model", dict(req.header), [], None)
         if ahead or self.running is not None:
-            job.stage = f"Waiting for {len(ahead) or 1} job(s) of another client"
+            n = len(ahead) or 1
+            job.stage = (
+                "Waiting for 1 job of another editor" if n == 1 else f"Waiting for {n} jobs of other editors"
+            )
             for other in ahead:  # their client hears that the model changes after their job
                 other.updates.append(
                     (f"{other.stage} (the model changes to {name} after this job)", other.fraction)

@@ -656,7 +656,7 @@ def test_gui_missing_engine_reads_as_a_person_reads_it(krita):
     assert "/opt/maskd-moved" not in message, "the path belongs in the log, not the message"
     status = gui["missing_status_text"]
     assert "starts on first use" not in status, status
-    assert "could not be started" in status, status
+    assert "its program is missing" in status and "maskd install-plugins" in status, status
 
 
 def test_gui_existing_mask_is_replaced_or_combined_never_stacked(krita):

@@ -32,6 +32,13 @@ TITLE = "Background Removal"
 STATUS_INTERVAL_MS = 15000
 MIN_HEIGHT = 120  # the docker may shrink to this; the rest scrolls
 L = mc.LABELS
+# the status line's two lines: the short form of why the engine cannot be started
+STATUS_TEXTS = {
+    mc.MESSAGES["not_running"]: "Engine not running. Start it with “maskd serve”.",
+    mc.MESSAGES[
+        "start_missing"
+    ]: "Engine not running, and its program is missing: run “maskd install-plugins”.",
+}
 
 
 def engine_model(hello: dict, status: dict) -> str:
@@ -94,7 +101,11 @@ class _StatusProbe(QThread):
                     problem = mc.start_command_problem(load_config())
                 except JobError as err:
                     problem = err.message
-                message = problem or "Engine not running; it starts on first use."
+                message = (
+                    STATUS_TEXTS.get(problem, problem)
+                    if problem
+                    else "Engine not running; it starts on first use."
+                )
             self.answered.emit(False, message, "")
 
 
@@ -344,6 +355,7 @@ class BackgroundRemovalDocker(DockWidget):
         self.refresh_status()
 
     def _message(self, text: str, error: bool = False):
+        self.stage_label.setToolTip(text)
         if error:
             self.stage_label.setText(f"<span style='color:#d33'>{html.escape(text)}</span>")
         else:

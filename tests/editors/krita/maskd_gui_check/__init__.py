@@ -261,6 +261,7 @@ class GuiCheck(Extension):
                 [body.sizeHint().width(), body.sizeHint().height()]
             ]
 
+        docker._message("")  # (the earlier checks' last message)
         shot("krita-docker-before.png")
         res["geometry_before"] = geometry()
         during = []
