@@ -278,9 +278,20 @@ class BackgroundRemovalDocker(DockWidget):
     def _show_background(self, *_):
         """A colour swatch icon and the colour's name; the button keeps the theme's own look, so
         it is greyed out like every other control while "Add background layer" is off."""
+        colour, base = QColor(self.background_color), self.background_button.palette().button().color()
         pixmap = QPixmap(14, 14)
-        pixmap.fill(QColor(self.background_color))
-        self.background_button.setIcon(QIcon(pixmap))
+        pixmap.fill(colour)
+        icon = QIcon(pixmap)
+        dim = QPixmap(14, 14)  # disabled: the colour faded into the theme's button colour
+        dim.fill(
+            QColor(
+                (colour.red() + 3 * base.red()) // 4,
+                (colour.green() + 3 * base.green()) // 4,
+                (colour.blue() + 3 * base.blue()) // 4,
+            )
+        )
+        icon.addPixmap(dim, QIcon.Disabled)
+        self.background_button.setIcon(icon)
         self.background_button.setText(self.background_color)
         self.background_button.setStyleSheet("")
 
