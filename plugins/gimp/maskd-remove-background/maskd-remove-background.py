@@ -728,10 +728,8 @@ def _show_dialog(procedure, config, image, drawables):
     dialog.fill_frame("background-frame", "add-background", False, "background-color")
     dialog.fill(["main-box", "edges-frame", "shadow-frame", "background-frame"])
     report = os.environ.get("MASKD_GIMP_DIALOG_REPORT")  # a folder
-    if report:  # tests: what the dialog shows, and a screenshot (GLib runs it inside dialog.run)
-        from gi.repository import GLib as _GLib
-
-        _GLib.timeout_add(1500, _report_dialog, dialog, main, report, combo)
+    if report:  # tests: what the dialog showed when OK was pressed, and a screenshot of it
+        dialog.connect("response", lambda *_: _report_dialog(dialog, main, report, combo))
     try:
         return dialog.run()
     finally:
