@@ -681,6 +681,18 @@ def _model_row(config, installed, served):
     return row, combo
 
 
+def _align_labels(box, row):
+    """Give the Model row's label the width of GIMP's own labels in ``box`` (one column)."""
+    from gi.repository import GimpUi, Gtk
+
+    group = Gtk.SizeGroup(mode=Gtk.SizeGroupMode.HORIZONTAL)
+    for child in box.get_children():
+        if isinstance(child, GimpUi.Labeled):
+            group.add_widget(child.get_label())
+    group.add_widget(row.get_children()[0])
+    row._size_group = group  # keep it alive as long as the row
+
+
 def _only_when(dialog, prop, other, values):
     """Grey out ``prop`` unless ``other`` has one of ``values`` (GIMP's own sensitivity rule)."""
     try:
@@ -718,6 +730,10 @@ def _show_dialog(procedure, config, image, drawables):
     row, combo = _model_row(config, installed, served)
     main.pack_start(row, False, False, 0)
     main.reorder_child(row, len(first) - 1)  # Model just above Quality
+    try:
+        _align_labels(main, row)
+    except Exception:  # only looks: never let it stop the dialog
+        pass
     dialog.get_label("edges-title", L["group.edges"], False, False)
     dialog.fill_box("edges-box", ["refine", "decontaminate"])
     dialog.fill_frame("edges-frame", "edges-title", False, "edges-box")
