@@ -709,7 +709,7 @@ def test_one_undo_restores_the_original(gimp_results, name):
     [
         ("absent", ["not running"]),
         ("finish_absent", ["not running"]),
-        ("finish_bad_settings", ["shadow direction", "sideways"]),
+        ("finish_bad_settings", ["Shadow direction", "sideways"]),
         ("autostart_fails", ["failed to start", "autostart.log"]),
         ("group", ["layer group"]),
         ("alpha_with_mask", ["already has a layer mask"]),
