@@ -975,7 +975,7 @@ def ensure_daemon(
         proc = subprocess.Popen([str(c) for c in command], **kwargs)
     except OSError as exc:
         _log_line(log, f"could not run {command!r}: {exc}")
-        raise MaskdClientError("unavailable", MESSAGES["start_missing"].format(log=log_path), False) from None
+        raise MaskdClientError("unavailable", MESSAGES["start_missing"], False) from None
     finally:
         if log is not subprocess.DEVNULL:
             log.close()
