@@ -697,6 +697,32 @@ class Client:
         finally:
             other.close()
 
+    # -- models: what is installed, and changing the served one (daemons before 0.2 lack both)
+    def models(self) -> dict:
+        """``installed`` (presets whose weights are here: [{name, resolution, licence, notes}]),
+        ``served`` (the preset the daemon serves), ``model_state``, ``switching``.
+        An older daemon without the request: only the served model, from ``hello``."""
+        try:
+            return self._call({"op": "models"}, timeout=min(self.timeout, 10.0))[0]
+        except MaskdClientError as exc:
+            if exc.code != "bad_request":
+                raise
+        served = (self.hello_info or {}).get("model")
+        name = served.get("name") if isinstance(served, dict) else served
+        return {"installed": [{"name": name}] if name else [], "served": name, "model_state": None}
+
+    def switch_model(self, name: str, progress=None, timeout=None) -> dict:
+        """Make the daemon serve the installed preset ``name`` (a preset name, never a path).
+        Waits for jobs queued before it (``progress`` hears "Waiting for …" and "Loading model");
+        returns the ``models`` reply after the switch."""
+        job_id = uuid.uuid4().hex
+        self._current_job = job_id
+        try:
+            fields = {"op": "switch_model", "model": str(name)}
+            return self._call(fields, progress=progress, timeout=timeout, job_id=job_id)[0]
+        finally:
+            self._current_job = None
+
     # -- pixel ops
     def _check_image(self, pixels, width, height, layout, dtype):
         if layout not in LAYOUT_CHANNELS:
@@ -1095,12 +1121,7 @@ def ensure_daemon(
             raise
         command = config.get("daemon_command") or []
         if not config.get("autostart", True) or not command:
-            raise MaskdClientError(
-                "unavailable",
-                "maskd is not running. Start it with `maskd serve` "
-                "(or enable autostart in the plugin settings).",
-                True,
-            ) from None
+            raise MaskdClientError("unavailable", MESSAGES["not_running"], True) from None
     if progress is not None:
         progress("starting engine", 0.0)
     env = dict(os.environ, MASKD_CONNECTION_FILE=cfile)
@@ -1110,6 +1131,7 @@ def ensure_daemon(
         log = open(os.path.join(log_dir, "autostart.log"), "ab")
     except OSError:
         log = subprocess.DEVNULL
+    log_path = os.path.join(log_dir, "autostart.log")
     kwargs = {"stdin": subprocess.DEVNULL, "stdout": log, "stderr": log, "env": env, "close_fds": True}
     if sys.platform == "win32":
         kwargs["creationflags"] = 0x00000008 | 0x00000200  # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP
@@ -1118,10 +1140,8 @@ def ensure_daemon(
     try:
         proc = subprocess.Popen([str(c) for c in command], **kwargs)
     except OSError as exc:
-        raise MaskdClientError(
-            "unavailable",
-            f"could not start maskd with {command[0]!r}: {exc}. Reinstall with `maskd install-plugins`.",
-        ) from None
+        _log_line(log, f"could not run {command!r}: {exc}")
+        raise MaskdClientError("unavailable", MESSAGES["start_missing"], False) from None
     finally:
         if log is not subprocess.DEVNULL:
             log.close()
@@ -1135,12 +1155,123 @@ def ensure_daemon(
                 raise
         code = proc.poll()
         if code not in (None, 0):
-            raise MaskdClientError(
-                "unavailable",
-                f"maskd failed to start (exit {code}); see {os.path.join(log_dir, 'autostart.log')}",
-            )
+            raise MaskdClientError("unavailable", MESSAGES["start_failed"].format(code=code, log=log_path))
         if time.monotonic() > deadline:
             raise MaskdClientError("timeout", f"maskd did not start within {start_timeout:.0f} s", True)
         if progress is not None:
             progress(stage, 0.0)
         time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- words for people
+# ONE table of the words both plugins show (GIMP's dialog, Krita's docker): the same option has the
+# same name in both editors. Where each editor has its own noun for a thing (GIMP's "layer mask",
+# Krita's "transparency mask"), both are here, side by side.
+
+LABELS = {
+    "title": "Remove Background",
+    "output": "Output",
+    "output.mask.gimp": "Layer mask",
+    "output.mask.krita": "Transparency mask",
+    "output.apply": "Apply to the layer",
+    "output.layer": "New layer with the cut-out",
+    "output.selection": "Selection",
+    "existing_mask": "Existing mask",
+    "existing_mask.intersect": "Combine with it",
+    "existing_mask.replace": "Replace it",
+    "model": "Model",
+    "model.default": "Engine's model",
+    "quality": "Quality",
+    "quality.default": "Default",
+    "quality.fast": "Fast",
+    "quality.quality": "Best",
+    "refine": "Refine edges (hair, fur)",
+    "decontaminate": "Clean edge colours",
+    "use_selection": "Only inside the selection",
+    "group.edges": "Edges",
+    "group.finishing": "Product photo",
+    "shadow": "Add shadow layer",
+    "shadow_style": "Shadow style",
+    "shadow.soft": "Soft",
+    "shadow.contact": "Contact only",
+    "shadow.drop": "Drop",
+    "shadow.front": "Front",
+    "shadow_color": "Shadow colour",
+    "background": "Add background layer",
+    "background_color": "Background colour",
+    "run": "Remove Background",
+    "cancel": "Cancel",
+}
+
+# What the daemon and the plugins call each step, as a person reads it in a progress bar.
+STAGES = {
+    "connecting to engine": "Connecting to the engine",
+    "starting engine": "Starting the engine",
+    "loading model": "Loading model",
+    "queued": "Waiting for the engine",
+    "reading pixels": "Reading the layer",
+    "sending pixels": "Sending the layer",
+    "decoding": "Preparing the image",
+    "model": "Finding the subject",
+    "upsample": "Refining edges",
+    "back-projection": "Refining edges",
+    "foreground": "Cleaning edge colours",
+    "encoding": "Finishing",
+    "done": "Done",
+}
+
+MESSAGES = {
+    "not_running": (
+        "The maskd engine is not running. Start it with “maskd serve”, or run "
+        "“maskd install-plugins” so that the plug-in can start it."
+    ),
+    "start_missing": (
+        "The maskd engine could not be started: its program is missing. "
+        "Install maskd again and run “maskd install-plugins”."
+    ),
+    "start_failed": "The maskd engine failed to start (exit {code}). The reason is in {log}",
+    "model_fallback": "The model “{wanted}” is not installed; using “{served}” instead.",
+}
+
+
+def label(key: str) -> str:
+    """The shown words for ``key`` (a key of ``LABELS``)."""
+    return LABELS[key]
+
+
+def stage_text(stage: str) -> str:
+    """A daemon/plugin stage as a person reads it ("model" -> "Finding the subject"); unknown
+    stages (a newer daemon's) keep their words, capitalised."""
+    text = str(stage or "")
+    head, sep, rest = text.partition(" (")
+    words = STAGES.get(head.lower(), head[:1].upper() + head[1:])
+    return words + (sep + rest if sep else "")
+
+
+def start_command_problem(config: dict) -> str | None:
+    """Why the plugin could not start the engine (no autostart, no command, the program missing),
+    or None when ``config["daemon_command"]`` can be run. Checked without running it."""
+    command = [str(c) for c in (config or {}).get("daemon_command") or []]
+    if not (config or {}).get("autostart", True) or not command:
+        return MESSAGES["not_running"]
+    program = command[0]
+    if os.sep in program or (os.altsep and os.altsep in program):
+        found = os.path.isfile(program) and os.access(program, os.X_OK)
+    else:
+        import shutil
+
+        found = shutil.which(program) is not None
+    if not found:
+        return MESSAGES["start_missing"]
+    return None
+
+
+def _log_line(log, text: str) -> None:
+    """One line in the autostart log (details a person does not need in the message)."""
+    if log is subprocess.DEVNULL:
+        return
+    try:
+        log.write((time.strftime("%Y-%m-%d %H:%M:%S ") + text + "\n").encode("utf-8", "replace"))
+        log.flush()
+    except OSError:
+        pass

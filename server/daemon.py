@@ -455,6 +455,82 @@ class Daemon:
         self._send(identity, P.reply_fields(req.id, "result", stopping=True, pid=os.getpid()))
         self.stop_requested.set()
 
+    # -- models / switch_model: which presets are installed, and changing the served one
+    def _op_models(self, identity, req) -> None:
+        self._send(identity, P.reply_fields(req.id, "result", **model_choice(self)))
+
+    def _op_switch_model(self, identity, req) -> None:
+        name = req.header.get("model")
+        installed = {m["name"] for m in installed_presets()}
+        if not isinstance(name, str) or name not in installed:
+            known = ", ".join(sorted(installed)) or "none"
+            raise P.ProtocolError(
+                "model_unavailable",
+                f"The model “{name}” is not installed; installed models: {known}. "
+                "Install one with `maskd fetch NAME`.",
+            )
+        if self.model_state == "failed":
+            raise P.ProtocolError("model_unavailable", f"the model could not be loaded: {self.model_error}")
+        job_id = req.header.get("job") or req.id
+        if job_id in self.jobs:  # resent after a reconnect: replies go to the new connection
+            existing = self.jobs[job_id]
+            existing.identity, existing.request_id, existing.changed = identity, req.id, True
+            return
+        ahead = [j for j in self.jobs.values() if not j._done and j.identity != identity]
+        job = Job(job_id, req.id, identity, "switch_model", dict(req.header), [], None)
+        if ahead or self.running is not None:
+            n = len(ahead) or 1
+            job.stage = (
+                "Waiting for 1 job of another editor" if n == 1 else f"Waiting for {n} jobs of other editors"
+            )
+            for other in ahead:  # their client hears that the model changes after their job
+                other.updates.append(
+                    (f"{other.stage} (the model changes to {name} after this job)", other.fraction)
+                )
+                other.changed = True
+        else:
+            job.stage = "Loading model"
+        self.jobs[job_id] = job
+        self.queue.put(job)
+        self._send_job_progress(job)
+
+    def _worker_switch(self, job: Job, out) -> None:
+        """Worker thread: unload the served model, load the installed preset ``job.header["model"]``
+        (the daemon's device/precision/resolution settings stay), or keep the old one on failure."""
+        if job.cancel.is_set() or job._done:
+            return
+        name = job.header["model"]
+        self.running = job
+        job.state, job.stage, job.fraction, job.changed = "running", "Loading model", 0.0, True
+        job.updates.append((job.stage, 0.0))
+        out.send(b"wake")
+        old_session, old_spec, old_state = self.session, self.config.spec, self.model_state
+        try:
+            from maskd.core.session import SessionSpec
+
+            base = old_spec or SessionSpec()
+            spec = dataclasses.replace(base, model=name, weights=None, variant=None, patch_order=None)
+            self.model_state = "loading"
+            if old_session is not None:
+                old_session.unload()
+            session = make_session(dataclasses.replace(self.config, spec=spec))
+            session.load()
+            self.session, self.config.spec, self.model_state = session, spec, "ready"
+            log.info("switched the model to %s on request: %s", name, self.describe_model())
+            fields = P.reply_fields(None, "result", job=job.job_id, **model_choice(self))
+        except Exception as exc:
+            self.session, self.config.spec = old_session, old_spec
+            self.model_state = "unloaded" if old_state in ("ready", "unloaded") else old_state
+            log.error("could not switch the model to %s: %s", name, traceback.format_exc())
+            fields = P.error_fields(
+                None, "model_unavailable", f"The model “{name}” could not be loaded: {exc}"
+            )
+        finally:
+            self.running = None
+            self.last_work = time.monotonic()
+        if job.finish():
+            out.send_multipart([b"reply", job.job_id.encode(), P.encode_header(fields)])
+
     def _op_segment(self, identity, req) -> None:
         self._enqueue(identity, req)
 
@@ -552,6 +628,9 @@ class Daemon:
                 item = self.queue.get()
                 if item is None:
                     break
+                if isinstance(item, Job) and item.op == "switch_model":
+                    self._worker_switch(item, out)
+                    continue
                 if item == "unload":
                     if self.session is not None and self.running is None:
                         log.info("idle for %.0f s: unloading the model", self.config.idle_unload_s)
@@ -668,6 +747,32 @@ class Daemon:
             fields.get("code", "ok"),
             time.perf_counter() - t0,
         )
+
+
+def installed_presets() -> list:
+    """The presets whose weights are in the local cache (no network): what a switch may load."""
+    try:
+        from maskd.core import presets, weights
+
+        return [
+            {"name": p.name, "resolution": list(p.resolution), "licence": p.licence, "notes": p.notes}
+            for p in presets.PRESETS.values()
+            if weights.cached_path(p.repo_id, p.filename) is not None
+        ]
+    except Exception:
+        return []
+
+
+def model_choice(daemon: Daemon) -> dict:
+    """The ``models`` reply: installed presets, the served one and its state."""
+    served = daemon.describe_model().get("name")
+    switching = next((j.header.get("model") for j in daemon.jobs.values() if j.op == "switch_model"), None)
+    return {
+        "installed": installed_presets(),
+        "served": served,
+        "model_state": daemon.model_state,
+        "switching": switching,
+    }
 
 
 class AlreadyRunning(MaskdError):

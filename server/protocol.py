@@ -28,7 +28,7 @@ LAYOUT_CHANNELS = {"RGBA": 4, "BGRA": 4, "RGB": 3, "GRAY": 1, "GRAYA": 2}
 DTYPES = {"u8": np.dtype("<u1"), "u16": np.dtype("<u2"), "f16": np.dtype("<f2"), "f32": np.dtype("<f4")}
 ALPHA_DTYPES = ("u8", "u16", "f32")
 TRANSFERS = ("srgb", "linear")
-OPS = ("hello", "ping", "status", "segment", "refine", "cancel", "shutdown")
+OPS = ("hello", "ping", "status", "segment", "refine", "cancel", "shutdown", "models", "switch_model")
 PIXEL_OPS = ("segment", "refine")
 
 # code -> whether retrying the same request can help

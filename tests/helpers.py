@@ -430,3 +430,27 @@ EXPECTED = {
         "AppData/Roaming/Microsoft/Windows/Start Menu/Programs/Startup/maskd.cmd",
     ),
 }
+
+
+# the editors' daemon: presets "installed" (all the generated lite weights)
+# presets "installed" for the editors' daemon (all the generated lite weights): the plugins' model
+# list comes from the engine, and a switch between two of them is real
+INSTALLED_PRESETS = ("lite", "lite-2k")
+_REPOS = {"lite": "ZhengPeng7/BiRefNet_lite", "lite-2k": "ZhengPeng7/BiRefNet_lite-2K"}
+
+
+def hf_cache_with(folder: Path, weights: Path, presets=INSTALLED_PRESETS) -> Path:
+    """A Hugging Face hub cache in which ``presets`` are downloaded (each one is ``weights``)."""
+    for name in presets:
+        repo = folder / ("models--" + _REPOS[name].replace("/", "--"))
+        snapshot = repo / "snapshots" / ("a" * 40)
+        snapshot.mkdir(parents=True, exist_ok=True)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text("a" * 40)
+        target = snapshot / "model.safetensors"
+        if not target.exists():
+            try:
+                os.link(weights, target)
+            except OSError:
+                shutil.copyfile(weights, target)
+    return folder

@@ -39,6 +39,7 @@ def _settings(**changes):
 class _Progress:
     def __init__(self):
         self.stages = []
+        self.note = ""  # what the plug-in tells the user after a run (e.g. a model fallback)
 
     def set(self, stage, fraction):
         self.stages.append(stage)

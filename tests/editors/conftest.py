@@ -20,12 +20,13 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
+    DAEMON_RESOLUTION,
     EDITORS,
     REPO,
     ROOT,
+    hf_cache_with,
     maskd_command,
     maskd_env,
-    serve_arguments,
     skip_or_fail,
     stop_daemon,
 )
@@ -65,12 +66,24 @@ class EditorsDaemon:
 
 @pytest.fixture(scope="session")
 def editors_daemon(tmp_path_factory, lite_weights) -> EditorsDaemon:
-    """``maskd serve`` with the generated-weights lite model, stopped at the end of the session."""
+    """``maskd serve --model lite`` from a Hugging Face cache in which ``INSTALLED_PRESETS`` are
+    downloaded (the generated lite weights), stopped at the end of the session."""
     run_dir = tmp_path_factory.mktemp("maskd-run")
     run_dir.chmod(0o700)
     connection = run_dir / "connection.json"
-    env = maskd_env(MASKD_CONNECTION_FILE=connection)
-    serve = maskd_command() + serve_arguments(lite_weights, run_dir / "daemon.log")
+    cache = hf_cache_with(tmp_path_factory.mktemp("hf-cache"), lite_weights)
+    env = maskd_env(MASKD_CONNECTION_FILE=connection, HF_HUB_CACHE=cache, HF_HUB_OFFLINE="1")
+    serve = maskd_command() + [
+        "serve",
+        "--model",
+        "lite",
+        "--device",
+        "cpu",
+        "--resolution",
+        str(DAEMON_RESOLUTION),
+        "--log-file",
+        str(run_dir / "daemon.log"),
+    ]
     r = subprocess.run(serve, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     if r.returncode != 0:
         pytest.fail(f"maskd serve failed: {r.stdout}{r.stderr}")

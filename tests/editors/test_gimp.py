@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from maskd.installers.plugins import CONFIG_NAME, GIMP_PLUGIN_NAME, PLUGINS_DIR
+from maskd.plugins import maskd_client as mc
 
 from tests.helpers import (
+    INSTALLED_PRESETS,
     NO_AUTOSTART,
     REPO,
     differing_files,
@@ -34,6 +36,7 @@ from tests.helpers import (
 )
 
 pytestmark = [pytest.mark.editors]
+LABELS = mc.LABELS  # the one table of words both plugins show
 
 GIMP_SCRIPTS = Path(__file__).resolve().parent / "gimp"
 PLUGIN_FILE = PLUGINS_DIR / "gimp" / GIMP_PLUGIN_NAME / f"{GIMP_PLUGIN_NAME}.py"
@@ -273,6 +276,31 @@ def build_cases(plugin_config_path: Path, work: Path, autostart_command: list[st
             seed=23,
         ),
     ]
+    # the engine program is gone (moved, uninstalled): a message for a person, details in the log
+    moved = {
+        "path": str(plugin_config_path),
+        "config": {
+            "connection_file": str(work / "no-daemon" / "connection.json"),
+            "autostart": True,
+            "daemon_command": ["/opt/maskd-moved/bin/maskd", "serve"],
+        },
+    }
+    cases += [
+        Case("missing_engine", plugin_config=moved, seed=25),
+        # the dialog with a mask and a selection: the choices that then matter appear
+        Case(
+            "dialog_mask_selection",
+            interactive=True,
+            existing_mask=split_mask(*CANVAS),
+            selection=(10, 8, 60, 40),
+            seed=26,
+        ),
+        # models: a switch to the other installed preset and back, and a name remembered from an
+        # older version (not installed): runs with the served model
+        Case("model_switch", args={"model": "lite-2k"}, seed=27),
+        Case("model_back", args={"model": "lite"}, seed=28),
+        Case("model_stale", args={"model": "birefnet-2023"}, seed=29),
+    ]
     if autostart_command:
         cases.append(Case("autostart", plugin_config=autostart, seed=24))
     return cases
@@ -345,7 +373,12 @@ def gimp_results(editors_root, editors_daemon, gimp_home, tmp_path_factory, lite
             work,
             editors_daemon,
             "run_cases.py",
-            env={"MASKD_PLAN": str(data / "plan.json"), "OUT_DIR": str(out)},
+            env={
+                "MASKD_PLAN": str(data / "plan.json"),
+                "OUT_DIR": str(out),
+                "MASKD_GIMP_DIALOG_REPORT": str(out),
+                "MASKD_GIMP_TIMINGS": str(out / "runs.jsonl"),
+            },
             binds=daemon_binds,
         )
         autostarted = read_json(autostart_run / "connection.json")  # before stopping removes it
@@ -676,7 +709,7 @@ def test_one_undo_restores_the_original(gimp_results, name):
     [
         ("absent", ["not running"]),
         ("finish_absent", ["not running"]),
-        ("finish_bad_settings", ["shadow direction", "sideways"]),
+        ("finish_bad_settings", ["Shadow direction", "sideways"]),
         ("autostart_fails", ["failed to start", "autostart.log"]),
         ("group", ["layer group"]),
         ("alpha_with_mask", ["already has a layer mask"]),
@@ -803,3 +836,80 @@ def test_a_system_python_is_never_mounted_over_the_editors_root(monkeypatch):
     monkeypatch.setattr(sys, "base_prefix", str(REPO))
     monkeypatch.setattr(sys, "prefix", str(REPO / ".venv"))
     assert host_python_binds() == {str(REPO.resolve()): str(REPO.resolve())}
+
+
+def _runs(gimp_results) -> list:
+    path = gimp_results["out"] / "runs.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_model_switch_from_gimp_reports_progress(gimp_results, editors_daemon):
+    for name in ("model_switch", "model_back"):
+        result(gimp_results, name)
+    runs = _runs(gimp_results)
+    switched = [r for r in runs if r.get("model") == "lite-2k"]
+    assert switched, [r.get("model") for r in runs]
+    assert "Loading model" in switched[0]["stages"], switched[0]["stages"]
+    assert any(r.get("model") == "lite" for r in runs[runs.index(switched[0]) :]), "and back"
+    with mc.connect(str(editors_daemon.connection_file)) as client:
+        models = client.models()
+    assert [m["name"] for m in models["installed"]] == list(INSTALLED_PRESETS)
+    assert models["served"] == "lite"
+
+
+def test_a_stale_remembered_preset_runs_with_the_served_model(gimp_results, reference):
+    r = result(gimp_results, "model_stale")
+    case = gimp_results["cases"]["model_stale"]
+    got = load(gimp_results["out"], r["after"]["mask"])
+    want, _ = reference(case)
+    assert np.abs(got - want).max() <= TOL
+    notes = [run.get("note") for run in _runs(gimp_results)]
+    assert "The model “birefnet-2023” is not installed; using “lite” instead." in notes, notes
+
+
+def test_missing_engine_reads_as_a_person_reads_it(gimp_results):
+    r = result(gimp_results, "missing_engine", expect_success=False)
+    message = r["error"]
+    assert "The maskd engine could not be started" in message, message
+    assert "maskd install-plugins" in message and "Errno" not in message
+    assert "/opt/maskd-moved" not in message
+    assert_unchanged(gimp_results, r)
+
+
+def _dialogs(gimp_results) -> list:
+    out = gimp_results["out"]
+    return [
+        json.loads((out / f"gimp-dialog-{n}.json").read_text())
+        for n in range(2)
+        if (out / f"gimp-dialog-{n}.json").exists()
+    ]
+
+
+def test_dialog_first_group_is_small_and_shows_what_matters(gimp_results):
+    dialogs = _dialogs(gimp_results)
+    assert len(dialogs) == 2, "both interactive runs reported their dialog"
+    plain, with_mask = dialogs
+    assert plain["first_group_count"] <= 6 and with_mask["first_group_count"] <= 6
+    words = " | ".join(plain["first_group"])
+    assert LABELS["output"] in words and LABELS["model"] in words and LABELS["quality"] in words
+    assert LABELS["existing_mask"] not in words, "no mask: the existing-mask choice is hidden"
+    assert LABELS["use_selection"] not in words, "no selection: the selection choice is hidden"
+    assert [m[0] for m in plain["models"] if m[0]] == list(INSTALLED_PRESETS), "the engine's models"
+    words = " | ".join(with_mask["first_group"])
+    assert LABELS["existing_mask"] in words and LABELS["use_selection"] in words
+    for d in dialogs:
+        assert (gimp_results["out"] / d["screenshot"]).stat().st_size > 1000
+
+
+def test_labels_are_the_shared_table(gimp_results):
+    nicks = gimp_results["registration"]["nicks"]
+    for arg, key in (
+        ("output", "output"),
+        ("quality", "quality"),
+        ("refine", "refine"),
+        ("decontaminate", "decontaminate"),
+        ("add-shadow", "shadow"),
+        ("add-background", "background"),
+        ("existing-mask", "existing_mask"),
+    ):
+        assert nicks[arg] == LABELS[key], (arg, nicks[arg])

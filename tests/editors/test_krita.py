@@ -33,6 +33,7 @@ from maskd.plugins import maskd_client as mc
 
 from tests.helpers import (
     CACHE,
+    INSTALLED_PRESETS,
     NO_AUTOSTART,
     REPO,
     differing_files,
@@ -47,6 +48,7 @@ from tests.helpers import (
 )
 
 pytestmark = [pytest.mark.editors, pytest.mark.slow]
+LABELS = mc.LABELS  # the one table of words both plugins show
 
 HERE = Path(__file__).resolve().parent
 CHECKS = HERE / "krita"
@@ -585,7 +587,7 @@ def test_gui_plugin_loaded_from_kritarc_docker_action_and_undo(krita):
     assert gui["new_layer"][-2:] == ["subject", "subject (cut-out)"]
     assert gui["new_layer_after_undo"][-1] == "subject" and len(gui["new_layer_after_undo"]) == 2
     assert gui["selection_set"] == [0, 0, 64, 48]
-    assert "engine connected" in gui["status_text"]
+    assert "Engine connected" in gui["status_text"]
     # the button and the Tools > Scripts action run the same job on the active layer
     assert gui["button_jobs"] == 1 and gui["action_jobs"] == 1
     assert gui["button_run_enabled_after"]
@@ -623,3 +625,68 @@ def test_gui_shadow_and_background_undo(krita):
     assert all("subject" in [n[0] for n in t] for t in trees), "the processed layer is never missing"
     assert trees[-1] == before, "after all the job's steps the original node tree is back"
     assert gui["pixels_unchanged_after_finish_undo"]
+
+
+def _gui(krita):
+    gui = krita.gui
+    assert gui and "crash" not in gui, gui.get("crash") or krita.gui_log[-3000:]
+    return gui
+
+
+def test_gui_model_list_comes_from_the_engine_and_a_switch_reports_progress(krita):
+    gui = _gui(krita)
+    assert [m for m in gui["model_items"] if m] == list(INSTALLED_PRESETS), gui["model_texts"]
+    assert gui["switch_error"] is None, gui["switch_error"]
+    assert "Loading model" in gui["switch_stages"], gui["switch_stages"]
+    assert gui["switch_served"] == "lite-2k", "the job ran with the model switched to"
+    assert gui["replace_served"] == "lite", "and back"
+
+
+def test_gui_a_stale_remembered_preset_runs_with_the_served_model(krita):
+    gui = _gui(krita)
+    assert gui["stale_error"] is None, gui["stale_error"]
+    assert "“birefnet-2023” is not installed; using “lite” instead" in gui["stale_note"]
+    assert "not installed" in gui["stale_docker_text"]
+
+
+def test_gui_missing_engine_reads_as_a_person_reads_it(krita):
+    gui = _gui(krita)
+    code, message = gui["missing_error"]
+    assert code == "unavailable"
+    assert message.startswith("The maskd engine could not be started"), message
+    assert "maskd install-plugins" in message and "Errno" not in message
+    assert "/opt/maskd-moved" not in message, "the path belongs in the log, not the message"
+    status = gui["missing_status_text"]
+    assert "starts on first use" not in status, status
+    assert "its program is missing" in status and "maskd install-plugins" in status, status
+
+
+def test_gui_existing_mask_is_replaced_or_combined_never_stacked(krita):
+    gui = _gui(krita)
+    assert gui["replace_error"] is None and gui["combine_error"] is None
+    assert gui["masks_after_replace"] == ["Background Removal"]
+    assert gui["masks_after_combine"] == ["Background Removal"]
+    assert gui["combine_keeps_black"], "what the old mask hid stays hidden"
+    assert gui["combine_undo_steps"] == 2  # the new mask added, the old one removed
+
+
+def test_gui_docker_is_small_and_steady(krita):
+    gui = _gui(krita)
+    assert gui["docker_scroll"] == "QScrollArea"
+    assert gui["docker_min_height"] <= 300, gui["docker_min_height"]
+    before = gui["geometry_before"]
+    assert gui["geometry_during"] == before, "the docker's widgets do not move during a run"
+    assert gui["geometry_after"] == before, "nor after it"
+    assert gui["geometry_error"] == before, "nor for an error"
+    assert gui["background_button"] == {"enabled": False, "stylesheet": ""}
+    for name in ("krita-docker-before.png", "krita-docker-after.png", "krita-docker-error.png"):
+        assert (krita.work / name).stat().st_size > 1000, name
+
+
+def test_gui_words_are_the_shared_table(krita):
+    gui = _gui(krita)
+    words = gui["krita_words"]
+    assert words["quality"] == [LABELS["quality.default"], LABELS["quality.fast"], LABELS["quality.quality"]]
+    assert words["existing_mask"] == [LABELS["existing_mask.intersect"], LABELS["existing_mask.replace"]]
+    for key in ("refine", "decontaminate", "shadow", "background"):
+        assert words[key] == LABELS[key]

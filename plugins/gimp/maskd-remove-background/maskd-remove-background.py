@@ -33,32 +33,34 @@ import maskd_client  # noqa: E402
 PROC_NAME = "plug-in-maskd-remove-background"
 TITLE = "Remove Background"
 
+L = maskd_client.LABELS  # the words both plugins show (one table, in the shared client)
+
 # (nick, label, help) — the nick is what scripts pass; the order is the dialog's order.
 OUTPUTS = [
-    ("mask", "Layer mask", "Add the matte as a layer mask you can keep painting on (non-destructive)"),
-    ("alpha", "Apply to alpha channel", "Multiply the layer's alpha channel by the matte (destructive)"),
-    ("layer", "New cut-out layer", "Add a new layer above with the cut-out (decontaminated colours)"),
-    ("selection", "Selection", "Replace the selection with the matte"),
+    ("mask", L["output.mask.gimp"], "Add the result as a layer mask you can keep painting on"),
+    ("alpha", L["output.apply"], "Multiply the layer's alpha channel by the result (destructive)"),
+    ("layer", L["output.layer"], "Add a new layer above with the cut-out"),
+    ("selection", L["output.selection"], "Replace the selection with the result"),
 ]
 EXISTING_MASK = [
     (
         "intersect",
-        "Combine (keep what the old mask hides)",
-        "New mask = the old mask intersected with the matte: nothing painted out comes back",
+        L["existing_mask.intersect"],
+        "Keep what the old mask hides: nothing painted out comes back",
     ),
-    ("replace", "Replace", "Discard the old mask and use the matte instead"),
+    ("replace", L["existing_mask.replace"], "Discard the old mask and use the new one"),
 ]
 QUALITIES = [
-    ("default", "Default", "Guided-filter refinement at full resolution"),
-    ("fast", "Fast", "Cheaper refinement"),
-    ("quality", "Best", "Wider uncertain edge band, more refinement steps (slower)"),
+    ("default", L["quality.default"], "Balanced edge refinement"),
+    ("fast", L["quality.fast"], "Quicker, simpler edges"),
+    ("quality", L["quality.quality"], "Slower, the finest edges"),
 ]
 # The styles of `maskd remove --shadow` (core/shadow.py, docs/finishing.md).
 SHADOW_STYLES = [
-    ("soft", "Soft", "Short diffuse floor shadow in front of the base, with a contact shadow"),
-    ("contact", "Contact", "Only the dark band where the object touches its floor"),
-    ("drop", "Drop", "Longer shadow falling back-right (window-light look)"),
-    ("front", "Front", "Shadow falling towards the viewer"),
+    ("soft", L["shadow.soft"], "Short diffuse floor shadow in front of the base, with a contact shadow"),
+    ("contact", L["shadow.contact"], "Only the dark band where the object touches its floor"),
+    ("drop", L["shadow.drop"], "Longer shadow falling back-right (window-light look)"),
+    ("front", L["shadow.front"], "Shadow falling towards the viewer"),
 ]
 
 
@@ -199,16 +201,19 @@ class Progress:
     def __init__(self):
         Gimp.progress_init(TITLE + "…")
         self.stage = None
+        self.stages = []  # every stage shown, in order (the timings file records them)
+        self.note = ""  # told to the user after a run that worked (e.g. a model fallback)
 
     def set(self, stage, fraction):
         if stage != self.stage:
-            Gimp.progress_set_text(f"{TITLE}: {stage}…")
+            self.stages.append(maskd_client.stage_text(stage))
+            Gimp.progress_set_text(f"{TITLE}: {maskd_client.stage_text(stage)}…")
             self.stage = stage
         Gimp.progress_update(max(0.0, min(1.0, fraction)))
 
     def daemon(self, stage, fraction):
         """Progress reported by the daemon (queued / loading model / model / refine …)."""
-        if stage in ("starting engine", "loading model", "queued"):
+        if str(stage).lower().startswith(("starting engine", "loading model", "queued", "waiting")):
             self.set(stage, 0.05)
             Gimp.progress_pulse()
         else:
@@ -241,20 +246,10 @@ def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress, sha
     except maskd_client.MaskdClientError as exc:
         raise PluginError(_daemon_message(exc)) from None
     try:
-        served = (client.hello_info or {}).get("model")
-        served_name = served.get("name") if isinstance(served, dict) else served
-        is_path = isinstance(served_name, str) and (os.sep in served_name or "." in served_name)
-        if model and served_name and not is_path and model != served_name:
-            raise PluginError(
-                f"maskd serves the model “{served_name}”, not “{model}”. Restart it with "
-                f"`maskd stop` and `maskd serve --model {model}`, or leave the model option "
-                "empty to use the running one."
-            )
+        choose_model(client, model, progress)
         _x, _y, w, h = rect
         progress.set("sending pixels", 0.1)
         opts = dict(options)
-        if model:
-            opts["model"] = model
         return client.segment(
             pixels,
             w,
@@ -274,16 +269,52 @@ def ask_daemon(pixels, rect, fmt, options, want_foreground, model, progress, sha
         client.close()
 
 
+def choose_model(client, model, progress):
+    """Make the daemon serve ``model`` when that preset is installed (a switch with "Loading
+    model" progress). A remembered name that is not installed (from an older plug-in, typed by
+    hand) runs with the served model, and GIMP shows a note: a run never fails for it."""
+    if not model:
+        return
+    models = client.models()
+    served = models.get("served") or ""
+    installed = [m.get("name") for m in models.get("installed") or [] if isinstance(m, dict)]
+    if model == served:
+        return
+    if model in installed:
+        client.switch_model(model, progress=progress.daemon)
+        return
+    progress.note = maskd_client.MESSAGES["model_fallback"].format(wanted=model, served=served or "?")
+
+
+def engine_models(config_folder):
+    """(installed preset names, served name) from a running daemon, or ([], "") when none runs:
+    the dialog never starts the engine (that waits for OK)."""
+    try:
+        config = maskd_client.load_plugin_config(config_folder)
+        client = maskd_client.connect(config.get("connection_file") or None, timeout=3.0)
+    except maskd_client.MaskdClientError:
+        return [], ""
+    try:
+        models = client.models()
+        names = [m.get("name") for m in models.get("installed") or [] if isinstance(m, dict)]
+        return [n for n in names if isinstance(n, str) and n], str(models.get("served") or "")
+    except maskd_client.MaskdClientError:
+        return [], ""
+    finally:
+        client.close()
+
+
 def _daemon_message(exc):
+    """The client's message (written for a person) with what to do next where it helps."""
     hints = {
-        "unavailable": "",
-        "timeout": " The daemon may be overloaded; try again, or check `maskd status`.",
-        "out_of_memory": " Try a smaller layer or selection, or `maskd serve --device cpu`.",
-        "model_unavailable": " Run `maskd doctor` to see which weights are missing (`maskd fetch`).",
-        "too_large": " Process a selection of the layer, or raise `maskd serve --max-pixels`.",
+        "timeout": " The engine may be busy or stuck: try again, or restart it (“maskd stop”).",
+        "out_of_memory": " Select a smaller part of the layer and try again.",
+        "model_unavailable": " “maskd doctor” says which model files are missing.",
+        "too_large": " Select a smaller part of the layer and try again.",
         "busy": " Another image is being processed; try again in a moment.",
     }
-    return f"maskd: {exc.message}{hints.get(exc.code, '')}"
+    text = exc.message[:1].upper() + exc.message[1:]
+    return text + hints.get(exc.code, "")
 
 
 def _write_rect(drawable, rect, fmt_name, data):
@@ -439,7 +470,11 @@ def shadow_request(settings):
     """The daemon's ``shadow`` field (``maskd remove --shadow`` syntax), or None without a shadow."""
     if not settings["add_shadow"]:
         return None
-    extra = settings["shadow_settings"].strip().strip(",")
+    extra = [settings["shadow_settings"].strip().strip(",")]
+    colour = settings.get("shadow_color")
+    if colour:
+        extra.append("color=" + colour)
+    extra = ",".join(e for e in extra if e)
     return settings["shadow_style"] + ("," + extra if extra else "")
 
 
@@ -552,6 +587,9 @@ def remove_background(image, drawables, settings, progress):
         "write": t_write - t_daemon,
         "total": t_write - t0,
         "daemon_timings": timings,
+        "model": result.info.get("model"),
+        "stages": progress.stages,
+        "note": progress.note,
     }
 
 
@@ -570,9 +608,22 @@ def _settings(config):
         "add_shadow": bool(config.get_property("add-shadow")),
         "shadow_style": config.get_property("shadow-style"),
         "shadow_settings": config.get_property("shadow-settings") or "",
+        "shadow_color": shadow_colour_text(config.get_property("shadow-color")),
         "add_background": bool(config.get_property("add-background")),
         "background_color": background_colour(config.get_property("background-color")),
     }
+
+
+def shadow_colour_text(colour):
+    """``#rrggbb`` for the shadow's colour, or None for the style's own (black; also a transparent
+    colour, which GIMP 3.0 hands scripts instead of the declared default)."""
+    if colour is None:
+        return None
+    red, green, blue, alpha = colour.get_rgba()
+    if alpha <= 0.0:
+        return None
+    text = "#" + "".join(f"{round(max(0.0, min(1.0, c)) * 255):02x}" for c in (red, green, blue))
+    return None if text == "#000000" else text
 
 
 def background_colour(colour):
@@ -596,33 +647,143 @@ def _error(procedure, message):
     )
 
 
-def _show_dialog(procedure, config):
+def _has_mask(drawables):
+    try:
+        drawable = drawables[0] if len(drawables) == 1 else None
+        if isinstance(drawable, Gimp.LayerMask):
+            return True
+        return isinstance(drawable, Gimp.Layer) and drawable.get_mask() is not None
+    except Exception:
+        return False
+
+
+def _model_row(config, installed, served):
+    """Model: the engine's installed presets in a list (never free text). A remembered name that
+    is not installed stays listed, marked, and runs with the served model."""
+    from gi.repository import Gtk
+
+    wanted = (config.get_property("model") or "").strip()
+    combo = Gtk.ComboBoxText()
+    combo.append("", L["model.default"] + (f" ({served})" if served else ""))
+    for name in installed:
+        combo.append(name, name + (" (loaded)" if name == served else ""))
+    if wanted and wanted not in installed:
+        combo.append(wanted, f"{wanted} (not installed)" if installed else wanted)
+    combo.set_active_id(wanted)
+    combo.connect("changed", lambda box: config.set_property("model", box.get_active_id() or ""))
+    if not installed:
+        combo.set_tooltip_text("The engine is not running: the list fills when it runs")
+    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=6)
+    text = Gtk.Label(label=L["model"], xalign=0.0)
+    row.pack_start(text, False, False, 0)
+    row.pack_start(combo, True, True, 0)
+    row.show_all()
+    return row, combo
+
+
+def _align_labels(box, row):
+    """Give the Model row's label the width of GIMP's own labels in ``box`` (one column)."""
+    from gi.repository import GimpUi, Gtk
+
+    group = Gtk.SizeGroup(mode=Gtk.SizeGroupMode.HORIZONTAL)
+    for child in box.get_children():
+        if isinstance(child, GimpUi.Labeled):
+            group.add_widget(child.get_label())
+    group.add_widget(row.get_children()[0])
+    row._size_group = group  # keep it alive as long as the row
+
+
+def _only_when(dialog, prop, other, values):
+    """Grey out ``prop`` unless ``other`` has one of ``values`` (GIMP's own sensitivity rule)."""
+    try:
+        array = Gimp.ValueArray.new(len(values))
+        for value in values:
+            gvalue = GObject.Value(GObject.TYPE_STRING, value)
+            array.append(gvalue)
+        dialog.set_sensitive_if_in(prop, None, other, array, True)
+    except Exception:  # older bindings: the option stays available, and is ignored where useless
+        pass
+
+
+def _show_dialog(procedure, config, image, drawables):
+    """GIMP's filter-dialog order: the common choices first (at most six), then groups, each
+    option only where it does something (the existing-mask choice with a mask, the selection
+    choice with a selection, colour cleaning for the cut-out layer)."""
     gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi
 
     GimpUi.init(PROC_NAME)
+    colour = config.get_property("background-color")
+    if colour is None or colour.get_rgba()[3] <= 0.0:  # show the white that will be used
+        config.set_property("background-color", Gegl.Color.new("#ffffff"))
     dialog = GimpUi.ProcedureDialog.new(procedure, config, TITLE)
-    # The finishing options sit in frames whose title is their toggle (greyed out while it is off).
-    dialog.fill_box("shadow-box", ["shadow-style", "shadow-settings"])
+    first = ["output"]
+    if _has_mask(drawables):
+        first.append("existing-mask")
+        _only_when(dialog, "existing-mask", "output", ["mask"])
+    if not Gimp.Selection.is_empty(image):
+        first.append("use-selection")
+    first.append("quality")
+    main = dialog.fill_box("main-box", first)
+    installed, served = engine_models(HERE)
+    row, combo = _model_row(config, installed, served)
+    main.pack_start(row, False, False, 0)
+    main.reorder_child(row, len(first) - 1)  # Model just above Quality
+    try:
+        _align_labels(main, row)
+    except Exception:  # only looks: never let it stop the dialog
+        pass
+    dialog.get_label("edges-title", L["group.edges"], False, False)
+    dialog.fill_box("edges-box", ["refine", "decontaminate"])
+    dialog.fill_frame("edges-frame", "edges-title", False, "edges-box")
+    _only_when(dialog, "decontaminate", "output", ["layer"])
+    # the finishing options sit in frames whose title is their toggle (greyed out while it is off)
+    dialog.fill_box("shadow-box", ["shadow-style", "shadow-color"])
     dialog.fill_frame("shadow-frame", "add-shadow", False, "shadow-box")
     dialog.fill_frame("background-frame", "add-background", False, "background-color")
-    dialog.fill(
-        [
-            "output",
-            "existing-mask",
-            "refine",
-            "decontaminate",
-            "quality",
-            "model",
-            "use-selection",
-            "shadow-frame",
-            "background-frame",
-        ]
-    )
+    dialog.fill(["main-box", "edges-frame", "shadow-frame", "background-frame"])
+    report = os.environ.get("MASKD_GIMP_DIALOG_REPORT")  # a folder
+    if report:  # tests: what the dialog showed when OK was pressed, and a screenshot of it
+        dialog.connect("response", lambda *_: _report_dialog(dialog, main, report, combo))
     try:
         return dialog.run()
     finally:
         dialog.destroy()
+
+
+def _report_dialog(dialog, main, folder, combo):
+    """Write the dialog's first group (visible controls) and a PNG of the dialog to ``folder``."""
+    import json
+
+    from gi.repository import Gdk
+
+    def words(widget):
+        texts = []
+        if hasattr(widget, "get_label") and isinstance(widget.get_label(), str):
+            texts.append(widget.get_label())
+        if hasattr(widget, "get_children"):
+            for child in widget.get_children():
+                texts += words(child)
+        return texts
+
+    controls = [c for c in main.get_children() if c.get_visible()]
+    info = {
+        "first_group": [" ".join(t for t in words(c) if t) for c in controls],
+        "first_group_count": len(controls),
+        "title": dialog.get_title(),
+        "models": [[row[1], row[0]] for row in combo.get_model()],  # (id, text)
+    }
+    n = len([f for f in os.listdir(folder) if f.startswith("gimp-dialog-") and f.endswith(".json")])
+    window = dialog.get_window()
+    if window is not None:
+        pixbuf = Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height())
+        if pixbuf is not None:
+            pixbuf.savev(os.path.join(folder, f"gimp-dialog-{n}.png"), "png", [], [])
+            info["screenshot"] = f"gimp-dialog-{n}.png"
+    with open(os.path.join(folder, f"gimp-dialog-{n}.json"), "w", encoding="utf-8") as fh:
+        json.dump(info, fh)
+    return False
 
 
 class RemoveBackground(Gimp.PlugIn):
@@ -652,11 +813,11 @@ class RemoveBackground(Gimp.PlugIn):
         proc.set_attribution("maskd", "maskd contributors (MIT)", "2026")
         flags = GObject.ParamFlags.READWRITE
         proc.add_choice_argument(
-            "output", "Out_put", "What to make from the matte", _choice(OUTPUTS), "mask", flags
+            "output", L["output"], "What to make from the matte", _choice(OUTPUTS), "mask", flags
         )
         proc.add_choice_argument(
             "existing-mask",
-            "If the layer has a mas_k",
+            L["existing_mask"],
             "What the mask output does with a mask the layer already has",
             _choice(EXISTING_MASK),
             "intersect",
@@ -664,38 +825,39 @@ class RemoveBackground(Gimp.PlugIn):
         )
         proc.add_boolean_argument(
             "refine",
-            "Re_fine edges",
+            L["refine"],
             "Refine the model's matte at full resolution (hair, soft edges)",
             True,
             flags,
         )
         proc.add_boolean_argument(
             "decontaminate",
-            "_Decontaminate colours",
+            L["decontaminate"],
             "Remove the old background's colour from edge pixels (cut-out layer)",
             True,
             flags,
         )
         proc.add_choice_argument(
-            "quality", "_Quality", "Refinement quality", _choice(QUALITIES), "default", flags
+            "quality", L["quality"], "Edge refinement: speed or detail", _choice(QUALITIES), "default", flags
         )
         proc.add_string_argument(
             "model",
-            "_Model preset",
-            "Model preset the daemon must serve (empty: whichever it serves)",
+            L["model"],
+            "Installed model preset the engine should serve (empty: whichever it serves; a "
+            "name that is not installed runs with the served model)",
             "",
             flags,
         )
         proc.add_boolean_argument(
             "use-selection",
-            "Only the selection's _bounding box",
+            L["use_selection"],
             "With a selection, process only its bounding box (the rest is masked out)",
             True,
             flags,
         )
         proc.add_boolean_argument(
             "add-shadow",
-            "Add shado_w layer",
+            L["shadow"],
             "Add a layer under this one with a shadow generated from the matte "
             "(its colour, and the shadow as its layer mask)",
             False,
@@ -703,7 +865,7 @@ class RemoveBackground(Gimp.PlugIn):
         )
         proc.add_choice_argument(
             "shadow-style",
-            "Shadow st_yle",
+            L["shadow_style"],
             "The shadow's style (as maskd remove --shadow)",
             _choice(SHADOW_STYLES),
             "soft",
@@ -711,15 +873,23 @@ class RemoveBackground(Gimp.PlugIn):
         )
         proc.add_string_argument(
             "shadow-settings",
-            "Shadow se_ttings",
+            "Shadow settings (scripts)",
             "Optional overrides in maskd remove --shadow syntax, e.g. "
             "direction=135,distance=30%,softness=0.1,opacity=0.4,color=#302820",
             "",
             flags,
         )
+        proc.add_color_argument(
+            "shadow-color",
+            L["shadow_color"],
+            "The shadow layer's colour (black: the style's own)",
+            False,
+            Gegl.Color.new("#000000"),
+            flags,
+        )
         proc.add_boolean_argument(
             "add-background",
-            "Add back_ground layer",
+            L["background"],
             "Add a layer the canvas's size filled with the background colour at the "
             "bottom of the layer stack",
             False,
@@ -727,7 +897,7 @@ class RemoveBackground(Gimp.PlugIn):
         )
         proc.add_color_argument(
             "background-color",
-            "Background colo_ur",
+            L["background_color"],
             "The background layer's colour",
             False,
             Gegl.Color.new("#ffffff"),
@@ -738,13 +908,16 @@ class RemoveBackground(Gimp.PlugIn):
     def run(self, procedure, run_mode, image, drawables, config, run_data):
         if run_mode == Gimp.RunMode.INTERACTIVE:
             try:
-                if not _show_dialog(procedure, config):
+                if not _show_dialog(procedure, config, image, drawables):
                     return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, None)
             except Exception as exc:  # no display (batch) — run with the remembered values
                 Gimp.message(f"{TITLE}: could not open the dialog ({exc}); using the last values.")
         try:
             settings = _settings(config)
-            timings = remove_background(image, drawables, settings, Progress())
+            progress = Progress()
+            timings = remove_background(image, drawables, settings, progress)
+            if progress.note:
+                Gimp.message(progress.note)
         except PluginError as exc:
             return _error(procedure, str(exc))
         except Exception as exc:  # a bug: say what, not a traceback wall; the log has the details

@@ -101,6 +101,8 @@ class Snapshot:
         self.output = "transparency-mask"
         self.shadow = None  # shadow style for the shadow layer ("soft", "drop,direction=135", ...)
         self.background = None  # "#rrggbb" for the background layer
+        self.existing_mask = "intersect"  # a transparency mask the layer has: "intersect" | "replace"
+        self.model = ""  # the preset the engine should serve ("" = whichever it serves)
         self.options = {}
         self.config = {}
         self.timings = {}
@@ -134,6 +136,12 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
     snap.options = dict(options)
     snap.shadow = shadow_style(snap.options.pop("shadow", None))
     snap.background = background_colour(snap.options.pop("background", None))
+    snap.existing_mask = str(snap.options.pop("existing_mask", "intersect") or "intersect")
+    if snap.existing_mask not in cfg.EXISTING_MASK:
+        raise JobError(
+            f"existing_mask={snap.existing_mask!r}: choose one of {', '.join(cfg.EXISTING_MASK)}",
+            "bad_request",
+        )
     if snap.shadow or snap.background:
         model, depth = doc.colorModel(), doc.colorDepth()
         try:
@@ -211,7 +219,8 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
             )
         if snap.roi == (0, 0, w, h):
             snap.roi = None
-    snap.config = cfg.daemon_config(load_config(), str(snap.options.pop("model", "") or ""))
+    snap.model = str(snap.options.pop("model", "") or "").strip()
+    snap.config = cfg.daemon_config(load_config(), snap.model)
     snap.timings["read"] = time.perf_counter() - t0
     return snap
 
@@ -258,6 +267,7 @@ class Outcome:
         self.cutout = None  # layer-format bytes for the cut-out outputs
         self.shadow = None  # u8 bytes: the shadow layer's mask (the daemon's shadow alpha)
         self.shadow_color = "#000000"
+        self.note = ""  # something the user should know although the job worked (a model fallback)
         self.info = {}
         self.timings = {}
 
@@ -280,6 +290,7 @@ def compute(snap: Snapshot, progress=None, cancelled=None, on_client=None) -> Ou
         client = mc.ensure_daemon(snap.config, progress=report)
         if on_client is not None:
             on_client(client)
+        out.note = choose_model(client, snap.model, report)
         t1 = time.perf_counter()
         out.timings["connect"] = t1 - t0
         x, y, w, h = snap.region
@@ -340,6 +351,24 @@ def compute(snap: Snapshot, progress=None, cancelled=None, on_client=None) -> Ou
             client.close()
 
 
+def choose_model(client, wanted: str, report) -> str:
+    """Make the engine serve ``wanted`` when it is installed (a switch, with "Loading model"
+    progress); a name that is not installed (e.g. saved by an older plugin) runs with the served
+    model instead. Returns a note for the user, or ""."""
+    if not wanted:
+        return ""
+    mc = _client_module()
+    models = client.models()
+    served = models.get("served") or ""
+    if wanted == served:
+        return ""
+    installed = [m.get("name") for m in models.get("installed") or [] if isinstance(m, dict)]
+    if wanted not in installed:
+        return mc.MESSAGES["model_fallback"].format(wanted=wanted, served=served or "?")
+    client.switch_model(wanted, progress=report)
+    return ""
+
+
 class _Worker(QThread):
     progressed = pyqtSignal(str, float)
     succeeded = pyqtSignal(object)
@@ -388,6 +417,7 @@ class Job(QObject):
         self.extra_nodes = {}  # "shadow" / "background" -> the finishing layers made
         self.undo_steps = 0  # structural changes made (each is one Ctrl+Z in Krita 5.2)
         self.error = None  # JobError when it failed
+        self.note = ""  # worked, but the user should know something (e.g. a model fallback)
         self.info = {}
         self.timings = {}
         self.done = False
@@ -452,6 +482,7 @@ class Job(QObject):
             return
         t0 = time.perf_counter()
         self.info = outcome.info
+        self.note = outcome.note
         self.timings.update(outcome.timings)
         try:
             applied = apply_outcome(self.snapshot, outcome)
@@ -592,6 +623,12 @@ def _insert_at_bottom(parent, nodes, changes: _Changes) -> None:
     changes.count += 2
 
 
+def existing_transparency_mask(node):
+    """The layer's top transparency mask (the one a new mask replaces or combines with), or None."""
+    masks = [c for c in node.childNodes() if c.type() == "transparencymask"]
+    return masks[-1] if masks else None
+
+
 def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
     """Write the result into the document (GUI thread): pixels first, then the structural changes.
 
@@ -628,9 +665,18 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
         # (the region was widened for the shadow): the mask covers the layer, as without one
         outcome.mask = _client_module().crop_pixels(outcome.mask, snap.region, snap.bounds)
         mask_rect = snap.bounds
+    old_mask = None
     if snap.output == "transparency-mask":
+        old_mask = existing_transparency_mask(node)
+        data = outcome.mask
+        if old_mask is not None and snap.existing_mask == "intersect":
+            # the darker of the two: nothing the old mask hides comes back
+            old = old_mask.pixelData(*mask_rect)
+            old = old.data() if hasattr(old, "data") else bytes(old)
+            if len(old) == len(data):
+                data = bytes(map(min, old, data))
         created = doc.createTransparencyMask(MASK_NAME)
-        created.setPixelData(QByteArray(outcome.mask), *mask_rect)
+        created.setPixelData(QByteArray(bytes(data)), *mask_rect)
     elif snap.output == "new-layer":
         created = doc.createNode(f"{snap.node_name} (cut-out)", "paintlayer")
         model, depth = snap.fmt.model, snap.fmt.depth
@@ -680,7 +726,11 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
             else:
                 _insert_at_bottom(parent, [(shadow, "shadow layer")], changes)
         if snap.output == "transparency-mask":
-            changes.add(node, created, None, "transparency mask")
+            changes.add(node, created, old_mask, "transparency mask")
+            if old_mask is not None:  # replaced (or combined into the new one): one mask, not two
+                old_mask.remove()
+                changes.count += 1
+                changes.done.append(("replaced", old_mask, node, created))
         elif snap.output == "selection":
             from krita import Selection
 

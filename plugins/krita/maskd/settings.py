@@ -10,35 +10,26 @@ from __future__ import annotations
 import json
 import os
 
+from . import maskd_client as mc  # copied next to the plugin by the installer (the shared words)
+
+_L = mc.LABELS
 OUTPUTS = {
-    "transparency-mask": "Transparency mask (editable)",
-    "selection": "Selection",
-    "new-layer": "New layer with the cut-out",
-    "apply": "Apply to the layer",
+    "transparency-mask": _L["output.mask.krita"],
+    "selection": _L["output.selection"],
+    "new-layer": _L["output.layer"],
+    "apply": _L["output.apply"],
 }
-QUALITIES = {"fast": "Fast", "default": "Balanced", "quality": "Best edges"}
-MODELS = {
-    "": "Engine default",
-    "general": "General (BiRefNet)",
-    "lite": "Lite (fast)",
-    "portrait": "Portrait",
-    "matting": "Matting (hair, fur)",
-    "hr": "High resolution",
-    "hr-matting": "High resolution matting",
-}
+QUALITIES = {key: _L["quality." + key] for key in ("default", "fast", "quality")}
+EXISTING_MASK = {key: _L["existing_mask." + key] for key in ("intersect", "replace")}
 # the shadow styles of `maskd remove --shadow` (core/shadow.py); a script may add key=value overrides
-SHADOW_STYLES = {
-    "soft": "Soft (floor)",
-    "contact": "Contact only",
-    "drop": "Drop (back-right)",
-    "front": "Front (towards the viewer)",
-}
+SHADOW_STYLES = {key: _L["shadow." + key] for key in ("soft", "contact", "drop", "front")}
 DEFAULTS = {
     "output": "transparency-mask",
     "refine": True,
     "decontaminate": True,
     "quality": "default",
     "model": "",
+    "existing_mask": "intersect",  # what a new transparency mask does with one the layer has
     "shadow": False,  # "Add shadow layer"
     "shadow_style": "soft",
     "background": False,  # "Add background layer"
@@ -76,6 +67,8 @@ def load() -> dict:
         values["output"] = DEFAULTS["output"]
     if values["quality"] not in QUALITIES:
         values["quality"] = DEFAULTS["quality"]
+    if values["existing_mask"] not in EXISTING_MASK:
+        values["existing_mask"] = DEFAULTS["existing_mask"]
     if values["shadow_style"] not in SHADOW_STYLES:
         values["shadow_style"] = DEFAULTS["shadow_style"]
     if not _is_hex_colour(values["background_color"]):
@@ -104,6 +97,7 @@ def daemon_options(values: dict) -> dict:
         "refine": bool(values.get("refine", True)),
         "quality": values.get("quality", "default"),
         "decontaminate": bool(values.get("decontaminate", True)),
+        "existing_mask": values.get("existing_mask", "intersect"),
         "shadow": values.get("shadow_style", "soft") if values.get("shadow") else None,
         "background": values.get("background_color", "#ffffff") if values.get("background") else None,
     }

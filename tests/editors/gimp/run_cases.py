@@ -197,6 +197,7 @@ def registration():
         "sensitivity": int(proc.get_sensitivity_mask()),
         "sensitivity_drawable": int(Gimp.ProcedureSensitivityMask.DRAWABLE),
         "arguments": [p.get_name() for p in proc.get_arguments()],
+        "nicks": {p.get_name(): p.get_nick() for p in proc.get_arguments()},
     }
 
 

@@ -52,6 +52,21 @@ def _masks(node):
     return [n.name() for n in node.childNodes() if n.type() == "transparencymask"]
 
 
+def _fresh_status(docker):
+    """Ask the engine again now (a running probe thread must finish first: a QThread object
+    dropped while it runs aborts Krita)."""
+    for _ in range(100):
+        if docker._probe is None or not docker._probe.isRunning():
+            break
+        _spin(100)
+    docker.refresh_status()
+    for _ in range(100):
+        _spin(100)
+        if docker._probe is None or not docker._probe.isRunning():
+            break
+    _spin(300)  # the answer's queued signal
+
+
 def _tree(node):
     return [[c.name(), c.type(), _tree(c)] for c in node.childNodes()]
 
@@ -199,6 +214,132 @@ class GuiCheck(Extension):
         res["scripting_node_type"] = node.type()
         res["pixels_unchanged_at_end"] = _sha(layer.pixelData(0, 0, w, h)) == before
         res["settings_in_kritarc"] = app.readSetting("maskd", "settings", "")
+        if docker is not None:
+            self._issue20(res, app, doc, layer, docker, jobs)
+
+    def _issue20(self, res, app, doc, layer, docker, jobs):
+        """Models from the engine and a switch, a stale preset, replace/combine, the docker's
+        size and steadiness, error texts, the shared words, screenshots."""
+        import maskd
+        from maskd import runner
+
+        shots = os.path.dirname(OUT)
+
+        def shot(name):
+            """The docker's whole content (also what scrolls), as a person sees it."""
+            body = docker.widget().widget() if hasattr(docker.widget(), "widget") else docker.widget()
+            body.grab().save(os.path.join(shots, name))
+
+        docker.show()
+        docker.raise_()
+        _spin(300)
+        # words on the docker's controls (compared with GIMP's in the test)
+        res["krita_words"] = {
+            "quality": [docker.quality_box.itemText(i) for i in range(docker.quality_box.count())],
+            "existing_mask": [docker.existing_box.itemText(i) for i in range(docker.existing_box.count())],
+            "refine": docker.refine_box.text(),
+            "decontaminate": docker.decontaminate_box.text(),
+            "shadow": docker.shadow_box.text(),
+            "background": docker.background_box.text(),
+        }
+        # 1. the model list is the engine's installed presets
+        _fresh_status(docker)
+        for _ in range(100):
+            if docker.model_box.findData("lite-2k") >= 0:
+                break
+            _spin(100)
+        res["model_items"] = [docker.model_box.itemData(i) for i in range(docker.model_box.count())]
+        res["model_texts"] = [docker.model_box.itemText(i) for i in range(docker.model_box.count())]
+        # 2. the docker's size: minimum height, and geometry before / during / after a run
+        res["docker_min_height"] = docker.minimumSizeHint().height()
+        res["docker_scroll"] = type(docker.widget()).__name__
+
+        def geometry():
+            widgets = (docker.status_label, docker.run_button, docker.progress, docker.stage_label)
+            body = docker.widget().widget() if hasattr(docker.widget(), "widget") else docker.widget()
+            return [list(wd.geometry().getRect()) for wd in widgets] + [
+                [body.sizeHint().width(), body.sizeHint().height()]
+            ]
+
+        docker._message("")  # (the earlier checks' last message)
+        shot("krita-docker-before.png")
+        res["geometry_before"] = geometry()
+        during = []
+
+        def listener(job):
+            job.progressed.connect(lambda stage, f: during.append((stage, geometry())))
+
+        maskd.api.add_job_listener(listener)
+        job = maskd.start_job(
+            doc, layer, "transparency-mask", {"model": "lite-2k", "existing_mask": "replace"}
+        )
+        _wait_job(job)
+        res["switch_error"] = job.error.message if job.error is not None else None
+        res["switch_stages"] = [d[0] for d in during]
+        res["geometry_during"] = during[-1][1] if during else None
+        res["geometry_after"] = geometry()
+        res["switch_served"] = job.info.get("model")
+        shot("krita-docker-after.png")
+        res["docker_after_text"] = docker.stage_label.text()
+        # 3. replace / combine with the mask the layer now has: never a second mask
+        job = maskd.start_job(doc, layer, "transparency-mask", {"model": "lite", "existing_mask": "replace"})
+        _wait_job(job)
+        res["replace_error"] = job.error.message if job.error is not None else None
+        res["masks_after_replace"] = _masks(layer)
+        res["replace_served"] = job.info.get("model")
+        mask = [n for n in layer.childNodes() if n.type() == "transparencymask"][-1]
+        w, h = layer.bounds().width(), layer.bounds().height()
+        hole = QByteArray(bytes(w * h))  # the user paints part of the mask black
+        half = bytearray(mask.pixelData(0, 0, w, h).data())
+        half[: len(half) // 2] = bytes(len(half) // 2)
+        mask.setPixelData(QByteArray(bytes(half)), 0, 0, w, h)
+        del hole
+        job = maskd.start_job(doc, layer, "transparency-mask", {"existing_mask": "intersect"})
+        _wait_job(job)
+        res["combine_error"] = job.error.message if job.error is not None else None
+        res["masks_after_combine"] = _masks(layer)
+        combined = bytes(
+            [n for n in layer.childNodes() if n.type() == "transparencymask"][-1].pixelData(0, 0, w, h)
+        )
+        res["combine_keeps_black"] = combined[: len(half) // 2] == bytes(len(half) // 2)
+        res["combine_undo_steps"] = job.undo_steps
+        # 4. a preset GIMP/Krita remembered from an older version: the run works, with a note
+        job = maskd.start_job(
+            doc, layer, "transparency-mask", {"model": "birefnet-2023", "existing_mask": "replace"}
+        )
+        _wait_job(job)
+        res["stale_error"] = job.error.message if job.error is not None else None
+        res["stale_note"] = job.note
+        res["stale_docker_text"] = docker.stage_label.text()
+        # 5. a missing engine program: the status line and the job say so, in words for a person
+        config_path = os.path.join(os.path.dirname(maskd.__file__), "maskd_config.json")
+        good = open(config_path, encoding="utf-8").read()
+        try:
+            missing = {
+                "connection_file": "/nonexistent-maskd/connection.json",
+                "autostart": True,
+                "daemon_command": ["/opt/maskd-moved/bin/maskd", "serve"],
+            }
+            with open(config_path, "w", encoding="utf-8") as fh:
+                json.dump(missing, fh)
+            job = maskd.start_job(doc, layer, "transparency-mask", {})
+            _wait_job(job)
+            res["missing_error"] = [job.error.code, job.error.message] if job.error is not None else None
+            res["missing_docker_text"] = docker.stage_label.text()
+            _fresh_status(docker)
+            res["missing_status_text"] = docker.status_label.text()
+            res["geometry_error"] = geometry()
+            shot("krita-docker-error.png")
+        finally:
+            with open(config_path, "w", encoding="utf-8") as fh:
+                fh.write(good)
+        # 6. the background colour button while "Add background layer" is off
+        docker.background_box.setChecked(False)
+        res["background_button"] = {
+            "enabled": docker.background_button.isEnabled(),
+            "stylesheet": docker.background_button.styleSheet(),
+        }
+        runner.active_job()
 
 
 def register():
