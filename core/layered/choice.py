@@ -41,8 +41,12 @@ def choose(layers: list[Layer], spec, is_flat) -> tuple[list[int], list[str]]:
         spec = spec[0]
     if spec in (None, "default") or spec == []:
         paint = [i for i, ly in enumerate(layers) if ly.kind == "paint" and ly.shown and not ly.note]
-        if not paint:
-            raise ChoiceError("no visible paint layer to mask; name one with --layers")
+        if not paint:  # say why the paint layers there are were left alone (e.g. over the pixel limit)
+            notes = "; ".join(f"{ly.path!r} {ly.note}" for ly in layers if ly.kind == "paint" and ly.note)
+            raise ChoiceError(
+                "no visible paint layer to mask"
+                + (f" (layers left alone: {notes})" if notes else "; name one with --layers")
+            )
         candidates = [next((i for i in reversed(paint) if not is_flat(i)), paint[-1])]
     elif spec in ("all", "visible"):
         candidates = [i for i, ly in enumerate(layers) if ly.kind == "paint" and (spec == "all" or ly.shown)]
