@@ -35,6 +35,7 @@ import zmq
 from maskd.core.errors import InputError, MaskdError, WeightsError
 from maskd.server import __version__, connection
 from maskd.server import protocol as P
+from maskd.server.transport_guard import LogLimiter, TransportGuard
 
 log = logging.getLogger("maskd")
 
@@ -130,6 +131,7 @@ class Daemon:
         # pixels held by waiting jobs (the first job is always accepted, whatever its size)
         self.max_queued_bytes = max(2 * 2**30, self.max_message_bytes)
         self.lock = connection.DaemonLock(self.folder)
+        self.rejections = LogLimiter()  # a flood of bad requests must not flood the log
 
     @property
     def queued(self) -> int:
@@ -153,6 +155,7 @@ class Daemon:
             tuned = tune_malloc()
             log.info("glibc malloc tuned for large messages: %s", tuned)
         self.ctx = zmq.Context()
+        self.guard_transport = TransportGuard(self.ctx, self.key, self.config.curve)
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
@@ -166,12 +169,19 @@ class Daemon:
             self.router.curve_secretkey = secret
             self.router.curve_publickey = public
             self.curve_public = public.decode("ascii")
-        if self.config.port:
-            self.router.bind(f"tcp://{host}:{self.config.port}")
-            self.endpoints["tcp"] = f"tcp://{host}:{self.config.port}"
-        else:
-            port = self.router.bind_to_random_port(f"tcp://{host}")
-            self.endpoints["tcp"] = f"tcp://{host}:{port}"
+        self.guard_transport.configure(self.router)
+        if ":" in host:  # an IPv6 literal (::1): libzmq needs IPV6 and the brackets
+            self.router.setsockopt(zmq.IPV6, 1)
+            host = f"[{host}]"
+        try:
+            if self.config.port:
+                self.router.bind(f"tcp://{host}:{self.config.port}")
+                self.endpoints["tcp"] = f"tcp://{host}:{self.config.port}"
+            else:
+                port = self.router.bind_to_random_port(f"tcp://{host}")
+                self.endpoints["tcp"] = f"tcp://{host}:{port}"
+        except zmq.ZMQError as exc:
+            raise MaskdError(f"cannot listen on {host}: {exc.strerror}") from None
         if self.config.ipc:
             ipc = connection.ipc_endpoint(self.folder)
             if ipc:
@@ -192,6 +202,7 @@ class Daemon:
             "endpoints": self.endpoints,
             "key": self.key_hex,
             "signature_scheme": "hmac-sha256",
+            "transport_auth": "curve" if self.config.curve else "plain",
             "started": self.started,
             "limits": self.limits(),
             "model": getattr(self.config.spec, "source", None),
@@ -200,6 +211,7 @@ class Daemon:
         if self.curve_public:
             self.info["curve_serverkey"] = self.curve_public
         connection.write_atomic(self.cfile, self.info)
+        self.guard_transport.start()
         log.info("listening on %s; connection file %s", ", ".join(self.endpoints.values()), self.cfile)
 
     def limits(self) -> dict:
@@ -223,6 +235,8 @@ class Daemon:
                 os.unlink(ipc[6:])
             except OSError:
                 pass
+        if getattr(self, "guard_transport", None) is not None:
+            self.guard_transport.stop()
         for s in ("router", "wake_in"):
             sock = getattr(self, s, None)
             if sock is not None:
@@ -325,7 +339,8 @@ class Daemon:
             )
             return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH (client gone) or EAGAIN (client not reading)
-            log.info("could not reply to a client (%s)", exc.strerror)
+            if self.rejections.allow():
+                log.info("could not reply to a client (%s)", exc.strerror)
             return False
 
     def _send_error(self, identity, request_id, code, message, retryable=None) -> None:
@@ -339,7 +354,8 @@ class Daemon:
             req = P.parse_request(body, self.key, self.guard)
         except P.ProtocolError as err:
             self.counters["rejected"] += 1
-            log.info("rejected a request: %s: %s", err.code, err.message)
+            if self.rejections.allow():
+                log.info("rejected a request: %s: %s", err.code, err.message)
             self._send_error(identity, getattr(err, "request_id", None), err.code, err.message, err.retryable)
             return
         try:
@@ -347,7 +363,8 @@ class Daemon:
             handler(identity, req)
         except P.ProtocolError as err:
             self.counters["rejected"] += 1
-            log.info("rejected %s %s: %s: %s", req.op, req.id, err.code, err.message)
+            if self.rejections.allow():
+                log.info("rejected %s %s: %s: %s", req.op, req.id, err.code, err.message)
             self._send_error(identity, req.id, err.code, err.message, err.retryable)
         except Exception as exc:  # a bug: answer it, log it, keep serving
             log.error("internal error in %s: %s", req.op, traceback.format_exc())
@@ -432,7 +449,7 @@ class Daemon:
             "queued": self.queued,
             "current_job": self.running.job_id if self.running else None,
             "uptime_s": round(time.time() - self.started, 3),
-            "counters": dict(self.counters),
+            "counters": dict(self.counters, **self.guard_transport.counters),
             "limits": self.limits(),
             "worker": self.config.worker,
         }
@@ -867,14 +884,18 @@ def _null_work(job: Job, image: np.ndarray, progress):
     return alpha, fg
 
 
+LOG_MAX_BYTES = 5 * 1024 * 1024  # then maskd.log -> maskd.log.1 (one old log kept)
+
+
 def setup_logging(log_file: str | None, foreground: bool) -> None:
+    """Log to ``log_file`` (rotated by size while running, not only at start) and/or stderr."""
     handlers = []
     if log_file:
+        from logging.handlers import RotatingFileHandler
+
         path = Path(log_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.stat().st_size > 10 * 1024 * 1024:
-            os.replace(path, path.with_suffix(path.suffix + ".1"))
-        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+        handlers.append(RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=1, encoding="utf-8"))
     if foreground or not log_file:
         handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(

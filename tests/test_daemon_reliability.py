@@ -324,7 +324,7 @@ def test_busy_when_queue_is_full(tmp_path_factory):
 def test_client_disconnects_mid_upload(daemon, transport):
     """A peer that sends half a 4 MB frame and vanishes."""
     endpoint = daemon.info["endpoints"][transport]
-    t = mc._ZmtpTransport(endpoint, 5.0)
+    t = mc._ZmtpTransport(endpoint, 5.0, mc.transport_password(daemon.key))
     pixels = b"\0" * (1000 * 1000 * 4)
     header = signed(daemon, {"op": "segment", "width": 1000, "height": 1000}, [pixels])
     t.sock.sendall(b"".join(t._frame_header(len(f), more=True) + f for f in header[:3]))
