@@ -756,6 +756,19 @@ def _options(job: Job, device: str = "cpu") -> object:
 
 
 def run_job(daemon: Daemon, job: Job):
+    """``_run_job`` with ``job.cancel`` as the cancel check of every ``core.cancel.point()`` (long
+    loops, each model block): a cancelled job stops within a fraction of a second."""
+    from maskd.core import cancel
+
+    def check() -> None:
+        if job.cancel.is_set():
+            raise Cancelled()
+
+    with cancel.checking(check):
+        return _run_job(daemon, job)
+
+
+def _run_job(daemon: Daemon, job: Job):
     """Decode the pixels, run the pipeline (or the null worker), encode the answer."""
     spec = job.spec
     image = P.decode_image(job.buffers[0], spec)

@@ -40,7 +40,7 @@ def run_as_attacker(code: str, *args: str, nofile: int = 8192, **popen) -> subpr
     uid, gid = attacker_ids()
     preamble = textwrap.dedent(f"""
         # imported as root: the attacker may not be able to read this Python's files
-        import encodings.idna, os, resource, socket, struct, sys, time
+        import encodings.idna, json, os, resource, select, socket, struct, sys, time
         resource.setrlimit(resource.RLIMIT_NOFILE, ({nofile}, {nofile}))
         os.setgroups([])
         os.setgid({gid})
