@@ -9,6 +9,7 @@ batch and stops it afterwards (only the one it started).
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -144,7 +145,16 @@ def batch_daemon(connection_file=None, serve_args: list[str] | None = None, say=
             raise MaskdError(f"cannot use the running maskd: {exc}") from None
     if client is None:
         say("maskd is not running: starting it for this batch (it stops afterwards)…")
-        cmd = [sys.executable, "-m", "maskd.server", "serve", *(serve_args or [])]
+        # --owner-pid: the daemon stops by itself if this command is killed (kill -9 skips `finally`)
+        cmd = [
+            sys.executable,
+            "-m",
+            "maskd.server",
+            "serve",
+            *(serve_args or []),
+            "--owner-pid",
+            str(os.getpid()),
+        ]
         if connection_file:
             cmd += ["--connection-file", str(connection_file)]
         r = subprocess.run(cmd, capture_output=True, text=True, env=_env())
@@ -164,7 +174,6 @@ def batch_daemon(connection_file=None, serve_args: list[str] | None = None, say=
 
 
 def _env() -> dict:
-    import os
     from pathlib import Path
 
     env = dict(os.environ)

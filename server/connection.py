@@ -124,3 +124,25 @@ class DaemonLock:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
+
+
+def lock_held(folder: Path) -> bool:
+    """Whether a daemon holds ``folder``'s lock now (alive, even if it does not answer)."""
+    path = Path(folder) / LOCK_NAME
+    if sys.platform == "win32" or not path.exists():
+        return False
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -62,6 +62,7 @@ class DaemonConfig:
     lazy: bool = False
     tune_malloc: bool = True
     curve: bool = False  # CURVE encryption (required to bind a non-loopback address)
+    owner_pid: int | None = None  # stop when this process ends (a daemon a batch command started)
 
 
 def tune_malloc() -> bool:
@@ -132,6 +133,8 @@ class Daemon:
         self.max_queued_bytes = max(2 * 2**30, self.max_message_bytes)
         self.lock = connection.DaemonLock(self.folder)
         self.rejections = LogLimiter()  # a flood of bad requests must not flood the log
+        self.owner = _process_identity(config.owner_pid) if config.owner_pid else None
+        self._owner_checked = 0.0
 
     @property
     def queued(self) -> int:
@@ -300,6 +303,11 @@ class Daemon:
                         break
                     self._handle(frames)
             self._send_progress()
+            if self.owner is not None and time.monotonic() - self._owner_checked > 1.0:
+                self._owner_checked = time.monotonic()
+                if _process_identity(self.owner[0]) != self.owner:
+                    log.info("the command that started maskd (pid %d) has ended: stopping", self.owner[0])
+                    self.stop_requested.set()
             if not self.worker.is_alive() and not self.stop_requested.is_set():
                 self._worker_died()
                 break
@@ -688,6 +696,19 @@ class Daemon:
 
 class AlreadyRunning(MaskdError):
     pass
+
+
+def _process_identity(pid: int):
+    """(pid, start time) of a live process, None when gone: a reused pid is another process."""
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return (pid, proc.create_time())
+    except Exception:
+        return None
 
 
 def _is_oom(exc: Exception) -> bool:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from maskd.plugins import maskd_client as mc
+from maskd.server import connection
 from maskd.server import protocol as P
 
 from tests.daemon_fixtures import (
@@ -456,9 +457,11 @@ def test_daemon_killed_mid_request_gives_clear_error(tmp_path_factory, backend):
     r = d.cli("status", "--json")
     st = json.loads(r.stdout)
     assert st["running"] is False and st["stale_connection_file"] is True
+    old_pid, old_key = d.pid, d.key  # read now: d and d2 share the folder, so the file changes
     d2 = start_daemon(d.folder)
     try:
-        assert d2.pid != d.pid or True
+        assert not connection.pid_alive(old_pid)  # the killed daemon stays dead
+        assert d2.pid != old_pid and d2.key != old_key  # a new daemon rewrote the file
         assert_healthy(d2)
     finally:
         d2.stop()
