@@ -98,7 +98,7 @@ try:
         s.sendall(PLAIN + (HELLO if kind == "big-frames" else b""))
         block = b"\\x00" * (1 << 20)
         for i in range(3):
-            flags = 2 | (1 if i < 2 else 0) | (4 if kind == "big-command" else 0)
+            flags = 2 | 4 if kind == "big-command" else 2 | (1 if i < 2 else 0)  # LONG (COMMAND | MORE)
             s.sendall(struct.pack(">BQ", flags, 1 << 30))
             for _ in range(1024):
                 s.sendall(block)
