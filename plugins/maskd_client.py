@@ -605,6 +605,7 @@ class Client:
         self.info: dict = {}
         self.hello_info: dict = {}
         self._current_job = None
+        self.last_job = None  # the id of the latest segment/refine (for ``cancel`` after an interrupt)
         self._open()
 
     # -- connection
@@ -698,16 +699,8 @@ class Client:
                 continue  # a late reply to an earlier, abandoned request
             kind = reply.get("kind")
             if kind == "progress":
-                if progress is not None:
-                    try:
-                        progress(reply.get("stage", ""), float(reply.get("fraction", 0.0)))
-                    except BaseException:
-                        if job_id:
-                            try:
-                                self.cancel(job_id)
-                            except MaskdClientError:
-                                pass
-                        raise
+                if progress is not None:  # raising here cancels the job (``_pixel_op``)
+                    progress(reply.get("stage", ""), float(reply.get("fraction", 0.0)))
                 continue
             if kind == "error":
                 raise MaskdClientError(
@@ -761,7 +754,10 @@ class Client:
 
     def cancel(self, job_id: str | None = None) -> bool:
         """Cancel a queued or running job (default: this client's current one). Safe from any thread:
-        it uses its own short connection. Returns whether the daemon knew the job."""
+        it uses its own short connection. Returns whether the daemon knew the job.
+
+        This is the one way to stop a job (server/PROTOCOL.md, "Cancelling"): a segment/refine
+        interrupted by Ctrl-C (KeyboardInterrupt) or by a raising progress callback calls it."""
         job_id = job_id or self._current_job
         if not job_id:
             return False
@@ -811,11 +807,19 @@ class Client:
         if alpha_dtype not in ALPHA_DTYPES:
             raise MaskdClientError("bad_request", f"alpha_dtype {alpha_dtype!r} is not one of {ALPHA_DTYPES}")
         job_id = job_id or uuid.uuid4().hex
-        self._current_job = job_id
+        self._current_job = self.last_job = job_id
         try:
             reply, out = self._call(
                 dict(fields, op=op, alpha_dtype=alpha_dtype), buffers, progress, timeout, job_id
             )
+        except MaskdClientError:
+            raise
+        except BaseException:  # Ctrl-C, or a progress callback that raised: the daemon stops the job
+            try:
+                self.cancel(job_id)
+            except MaskdClientError:
+                pass
+            raise
         finally:
             self._current_job = None
         sizes = reply.get("buffers") or []

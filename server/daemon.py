@@ -403,7 +403,6 @@ class Daemon:
                 "foreground": True,
                 "roi": True,
                 "progress": True,
-                "worker": self.config.worker,
                 "options": self._option_names(),
                 "shadow": ["soft", "contact", "drop", "front"],
             },

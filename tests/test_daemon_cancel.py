@@ -92,3 +92,34 @@ def test_cancel_frees_the_worker_within_two_seconds(lite, case):
         assert c.status()["counters"]["jobs_cancelled"] >= 1
         r = c.segment(_image(64, 48), 64, 48, layout="RGB", options={"quality": "fast"})
         assert len(r.alpha) == 64 * 48  # the worker is free for the next job
+
+
+@pytest.mark.parametrize("backend", ["pyzmq", "zmtp"])
+def test_ctrl_c_in_a_client_cancels_its_job(tmp_path_factory, backend):
+    """KeyboardInterrupt while a client waits for its result (what Ctrl-C in `maskd remove` does)
+    cancels the job in the daemon: the worker is free again, nothing runs on for the dead caller."""
+    import signal
+
+    d = start_daemon(short_tmp(tmp_path_factory, "ctrlc"))
+    try:
+
+        def interrupt(*_):
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGALRM, interrupt)
+        try:
+            with d.client(backend) as c:
+                signal.setitimer(signal.ITIMER_REAL, 0.5)
+                with pytest.raises(KeyboardInterrupt):
+                    c.segment(b"\0" * 64 * 4, 8, 8, options={"null_delay_s": 120})
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+        with d.client() as c:
+            deadline = time.monotonic() + 2.0
+            while c.status()["current_job"] is not None:
+                assert time.monotonic() < deadline, "the job ran on after Ctrl-C"
+                time.sleep(0.02)
+            assert c.status()["counters"]["jobs_cancelled"] == 1
+    finally:
+        d.stop()
