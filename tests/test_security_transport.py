@@ -63,7 +63,8 @@ def test_keyless_peers_cannot_hold_descriptors(tmp_path_factory):
         line = attacker.stdout.readline()
         assert line.startswith("holding"), line + attacker.stderr.read()
         daemon = psutil.Process(d.pid)
-        assert daemon.is_running() and daemon.num_fds() < 1024
+        held = daemon.num_fds()  # unbounded, libzmq took all 1024 (then an ipc accept aborts it)
+        assert daemon.is_running() and held < 1024 - 256, f"the daemon holds {held} descriptors"
         assert_healthy(d)  # the owner's clients (ipc by default) are served during the attack
         with d.client() as c:
             counters = c.status()["counters"]
