@@ -69,8 +69,10 @@ def test_stopped_daemon_gets_the_right_advice(tmp_path_factory):
         assert time.monotonic() - t0 < 30  # told at once, not after a start timeout
     finally:
         os.kill(d.pid, signal.SIGCONT)
-    assert_healthy(d)
-    d.stop()
+    try:
+        assert_healthy(d)
+    finally:
+        d.stop()
 
 
 def test_ipv6_loopback(tmp_path_factory):

@@ -57,6 +57,13 @@ def test_keyless_peers_cannot_hold_descriptors(tmp_path_factory):
     connections from another uid; the owner still gets ping and correct answers, during and after."""
     attacker_ids()
     d = start_daemon(short_tmp(tmp_path_factory, "fds"), nofile=1024)
+    try:
+        _hold_and_check(d)
+    finally:
+        d.stop()
+
+
+def _hold_and_check(d) -> None:
     port = d.info["endpoints"]["tcp"].rsplit(":", 1)[1]
     attacker = run_as_attacker(HOLD_CONNECTIONS, port, str(1024 + 1000))
     try:
@@ -78,7 +85,6 @@ def test_keyless_peers_cannot_hold_descriptors(tmp_path_factory):
     assert daemon.num_fds() <= 200
     assert_healthy(d)
     assert_healthy(d, transport="tcp")
-    d.stop()
 
 
 GIANT_MESSAGES = f"""
@@ -134,23 +140,32 @@ def test_keyless_giant_messages_cost_no_memory(tmp_path_factory, kind):
     watcher = threading.Thread(target=watch)
     watcher.start()
     port = d.info["endpoints"]["tcp"].rsplit(":", 1)[1]
-    attacker = run_as_attacker(GIANT_MESSAGES, port, kind)
     try:
-        out, err = attacker.communicate(timeout=120)
+        attacker = run_as_attacker(GIANT_MESSAGES, port, kind)
+        try:
+            out, err = attacker.communicate(timeout=120)
+        finally:
+            done.set()
+            watcher.join(30)
+        assert "cut off" in out, out + err  # the daemon hung up on the keyless peer
+        assert pings and max(pings) < 2.0
+        assert peak[0] - start_rss < 300 * 2**20, f"RSS grew {(peak[0] - start_rss) / 2**20:.0f} MB"
+        assert_healthy(d)
     finally:
-        done.set()
-        watcher.join(30)
-    assert "cut off" in out, out + err  # the daemon hung up on the keyless peer
-    assert pings and max(pings) < 2.0
-    assert peak[0] - start_rss < 300 * 2**20, f"RSS grew {(peak[0] - start_rss) / 2**20:.0f} MB"
-    assert_healthy(d)
-    d.stop()
+        d.stop()
 
 
 def test_log_flood_stays_small(tmp_path_factory):
     """10,000 bad requests from a peer with the key, and 300 keyless handshakes: the log stays under
     1 MB (rejections are rate-limited) and the daemon answers afterwards."""
     d = start_daemon(short_tmp(tmp_path_factory, "log"))
+    try:
+        _flood(d)
+    finally:
+        d.stop()
+
+
+def _flood(d) -> None:
     before = (d.folder / "maskd.log").stat().st_size
     sock = raw_socket(d)
     for i in range(10_000):
@@ -175,7 +190,6 @@ def test_log_flood_stays_small(tmp_path_factory):
     grown = (d.folder / "maskd.log").stat().st_size - before
     assert grown < 1_000_000, f"the log grew {grown} bytes"
     assert_healthy(d)
-    d.stop()
 
 
 def test_wrong_key_is_refused_at_the_handshake(tmp_path_factory):
