@@ -47,6 +47,7 @@ import hmac
 import json
 import os
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -164,21 +165,78 @@ def default_connection_file() -> str:
     return os.path.join(tempfile.gettempdir(), f"maskd-{uid}", "connection.json")
 
 
+def _trusted_owner(uid: int) -> bool:
+    """Files and folders we rely on must be ours (or root's: root can read everything anyway)."""
+    return uid in (os.getuid(), 0)
+
+
+def check_private_dir(folder: str, what: str = "maskd folder") -> None:
+    """Refuse a folder another user could have planted: a symlink, one owned by someone else,
+    or one that others may write to (they could swap the connection file or the socket)."""
+    if not hasattr(os, "getuid"):  # Windows: the per-user profile folder's ACLs protect it
+        return
+    try:
+        st = os.lstat(folder)
+    except OSError as exc:
+        raise MaskdClientError("unavailable", f"cannot check the {what} {folder}: {exc}", True) from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise MaskdClientError("auth", f"the {what} {folder} is not a plain folder (a symlink?); refusing it")
+    if not _trusted_owner(st.st_uid):
+        raise MaskdClientError(
+            "auth",
+            f"the {what} {folder} belongs to another user (uid {st.st_uid}); refusing it. Remove it, "
+            "or set MASKD_CONNECTION_FILE to a path in a folder of your own.",
+        )
+    if st.st_mode & 0o022:
+        raise MaskdClientError(
+            "auth",
+            f"the {what} {folder} is writable by other users (mode {stat.S_IMODE(st.st_mode):o}); "
+            "refusing it. `chmod go-w` it, or set MASKD_CONNECTION_FILE to a private folder.",
+        )
+
+
+def make_private_dir(folder: str, what: str = "maskd folder") -> None:
+    """Create ``folder`` 0700 if missing, then check it as ``check_private_dir`` does (a folder
+    someone else created first, e.g. ``/tmp/maskd-<uid>``, is refused, never reused)."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise MaskdClientError("unavailable", f"cannot create the {what} {folder}: {exc}", True) from None
+    check_private_dir(folder, what)
+
+
 def read_connection_file(path: str | None = None) -> dict:
+    """The daemon's connection file, refused when another user owns it or its folder, or when
+    others may write either (a planted file would send our pixels to their fake daemon)."""
     path = path or default_connection_file()
     try:
-        with open(path, encoding="utf-8") as fh:
-            info = json.load(fh)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         raise MaskdClientError(
             "unavailable",
             f"maskd is not running (no connection file at {path}). Start it with `maskd serve`.",
             True,
         ) from None
+    except OSError as exc:
+        raise MaskdClientError(
+            "unavailable", f"cannot read the maskd connection file {path}: {exc}", True
+        ) from None
+    try:
+        with os.fdopen(fd, encoding="utf-8") as fh:
+            if hasattr(os, "getuid"):
+                st = os.fstat(fh.fileno())
+                if not _trusted_owner(st.st_uid) or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode):
+                    raise MaskdClientError(
+                        "auth",
+                        f"the maskd connection file {path} belongs to another user or others may "
+                        f"write it (uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):o}); refusing it",
+                    )
+            info = json.load(fh)
     except (OSError, ValueError) as exc:
         raise MaskdClientError(
             "unavailable", f"cannot read the maskd connection file {path}: {exc}", True
         ) from None
+    check_private_dir(os.path.dirname(os.path.abspath(path)), "connection file's folder")
     if not isinstance(info, dict) or "key" not in info or "endpoints" not in info:
         raise MaskdClientError("unavailable", f"{path} is not a maskd connection file", True)
     info["_path"] = path
@@ -225,6 +283,23 @@ def sign(key: bytes, header: bytes) -> bytes:
     return hmac.new(key, PROTOCOL_TAG + header, hashlib.sha256).digest()
 
 
+PLAIN_USER = b"maskd"
+
+
+def transport_password(key: bytes) -> bytes:
+    """The ZMTP PLAIN password that gets a connection past the daemon's ZAP check: derived from
+    the key (never the key itself), so only readers of the connection file can connect at all."""
+    return hmac.new(key, b"maskd transport v1", hashlib.sha256).hexdigest().encode("ascii")
+
+
+def curve_client_secret(key: bytes) -> bytes:
+    """The CURVE client secret key (Z85) of a ``--curve`` daemon's clients, derived from the key:
+    the daemon's ZAP check accepts only its public half."""
+    from zmq.utils import z85
+
+    return z85.encode(hmac.new(key, b"maskd curve client v1", hashlib.sha256).digest())
+
+
 def _encode_header(fields: dict) -> bytes:
     return json.dumps(fields, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
@@ -262,11 +337,12 @@ def _probe(endpoint: str, timeout: float = PROBE_TIMEOUT) -> None:
 
 
 class _ZmtpTransport:
-    """A ZMTP 3.1 DEALER peer over a plain socket (NULL mechanism)."""
+    """A ZMTP 3.1 DEALER peer over a plain socket (PLAIN mechanism with ``password``: RFC 24)."""
 
-    def __init__(self, endpoint: str, timeout: float):
+    def __init__(self, endpoint: str, timeout: float, password: bytes = b""):
         kind, addr = _split_endpoint(endpoint)
         self.endpoint = endpoint
+        self.password = password
         self._pool: dict[int, bytearray] = {}
         try:
             if kind == "tcp":
@@ -282,19 +358,33 @@ class _ZmtpTransport:
             raise MaskdClientError("unavailable", f"cannot reach maskd at {endpoint}: {exc}", True) from None
 
     def _handshake(self) -> None:
-        greeting = b"\xff" + b"\x00" * 8 + b"\x7f" + bytes([3, 1]) + b"NULL".ljust(20, b"\x00") + b"\x00" * 32
+        mechanism = b"PLAIN" if self.password else b"NULL"
+        greeting = b"\xff" + b"\x00" * 8 + b"\x7f\x03\x01" + mechanism.ljust(20, b"\x00") + b"\x00" * 32
         self.sock.sendall(greeting)
         peer = self._read_exact(64)
         if peer[0] != 0xFF or peer[9] != 0x7F or peer[10] < 3:
             raise _ConnectionLost("the peer does not speak ZMTP 3")
-        if bytes(peer[12:32]).rstrip(b"\x00") != b"NULL":
-            raise _ConnectionLost("the peer wants a security mechanism other than NULL")
+        if bytes(peer[12:32]).rstrip(b"\x00") != mechanism:
+            raise _ConnectionLost(f"the peer wants a security mechanism other than {mechanism.decode()}")
+        if self.password:  # HELLO(user, password) -> WELCOME, then the metadata goes in INITIATE
+            user, password = (
+                bytes([len(PLAIN_USER)]) + PLAIN_USER,
+                bytes([len(self.password)]) + self.password,
+            )
+            self._send_frame(b"\x05HELLO" + user + password, command=True)
+            self._expect(b"WELCOME")
         props = b"\x0bSocket-Type" + struct.pack(">I", 6) + b"DEALER"
-        self._send_frame(b"\x05READY" + props, command=True)
-        name, _body = self._read_command()
+        self._send_frame((b"\x08INITIATE" if self.password else b"\x05READY") + props, command=True)
+        self._expect(b"READY")
+
+    def _expect(self, command: bytes) -> None:
+        try:
+            name, body = self._read_command()
+        except _ConnectionLost as exc:  # libzmq closes at once when its ZAP handler says no
+            raise _ConnectionLost(f"the daemon refused the handshake ({exc}): wrong key?") from None
         if name == b"ERROR":
-            raise _ConnectionLost(f"the peer refused the handshake: {_body[1:].decode('utf-8', 'replace')}")
-        if name != b"READY":
+            raise _ConnectionLost(f"the peer refused the handshake: {body[1:].decode('utf-8', 'replace')}")
+        if name != command:
             raise _ConnectionLost(f"unexpected ZMTP command {name!r}")
 
     def _read_exact(self, n: int, into: bytearray | None = None):
@@ -400,7 +490,7 @@ class _ZmtpTransport:
 class _PyzmqTransport:
     """A pyzmq DEALER (zero-copy sends, a monitor to notice a vanished daemon at once)."""
 
-    def __init__(self, endpoint: str, timeout: float, curve_serverkey: str | None = None):
+    def __init__(self, endpoint: str, timeout: float, key: bytes = b"", curve_serverkey: str | None = None):
         import zmq
 
         self.zmq = zmq
@@ -409,10 +499,14 @@ class _PyzmqTransport:
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.IMMEDIATE, 1)
-        if curve_serverkey:  # an encrypted (non-loopback) daemon: a throwaway client key pair
-            public, secret = zmq.curve_keypair()
-            self.sock.curve_publickey, self.sock.curve_secretkey = public, secret
+        if endpoint.startswith("tcp://["):
+            self.sock.setsockopt(zmq.IPV6, 1)
+        if curve_serverkey:  # an encrypted (non-loopback) daemon: the key pair derived from the key
+            secret = curve_client_secret(key)
+            self.sock.curve_publickey, self.sock.curve_secretkey = zmq.curve_public(secret), secret
             self.sock.curve_serverkey = curve_serverkey.encode("ascii")
+        elif key:
+            self.sock.plain_username, self.sock.plain_password = PLAIN_USER, transport_password(key)
         self.mon = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED)
         self.sock.connect(endpoint)
         if not self.sock.poll(int(timeout * 1000), zmq.POLLOUT):
@@ -531,6 +625,7 @@ class Client:
         self.info: dict = {}
         self.hello_info: dict = {}
         self._current_job = None
+        self.last_job = None  # the id of the latest segment/refine (for ``cancel`` after an interrupt)
         self._open()
 
     # -- connection
@@ -547,11 +642,14 @@ class Client:
                     "this maskd encrypts its connections (CURVE), which "
                     "needs pyzmq; install pyzmq for this Python or use a local maskd",
                 )
-            self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT), curve)
-        elif self.backend == "pyzmq":
-            self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT))
+            self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT), self.key, curve)
         else:
-            self._conn = _ZmtpTransport(self.endpoint, max(2.0, PROBE_TIMEOUT))
+            key = self.key if self.info.get("transport_auth") == "plain" else b""
+            if self.backend == "pyzmq":
+                self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT), key)
+            else:
+                password = transport_password(key) if key else b""
+                self._conn = _ZmtpTransport(self.endpoint, max(2.0, PROBE_TIMEOUT), password)
         try:
             self.hello_info = self._request(
                 {"op": "hello", "client": f"maskd_client/{CLIENT_VERSION}"}, timeout=min(self.timeout, 10.0)
@@ -621,16 +719,8 @@ class Client:
                 continue  # a late reply to an earlier, abandoned request
             kind = reply.get("kind")
             if kind == "progress":
-                if progress is not None:
-                    try:
-                        progress(reply.get("stage", ""), float(reply.get("fraction", 0.0)))
-                    except BaseException:
-                        if job_id:
-                            try:
-                                self.cancel(job_id)
-                            except MaskdClientError:
-                                pass
-                        raise
+                if progress is not None:  # raising here cancels the job (``_pixel_op``)
+                    progress(reply.get("stage", ""), float(reply.get("fraction", 0.0)))
                 continue
             if kind == "error":
                 raise MaskdClientError(
@@ -684,7 +774,10 @@ class Client:
 
     def cancel(self, job_id: str | None = None) -> bool:
         """Cancel a queued or running job (default: this client's current one). Safe from any thread:
-        it uses its own short connection. Returns whether the daemon knew the job."""
+        it uses its own short connection. Returns whether the daemon knew the job.
+
+        This is the one way to stop a job (server/PROTOCOL.md, "Cancelling"): a segment/refine
+        interrupted by Ctrl-C (KeyboardInterrupt) or by a raising progress callback calls it."""
         job_id = job_id or self._current_job
         if not job_id:
             return False
@@ -760,11 +853,19 @@ class Client:
         if alpha_dtype not in ALPHA_DTYPES:
             raise MaskdClientError("bad_request", f"alpha_dtype {alpha_dtype!r} is not one of {ALPHA_DTYPES}")
         job_id = job_id or uuid.uuid4().hex
-        self._current_job = job_id
+        self._current_job = self.last_job = job_id
         try:
             reply, out = self._call(
                 dict(fields, op=op, alpha_dtype=alpha_dtype), buffers, progress, timeout, job_id
             )
+        except MaskdClientError:
+            raise
+        except BaseException:  # Ctrl-C, or a progress callback that raised: the daemon stops the job
+            try:
+                self.cancel(job_id)
+            except MaskdClientError:
+                pass
+            raise
         finally:
             self._current_job = None
         sizes = reply.get("buffers") or []
@@ -1126,9 +1227,10 @@ def ensure_daemon(
         progress("starting engine", 0.0)
     env = dict(os.environ, MASKD_CONNECTION_FILE=cfile)
     log_dir = os.path.dirname(cfile) or "."
-    try:
-        os.makedirs(log_dir, mode=0o700, exist_ok=True)
-        log = open(os.path.join(log_dir, "autostart.log"), "ab")
+    make_private_dir(log_dir, "connection folder")  # a folder someone else planted is refused
+    try:  # never through a symlink: it could point at any file of ours
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+        log = os.fdopen(os.open(os.path.join(log_dir, "autostart.log"), flags, 0o600), "ab")
     except OSError:
         log = subprocess.DEVNULL
     log_path = os.path.join(log_dir, "autostart.log")

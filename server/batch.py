@@ -349,7 +349,16 @@ def daemon_for_batch(connection_file=None, serve_args: list[str] | None = None, 
             raise MaskdError(f"cannot use the running maskd: {exc}") from None
     if client is None:
         say("maskd is not running: starting it for this batch (it stops afterwards)…")
-        cmd = [sys.executable, "-m", "maskd.server", "serve", *(serve_args or [])]
+        # --owner-pid: the daemon stops by itself if this command dies (kill -9 skips every `finally`)
+        cmd = [
+            sys.executable,
+            "-m",
+            "maskd.server",
+            "serve",
+            *(serve_args or []),
+            "--owner-pid",
+            str(os.getpid()),
+        ]
         if connection_file:
             cmd += ["--connection-file", str(connection_file)]
         r = subprocess.run(cmd, capture_output=True, text=True)

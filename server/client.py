@@ -64,6 +64,11 @@ class DaemonClient:
     def status(self) -> dict:
         return self.client.status()
 
+    def cancel(self, job_id: str | None = None) -> bool:
+        """Stop a job in the daemon (default: the one running now, else the latest); whether the
+        daemon still knew it. ``segment``/``refine`` already do this when Ctrl-C interrupts them."""
+        return self.client.cancel(job_id or self.client._current_job or self.client.last_job)
+
     def segment(
         self,
         image: np.ndarray,

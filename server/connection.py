@@ -33,23 +33,21 @@ def new_key() -> str:
 
 
 def prepare_dir(folder: Path) -> None:
-    """Create the folder 0700; refuse a folder another user owns or others can write."""
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if hasattr(os, "getuid"):
-        st = folder.stat()
-        if st.st_uid != os.getuid():
-            raise MaskdError(
-                f"{folder} belongs to another user; refusing to put the maskd key there. "
-                "Set MASKD_CONNECTION_FILE to a path in your own folder."
-            )
-        if st.st_mode & 0o077:
-            os.chmod(folder, 0o700)
+    """Create the folder 0700; refuse (never chmod) a symlink, a folder another user owns, or one
+    others can write: another user who made ``/tmp/maskd-<uid>`` first must not get our key, and
+    a shared folder given with ``--connection-file`` keeps its mode."""
+    from maskd.plugins import maskd_client as mc
+
+    try:
+        mc.make_private_dir(str(folder), "connection folder")
+    except mc.MaskdClientError as exc:
+        raise MaskdError(str(exc)) from None
 
 
 def write_atomic(path: Path, info: dict) -> None:
     prepare_dir(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(info, fh, indent=2, sort_keys=True)
         fh.write("\n")
@@ -101,7 +99,8 @@ class DaemonLock:
 
     def acquire(self) -> bool:
         prepare_dir(self.path.parent)
-        self.fh = open(self.path, "a+")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        self.fh = os.fdopen(fd, "r+")
         try:
             if sys.platform == "win32":
                 import msvcrt
@@ -125,3 +124,25 @@ class DaemonLock:
         if self.fh is not None:
             self.fh.close()
             self.fh = None
+
+
+def lock_held(folder: Path) -> bool:
+    """Whether a daemon holds ``folder``'s lock now (alive, even if it does not answer)."""
+    path = Path(folder) / LOCK_NAME
+    if sys.platform == "win32" or not path.exists():
+        return False
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)

@@ -35,6 +35,7 @@ import zmq
 from maskd.core.errors import InputError, MaskdError, WeightsError
 from maskd.server import __version__, connection
 from maskd.server import protocol as P
+from maskd.server.transport_guard import LogLimiter, TransportGuard
 
 log = logging.getLogger("maskd")
 
@@ -61,6 +62,7 @@ class DaemonConfig:
     lazy: bool = False
     tune_malloc: bool = True
     curve: bool = False  # CURVE encryption (required to bind a non-loopback address)
+    owner_pid: int | None = None  # stop when this process ends (a daemon a batch command started)
 
 
 def tune_malloc() -> bool:
@@ -130,6 +132,9 @@ class Daemon:
         # pixels held by waiting jobs (the first job is always accepted, whatever its size)
         self.max_queued_bytes = max(2 * 2**30, self.max_message_bytes)
         self.lock = connection.DaemonLock(self.folder)
+        self.rejections = LogLimiter()  # a flood of bad requests must not flood the log
+        self.owner = _process_identity(config.owner_pid) if config.owner_pid else None
+        self._owner_checked = 0.0
 
     @property
     def queued(self) -> int:
@@ -153,6 +158,7 @@ class Daemon:
             tuned = tune_malloc()
             log.info("glibc malloc tuned for large messages: %s", tuned)
         self.ctx = zmq.Context()
+        self.guard_transport = TransportGuard(self.ctx, self.key, self.config.curve)
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 1)
         self.router.setsockopt(zmq.MAXMSGSIZE, self.max_message_bytes)
@@ -166,12 +172,19 @@ class Daemon:
             self.router.curve_secretkey = secret
             self.router.curve_publickey = public
             self.curve_public = public.decode("ascii")
-        if self.config.port:
-            self.router.bind(f"tcp://{host}:{self.config.port}")
-            self.endpoints["tcp"] = f"tcp://{host}:{self.config.port}"
-        else:
-            port = self.router.bind_to_random_port(f"tcp://{host}")
-            self.endpoints["tcp"] = f"tcp://{host}:{port}"
+        self.guard_transport.configure(self.router)
+        if ":" in host:  # an IPv6 literal (::1): libzmq needs IPV6 and the brackets
+            self.router.setsockopt(zmq.IPV6, 1)
+            host = f"[{host}]"
+        try:
+            if self.config.port:
+                self.router.bind(f"tcp://{host}:{self.config.port}")
+                self.endpoints["tcp"] = f"tcp://{host}:{self.config.port}"
+            else:
+                port = self.router.bind_to_random_port(f"tcp://{host}")
+                self.endpoints["tcp"] = f"tcp://{host}:{port}"
+        except zmq.ZMQError as exc:
+            raise MaskdError(f"cannot listen on {host}: {exc.strerror}") from None
         if self.config.ipc:
             ipc = connection.ipc_endpoint(self.folder)
             if ipc:
@@ -192,6 +205,7 @@ class Daemon:
             "endpoints": self.endpoints,
             "key": self.key_hex,
             "signature_scheme": "hmac-sha256",
+            "transport_auth": "curve" if self.config.curve else "plain",
             "started": self.started,
             "limits": self.limits(),
             "model": getattr(self.config.spec, "source", None),
@@ -200,6 +214,7 @@ class Daemon:
         if self.curve_public:
             self.info["curve_serverkey"] = self.curve_public
         connection.write_atomic(self.cfile, self.info)
+        self.guard_transport.start()
         log.info("listening on %s; connection file %s", ", ".join(self.endpoints.values()), self.cfile)
 
     def limits(self) -> dict:
@@ -223,6 +238,8 @@ class Daemon:
                 os.unlink(ipc[6:])
             except OSError:
                 pass
+        if getattr(self, "guard_transport", None) is not None:
+            self.guard_transport.stop()
         for s in ("router", "wake_in"):
             sock = getattr(self, s, None)
             if sock is not None:
@@ -286,6 +303,11 @@ class Daemon:
                         break
                     self._handle(frames)
             self._send_progress()
+            if self.owner is not None and time.monotonic() - self._owner_checked > 1.0:
+                self._owner_checked = time.monotonic()
+                if _process_identity(self.owner[0]) != self.owner:
+                    log.info("the command that started maskd (pid %d) has ended: stopping", self.owner[0])
+                    self.stop_requested.set()
             if not self.worker.is_alive() and not self.stop_requested.is_set():
                 self._worker_died()
                 break
@@ -325,7 +347,8 @@ class Daemon:
             )
             return True
         except zmq.ZMQError as exc:  # EHOSTUNREACH (client gone) or EAGAIN (client not reading)
-            log.info("could not reply to a client (%s)", exc.strerror)
+            if self.rejections.allow():
+                log.info("could not reply to a client (%s)", exc.strerror)
             return False
 
     def _send_error(self, identity, request_id, code, message, retryable=None) -> None:
@@ -339,7 +362,8 @@ class Daemon:
             req = P.parse_request(body, self.key, self.guard)
         except P.ProtocolError as err:
             self.counters["rejected"] += 1
-            log.info("rejected a request: %s: %s", err.code, err.message)
+            if self.rejections.allow():
+                log.info("rejected a request: %s: %s", err.code, err.message)
             self._send_error(identity, getattr(err, "request_id", None), err.code, err.message, err.retryable)
             return
         try:
@@ -347,7 +371,8 @@ class Daemon:
             handler(identity, req)
         except P.ProtocolError as err:
             self.counters["rejected"] += 1
-            log.info("rejected %s %s: %s: %s", req.op, req.id, err.code, err.message)
+            if self.rejections.allow():
+                log.info("rejected %s %s: %s: %s", req.op, req.id, err.code, err.message)
             self._send_error(identity, req.id, err.code, err.message, err.retryable)
         except Exception as exc:  # a bug: answer it, log it, keep serving
             log.error("internal error in %s: %s", req.op, traceback.format_exc())
@@ -378,7 +403,6 @@ class Daemon:
                 "foreground": True,
                 "roi": True,
                 "progress": True,
-                "worker": self.config.worker,
                 "options": self._option_names(),
                 "shadow": ["soft", "contact", "drop", "front"],
             },
@@ -432,7 +456,7 @@ class Daemon:
             "queued": self.queued,
             "current_job": self.running.job_id if self.running else None,
             "uptime_s": round(time.time() - self.started, 3),
-            "counters": dict(self.counters),
+            "counters": dict(self.counters, **self.guard_transport.counters),
             "limits": self.limits(),
             "worker": self.config.worker,
         }
@@ -779,6 +803,19 @@ class AlreadyRunning(MaskdError):
     pass
 
 
+def _process_identity(pid: int):
+    """(pid, start time) of a live process, None when gone: a reused pid is another process."""
+    try:
+        import psutil
+
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return (pid, proc.create_time())
+    except Exception:
+        return None
+
+
 def _is_oom(exc: Exception) -> bool:
     name = type(exc).__name__
     return name in ("OutOfMemoryError",) or "out of memory" in str(exc).lower()
@@ -857,6 +894,19 @@ def _check_options(job: Job) -> None:
 
 
 def run_job(daemon: Daemon, job: Job):
+    """``_run_job`` with ``job.cancel`` as the cancel check of every ``core.cancel.point()`` (long
+    loops, each model block): a cancelled job stops within a fraction of a second."""
+    from maskd.core import cancel
+
+    def check() -> None:
+        if job.cancel.is_set():
+            raise Cancelled()
+
+    with cancel.checking(check):
+        return _run_job(daemon, job)
+
+
+def _run_job(daemon: Daemon, job: Job):
     """Decode the pixels, run the pipeline (or the null worker), encode the answer."""
     spec = job.spec
     image = P.decode_image(job.buffers[0], spec)
@@ -900,22 +950,7 @@ def run_job(daemon: Daemon, job: Job):
             log.warning("job %s: the GPU ran out of memory for the refinement; the CPU did it", job.job_id)
     if job.cancel.is_set():
         raise Cancelled()
-    alpha = P.encode_alpha(result_alpha, alpha_dtype)
-    buffers = [alpha]
-    fg_meta = None
-    if fg is not None:
-        fg_dtype = job.header.get("foreground_dtype") or spec.dtype
-        if fg_dtype not in P.DTYPES:
-            fg_dtype = spec.dtype
-        buffers.append(P.encode_colours(fg, fg_dtype))
-        fg_meta = {"layout": "RGB", "dtype": fg_dtype, "transfer": spec.transfer}
-    shadow_meta = None
-    if shadow_text:
-        from maskd.server.finishing import shadow_reply
-
-        shadow_meta, shadow_alpha = shadow_reply(result_alpha, shadow_text)
-        buffers.append(P.encode_alpha(shadow_alpha, alpha_dtype))
-        shadow_meta["buffer"] = len(buffers) - 1
+    buffers, fg_meta, shadow_meta = _encode_result(job, result_alpha, fg, shadow_text, alpha_dtype)
     model = daemon.describe_model()
     info = {
         "timings": timings,
@@ -937,6 +972,27 @@ def run_job(daemon: Daemon, job: Job):
         info=info,
     )
     return fields, buffers
+
+
+def _encode_result(job: Job, result_alpha, fg, shadow_text, alpha_dtype: str):
+    """The reply's buffers (alpha, then colours and a shadow when asked for) and their metadata."""
+    spec = job.spec
+    buffers = [P.encode_alpha(result_alpha, alpha_dtype)]
+    fg_meta = None
+    if fg is not None:
+        fg_dtype = job.header.get("foreground_dtype") or spec.dtype
+        if fg_dtype not in P.DTYPES:
+            fg_dtype = spec.dtype
+        buffers.append(P.encode_colours(fg, fg_dtype))
+        fg_meta = {"layout": "RGB", "dtype": fg_dtype, "transfer": spec.transfer}
+    shadow_meta = None
+    if shadow_text:
+        from maskd.server.finishing import shadow_reply
+
+        shadow_meta, shadow_alpha = shadow_reply(result_alpha, shadow_text)
+        buffers.append(P.encode_alpha(shadow_alpha, alpha_dtype))
+        shadow_meta["buffer"] = len(buffers) - 1
+    return buffers, fg_meta, shadow_meta
 
 
 def _null_work(job: Job, image: np.ndarray, progress):
@@ -985,14 +1041,18 @@ def _null_work(job: Job, image: np.ndarray, progress):
     return alpha, fg
 
 
+LOG_MAX_BYTES = 5 * 1024 * 1024  # then maskd.log -> maskd.log.1 (one old log kept)
+
+
 def setup_logging(log_file: str | None, foreground: bool) -> None:
+    """Log to ``log_file`` (rotated by size while running, not only at start) and/or stderr."""
     handlers = []
     if log_file:
+        from logging.handlers import RotatingFileHandler
+
         path = Path(log_file)
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists() and path.stat().st_size > 10 * 1024 * 1024:
-            os.replace(path, path.with_suffix(path.suffix + ".1"))
-        handlers.append(logging.FileHandler(path, encoding="utf-8"))
+        handlers.append(RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=1, encoding="utf-8"))
     if foreground or not log_file:
         handlers.append(logging.StreamHandler(sys.stderr))
     logging.basicConfig(

@@ -44,7 +44,7 @@ class RunningDaemon:
     def env(self, **extra) -> dict:
         return maskd_env(MASKD_CONNECTION_FILE=self.connection_file, **extra)
 
-    def cli(self, *args, timeout=120, **env) -> subprocess.CompletedProcess:
+    def cli(self, *args, timeout=120, preexec_fn=None, **env) -> subprocess.CompletedProcess:
         return subprocess.run(
             maskd_command() + list(args),
             capture_output=True,
@@ -52,6 +52,7 @@ class RunningDaemon:
             env=self.env(**env),
             timeout=timeout,
             cwd=REPO,
+            preexec_fn=preexec_fn,
         )
 
     def client(self, backend: str | None = None, transport: str | None = None, timeout: float = 15.0):
@@ -65,16 +66,31 @@ class RunningDaemon:
         return path.read_text(errors="replace") if path.exists() else ""
 
 
+def _nofile(limit: int):
+    def preexec():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return preexec
+
+
 def start_daemon(
-    folder: Path, *extra: str, worker: str = "null", model: str = "stand-in", timeout: float = 300
+    folder: Path,
+    *extra: str,
+    worker: str = "null",
+    model: str = "stand-in",
+    timeout: float = 300,
+    nofile: int | None = None,
 ) -> RunningDaemon:
+    """``nofile``: run the daemon with this descriptor limit (soft and hard: it cannot raise it)."""
     folder.mkdir(parents=True, exist_ok=True)
     folder.chmod(0o700)
     d = RunningDaemon(folder, folder / "connection.json")
     args = ["serve", "--worker", worker]
     if model and "--weights" not in extra:
         args += ["--model", model]
-    r = d.cli(*args, *extra, timeout=timeout)
+    r = d.cli(*args, *extra, timeout=timeout, preexec_fn=_nofile(nofile) if nofile else None)
     if r.returncode != 0:
         pytest.fail(f"maskd serve failed ({r.returncode}): {r.stdout}{r.stderr}\n{d.log()[-3000:]}")
     return d
@@ -100,23 +116,27 @@ def make_image(width: int, height: int, seed: int = 0) -> tuple[bytearray, bytes
     return pixels, alpha
 
 
-def assert_healthy(daemon: RunningDaemon, backends=BACKENDS) -> None:
+def assert_healthy(daemon: RunningDaemon, backends=BACKENDS, transport: str | None = None) -> None:
     """The daemon answers ping and a correct (null-worker) segment on every client backend."""
     pixels, alpha = make_image(37, 23, seed=5)
     for backend in backends:
-        with daemon.client(backend) as c:
+        with daemon.client(backend, transport) as c:
             assert c.ping() < 5.0
             r = c.segment(pixels, 37, 23)
             assert r.alpha == alpha, f"{backend}: wrong alpha after abuse"
 
 
-def raw_socket(daemon: RunningDaemon):
-    """A bare pyzmq DEALER to the daemon (for sending malformed traffic)."""
+def raw_socket(daemon: RunningDaemon, authenticated: bool = True):
+    """A bare pyzmq DEALER to the daemon (for sending malformed traffic). ``authenticated``: it
+    passes the transport check (the PLAIN password derived from the key), as a buggy client with
+    the key would; without it the daemon refuses the connection at the handshake."""
     import zmq
 
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.DEALER)
     s.setsockopt(zmq.LINGER, 0)
+    if authenticated:
+        s.plain_username, s.plain_password = mc.PLAIN_USER, mc.transport_password(daemon.key)
     s.connect(daemon.info["endpoints"]["tcp"])
     return s
 

@@ -31,8 +31,6 @@ BEING_RESHAPED = {
     # the Krita runner's two GUI-thread steps (tested in tests/test_plugin_logic_krita.py) — "ui" work
     "plugins/krita/maskd/runner.py::take_snapshot",
     "plugins/krita/maskd/runner.py::apply_outcome",
-    # the daemon's worker — "daemon" work
-    "server/daemon.py::run_job",
 }
 DATA_TABLES: dict[str, str] = {
     "server/options.py::add_finishing": "argparse declarations of 11 options",

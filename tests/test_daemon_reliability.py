@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from maskd.plugins import maskd_client as mc
+from maskd.server import connection
 from maskd.server import protocol as P
 
 from tests.daemon_fixtures import (
@@ -324,7 +325,7 @@ def test_busy_when_queue_is_full(tmp_path_factory):
 def test_client_disconnects_mid_upload(daemon, transport):
     """A peer that sends half a 4 MB frame and vanishes."""
     endpoint = daemon.info["endpoints"][transport]
-    t = mc._ZmtpTransport(endpoint, 5.0)
+    t = mc._ZmtpTransport(endpoint, 5.0, mc.transport_password(daemon.key))
     pixels = b"\0" * (1000 * 1000 * 4)
     header = signed(daemon, {"op": "segment", "width": 1000, "height": 1000}, [pixels])
     t.sock.sendall(b"".join(t._frame_header(len(f), more=True) + f for f in header[:3]))
@@ -456,9 +457,11 @@ def test_daemon_killed_mid_request_gives_clear_error(tmp_path_factory, backend):
     r = d.cli("status", "--json")
     st = json.loads(r.stdout)
     assert st["running"] is False and st["stale_connection_file"] is True
+    old_pid, old_key = d.pid, d.key  # read now: d and d2 share the folder, so the file changes
     d2 = start_daemon(d.folder)
     try:
-        assert d2.pid != d.pid or True
+        assert not connection.pid_alive(old_pid)  # the killed daemon stays dead
+        assert d2.pid != old_pid and d2.key != old_key  # a new daemon rewrote the file
         assert_healthy(d2)
     finally:
         d2.stop()

@@ -92,6 +92,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     d.add_argument("--worker", default="pipeline", choices=["pipeline", "null"], help=argparse.SUPPRESS)
     d.add_argument("--daemonized", action="store_true", help=argparse.SUPPRESS)
+    # a batch command that starts a daemon for itself: the daemon ends when that process does
+    d.add_argument("--owner-pid", type=int, help=argparse.SUPPRESS)
 
 
 def _check_args(args) -> None:
@@ -141,6 +143,19 @@ def _running(cfile: Path):
         return None
 
 
+def _stuck(cfile: Path) -> str | None:
+    """Advice when a daemon holds this connection file's lock but does not answer (a second
+    daemon could not start, and waiting for one would only time out)."""
+    from maskd.server import connection
+    from maskd.server.commands.status import unresponsive_advice
+
+    info = connection.read(cfile)
+    pid = info.get("pid") if info else None
+    if pid and connection.pid_alive(pid) and connection.lock_held(cfile.parent):
+        return unresponsive_advice(pid)
+    return None
+
+
 def _config(args, cfile: Path):
     from maskd.core.session import SessionSpec
     from maskd.server.daemon import DaemonConfig
@@ -167,6 +182,7 @@ def _config(args, cfile: Path):
         idle_unload_s=idle,
         lazy=args.lazy,
         curve=args.curve,
+        owner_pid=getattr(args, "owner_pid", None),
     )
 
 
@@ -214,6 +230,10 @@ def run(args) -> int:
     if st is not None:
         print(f"maskd is already running ({_describe(st)}). Use `maskd stop` first to change its settings.")
         return 0
+    stuck = _stuck(cfile)
+    if stuck:
+        print(f"maskd serve: {stuck}", file=sys.stderr)
+        return 1
     if args.foreground or args.daemonized:
         return _run_here(args, cfile)
     return _spawn(args, cfile)
@@ -261,6 +281,7 @@ def _child_argv(args, log_file: str, cfile: Path) -> list[str]:
         "host",
         "port",
         "worker",
+        "owner_pid",
     ):
         value = getattr(args, name)
         if value is not None:
@@ -289,7 +310,8 @@ def _spawn(args, cfile: Path) -> int:
         else:
             kwargs["start_new_session"] = True
         proc = subprocess.Popen(_child_argv(args, log_file, cfile), **kwargs)
-    deadline = time.monotonic() + args.start_timeout
+    started = time.monotonic()
+    deadline = started + args.start_timeout
     said_loading = False
     while time.monotonic() < deadline:
         code = proc.poll()
@@ -304,6 +326,10 @@ def _spawn(args, cfile: Path) -> int:
                 said_loading = True
         if code is not None:
             if code == 0:  # another daemon won the lock (two editors autostarting): wait for it
+                stuck = _stuck(cfile) if st is None else None
+                if stuck:
+                    print(f"maskd serve: {stuck}", file=sys.stderr)
+                    return 1
                 if st is None:
                     deadline = min(deadline, time.monotonic() + 60)
                 time.sleep(0.1)
@@ -318,7 +344,7 @@ def _spawn(args, cfile: Path) -> int:
     except OSError:
         pass
     print(
-        f"maskd serve: the daemon was not ready after {args.start_timeout:.0f} s (see {log_file}); "
+        f"maskd serve: the daemon was not ready after {time.monotonic() - started:.0f} s (see {log_file}); "
         "stopped it. Raise --start-timeout for a slow first load.",
         file=sys.stderr,
     )

@@ -41,10 +41,13 @@ def gather(connection_file=None) -> dict:
             st = client.status()
     except mc.MaskdClientError as exc:
         base["reason"] = exc.message
-        if info is not None:
+        if info is not None and exc.code == "unavailable":
             base["stale_connection_file"] = True
             base["pid"] = info.get("pid")
             base["pid_alive"] = connection.pid_alive(info.get("pid"))
+            if base["pid_alive"] and connection.lock_held(cfile.parent):
+                base["stale_connection_file"] = False  # its daemon lives: it just does not answer
+                base["not_answering"] = unresponsive_advice(info.get("pid"))
         return base
     for k in ("v", "id", "kind"):
         st.pop(k, None)
@@ -54,12 +57,32 @@ def gather(connection_file=None) -> dict:
     return base
 
 
+def unresponsive_advice(pid) -> str:
+    """What to tell about a daemon that holds its lock but does not answer (stopped or stuck)."""
+    stopped = False
+    try:
+        import psutil
+
+        stopped = psutil.Process(pid).status() == psutil.STATUS_STOPPED
+    except Exception:
+        pass
+    if stopped:
+        return (
+            f"maskd (pid {pid}) is stopped (SIGSTOP or Ctrl-Z), so it cannot answer: "
+            f"`kill -CONT {pid}` resumes it, `maskd stop` ends it."
+        )
+    return f"maskd (pid {pid}) runs but does not answer (stuck?): `maskd stop` ends it."
+
+
 def run(args) -> int:
     st = gather(args.connection_file)
     if args.json:
         print(json.dumps(st, sort_keys=True))
         return 0
     if not st["running"]:
+        if st.get("not_answering"):
+            print(st["not_answering"])
+            return 3
         print(st.get("reason") or "maskd is not running.")
         if st.get("stale_connection_file"):
             state = "alive but not answering" if st.get("pid_alive") else "dead"
