@@ -113,7 +113,9 @@ def deform_conv2d(
     w2d = weight.permute(0, 2, 3, 1).reshape(out_channels, taps * channels).t().to(out_dtype)
 
     result = torch.empty(batch, out_h, out_w, out_channels, device=device, dtype=out_dtype)
-    col_bytes_per_row = channels * taps * out_w * 4
+    # a band's memory: its columns (C floats per sample) and the sampling plan (positions, four
+    # int64 indices and four weights per sample, at most ~80 bytes while it is being built)
+    col_bytes_per_row = (channels * 4 + 80) * taps * out_w
     if max_chunk_bytes is None:
         rows_per_chunk = out_h
     else:
@@ -131,13 +133,16 @@ def deform_conv2d(
             frac = pos.sub_(low)  # (rows, Wo, taps, 2)
             first = torch.addcmul(low[..., 1], low[..., 0], row_step)  # table row of corner (y0, x0)
             index = first.view(samples, 1).to(torch.int64) + step  # (samples, 4)
+            del low, first
             # linear weights per axis, (…, axis, low/high) = (1 − frac, frac); the mask folded into
             # the row weights
             pair = torch.addcmul(low_high, frac.unsqueeze(-1), sign)
             if mask is not None:
                 pair[..., 0, :] *= mask[b, r0:r1]
             corner_w = (pair[..., 0, :, None] * pair[..., 1, None, :]).view(samples, 4)
+            del pos, frac, pair
             cols = _gather_sum(table[b], index, corner_w)
+            del index, corner_w
             cols = cols.view(rows * out_w, taps * channels).to(out_dtype)
             target = result[b, r0:r1].view(rows * out_w, out_channels)
             if bias is not None:
