@@ -12,9 +12,11 @@ into the image seen as an ``(H·W, C)`` table and the four bilinear weights (tim
 for a corner outside) are computed once and shared by all channels; ``embedding_bag`` (mode
 ``sum`` with per-sample weights) then gathers the four corner rows as contiguous C-vectors and
 sums them, writing one row ``(pixel, tap·C + c)`` of the column matrix the matmul reads directly
-(the weight is reordered to ``(O, kh, kw, C)`` to match). On the CPU that is one vectorised pass
-per sample instead of ``grid_sample``'s per-channel scattered reads (2–3× faster here, see
-``tests/bench/bench_model.py``); CUDA and MPS run the same operations.
+(the weight is reordered to ``(O, kh, kw, C)`` to match). On the CPU that is one pass over
+contiguous rows per sample instead of ``grid_sample``'s per-channel scattered reads plus a separate
+mask pass over the columns (the sampling of BiRefNet's 7×7 branch at 256² took 2–3× less CPU time
+in a single-thread profile; ``tests/bench/bench_model.py --compare`` times both in the model).
+CUDA and MPS run the same operations (MPS without ``embedding_bag``: ``index_select`` and a sum).
 
 A direct implementation builds all ``C·kh·kw`` sampled columns for the whole image at once (about
 0.8 GB for one 7×7 branch at 256² and 64 channels; several GB per 1024² BiRefNet forward). Here the
