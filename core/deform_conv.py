@@ -7,12 +7,23 @@ tap ``k = i·kw + j`` the input is sampled bilinearly at
 sample is multiplied by the mask ``[B, kh·kw, Ho, Wo]`` and the result is an ordinary convolution
 of those samples with ``weight``.
 
+How: the sampling is done in channels-last form. For every (pixel, tap) the four corner indices
+into the image seen as an ``(H·W, C)`` table and the four bilinear weights (times the mask, zero
+for a corner outside) are computed once and shared by all channels; ``embedding_bag`` (mode
+``sum`` with per-sample weights) then gathers the four corner rows as contiguous C-vectors and
+sums them, writing one row ``(pixel, tap·C + c)`` of the column matrix the matmul reads directly
+(the weight is reordered to ``(O, kh, kw, C)`` to match). On the CPU that is one pass over
+contiguous rows per sample instead of ``grid_sample``'s per-channel scattered reads plus a separate
+mask pass over the columns (the sampling of BiRefNet's 7×7 branch at 256² took 2–3× less CPU time
+in a single-thread profile; ``tests/bench/bench_model.py --compare`` times both in the model).
+CUDA and MPS run the same operations (MPS without ``embedding_bag``: ``index_select`` and a sum).
+
 A direct implementation builds all ``C·kh·kw`` sampled columns for the whole image at once (about
 0.8 GB for one 7×7 branch at 256² and 64 channels; several GB per 1024² BiRefNet forward). Here the
 columns are built for a band of output rows at a time (``max_chunk_bytes``) and multiplied into
-the output right away, so the extra memory is one band. Sampling runs through ``grid_sample``
-(CPU, CUDA and MPS alike) in float32 even when the network runs in half precision, because the
-sampling positions need more precision than fp16 has.
+the output right away, so the extra memory is one band. Positions and weights are computed in
+float32 and the image is sampled in float32 even when the network runs in half precision, because
+the sampling positions need more precision than fp16 has.
 """
 
 from __future__ import annotations
@@ -28,31 +39,27 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-_GRIDS: dict = {}
+_BASES: dict = {}
 
 
-def _base_grid(device, geometry, out_size, sample_size):
-    """Undeformed sampling positions, normalised for grid_sample as (x, y) pairs ``(taps, Ho, Wo, 2)``,
-    and the pixel → normalised scale ``(2,)``; cached, so a GPU forward never waits on building them."""
-    key = (str(device), geometry, out_size, sample_size)
-    found = _GRIDS.get(key)
+def _base_positions(device, geometry, out_size):
+    """Undeformed sampling positions ``(Ho, Wo, taps, 2)`` as (y, x), shifted by +1 into the table's
+    zero frame, float32 on ``device``; cached, so a GPU forward never waits on building them."""
+    key = (str(device), geometry, out_size)
+    found = _BASES.get(key)
     if found is not None:
         return found
     kh, kw, sh, sw, ph, pw, dh, dw = geometry
-    (out_h, out_w), (sample_h, sample_w) = out_size, sample_size
-    scale_y, scale_x = 2.0 / (sample_h - 1), 2.0 / (sample_w - 1)
-    tap_y = (torch.arange(kh) * dh).repeat_interleave(kw).double()
-    tap_x = (torch.arange(kw) * dw).repeat(kh).double()
-    base_y = (torch.arange(out_h) * sh - ph).double()
-    base_x = (torch.arange(out_w) * sw - pw).double()
-    grid_y = (tap_y.view(-1, 1, 1) + base_y.view(1, -1, 1)) * scale_y - 1.0  # (taps, Ho, 1)
-    grid_x = (tap_x.view(-1, 1, 1) + base_x.view(1, 1, -1)) * scale_x - 1.0  # (taps, 1, Wo)
-    base = torch.stack(torch.broadcast_tensors(grid_x, grid_y), -1).float().to(device)
-    scale = torch.tensor([scale_x, scale_y], dtype=torch.float32).to(device)
-    if len(_GRIDS) >= 32:
-        _GRIDS.clear()
-    _GRIDS[key] = (base, scale)
-    return base, scale
+    out_h, out_w = out_size
+    tap_y = (torch.arange(kh) * dh - ph + 1).repeat_interleave(kw)
+    tap_x = (torch.arange(kw) * dw - pw + 1).repeat(kh)
+    pos_y = (torch.arange(out_h) * sh).view(-1, 1, 1) + tap_y.view(1, 1, -1)  # (Ho, 1, taps)
+    pos_x = (torch.arange(out_w) * sw).view(1, -1, 1) + tap_x.view(1, 1, -1)  # (1, Wo, taps)
+    found = torch.stack(torch.broadcast_tensors(pos_y, pos_x), -1).float().to(device)
+    if len(_BASES) >= 32:
+        _BASES.clear()
+    _BASES[key] = found
+    return found
 
 
 def deform_conv2d(
@@ -85,58 +92,78 @@ def deform_conv2d(
             f"kernel {kh}x{kw} (expected (B, {2 * taps}, {expected_h}, {expected_w}))"
         )
     out_dtype = x.dtype
-    sample = x.float()
-    # grid_sample(align_corners=True) cannot address a side of length 1; a zero row/column
-    # beyond it changes nothing, since outside counts as zero anyway.
-    if height == 1 or width == 1:
-        sample = F.pad(sample, (0, int(width == 1), 0, int(height == 1)))
-    sample_h, sample_w = sample.shape[-2:]
     device = x.device
+    # The image as a (rows·cols, C) table per batch item, framed by zero rows and columns (one
+    # before, two after). Positions are shifted by +1 into that frame and clamped to [0, size + 1]:
+    # all four corners of a sample then lie inside the table, and every corner outside the image
+    # reads a zero (as does everything at or beyond one pixel outside), so no per-corner test.
+    padded_w = width + 3
+    table = F.pad(x.float(), (1, 2, 1, 2)).permute(0, 2, 3, 1).contiguous()
+    table = table.view(batch, (height + 3) * padded_w, channels)
+    base = _base_positions(device, (kh, kw, sh, sw, ph, pw, dh, dw), (out_h, out_w))
+    lower = torch.zeros(2, device=device)
+    low_high, sign = torch.tensor([1.0, 0.0], device=device), torch.tensor([-1.0, 1.0], device=device)
+    upper = torch.tensor([height + 1.0, width + 1.0], device=device)
+    row_step = torch.tensor(float(padded_w), device=device)
+    # corner j of a sample whose (y0, x0) corner is table row r is row r + step[j]
+    step = torch.tensor([0, 1, padded_w, padded_w + 1], device=device)
+    # (Δy, Δx) of every (row, column, tap) in the last dimension; free for a channels-last offset
+    offset_yx = offset.permute(0, 2, 3, 1).view(batch, out_h, out_w, taps, 2)
+    if mask is not None:
+        mask = mask.permute(0, 2, 3, 1).view(batch, out_h, out_w, taps, 1)
+    # weight in the column order (tap, channel): (taps·C, O)
+    w2d = weight.permute(0, 2, 3, 1).reshape(out_channels, taps * channels).t().to(out_dtype)
 
-    base, scale = _base_grid(device, (kh, kw, sh, sw, ph, pw, dh, dw), (out_h, out_w), (sample_h, sample_w))
-    # offsets as (Δx, Δy) pairs in the last dimension (one copy), so each band's grid is one addcmul
-    offset_xy = offset.float().view(batch, taps, 2, out_h, out_w).flip(2).permute(0, 1, 3, 4, 2)
-
-    w2d = weight.reshape(out_channels, channels * taps)
     result = torch.empty(batch, out_h, out_w, out_channels, device=device, dtype=out_dtype)
-    col_bytes_per_row = channels * taps * out_w * 4
+    # a band's memory: its columns (C floats per sample) and the sampling plan (positions, four
+    # int64 indices and four weights per sample, at most ~80 bytes while it is being built)
+    col_bytes_per_row = (channels * 4 + 80) * taps * out_w
     if max_chunk_bytes is None:
         rows_per_chunk = out_h
     else:
         rows_per_chunk = max(1, min(out_h, max_chunk_bytes // max(col_bytes_per_row, 1)))
-    if mask is not None:
-        mask = mask.view(batch, taps, out_h, out_w)
 
     for b in range(batch):
-        image = sample[b : b + 1]
         for r0 in range(0, out_h, rows_per_chunk):
             r1 = min(out_h, r0 + rows_per_chunk)
             rows = r1 - r0
-            grid = torch.addcmul(base[:, r0:r1], offset_xy[b, :, r0:r1], scale)  # (taps, rows, Wo, 2)
-            cols = _sample(image, grid.view(1, taps * rows, out_w, 2))  # (1, C, taps·rows, Wo)
-            cols = cols.view(channels, taps, rows * out_w)
+            samples = rows * out_w * taps
+            # (y, x) of every sample: the base grid plus the offsets, in one float32 tensor
+            pos = base[r0:r1] + offset_yx[b, r0:r1].float()
+            pos.clamp_(lower, upper)
+            low = pos.floor()
+            frac = pos.sub_(low)  # (rows, Wo, taps, 2)
+            first = torch.addcmul(low[..., 1], low[..., 0], row_step)  # table row of corner (y0, x0)
+            index = first.view(samples, 1).to(torch.int64) + step  # (samples, 4)
+            del low, first
+            # linear weights per axis, (…, axis, low/high) = (1 − frac, frac); the mask folded into
+            # the row weights
+            pair = torch.addcmul(low_high, frac.unsqueeze(-1), sign)
             if mask is not None:
-                cols.mul_(mask[b, :, r0:r1].reshape(1, taps, rows * out_w).float())
-            cols = cols.view(channels * taps, rows * out_w).to(out_dtype)
+                pair[..., 0, :] *= mask[b, r0:r1]
+            corner_w = (pair[..., 0, :, None] * pair[..., 1, None, :]).view(samples, 4)
+            del pos, frac, pair
+            cols = _gather_sum(table[b], index, corner_w)
+            del index, corner_w
+            cols = cols.view(rows * out_w, taps * channels).to(out_dtype)
             target = result[b, r0:r1].view(rows * out_w, out_channels)
             if bias is not None:
-                torch.addmm(bias.to(out_dtype), cols.t(), w2d.t(), out=target)
+                torch.addmm(bias.to(out_dtype), cols, w2d, out=target)
             else:
-                torch.mm(cols.t(), w2d.t(), out=target)
+                torch.mm(cols, w2d, out=target)
     return result.permute(0, 3, 1, 2)
 
 
-def _sample(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Bilinear sampling, zero outside; on a backend without ``grid_sample`` (older MPS), on the CPU."""
+def _gather_sum(table: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``out[n] = Σ_j weights[n, j] · table[index[n, j]]`` — ``(N, C)``; on a backend without
+    ``embedding_bag`` (older MPS), the same sum from ``index_select``."""
     try:
-        return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return F.embedding_bag(index, table, per_sample_weights=weights, mode="sum")
     except (NotImplementedError, RuntimeError) as exc:
-        if image.device.type != "mps" or "implemented" not in str(exc):
+        if table.device.type != "mps" or "implemented" not in str(exc):
             raise
-        out = F.grid_sample(
-            image.cpu(), grid.cpu(), mode="bilinear", padding_mode="zeros", align_corners=True
-        )
-        return out.to(image.device)
+        picked = table.index_select(0, index.view(-1)).view(*index.shape, -1)
+        return torch.einsum("njc,nj->nc", picked, weights)
 
 
 def set_chunk_bytes(model: nn.Module, max_chunk_bytes: int | None) -> None:
