@@ -219,7 +219,13 @@ def connect(ray, where: str, quiet: bool, say) -> None:
         else:
             ray.init(address=where, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise MaskdError(f"cannot join the Ray cluster at {where}: {exc}") from None
+        hint = ""
+        if where != LOCAL and not os.environ.get("RAY_AUTH_MODE"):
+            hint = (
+                " (a cluster with token authentication also needs RAY_AUTH_MODE=token and its token: "
+                "RAY_AUTH_TOKEN, or ~/.ray/auth_token)"
+            )
+        raise MaskdError(f"cannot join the Ray cluster at {where}: {exc}{hint}") from None
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = not quiet
     ctx.execution_options.preserve_order = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import cv2
@@ -189,3 +190,15 @@ def test_a_model_worker_killed_mid_run_costs_no_output(cluster, catalogue, tmp_p
     assert sorted(got) == sorted(expected)
     assert all(got[k] == expected[k] for k in expected)
     print(f"model worker {worker} frozen with {held} of 29 outputs written, then killed; the batch completed")
+
+
+def test_a_folder_after_ray_is_refused_with_a_hint_and_ray_is_not_loaded_without_it(tmp_path):
+    (tmp_path / "in").mkdir()
+    r = cli("--ray", tmp_path / "in", "-o", tmp_path / "out", env=maskd_env())
+    assert r.returncode == 2 and "is not a Ray address" in r.stderr and "--ray=ADDRESS" in r.stderr
+    assert "Traceback" not in r.stderr
+    code = "import sys, maskd.server.commands.remove, maskd.server.cli; print('ray' in sys.modules)"
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=maskd_env(), cwd=REPO
+    )
+    assert r.stdout.strip() == "False", r.stdout + r.stderr  # the plain command never imports Ray
