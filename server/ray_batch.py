@@ -260,6 +260,9 @@ def run(args, todo: list[tuple[Path, Path]], opts: dict) -> object:
     from maskd.server import batch
     from tqdm import tqdm
 
+    spec = session_spec(args)
+    if spec.weights and not os.path.exists(spec.weights):  # every node reads the same path
+        raise MaskdError(f"--weights {spec.weights}: no such file here (every node needs it at this path)")
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     ray = import_ray()
     connect(ray, args.ray, args.quiet, say)
@@ -275,8 +278,8 @@ def run(args, todo: list[tuple[Path, Path]], opts: dict) -> object:
         ds = ds.map(prepare, fn_kwargs={"job": job}, num_cpus=1)
         ds = ds.map(
             MatteWorker,
-            fn_constructor_args=(session_spec(args), job.threads),
-            concurrency=workers,
+            fn_constructor_args=(spec, job.threads),
+            compute=ray.data.ActorPoolStrategy(size=workers),
             **resources,
         )
         ds = ds.map(finish, fn_kwargs={"job": job}, num_cpus=1)
