@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,8 +52,13 @@ def timed(cmd: list[str], env: dict) -> float:
     return seconds
 
 
-def stages(path: Path) -> dict[str, float]:
-    """Seconds of each step for one file, in this process (one core's worth of work)."""
+def stages(path: Path, repeat: int = 3) -> dict[str, float]:
+    """Median seconds of each step for one file, in this process (``repeat`` runs)."""
+    runs = [_stages_once(path) for _ in range(repeat)]
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def _stages_once(path: Path) -> dict[str, float]:
     from maskd.core import imageio, pipeline
     from maskd.core.session import StandInSession
     from maskd.server import batch
@@ -83,7 +89,13 @@ def main() -> None:
     ap.add_argument("--small", type=int, default=4)
     ap.add_argument("--large", type=int, default=16)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="logical CPUs given to Ray")
+    ap.add_argument("--stages-only", action="store_true", help="only the per-stage costs")
     a = ap.parse_args()
+    if a.stages_only:
+        with tempfile.TemporaryDirectory(prefix="md-bench-ray-") as tmp:
+            make_inputs(Path(tmp), 1, a.side)
+            print_stages(stages(Path(tmp) / "p000.jpg"))
+        return
     import ray
 
     cmd = [sys.executable, "-m", "maskd.server"]
@@ -125,7 +137,11 @@ def main() -> None:
             f"   (steady state {1 / per[way]:.2f})"
         )
     print(f"Ray adds {per['ray'] - per['local']:+.2f} s per image (negative: its tasks run side by side)")
-    print("one file's stages in one process (one core's work):")
+    print_stages(per_stage)
+
+
+def print_stages(per_stage: dict[str, float]) -> None:
+    print("one file's stages in one process (median of 3; one core's work):")
     for name, seconds in per_stage.items():
         print(f"  {name:22} {seconds:6.3f} s")
     print(f"  {'total CPU per image':22} {sum(per_stage.values()):6.3f} s")
