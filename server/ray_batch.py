@@ -154,7 +154,6 @@ def finish(row: dict, job: Job) -> dict:
     result = {"src": row["src"], "dst": row["dst"], "error": row["error"], "note": ""}
     if result["error"]:
         return result
-    t0 = time.perf_counter()
     try:
         note = process_raster(
             job.args, _MatteClient(row["matte"]), job.opts, Path(row["src"]), Path(row["dst"])
@@ -162,7 +161,6 @@ def finish(row: dict, job: Job) -> dict:
         result["note"] = note or ""
     except Exception as exc:
         result["error"] = _message(exc)
-    result["seconds"] = time.perf_counter() - t0
     return result
 
 
