@@ -321,3 +321,37 @@ def add_finishing(p) -> None:
         help="write NAME.json next to each output with the subject's bounding box "
         "(on by default with a preset)",
     )
+
+
+def add_ray(p) -> None:
+    """``--ray [ADDRESS]`` and ``--ray-workers``: run the batch on a Ray cluster (``server.ray_batch``)."""
+    from maskd.server.ray_batch import LOCAL, address
+
+    g = p.add_argument_group("Ray cluster (pip install 'maskd[ray]'; see docs/scale.md)")
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const=LOCAL,
+        default=None,
+        type=address,
+        metavar="ADDRESS",
+        help="run the batch as a Ray Data pipeline: auto joins the running cluster, HOST:PORT or "
+        "ray://HOST:PORT a given one; without ADDRESS a local Ray instance is started. Write it "
+        "after the inputs (or --ray=ADDRESS). The --model/--weights/--device options choose the model",
+    )
+    g.add_argument(
+        "--ray-workers",
+        type=positive_int,
+        metavar="N",
+        help="model workers (default: one per GPU of the cluster, or one per node without GPUs)",
+    )
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of 1 or more")
+    return value

@@ -33,6 +33,7 @@ def add_arguments(p) -> None:
     options.add_finishing(p)
     options.add_layers(p)
     options.add_daemon(p)
+    options.add_ray(p)
 
 
 def wants_colours(args) -> bool:
@@ -93,7 +94,15 @@ def run(args) -> int:
     todo = [(s, d) for s, d in jobs if args.overwrite or not d.exists()]
     batch.prepare_folders(todo)
     outcome, interrupted = batch.Outcome(), None
-    if todo:
+    if todo and args.ray is not None:  # the same plan, run as a Ray Data pipeline (docs/scale.md)
+        from maskd.server import ray_batch
+
+        try:
+            outcome = ray_batch.run(args, todo, options.matte_options(args, colours=wants_colours(args)))
+        except batch.Interrupted as exc:
+            batch.say_interrupted("remove", exc, False)
+            return 130
+    elif todo:
         say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
         opts = options.matte_options(args, colours=wants_colours(args))
         serve = options.serve_args(args)
