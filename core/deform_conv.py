@@ -101,12 +101,7 @@ def deform_conv2d(
     table = F.pad(x.float(), (1, 2, 1, 2)).permute(0, 2, 3, 1).contiguous()
     table = table.view(batch, (height + 3) * padded_w, channels)
     base = _base_positions(device, (kh, kw, sh, sw, ph, pw, dh, dw), (out_h, out_w))
-    lower = torch.zeros(2, device=device)
-    low_high, sign = torch.tensor([1.0, 0.0], device=device), torch.tensor([-1.0, 1.0], device=device)
-    upper = torch.tensor([height + 1.0, width + 1.0], device=device)
-    row_step = torch.tensor(float(padded_w), device=device)
-    # corner j of a sample whose (y0, x0) corner is table row r is row r + step[j]
-    step = torch.tensor([0, 1, padded_w, padded_w + 1], device=device)
+    plan = _SamplingPlan(device, height, width)
     # (Δy, Δx) of every (row, column, tap) in the last dimension; free for a channels-last offset
     offset_yx = offset.permute(0, 2, 3, 1).view(batch, out_h, out_w, taps, 2)
     if mask is not None:
@@ -127,24 +122,8 @@ def deform_conv2d(
         for r0 in range(0, out_h, rows_per_chunk):
             r1 = min(out_h, r0 + rows_per_chunk)
             rows = r1 - r0
-            samples = rows * out_w * taps
-            # (y, x) of every sample: the base grid plus the offsets, in one float32 tensor
-            pos = base[r0:r1] + offset_yx[b, r0:r1].float()
-            pos.clamp_(lower, upper)
-            low = pos.floor()
-            frac = pos.sub_(low)  # (rows, Wo, taps, 2)
-            first = torch.addcmul(low[..., 1], low[..., 0], row_step)  # table row of corner (y0, x0)
-            index = first.view(samples, 1).to(torch.int64) + step  # (samples, 4)
-            del low, first
-            # linear weights per axis, (…, axis, low/high) = (1 − frac, frac); the mask folded into
-            # the row weights
-            pair = torch.addcmul(low_high, frac.unsqueeze(-1), sign)
-            if mask is not None:
-                pair[..., 0, :] *= mask[b, r0:r1]
-            corner_w = (pair[..., 0, :, None] * pair[..., 1, None, :]).view(samples, 4)
-            del pos, frac, pair
-            cols = _gather_sum(table[b], index, corner_w)
-            del index, corner_w
+            band_mask = mask[b, r0:r1] if mask is not None else None
+            cols = _band_columns(table[b], base[r0:r1] + offset_yx[b, r0:r1].float(), band_mask, plan)
             cols = cols.view(rows * out_w, taps * channels).to(out_dtype)
             target = result[b, r0:r1].view(rows * out_w, out_channels)
             if bias is not None:
@@ -152,6 +131,40 @@ def deform_conv2d(
             else:
                 torch.mm(cols, w2d, out=target)
     return result.permute(0, 3, 1, 2)
+
+
+class _SamplingPlan:
+    """The constants of the bilinear sampling into the framed (rows·cols, C) table."""
+
+    def __init__(self, device, height: int, width: int):
+        padded_w = width + 3
+        self.lower = torch.zeros(2, device=device)
+        self.upper = torch.tensor([height + 1.0, width + 1.0], device=device)
+        self.low_high = torch.tensor([1.0, 0.0], device=device)
+        self.sign = torch.tensor([-1.0, 1.0], device=device)
+        self.row_step = torch.tensor(float(padded_w), device=device)
+        # corner j of a sample whose (y0, x0) corner is table row r is row r + step[j]
+        self.step = torch.tensor([0, 1, padded_w, padded_w + 1], device=device)
+
+
+def _band_columns(table: torch.Tensor, pos: torch.Tensor, mask, plan: _SamplingPlan) -> torch.Tensor:
+    """One band's columns: ``pos`` (rows, Wo, taps, 2) sample positions (base grid + offsets, in the
+    table's frame), ``mask`` (rows, Wo, taps, 1) or None → (rows·Wo·taps, C) bilinear samples."""
+    samples = pos.shape[0] * pos.shape[1] * pos.shape[2]
+    pos.clamp_(plan.lower, plan.upper)
+    low = pos.floor()
+    frac = pos.sub_(low)  # (rows, Wo, taps, 2)
+    first = torch.addcmul(low[..., 1], low[..., 0], plan.row_step)  # table row of corner (y0, x0)
+    index = first.view(samples, 1).to(torch.int64) + plan.step  # (samples, 4)
+    del low, first
+    # linear weights per axis, (…, axis, low/high) = (1 − frac, frac); the mask folded into the row
+    # weights
+    pair = torch.addcmul(plan.low_high, frac.unsqueeze(-1), plan.sign)
+    if mask is not None:
+        pair[..., 0, :] *= mask
+    corner_w = (pair[..., 0, :, None] * pair[..., 1, None, :]).view(samples, 4)
+    del pos, frac, pair
+    return _gather_sum(table, index, corner_w)
 
 
 def _gather_sum(table: torch.Tensor, index: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
