@@ -66,11 +66,13 @@ GUIDE_RADIUS = 1  # model pixels
 GUIDE_EPS = 1e-5  # guide units² (guide in [0, 1])
 TILE = 256  # full-resolution tile edge for band work
 REFINE_GRID = 1024  # refine(): a mask larger than this (longer side) is worked on at this size
-REFINE_MIN_FACTOR = 2  # refine(): and on a grid at most half the image's size (room to follow edges)
+REFINE_MIN_FACTOR = 2  # refine(): a hard mask on a grid at most half the image's size (room to follow edges)
 HARD_MASK_SIGMA = 0.5  # model pixels of smoothing for a binary mask's stair-steps
 SHARPEN_RADIUS = 2  # full-resolution pixels: the colour-line model of single strands
 SHARPEN_EPS = 3e-5  # guide units² (as good as 1e-5 on the benchmark, calmer in flat colour)
 BP_FLOOR = np.float32(1e-3)  # back-projection weight of pixels at 0 or 1 (keeps the division finite)
+BP_MAX_SHARE = 2.0  # a pixel takes at most this multiple of its model pixel's residual per step
+ISOLATED_LEVEL = 60.0 / 255.0  # a pixel this far from its 3×3 median *and* from the matte is an artefact
 SNAP = 1.0 / 510.0  # alpha within half an 8-bit step of 0 or 1 becomes exactly 0 or 1
 
 _MODES = {
@@ -174,10 +176,12 @@ def refine(
 ) -> Cutout:
     """Refine a rough mask of any size (uint8/uint16/float, resized to the image) — no model.
 
-    The mask is worked on at its own size, but at most ``REFINE_GRID`` on its longer side and at
-    most half the image's size (area average): a full-size rough selection is refined like a
-    model's matte, with room to move its edges onto the photo's. With an ROI the mask covers
-    the whole image and is cropped like the image.
+    The mask is worked on at its own size (at most the image's), but at most ``REFINE_GRID`` on
+    its longer side (area average). A hard (binary) mask is also brought to at most half the
+    image's size: a full-size rough selection is refined like a model's matte, with room to move
+    its edges onto the photo's. A soft matte keeps its size: shrinking a network's matte that is
+    about the image's size only throws away the detail it delivered (issue 14). With an ROI the
+    mask covers the whole image and is cropped like the image.
     """
     opts = (options or CutoutOptions()).validate()
     clock = _Clock(progress)
@@ -197,8 +201,10 @@ def refine(
         sub = image
     sh, sw = sub.shape[:2]
     scale = min(1.0, REFINE_GRID / max(m.shape))
-    gh = min(max(1, sh // REFINE_MIN_FACTOR), max(1, round(m.shape[0] * scale)))
-    gw = min(max(1, sw // REFINE_MIN_FACTOR), max(1, round(m.shape[1] * scale)))
+    # A soft matte (a network's) keeps all its detail; a hard selection gets room to move its edges.
+    factor = 1 if trimapmod.is_area_average(m) else REFINE_MIN_FACTOR
+    gh = min(max(1, sh // factor), max(1, round(m.shape[0] * scale)))
+    gw = min(max(1, sw // factor), max(1, round(m.shape[1] * scale)))
     if (gh, gw) != m.shape:
         m = cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA)
     clock.lap("mask")
@@ -373,14 +379,17 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
         if k % 16 == 0:
             clock.report("upsample", k / max(1, len(tiles)))
     clock.lap("upsample")
-    if (h, w) == (height, width) or hard:
-        steps = rounds = 0  # nothing to reconstruct, or a hard mask that no alpha averages to
+    if hard:
+        steps = rounds = 0  # a hard mask that no alpha averages to
+    elif (h, w) == (height, width):
+        steps = 0  # nothing to reconstruct; the sharpening still fits the edge to the photo's colours
     for rnd in range(rounds + 1):
         if rnd:
             _sharpen(sub, alpha, tiles, band, opts.linear)
         _back_project(alpha, matte, tiles, band, steps)
         clock.report("back-projection", (rnd + 1) / (rounds + 1))
     clock.lap("back-projection")
+    _drop_isolated(alpha, matte, tiles, band)
     for box in tiles:
         y0, y1, x0, x1 = box
         view = alpha[y0:y1, x0:x1]
@@ -408,6 +417,8 @@ def _device_alpha(img, matte, opts) -> np.ndarray:
             floor=float(BP_FLOOR),
             snap=SNAP,
             hard_sigma=HARD_MASK_SIGMA,
+            max_share=BP_MAX_SHARE,
+            isolated_level=ISOLATED_LEVEL,
         )
     else:
         a = img.grid.up(refine_torch.upload(matte, img.device)).clamp(0.0, 1.0)
@@ -420,7 +431,11 @@ def _back_project(alpha, matte, tiles, band, steps):
     The residual of each model pixel is shared among its full-resolution pixels in proportion
     to their uncertainty ``α(1 − α)``: pixels already at 0 or 1 keep their value, soft ones take
     the correction (a uniform share would lift the transparent gaps between strands as much as
-    the strands themselves).
+    the strands themselves). No pixel takes more than ``BP_MAX_SHARE`` times the residual per
+    step: a network's matte is no exact area average (its interior dips to 0.95, its background
+    carries a haze), and with one soft pixel left among opaque ones the whole cell's few percent
+    would land on it and punch a hole (issue 14: rings of holes and specks). The cap leaves such a
+    cell slightly off the matte instead.
     """
     height, width = alpha.shape
     h, w = matte.shape
@@ -433,14 +448,52 @@ def _back_project(alpha, matte, tiles, band, steps):
             cv2.multiply(view, cv2.subtract(1.0, view), dst=weight[y0:y1, x0:x1])
             weight[y0:y1, x0:x1] += BP_FLOOR
         residual = cv2.subtract(matte, _downsample(alpha, (h, w)))
-        cv2.divide(residual, _downsample(weight, (h, w)), dst=residual)
+        gain = cv2.divide(1.0, _downsample(weight, (h, w)))
+        both = cv2.merge([residual, gain])
         for box in tiles:
             y0, y1, x0, x1 = box
             view = alpha[y0:y1, x0:x1]
-            updated = _warp(residual, box, (height, width))
-            cv2.multiply(updated, weight[y0:y1, x0:x1], dst=updated)
+            rg = _warp(both, box, (height, width))
+            share = cv2.multiply(rg[..., 1], weight[y0:y1, x0:x1])
+            np.minimum(share, np.float32(BP_MAX_SHARE), out=share)
+            updated = cv2.multiply(rg[..., 0], share)
             cv2.add(updated, view, dst=updated)
             np.copyto(view, np.clip(updated, 0.0, 1.0, out=updated), where=band[y0:y1, x0:x1])
+
+
+def _drop_isolated(alpha, matte, tiles, band):
+    """Put back to its 3×3 median every band pixel the matte does not support as a lone value.
+
+    A pixel more than ``ISOLATED_LEVEL`` from the median of its 3×3 neighbourhood *and* from
+    the matte's own (bilinear) value there is a hole or a speck that the refinement made — a
+    colour-guided fit following texture, a residual landing on one pixel — not detail the
+    network delivered: thin strands that the matte carries keep their value. Read from a copy,
+    so the tiles give what one whole-image pass gives (``core.refine_torch`` does that).
+    """
+    if not tiles:
+        return
+    height, width = alpha.shape
+    src = alpha.copy()
+    level = np.float32(ISOLATED_LEVEL)
+    for box in tiles:
+        y0, y1, x0, x1 = box
+        hy0, hy1 = max(0, y0 - 1), min(height, y1 + 1)
+        hx0, hx1 = max(0, x0 - 1), min(width, x1 + 1)
+        med = _median3(src[hy0:hy1, hx0:hx1])[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
+        view = alpha[y0:y1, x0:x1]
+        base = _warp(matte, box, (height, width))
+        lone = (np.abs(view - med) > level) & (np.abs(view - base) > level) & band[y0:y1, x0:x1]
+        np.copyto(view, med, where=lone)
+
+
+def _median3(x: np.ndarray) -> np.ndarray:
+    """3×3 median with replicated borders (``cv2.medianBlur``), for any size of float32 array."""
+    if min(x.shape) >= 3:
+        return cv2.medianBlur(np.ascontiguousarray(x), 3)
+    padded = np.pad(x, 1, mode="edge")
+    h, w = x.shape
+    stack = np.stack([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)])
+    return np.median(stack, axis=0).astype(np.float32)
 
 
 def _sharpen(sub, alpha, tiles, band, linear):

@@ -234,6 +234,8 @@ def refine_alpha(
     floor: float,
     snap: float,
     hard_sigma: float,
+    max_share: float,
+    isolated_level: float,
 ) -> torch.Tensor:
     """``core.pipeline._refine_alpha`` (upsampling, back-projection, sharpening) on whole tensors."""
     device, grid = img.device, img.grid
@@ -250,18 +252,39 @@ def refine_alpha(
     band = grid.up_nearest(band_low, device)
     guide = img.guide()
     alpha = torch.where(band, _apply(grid.up(coef), guide), grid.up_nearest(fg_low, device).to(torch.float32))
-    if (h, w) == (height, width) or hard:
+    if hard:
         steps = rounds = 0
+    elif (h, w) == (height, width):
+        steps = 0
     for rnd in range(rounds + 1):
         if rnd:
             sharp = _apply(guided_coefficients(guide, alpha, sharpen_radius, sharpen_eps), guide)
             alpha = torch.where(band, sharp, alpha)
-        for _ in range(steps):
+        for _ in range(steps):  # core.pipeline._back_project
             weight = alpha * (1.0 - alpha) + floor
-            residual = (m - grid.down(alpha)) / grid.down(weight)
-            alpha = torch.where(band, (alpha + grid.up(residual) * weight).clamp_(0.0, 1.0), alpha)
+            residual = m - grid.down(alpha)
+            gain = 1.0 / grid.down(weight)
+            share = (grid.up(gain) * weight).clamp_(max=max_share)
+            alpha = torch.where(band, (alpha + grid.up(residual) * share).clamp_(0.0, 1.0), alpha)
+    # core.pipeline._drop_isolated: lone values the matte does not support go back to the median
+    med = median3(alpha)
+    lone = ((alpha - med).abs() > isolated_level) & ((alpha - grid.up(m)).abs() > isolated_level) & band
+    alpha = torch.where(lone, med, alpha)
     alpha = torch.where(alpha < snap, torch.zeros_like(alpha), alpha)
     return torch.where(alpha > 1.0 - snap, torch.ones_like(alpha), alpha)
+
+
+def median3(x: torch.Tensor) -> torch.Tensor:
+    """3×3 median of an H×W tensor, borders replicated (``cv2.medianBlur`` with ksize 3), in row strips."""
+    padded = F.pad(x[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    out = torch.empty_like(x)
+    height, width = x.shape
+    strip = max(1, (1 << 22) // max(1, width))  # 9 shifted copies of a strip at a time
+    for y0 in range(0, height, strip):
+        y1 = min(height, y0 + strip)
+        shifted = [padded[y0 + dy : y1 + dy, dx : dx + width] for dy in range(3) for dx in range(3)]
+        out[y0:y1] = torch.stack(shifted).median(dim=0).values
+    return out
 
 
 # ----------------------------------------------------------------------------- foreground colours
