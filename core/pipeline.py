@@ -71,7 +71,7 @@ HARD_MASK_SIGMA = 0.5  # model pixels of smoothing for a binary mask's stair-ste
 SHARPEN_RADIUS = 2  # full-resolution pixels: the colour-line model of single strands
 SHARPEN_EPS = 3e-5  # guide units² (as good as 1e-5 on the benchmark, calmer in flat colour)
 BP_FLOOR = np.float32(1e-3)  # back-projection weight of pixels at 0 or 1 (keeps the division finite)
-BP_MAX_SHARE = 2.0  # a pixel takes at most this multiple of its model pixel's residual per step
+BP_MAX_SHARE = 1.0  # a pixel takes at most this multiple of its model pixel's residual per step
 ISOLATED_LEVEL = 60.0 / 255.0  # a pixel this far from its 3×3 median *and* from the matte is an artefact
 SNAP = 1.0 / 510.0  # alpha within half an 8-bit step of 0 or 1 becomes exactly 0 or 1
 
@@ -202,13 +202,14 @@ def refine(
     sh, sw = sub.shape[:2]
     scale = min(1.0, REFINE_GRID / max(m.shape))
     # A soft matte (a network's) keeps all its detail; a hard selection gets room to move its edges.
-    factor = 1 if trimapmod.is_area_average(m) else REFINE_MIN_FACTOR
+    selection = not trimapmod.is_area_average(m)
+    factor = REFINE_MIN_FACTOR if selection else 1
     gh = min(max(1, sh // factor), max(1, round(m.shape[0] * scale)))
     gw = min(max(1, sw // factor), max(1, round(m.shape[1] * scale)))
     if (gh, gw) != m.shape:
         m = cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA)
     clock.lap("mask")
-    return _finish(image, sub, m, crop, paste, opts, clock)
+    return _finish(image, sub, m, crop, paste, opts, clock, lone_check=not selection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +354,7 @@ def _mode(opts):
     return radius, steps, rounds, full_small_pass
 
 
-def _refine_alpha(sub, matte, opts, clock, grid_guide):
+def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True):
     """Full-resolution alpha for ``sub`` from ``matte`` (on its own, smaller-or-equal grid)."""
     height, width = sub.shape[:2]
     h, w = matte.shape
@@ -389,7 +390,8 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
         _back_project(alpha, matte, tiles, band, steps)
         clock.report("back-projection", (rnd + 1) / (rounds + 1))
     clock.lap("back-projection")
-    _drop_isolated(alpha, matte, tiles, band)
+    if lone_check and not hard:  # a hard mask's blurred staircase is no support to judge strands by
+        _drop_isolated(alpha, matte, tiles, band)
     for box in tiles:
         y0, y1, x0, x1 = box
         view = alpha[y0:y1, x0:x1]
@@ -398,7 +400,7 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
     return alpha
 
 
-def _device_alpha(img, matte, opts) -> np.ndarray:
+def _device_alpha(img, matte, opts, lone_check=True) -> np.ndarray:
     """``_refine_alpha`` (or plain bilinear upsampling) on the device; the result back in memory."""
     from maskd.core import refine_torch
 
@@ -418,7 +420,7 @@ def _device_alpha(img, matte, opts) -> np.ndarray:
             snap=SNAP,
             hard_sigma=HARD_MASK_SIGMA,
             max_share=BP_MAX_SHARE,
-            isolated_level=ISOLATED_LEVEL,
+            isolated_level=ISOLATED_LEVEL if lone_check else None,
         )
     else:
         a = img.grid.up(refine_torch.upload(matte, img.device)).clamp(0.0, 1.0)
@@ -585,10 +587,12 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     return fg
 
 
-def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) -> Cutout:
+def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock, lone_check=True) -> Cutout:
+    """Steps 1–5 on ``matte``. ``lone_check``: drop lone pixels the matte does not support (a hard
+    selection shrunk to a grid is no support to judge the strands its refinement finds by)."""
     if opts.device != "cpu":
         try:
-            return _finish_on(image, sub, matte, crop, paste, opts, clock)
+            return _finish_on(image, sub, matte, crop, paste, opts, clock, lone_check)
         except RuntimeError as exc:  # the GPU is full (another app, a huge layer): the CPU does it
             if not _out_of_memory(exc):
                 raise
@@ -596,7 +600,7 @@ def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) 
 
             refine_torch.release(opts.device)
             opts = dataclasses.replace(opts, device="cpu")
-    return _finish_on(image, sub, matte, crop, paste, opts, clock)
+    return _finish_on(image, sub, matte, crop, paste, opts, clock, lone_check)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -605,7 +609,7 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in str(exc).lower()
 
 
-def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) -> Cutout:
+def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock, lone_check) -> Cutout:
     height, width = sub.shape[:2]
     h, w = matte.shape
     if h > height or w > width:  # a model grid finer than a small image: work at the image's size
@@ -617,13 +621,13 @@ def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Cloc
 
         img = refine_torch.DeviceImage(sub, (h, w), opts.linear, opts.device)
         clock.lap("guide")
-        alpha = _device_alpha(img, matte, opts)
+        alpha = _device_alpha(img, matte, opts, lone_check)
         clock.lap("upsample")
     else:
         grid_guide, grid_blend = _low_guides(sub, (h, w), opts.linear)
         clock.lap("guide")
         if opts.refine:
-            alpha = _refine_alpha(sub, matte, opts, clock, grid_guide)
+            alpha = _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check)
         else:
             alpha = np.clip(cv2.resize(matte, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
             clock.lap("upsample")

@@ -235,7 +235,7 @@ def refine_alpha(
     snap: float,
     hard_sigma: float,
     max_share: float,
-    isolated_level: float,
+    isolated_level: float | None,
 ) -> torch.Tensor:
     """``core.pipeline._refine_alpha`` (upsampling, back-projection, sharpening) on whole tensors."""
     device, grid = img.device, img.grid
@@ -267,9 +267,10 @@ def refine_alpha(
             share = (grid.up(gain) * weight).clamp_(max=max_share)
             alpha = torch.where(band, (alpha + grid.up(residual) * share).clamp_(0.0, 1.0), alpha)
     # core.pipeline._drop_isolated: lone values the matte does not support go back to the median
-    med = median3(alpha)
-    lone = ((alpha - med).abs() > isolated_level) & ((alpha - grid.up(m)).abs() > isolated_level) & band
-    alpha = torch.where(lone, med, alpha)
+    if isolated_level is not None and not hard:
+        med = median3(alpha)
+        lone = ((alpha - med).abs() > isolated_level) & ((alpha - grid.up(m)).abs() > isolated_level) & band
+        alpha = torch.where(lone, med, alpha)
     alpha = torch.where(alpha < snap, torch.zeros_like(alpha), alpha)
     return torch.where(alpha > 1.0 - snap, torch.ones_like(alpha), alpha)
 
