@@ -615,6 +615,7 @@ def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Cloc
     if h > height or w > width:  # a model grid finer than a small image: work at the image's size
         matte = cv2.resize(matte, (min(w, width), min(h, height)), interpolation=cv2.INTER_AREA)
         h, w = matte.shape
+    matte = trimapmod.calibrate(matte)  # what the network is sure of becomes 0 and 1
     on_device = opts.device != "cpu"
     if on_device:  # the same steps as whole-image tensors on a GPU (core.refine_torch)
         from maskd.core import refine_torch
