@@ -11,8 +11,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-UNKNOWN_LOW = 0.01  # matte values inside (LOW, HIGH) are uncertain
-UNKNOWN_HIGH = 0.99
+UNKNOWN_LOW = 0.05  # matte values inside (LOW, HIGH) are uncertain: a network's shallow dips (0.95…)
+UNKNOWN_HIGH = 0.95  # and haze (…0.05) around its confident levels are not (see ``calibrate``)
 DEFAULT_RADIUS = 2  # model pixels: covers the strands a 4× downsample smears into neighbours
 
 
