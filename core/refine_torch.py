@@ -263,9 +263,9 @@ def refine_alpha(
         for _ in range(steps):  # core.pipeline._back_project
             weight = alpha * (1.0 - alpha) + floor
             residual = m - grid.down(alpha)
-            gain = 1.0 / grid.down(weight)
-            share = (grid.up(gain) * weight).clamp_(max=max_share)
-            alpha = torch.where(band, (alpha + grid.up(residual) * share).clamp_(0.0, 1.0), alpha)
+            limit = grid.up(residual.abs()) * max_share
+            step = torch.maximum(torch.minimum(grid.up(residual / grid.down(weight)) * weight, limit), -limit)
+            alpha = torch.where(band, (alpha + step).clamp_(0.0, 1.0), alpha)
     # core.pipeline._drop_isolated: lone values the matte does not support go back to the median
     if isolated_level is not None and not hard:
         med = median3(alpha)
