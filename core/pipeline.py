@@ -4,16 +4,16 @@ Why: BiRefNet sees 1024² (2048² for HR); layers are 4000² and more. Stretchin
 (Lanczos, as rembg does) turns hair into mush at full size. Here the matte is carried to the
 layer's own resolution with the layer's own colours:
 
+0. **Confident levels** (``core.trimap.calibrate``): a network's matte says "sure" with its own
+   levels (ISNet's interior is 254/255, others' 0.97; the background carries a haze). The most
+   frequent level near 0 and near 1 are stretched to exactly 0 and 1 (an affine map: real
+   translucency between keeps its value), before anything else, on every path.
 1. **Guided joint upsampling** (``core.guided_filter``): a colour guided filter (r = 1, ε = 1e-5)
    is solved on the model's grid against the image downsampled to that grid; its per-pixel
    linear colour→alpha coefficients (and the offset that makes them reproduce the matte there)
    are interpolated to full resolution and applied to the full-resolution pixels, so edges
    follow the photo's colour edges, and fall back to smooth interpolation where colour is flat.
-0. **Confident levels** (``core.trimap.calibrate``): a network's matte says "sure" with its own
-   levels (ISNet's interior is 254/255, others' 0.97; the background carries a haze). The most
-   frequent level near 0 and near 1 are stretched to exactly 0 and 1 (an affine map: real
-   translucency between keeps its value), before anything else, on every path.
-2. **Trimap** (``core.trimap``): the uncertain band (0 < matte < 1 and hard steps) on the model's
+2. **Trimap** (``core.trimap``): the uncertain band (0.05 < matte < 0.95 and hard steps) on the model's
    grid, widened by a radius in *model* pixels. Outside the band alpha is exactly 0 or 1, and
    no full-resolution work is done there: the band is processed in tiles.
 3. **Back-projection and sharpening** (band only): a soft matte is read as the area average of
