@@ -80,6 +80,7 @@ SHARPEN_RADIUS = 2  # full-resolution pixels: the colour-line model of single st
 SHARPEN_EPS = 3e-5  # guide units² (as good as 1e-5 on the benchmark, calmer in flat colour)
 BP_FLOOR = np.float32(1e-3)  # back-projection weight of pixels at 0 or 1 (keeps the division finite)
 BP_MAX_SHARE = 1.0  # a pixel moves at most this multiple of its model pixels' residual per step
+EXACT_BAND = (0.01, 0.99)  # an exact matte's uncertain band: its 0.95…0.99 are real coverage, not dips
 ISOLATED_LEVEL = 60.0 / 255.0  # a pixel this far from its 3×3 median *and* from the matte is an artefact
 SNAP = 1.0 / 510.0  # alpha within half an 8-bit step of 0 or 1 becomes exactly 0 or 1
 
@@ -362,8 +363,11 @@ def _mode(opts):
     return radius, steps, rounds, full_small_pass
 
 
-def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True):
-    """Full-resolution alpha for ``sub`` from ``matte`` (on its own, smaller-or-equal grid)."""
+def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=False):
+    """Full-resolution alpha for ``sub`` from ``matte`` (on its own, smaller-or-equal grid).
+
+    ``exact``: the matte is an exact area average (``core.trimap.is_exact``): its band starts at
+    ``EXACT_BAND`` and its residuals are given in full (no ``BP_MAX_SHARE`` cap)."""
     height, width = sub.shape[:2]
     h, w = matte.shape
     radius, steps, rounds, _ = _mode(opts)
@@ -374,7 +378,7 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True):
         coef = gf.guided_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
     else:  # exact offsets: interpolate the soft matte itself where colour says nothing
         coef = gf.joint_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
-    band_low, fg_low = trimapmod.band_from_matte(matte, radius)
+    band_low, fg_low = trimapmod.band_from_matte(matte, radius, *(EXACT_BAND if exact else ()))
     clock.lap("coefficients")
     alpha = trimapmod.upscale_nearest(fg_low, (height, width)).astype(np.float32)
     band = trimapmod.upscale_nearest(band_low, (height, width))
@@ -395,10 +399,10 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True):
     for rnd in range(rounds + 1):
         if rnd:
             _sharpen(sub, alpha, tiles, band, opts.linear)
-        _back_project(alpha, matte, tiles, band, steps)
+        _back_project(alpha, matte, tiles, band, steps, None if exact else BP_MAX_SHARE)
         clock.report("back-projection", (rnd + 1) / (rounds + 1))
     clock.lap("back-projection")
-    if lone_check and not hard:  # a hard mask's blurred staircase is no support to judge strands by
+    if lone_check and not hard and not exact:  # a hard mask's staircase is no support; an exact one is sure
         _drop_isolated(alpha, matte, tiles, band)
     for box in tiles:
         y0, y1, x0, x1 = box
@@ -408,7 +412,7 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True):
     return alpha
 
 
-def _device_alpha(img, matte, opts, lone_check=True) -> np.ndarray:
+def _device_alpha(img, matte, opts, lone_check=True, exact=False) -> np.ndarray:
     """``_refine_alpha`` (or plain bilinear upsampling) on the device; the result back in memory."""
     from maskd.core import refine_torch
 
@@ -427,15 +431,16 @@ def _device_alpha(img, matte, opts, lone_check=True) -> np.ndarray:
             floor=float(BP_FLOOR),
             snap=SNAP,
             hard_sigma=HARD_MASK_SIGMA,
-            max_share=BP_MAX_SHARE,
-            isolated_level=ISOLATED_LEVEL if lone_check else None,
+            max_share=None if exact else BP_MAX_SHARE,
+            band_levels=EXACT_BAND if exact else None,
+            isolated_level=ISOLATED_LEVEL if lone_check and not exact else None,
         )
     else:
         a = img.grid.up(refine_torch.upload(matte, img.device)).clamp(0.0, 1.0)
     return np.ascontiguousarray(a.cpu().numpy())
 
 
-def _back_project(alpha, matte, tiles, band, steps):
+def _back_project(alpha, matte, tiles, band, steps, max_share=BP_MAX_SHARE):
     """Correct ``alpha`` in the band until its area average on the matte's grid is the matte.
 
     The residual of each model pixel is shared among its full-resolution pixels in proportion
@@ -445,8 +450,9 @@ def _back_project(alpha, matte, tiles, band, steps):
     size of the residual per step: a network's matte is no exact area average (dips, haze, a
     shifted edge), and with one soft pixel left among opaque ones the whole cell's few percent
     would land on it and punch a hole (issue 14: rings of holes and specks). The cap leaves such a
-    cell slightly off the matte instead; it costs the exact area averages of the benchmark's
-    shrunk ground truth a little (colour error 0.50 → 0.51× raw pixels).
+    cell slightly off the matte instead. An exact matte (``core.trimap.is_exact``: ground truth
+    shrunk, whose residual is the truth's own) passes ``max_share=None``: no cap, since there one
+    soft pixel among opaque ones really does hold its cell's whole residual.
     """
     height, width = alpha.shape
     h, w = matte.shape
@@ -464,9 +470,10 @@ def _back_project(alpha, matte, tiles, band, steps):
             y0, y1, x0, x1 = box
             view = alpha[y0:y1, x0:x1]
             rg = _warp(both, box, (height, width))
-            limit = cv2.multiply(rg[..., 1], BP_MAX_SHARE)
             updated = cv2.multiply(rg[..., 0], weight[y0:y1, x0:x1])
-            np.clip(updated, -limit, limit, out=updated)
+            if max_share is not None:
+                limit = cv2.multiply(rg[..., 1], max_share)
+                np.clip(updated, -limit, limit, out=updated)
             cv2.add(updated, view, dst=updated)
             np.copyto(view, np.clip(updated, 0.0, 1.0, out=updated), where=band[y0:y1, x0:x1])
 
@@ -623,6 +630,7 @@ def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Cloc
     if h > height or w > width:  # a model grid finer than a small image: work at the image's size
         matte = cv2.resize(matte, (min(w, width), min(h, height)), interpolation=cv2.INTER_AREA)
         h, w = matte.shape
+    exact = trimapmod.is_exact(matte)  # ground truth or its area average, not a network's estimate
     matte = trimapmod.calibrate(matte)  # what the network is sure of becomes 0 and 1
     on_device = opts.device != "cpu"
     if on_device:  # the same steps as whole-image tensors on a GPU (core.refine_torch)
@@ -630,13 +638,13 @@ def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Cloc
 
         img = refine_torch.DeviceImage(sub, (h, w), opts.linear, opts.device)
         clock.lap("guide")
-        alpha = _device_alpha(img, matte, opts, lone_check)
+        alpha = _device_alpha(img, matte, opts, lone_check, exact)
         clock.lap("upsample")
     else:
         grid_guide, grid_blend = _low_guides(sub, (h, w), opts.linear)
         clock.lap("guide")
         if opts.refine:
-            alpha = _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check)
+            alpha = _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check, exact)
         else:
             alpha = np.clip(cv2.resize(matte, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
             clock.lap("upsample")

@@ -234,8 +234,9 @@ def refine_alpha(
     floor: float,
     snap: float,
     hard_sigma: float,
-    max_share: float,
+    max_share: float | None,
     isolated_level: float | None,
+    band_levels: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """``core.pipeline._refine_alpha`` (upsampling, back-projection, sharpening) on whole tensors."""
     device, grid = img.device, img.grid
@@ -248,7 +249,7 @@ def refine_alpha(
     coef = guided_coefficients(g_low, m, guide_radius, guide_eps)
     if not hard:  # exact offsets (see core.guided_filter.joint_coefficients)
         coef[3] = m - (coef[:3] * g_low).sum(0)
-    band_low, fg_low = trimapmod.band_from_matte(matte, radius)
+    band_low, fg_low = trimapmod.band_from_matte(matte, radius, *(band_levels or ()))
     band = grid.up_nearest(band_low, device)
     guide = img.guide()
     alpha = torch.where(band, _apply(grid.up(coef), guide), grid.up_nearest(fg_low, device).to(torch.float32))
@@ -263,8 +264,10 @@ def refine_alpha(
         for _ in range(steps):  # core.pipeline._back_project
             weight = alpha * (1.0 - alpha) + floor
             residual = m - grid.down(alpha)
-            limit = grid.up(residual.abs()) * max_share
-            step = torch.maximum(torch.minimum(grid.up(residual / grid.down(weight)) * weight, limit), -limit)
+            step = grid.up(residual / grid.down(weight)) * weight
+            if max_share is not None:  # None: an exact matte's residual is given in full
+                limit = grid.up(residual.abs()) * max_share
+                step = torch.maximum(torch.minimum(step, limit), -limit)
             alpha = torch.where(band, (alpha + step).clamp_(0.0, 1.0), alpha)
     # core.pipeline._drop_isolated: lone values the matte does not support go back to the median
     if isolated_level is not None and not hard:

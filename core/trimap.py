@@ -17,6 +17,7 @@ DEFAULT_RADIUS = 2  # model pixels: covers the strands a 4× downsample smears i
 
 
 CONFIDENT_REACH = 0.2  # the matte's confident levels are looked for within this of 0 and of 1
+EXACT_NOISE = 0.25 / 255  # mean distance from 0/1 of a confident area that is still exact (a quarter level)
 
 
 def confident_levels(matte: np.ndarray, reach: float = CONFIDENT_REACH) -> tuple[float, float]:
@@ -51,6 +52,26 @@ def calibrate(matte: np.ndarray) -> np.ndarray:
         return matte
     out = (np.asarray(matte, dtype=np.float32) - np.float32(low)) * np.float32(1.0 / (high - low))
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def is_exact(matte: np.ndarray) -> bool:
+    """Whether the matte's confident areas sit exactly on 0 and 1, as ground truth or an area
+    average of it does, rather than a network's estimate of them.
+
+    Confident areas = pixels within 0.05 of 0 (of 1) whose whole 5×5 neighbourhood is, so edges
+    and real translucency are not looked at. Exact when their mean distance from 0 (from 1) is
+    under ``EXACT_NOISE``, on each side. A network's matte never is: ISNet's interior is 254/255, BiRefNet's a
+    float just under 1, both carry dips and haze. Its cells' residuals are then partly noise, and
+    the back-projection caps each pixel's step (``core.pipeline.BP_MAX_SHARE``); an exact matte's
+    residual is the truth's own area average and is given in full.
+    """
+    m = np.asarray(matte, dtype=np.float32)
+    k = np.ones((5, 5), np.uint8)
+    low = cv2.erode((m < UNKNOWN_LOW).astype(np.uint8), k) > 0
+    high = cv2.erode((m > UNKNOWN_HIGH).astype(np.uint8), k) > 0
+    if not low.any() and not high.any():
+        return False
+    return all(float(d.mean(dtype=np.float64)) < EXACT_NOISE for d in (m[low], 1.0 - m[high]) if d.size)
 
 
 def ellipse(radius: int) -> np.ndarray:

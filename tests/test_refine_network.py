@@ -126,3 +126,14 @@ def test_confident_levels_are_the_mattes_own_and_translucency_is_not_one():
     assert np.array_equal(
         pipeline.refine(np.zeros((32, 32, 3), np.uint8), uniform).alpha, np.full((32, 32), 0.9, np.float32)
     )
+
+
+def test_only_ground_truth_and_its_area_average_count_as_exact():
+    """An exact matte's residuals are given in full (no cap): a network's never is one."""
+    _, alpha = _scene()
+    shrunk = cv2.resize(alpha, (GRID, GRID), interpolation=cv2.INTER_AREA)
+    assert trimapmod.is_exact(alpha) and trimapmod.is_exact(shrunk)
+    assert not trimapmod.is_exact(_network_matte(alpha))
+    # ISNet's interior at 254/255, and a float interior just under 1, are estimates too
+    assert not trimapmod.is_exact(np.where(shrunk > 0.99, np.float32(254 / 255), shrunk))
+    assert not trimapmod.is_exact(np.where(shrunk > 0.99, np.float32(0.998), shrunk))
