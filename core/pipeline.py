@@ -28,7 +28,9 @@ layer's own resolution with the layer's own colours:
    cells' residual per step, and a band pixel left far from its 3×3 median *and* from the
    matte is put back to that median (``_drop_isolated``): a refinement must not create holes or
    specks the matte does not carry. A matte of the image's own size is not back-projected
-   (nothing to reconstruct) but still sharpened.
+   (nothing to reconstruct) but still sharpened. A matte whose confident areas are exactly 0 and 1
+   (``core.trimap.is_exact``: ground truth or its area average, never a network's estimate) is
+   trusted as exact: band from 0.01/0.99, residuals given in full, no lone-pixel pass.
 4. **Foreground colours** (``core.foreground``): blur-fusion, large blurs on the model's grid,
    the per-pixel step at full resolution in the band; where α is large enough, unmixing against
    the nearest background colour (searched far on the grid, near at full resolution); elsewhere
