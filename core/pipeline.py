@@ -4,12 +4,16 @@ Why: BiRefNet sees 1024² (2048² for HR); layers are 4000² and more. Stretchin
 (Lanczos, as rembg does) turns hair into mush at full size. Here the matte is carried to the
 layer's own resolution with the layer's own colours:
 
+0. **Confident levels** (``core.trimap.calibrate``): a network's matte says "sure" with its own
+   levels (ISNet's interior is 254/255, others' 0.97; the background carries a haze). The most
+   frequent level near 0 and near 1 are stretched to exactly 0 and 1 (an affine map: real
+   translucency between keeps its value), before anything else, on every path.
 1. **Guided joint upsampling** (``core.guided_filter``): a colour guided filter (r = 1, ε = 1e-5)
    is solved on the model's grid against the image downsampled to that grid; its per-pixel
    linear colour→alpha coefficients (and the offset that makes them reproduce the matte there)
    are interpolated to full resolution and applied to the full-resolution pixels, so edges
    follow the photo's colour edges, and fall back to smooth interpolation where colour is flat.
-2. **Trimap** (``core.trimap``): the uncertain band (0 < matte < 1 and hard steps) on the model's
+2. **Trimap** (``core.trimap``): the uncertain band (0.05 < matte < 0.95 and hard steps) on the model's
    grid, widened by a radius in *model* pixels. Outside the band alpha is exactly 0 or 1, and
    no full-resolution work is done there: the band is processed in tiles.
 3. **Back-projection and sharpening** (band only): a soft matte is read as the area average of
@@ -20,7 +24,13 @@ layer's own resolution with the layer's own colours:
    back what upsampling dimmed. Between rounds a colour guided filter at full resolution
    (r = 2 px) re-fits alpha to the photo's own colour lines. A hard (binary) mask is no area
    average of anything soft — every real edge would leave intermediate values — so it is
-   neither back-projected nor sharpened.
+   neither back-projected nor sharpened. No pixel moves more than ``BP_MAX_SHARE`` times its
+   cells' residual per step, and a band pixel left far from its 3×3 median *and* from the
+   matte is put back to that median (``_drop_isolated``): a refinement must not create holes or
+   specks the matte does not carry. A matte of the image's own size is not back-projected
+   (nothing to reconstruct) but still sharpened. A matte whose confident areas are exactly 0 and 1
+   (``core.trimap.is_exact``: ground truth or its area average, never a network's estimate) is
+   trusted as exact: band from 0.01/0.99, residuals given in full, no lone-pixel pass.
 4. **Foreground colours** (``core.foreground``): blur-fusion, large blurs on the model's grid,
    the per-pixel step at full resolution in the band; where α is large enough, unmixing against
    the nearest background colour (searched far on the grid, near at full resolution); elsewhere
@@ -66,11 +76,14 @@ GUIDE_RADIUS = 1  # model pixels
 GUIDE_EPS = 1e-5  # guide units² (guide in [0, 1])
 TILE = 256  # full-resolution tile edge for band work
 REFINE_GRID = 1024  # refine(): a mask larger than this (longer side) is worked on at this size
-REFINE_MIN_FACTOR = 2  # refine(): and on a grid at most half the image's size (room to follow edges)
+REFINE_MIN_FACTOR = 2  # refine(): a hard mask on a grid at most half the image's size (room to follow edges)
 HARD_MASK_SIGMA = 0.5  # model pixels of smoothing for a binary mask's stair-steps
 SHARPEN_RADIUS = 2  # full-resolution pixels: the colour-line model of single strands
 SHARPEN_EPS = 3e-5  # guide units² (as good as 1e-5 on the benchmark, calmer in flat colour)
 BP_FLOOR = np.float32(1e-3)  # back-projection weight of pixels at 0 or 1 (keeps the division finite)
+BP_MAX_SHARE = 1.0  # a pixel moves at most this multiple of its model pixels' residual per step
+EXACT_BAND = (0.01, 0.99)  # an exact matte's uncertain band: its 0.95…0.99 are real coverage, not dips
+ISOLATED_LEVEL = 60.0 / 255.0  # a pixel this far from its 3×3 median *and* from the matte is an artefact
 SNAP = 1.0 / 510.0  # alpha within half an 8-bit step of 0 or 1 becomes exactly 0 or 1
 
 _MODES = {
@@ -175,10 +188,12 @@ def refine(
 ) -> Cutout:
     """Refine a rough mask of any size (uint8/uint16/float, resized to the image) — no model.
 
-    The mask is worked on at its own size, but at most ``REFINE_GRID`` on its longer side and at
-    most half the image's size (area average): a full-size rough selection is refined like a
-    model's matte, with room to move its edges onto the photo's. With an ROI the mask covers
-    the whole image and is cropped like the image.
+    The mask is worked on at its own size (at most the image's), but at most ``REFINE_GRID`` on
+    its longer side (area average). A hard (binary) mask is also brought to at most half the
+    image's size: a full-size rough selection is refined like a model's matte, with room to move
+    its edges onto the photo's. A soft matte keeps its size: shrinking a network's matte that is
+    about the image's size only throws away the detail it delivered (issue 14). With an ROI the
+    mask covers the whole image and is cropped like the image.
     """
     opts = (options or CutoutOptions()).validate()
     clock = _Clock(progress)
@@ -198,12 +213,15 @@ def refine(
         sub = image
     sh, sw = sub.shape[:2]
     scale = min(1.0, REFINE_GRID / max(m.shape))
-    gh = min(max(1, sh // REFINE_MIN_FACTOR), max(1, round(m.shape[0] * scale)))
-    gw = min(max(1, sw // REFINE_MIN_FACTOR), max(1, round(m.shape[1] * scale)))
+    # A soft matte (a network's) keeps all its detail; a hard selection gets room to move its edges.
+    selection = not trimapmod.is_area_average(m)
+    factor = REFINE_MIN_FACTOR if selection else 1
+    gh = min(max(1, sh // factor), max(1, round(m.shape[0] * scale)))
+    gw = min(max(1, sw // factor), max(1, round(m.shape[1] * scale)))
     if (gh, gw) != m.shape:
         m = cv2.resize(m, (gw, gh), interpolation=cv2.INTER_AREA)
     clock.lap("mask")
-    return _finish(image, sub, m, crop, paste, opts, clock)
+    return _finish(image, sub, m, crop, paste, opts, clock, lone_check=not selection)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,8 +366,11 @@ def _mode(opts):
     return radius, steps, rounds, full_small_pass
 
 
-def _refine_alpha(sub, matte, opts, clock, grid_guide):
-    """Full-resolution alpha for ``sub`` from ``matte`` (on its own, smaller-or-equal grid)."""
+def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=False):
+    """Full-resolution alpha for ``sub`` from ``matte`` (on its own, smaller-or-equal grid).
+
+    ``exact``: the matte is an exact area average (``core.trimap.is_exact``): its band starts at
+    ``EXACT_BAND`` and its residuals are given in full (no ``BP_MAX_SHARE`` cap)."""
     height, width = sub.shape[:2]
     h, w = matte.shape
     radius, steps, rounds, _ = _mode(opts)
@@ -360,7 +381,7 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
         coef = gf.guided_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
     else:  # exact offsets: interpolate the soft matte itself where colour says nothing
         coef = gf.joint_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
-    band_low, fg_low = trimapmod.band_from_matte(matte, radius)
+    band_low, fg_low = trimapmod.band_from_matte(matte, radius, *(EXACT_BAND if exact else ()))
     clock.lap("coefficients")
     alpha = trimapmod.upscale_nearest(fg_low, (height, width)).astype(np.float32)
     band = trimapmod.upscale_nearest(band_low, (height, width))
@@ -374,14 +395,18 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
         if k % 16 == 0:
             clock.report("upsample", k / max(1, len(tiles)))
     clock.lap("upsample")
-    if (h, w) == (height, width) or hard:
-        steps = rounds = 0  # nothing to reconstruct, or a hard mask that no alpha averages to
+    if hard:
+        steps = rounds = 0  # a hard mask that no alpha averages to
+    elif (h, w) == (height, width):
+        steps = 0  # nothing to reconstruct; the sharpening still fits the edge to the photo's colours
     for rnd in range(rounds + 1):
         if rnd:
             _sharpen(sub, alpha, tiles, band, opts.linear)
-        _back_project(alpha, matte, tiles, band, steps)
+        _back_project(alpha, matte, tiles, band, steps, None if exact else BP_MAX_SHARE)
         clock.report("back-projection", (rnd + 1) / (rounds + 1))
     clock.lap("back-projection")
+    if lone_check and not hard and not exact:  # a hard mask's staircase is no support; an exact one is sure
+        _drop_isolated(alpha, matte, tiles, band)
     for box in tiles:
         y0, y1, x0, x1 = box
         view = alpha[y0:y1, x0:x1]
@@ -390,7 +415,7 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide):
     return alpha
 
 
-def _device_alpha(img, matte, opts) -> np.ndarray:
+def _device_alpha(img, matte, opts, lone_check=True, exact=False) -> np.ndarray:
     """``_refine_alpha`` (or plain bilinear upsampling) on the device; the result back in memory."""
     from maskd.core import refine_torch
 
@@ -409,19 +434,28 @@ def _device_alpha(img, matte, opts) -> np.ndarray:
             floor=float(BP_FLOOR),
             snap=SNAP,
             hard_sigma=HARD_MASK_SIGMA,
+            max_share=None if exact else BP_MAX_SHARE,
+            band_levels=EXACT_BAND if exact else None,
+            isolated_level=ISOLATED_LEVEL if lone_check and not exact else None,
         )
     else:
         a = img.grid.up(refine_torch.upload(matte, img.device)).clamp(0.0, 1.0)
     return np.ascontiguousarray(a.cpu().numpy())
 
 
-def _back_project(alpha, matte, tiles, band, steps):
+def _back_project(alpha, matte, tiles, band, steps, max_share=BP_MAX_SHARE):
     """Correct ``alpha`` in the band until its area average on the matte's grid is the matte.
 
     The residual of each model pixel is shared among its full-resolution pixels in proportion
     to their uncertainty ``α(1 − α)``: pixels already at 0 or 1 keep their value, soft ones take
     the correction (a uniform share would lift the transparent gaps between strands as much as
-    the strands themselves).
+    the strands themselves). No pixel moves more than ``BP_MAX_SHARE`` times the (interpolated)
+    size of the residual per step: a network's matte is no exact area average (dips, haze, a
+    shifted edge), and with one soft pixel left among opaque ones the whole cell's few percent
+    would land on it and punch a hole (issue 14: rings of holes and specks). The cap leaves such a
+    cell slightly off the matte instead. An exact matte (``core.trimap.is_exact``: ground truth
+    shrunk, whose residual is the truth's own) passes ``max_share=None``: no cap, since there one
+    soft pixel among opaque ones really does hold its cell's whole residual.
     """
     height, width = alpha.shape
     h, w = matte.shape
@@ -434,14 +468,52 @@ def _back_project(alpha, matte, tiles, band, steps):
             cv2.multiply(view, cv2.subtract(1.0, view), dst=weight[y0:y1, x0:x1])
             weight[y0:y1, x0:x1] += BP_FLOOR
         residual = cv2.subtract(matte, _downsample(alpha, (h, w)))
-        cv2.divide(residual, _downsample(weight, (h, w)), dst=residual)
+        both = cv2.merge([cv2.divide(residual, _downsample(weight, (h, w))), np.abs(residual)])
         for box in tiles:
             y0, y1, x0, x1 = box
             view = alpha[y0:y1, x0:x1]
-            updated = _warp(residual, box, (height, width))
-            cv2.multiply(updated, weight[y0:y1, x0:x1], dst=updated)
+            rg = _warp(both, box, (height, width))
+            updated = cv2.multiply(rg[..., 0], weight[y0:y1, x0:x1])
+            if max_share is not None:
+                limit = cv2.multiply(rg[..., 1], max_share)
+                np.clip(updated, -limit, limit, out=updated)
             cv2.add(updated, view, dst=updated)
             np.copyto(view, np.clip(updated, 0.0, 1.0, out=updated), where=band[y0:y1, x0:x1])
+
+
+def _drop_isolated(alpha, matte, tiles, band):
+    """Put back to its 3×3 median every band pixel the matte does not support as a lone value.
+
+    A pixel more than ``ISOLATED_LEVEL`` from the median of its 3×3 neighbourhood *and* from
+    the matte's own (bilinear) value there is a hole or a speck that the refinement made — a
+    colour-guided fit following texture, a residual landing on one pixel — not detail the
+    network delivered: thin strands that the matte carries keep their value. Read from a copy,
+    so the tiles give what one whole-image pass gives (``core.refine_torch`` does that).
+    """
+    if not tiles:
+        return
+    height, width = alpha.shape
+    src = alpha.copy()
+    level = np.float32(ISOLATED_LEVEL)
+    for box in tiles:
+        y0, y1, x0, x1 = box
+        hy0, hy1 = max(0, y0 - 1), min(height, y1 + 1)
+        hx0, hx1 = max(0, x0 - 1), min(width, x1 + 1)
+        med = _median3(src[hy0:hy1, hx0:hx1])[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
+        view = alpha[y0:y1, x0:x1]
+        base = _warp(matte, box, (height, width))
+        lone = (np.abs(view - med) > level) & (np.abs(view - base) > level) & band[y0:y1, x0:x1]
+        np.copyto(view, med, where=lone)
+
+
+def _median3(x: np.ndarray) -> np.ndarray:
+    """3×3 median with replicated borders (``cv2.medianBlur``), for any size of float32 array."""
+    if min(x.shape) >= 3:
+        return cv2.medianBlur(np.ascontiguousarray(x), 3)
+    padded = np.pad(x, 1, mode="edge")
+    h, w = x.shape
+    stack = np.stack([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)])
+    return np.median(stack, axis=0).astype(np.float32)
 
 
 def _sharpen(sub, alpha, tiles, band, linear):
@@ -533,10 +605,12 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     return fg
 
 
-def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) -> Cutout:
+def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock, lone_check=True) -> Cutout:
+    """Steps 1–5 on ``matte``. ``lone_check``: drop lone pixels the matte does not support (a hard
+    selection shrunk to a grid is no support to judge the strands its refinement finds by)."""
     if opts.device != "cpu":
         try:
-            return _finish_on(image, sub, matte, crop, paste, opts, clock)
+            return _finish_on(image, sub, matte, crop, paste, opts, clock, lone_check)
         except RuntimeError as exc:  # the GPU is full (another app, a huge layer): the CPU does it
             if not _out_of_memory(exc):
                 raise
@@ -544,7 +618,7 @@ def _finish(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) 
 
             refine_torch.release(opts.device)
             opts = dataclasses.replace(opts, device="cpu")
-    return _finish_on(image, sub, matte, crop, paste, opts, clock)
+    return _finish_on(image, sub, matte, crop, paste, opts, clock, lone_check)
 
 
 def _out_of_memory(exc: BaseException) -> bool:
@@ -553,25 +627,27 @@ def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or "out of memory" in str(exc).lower()
 
 
-def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock) -> Cutout:
+def _finish_on(image, sub, matte, crop, paste, opts: CutoutOptions, clock: _Clock, lone_check) -> Cutout:
     height, width = sub.shape[:2]
     h, w = matte.shape
     if h > height or w > width:  # a model grid finer than a small image: work at the image's size
         matte = cv2.resize(matte, (min(w, width), min(h, height)), interpolation=cv2.INTER_AREA)
         h, w = matte.shape
+    exact = trimapmod.is_exact(matte)  # ground truth or its area average, not a network's estimate
+    matte = trimapmod.calibrate(matte)  # what the network is sure of becomes 0 and 1
     on_device = opts.device != "cpu"
     if on_device:  # the same steps as whole-image tensors on a GPU (core.refine_torch)
         from maskd.core import refine_torch
 
         img = refine_torch.DeviceImage(sub, (h, w), opts.linear, opts.device)
         clock.lap("guide")
-        alpha = _device_alpha(img, matte, opts)
+        alpha = _device_alpha(img, matte, opts, lone_check, exact)
         clock.lap("upsample")
     else:
         grid_guide, grid_blend = _low_guides(sub, (h, w), opts.linear)
         clock.lap("guide")
         if opts.refine:
-            alpha = _refine_alpha(sub, matte, opts, clock, grid_guide)
+            alpha = _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check, exact)
         else:
             alpha = np.clip(cv2.resize(matte, (width, height), interpolation=cv2.INTER_LINEAR), 0.0, 1.0)
             clock.lap("upsample")

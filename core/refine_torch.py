@@ -233,6 +233,9 @@ def refine_alpha(
     floor: float,
     snap: float,
     hard_sigma: float,
+    max_share: float | None,
+    isolated_level: float | None,
+    band_levels: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """``core.pipeline._refine_alpha`` (upsampling, back-projection, sharpening) on whole tensors."""
     device, grid = img.device, img.grid
@@ -245,22 +248,46 @@ def refine_alpha(
     coef = guided_coefficients(g_low, m, guide_radius, guide_eps)
     if not hard:  # exact offsets (see core.guided_filter.joint_coefficients)
         coef[3] = m - (coef[:3] * g_low).sum(0)
-    band_low, fg_low = trimapmod.band_from_matte(matte, radius)
+    band_low, fg_low = trimapmod.band_from_matte(matte, radius, *(band_levels or ()))
     band = grid.up_nearest(band_low, device)
     guide = img.guide()
     alpha = torch.where(band, _apply(grid.up(coef), guide), grid.up_nearest(fg_low, device).to(torch.float32))
-    if (h, w) == (height, width) or hard:
+    if hard:
         steps = rounds = 0
+    elif (h, w) == (height, width):
+        steps = 0
     for rnd in range(rounds + 1):
         if rnd:
             sharp = _apply(guided_coefficients(guide, alpha, sharpen_radius, sharpen_eps), guide)
             alpha = torch.where(band, sharp, alpha)
-        for _ in range(steps):
+        for _ in range(steps):  # core.pipeline._back_project
             weight = alpha * (1.0 - alpha) + floor
-            residual = (m - grid.down(alpha)) / grid.down(weight)
-            alpha = torch.where(band, (alpha + grid.up(residual) * weight).clamp_(0.0, 1.0), alpha)
+            residual = m - grid.down(alpha)
+            step = grid.up(residual / grid.down(weight)) * weight
+            if max_share is not None:  # None: an exact matte's residual is given in full
+                limit = grid.up(residual.abs()) * max_share
+                step = torch.maximum(torch.minimum(step, limit), -limit)
+            alpha = torch.where(band, (alpha + step).clamp_(0.0, 1.0), alpha)
+    # core.pipeline._drop_isolated: lone values the matte does not support go back to the median
+    if isolated_level is not None and not hard:
+        med = median3(alpha)
+        lone = ((alpha - med).abs() > isolated_level) & ((alpha - grid.up(m)).abs() > isolated_level) & band
+        alpha = torch.where(lone, med, alpha)
     alpha = torch.where(alpha < snap, torch.zeros_like(alpha), alpha)
     return torch.where(alpha > 1.0 - snap, torch.ones_like(alpha), alpha)
+
+
+def median3(x: torch.Tensor) -> torch.Tensor:
+    """3×3 median of an H×W tensor, borders replicated (``cv2.medianBlur`` with ksize 3), in row strips."""
+    padded = F.pad(x[None, None], (1, 1, 1, 1), mode="replicate")[0, 0]
+    out = torch.empty_like(x)
+    height, width = x.shape
+    strip = max(1, (1 << 22) // max(1, width))  # 9 shifted copies of a strip at a time
+    for y0 in range(0, height, strip):
+        y1 = min(height, y0 + strip)
+        shifted = [padded[y0 + dy : y1 + dy, dx : dx + width] for dy in range(3) for dx in range(3)]
+        out[y0:y1] = torch.stack(shifted).median(dim=0).values
+    return out
 
 
 # ----------------------------------------------------------------------------- foreground colours

@@ -80,7 +80,8 @@ def test_gray_layers_refine_as_well_as_colour_ones():
     assert err_gray < 2.0 * err_rgb
 
 
-def test_tiled_upsampling_matches_whole_image_joint_upsampling():
+def test_tiled_upsampling_matches_whole_image_joint_upsampling(monkeypatch):
+    monkeypatch.setattr(pipeline, "ISOLATED_LEVEL", 1.0)  # the upsampling alone (no lone-pixel pass)
     image, alpha, _ = _hair_scene(300)  # 300 is not a multiple of the tile: edge tiles too
     coarse = _coarse(alpha)
     res = pipeline.refine(image, coarse, pipeline.CutoutOptions(quality="fast", decontaminate=False))

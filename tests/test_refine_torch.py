@@ -67,6 +67,17 @@ def test_device_path_matches_the_cpu_path(quality):
     assert dev.device == "cpu:0"
 
 
+def test_device_path_matches_on_a_network_like_matte():
+    """A matte that is no exact area average (levels 0.02/0.97, noise): the capped back-projection,
+    the calibrated band and the lone-pixel pass, against the CPU path."""
+    image, alpha, _ = _hair_scene(300)
+    coarse = _coarse(alpha)
+    noise = cv2.GaussianBlur(np.random.default_rng(3).random(coarse.shape, dtype=np.float32), (0, 0), 2.0)
+    matte = np.clip(0.02 + 0.95 * coarse - 0.03 * noise * coarse, 0, 1).astype(np.float32)
+    assert not trimapmod.is_exact(matte) and trimapmod.is_exact(coarse)
+    _compare(image, matte)
+
+
 def test_device_path_matches_on_a_photo(evaldata):
     from PIL import Image
 

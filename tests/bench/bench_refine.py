@@ -18,6 +18,16 @@ Protocol (the same runs elsewhere on photos not in the repository):
 - Rows: bilinear and Lanczos upsampling (rembg; raw pixels as colours), blur-fusion on Lanczos
   (BiRefNet's ``refine_foreground``), maskd fast/default/quality.
 - Time and peak extra memory per image (peak RSS above the start, via /proc/self/clear_refs).
+- Network mattes (issue 14): the 1024² matte a real network (ISNet) gave for each of the 18
+  photos (``model-mattes/isnet-1024``), settings *native* (the matte as is) and *quarter*
+  (INTER_AREA to a quarter of the photo's size first); baseline PIL Lanczos of the 8-bit matte.
+  maskd runs through both entry points: ``refine()`` with the matte as the mask and ``cutout()``
+  with a matte function returning it. Band = trimap2's unknown region (alphamatting) or the
+  pixels within 10 px of the ground truth's 0.5 contour (ClearGrasp). Columns: band SAD and
+  gradient (means, and ×Lanczos as the geometric mean of per-photo ratios), whole-image MSE (mean,
+  and how many photos are worse than Lanczos by over 2 %), wrong isolated pixels (more than 60
+  levels from their 3×3 median *and* from the truth; median per photo), colour error (composite
+  protocol above, the network matte as the coarse mask; ×raw), seconds per image.
 - Speed: ``refine`` of a SIZE² image from a 1024² matte (everything after the model).
 """
 
@@ -296,6 +306,160 @@ def check_criteria(rows) -> list[str]:
     return lines
 
 
+# ----------------------------------------------------------------------------- network mattes
+
+NETWORK = "model-mattes/isnet-1024"
+SETTINGS = ("native", "quarter")
+
+
+def isolated_wrong(pred: np.ndarray, truth: np.ndarray) -> int:
+    """Pixels more than 60 levels (of 255) from their 3×3 median *and* from the truth: holes, specks."""
+    p = np.clip(pred * 255 + 0.5, 0, 255).astype(np.uint8)
+    t = np.clip(truth * 255 + 0.5, 0, 255).astype(np.int16)
+    med = cv2.medianBlur(p, 3).astype(np.int16)
+    p16 = p.astype(np.int16)
+    return int(((np.abs(p16 - med) > 60) & (np.abs(p16 - t) > 60)).sum())
+
+
+def contour_band(truth: np.ndarray, reach: int = 10) -> np.ndarray:
+    """Pixels within ``reach`` px of the ground truth's 0.5 contour (photos without a trimap)."""
+    fg = (truth >= 0.5).astype(np.uint8)
+    k = np.ones((3, 3), np.uint8)
+    edge = cv2.dilate(fg, k) != cv2.erode(fg, k)
+    dist = cv2.distanceTransform((~edge).astype(np.uint8), cv2.DIST_L2, 5)
+    return dist <= reach
+
+
+def load_network(evaldata: Path, only=None):
+    """(stem, photo, truth, band, 1024² matte) for every photo that has a network matte."""
+    out = []
+    for folder in ("alphamatting", "cleargrasp"):
+        for stem, img, alpha, trimap in load_pairs(evaldata / folder):
+            path = evaldata / NETWORK / f"{stem}.png"
+            if not path.exists() or (only and stem not in only):
+                continue
+            matte = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+            band = trimap == 128 if trimap is not None else contour_band(alpha)
+            out.append((stem, img, alpha, band, matte))
+    return out
+
+
+def setting_matte(matte: np.ndarray, hw, setting: str) -> np.ndarray:
+    if setting == "native":
+        return matte
+    h, w = hw
+    return cv2.resize(matte, (max(1, round(w / 4)), max(1, round(h / 4))), interpolation=cv2.INTER_AREA)
+
+
+def method_cutout(quality):
+    def run(img8, coarse):
+        res = pipeline.cutout(img8, lambda rgb: coarse, pipeline.CutoutOptions(quality=quality))
+        return res.alpha, res.foreground
+
+    return run
+
+
+NETWORK_METHODS = [
+    ("Lanczos (rembg)", method_lanczos),
+    ("maskd fast (refine)", method_maskd("fast")),
+    ("maskd default (refine)", method_maskd("default")),
+    ("maskd quality (refine)", method_maskd("quality")),
+    ("maskd default (cutout)", method_cutout("default")),
+]
+
+
+def network_rows(photos, setting, methods=NETWORK_METHODS, colour=True):
+    """Per method, per photo: band SAD, band grad, whole MSE, isolated count, colour error, seconds."""
+    rows = {name: [] for name, _ in methods}
+    for i, (stem, img, alpha, band, matte) in enumerate(photos):
+        coarse = setting_matte(matte, alpha.shape, setting)
+        h, w = alpha.shape
+        if colour:
+            other = photos[(i + 1) % len(photos)][1]
+            background = cv2.resize(other, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+            photo = img.astype(np.float32) / 255
+            comp = composite(photo, alpha, background)
+        for name, fn in methods:
+            (pred, _), dt, _ = measured(lambda fn=fn, img=img, coarse=coarse: fn(img, coarse))
+            d = np.abs(pred.astype(np.float64) - alpha)
+            g = (metrics.gradient_magnitude(pred) - metrics.gradient_magnitude(alpha)) ** 2
+            errs = {"sad": float(d[band].sum() / 1e3), "grad": float(g[band].sum() / 1e3)}
+            errs["mse"] = float((d**2).mean())
+            errs["iso"] = isolated_wrong(pred, alpha)
+            errs["time"] = dt
+            if colour:
+                _, fg = fn(comp, coarse)
+                errs["colour"] = metrics.foreground_error(fg, photo, alpha)
+                errs["raw"] = metrics.foreground_error(comp / np.float32(255), photo, alpha)
+            errs["stem"] = stem
+            rows[name].append(errs)
+    return rows
+
+
+def _geo(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.exp(np.log(np.maximum(values, 1e-12)).mean())) if values.size else float("nan")
+
+
+def network_summary(rows, name, ref="Lanczos (rembg)") -> dict:
+    r, b = rows[name], rows[ref]
+    mse = np.array([e["mse"] for e in r])
+    ref_mse = np.array([e["mse"] for e in b])
+    out = {
+        "sad": float(np.mean([e["sad"] for e in r])),
+        "sad_ratio": _geo([e["sad"] / f["sad"] for e, f in zip(r, b)]),
+        "grad": float(np.mean([e["grad"] for e in r])),
+        "grad_ratio": _geo([e["grad"] / f["grad"] for e, f in zip(r, b)]),
+        "mse": float(mse.mean()),
+        "mse_worse": int((mse > 1.02 * ref_mse).sum()),
+        "iso": float(statistics.median([e["iso"] for e in r])),
+        "time": float(statistics.median([e["time"] for e in r])),
+    }
+    if "colour" in r[0]:
+        out["colour"] = float(np.mean([e["colour"] for e in r]))
+        # ratio of means: a photo with binary truth has no soft pixel, so its raw error can be 0
+        out["colour_ratio"] = out["colour"] / max(1e-12, float(np.mean([e["raw"] for e in r])))
+    return out
+
+
+def print_network(rows, title):
+    print(f"\n### {title}\n")
+    print(
+        "| method | band SAD | ×Lanczos (geo) | band grad | ×Lanczos (geo) | whole MSE×1e3 "
+        "| photos MSE > Lanczos +2 % | wrong isolated px (median) | colour ×1e3 (×raw mean) | s/image |"
+    )
+    print("|---|" + "---:|" * 9)
+    for name in rows:
+        s = network_summary(rows, name)
+        colour = f"{1e3 * s['colour']:.2f} ({s['colour_ratio']:.2f})" if "colour" in s else "–"
+        print(
+            f"| {name} | {s['sad']:.3f} | {s['sad_ratio']:.3f} | {s['grad']:.3f} | {s['grad_ratio']:.3f} "
+            f"| {1e3 * s['mse']:.3f} | {s['mse_worse']} | {s['iso']:.0f} | {colour} | {s['time']:.3f} |"
+        )
+
+
+def check_network(rows, setting) -> list[str]:
+    """Issue 14's criteria for one setting, for every maskd default row (refine and cutout)."""
+    ref = network_summary(rows, "Lanczos (rembg)")
+    bound = 0.92 if setting == "native" else 0.80
+    lines = []
+    for name in rows:
+        if "default" not in name:
+            continue
+        s = network_summary(rows, name)
+        iso_bound = max(10, ref["iso"])
+        checks = [
+            (s["iso"] <= iso_bound, f"wrong isolated px median {s['iso']:.0f} ≤ {iso_bound:.0f}"),
+            (s["mse"] <= ref["mse"], f"whole MSE {1e3 * s['mse']:.3f} ≤ Lanczos {1e3 * ref['mse']:.3f}"),
+            (s["mse_worse"] <= 2, f"{s['mse_worse']} photos worse than Lanczos by > 2 % (≤ 2)"),
+            (s["sad_ratio"] <= bound, f"band SAD {s['sad_ratio']:.3f}× Lanczos (≤ {bound})"),
+            (s["grad_ratio"] < 1.0, f"band gradient {s['grad_ratio']:.3f}× Lanczos (< 1)"),
+        ]
+        for ok, text in checks:
+            lines.append(f"{'PASS' if ok else 'FAIL'} {setting} {name}: {text}")
+    return lines
+
+
 def speed(size: int, repeats: int, folder: Path, quality: str, device: str = "cpu"):
     """refine() of a size² image from a 1024² matte: seconds (min, median) and peak extra MiB."""
     pairs = load_pairs(folder)
@@ -350,13 +514,16 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=4000)
     ap.add_argument("--device", default="cpu", help="cpu (OpenCV tiles) or a torch device: cuda, cuda:1, mps")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--skip-shrunk", action="store_true", help="skip the shrunk-ground-truth tables")
+    ap.add_argument("--skip-network", action="store_true", help="skip the network-matte tables")
+    ap.add_argument("--photos", nargs="*", help="network mattes: only these photos (e.g. GT01 cg_000000080)")
     args = ap.parse_args(argv)
     folder = args.evaldata / "alphamatting"
     if not folder.is_dir():
         print(f"evaluation photos not found at {folder} (set MASKD_SHARED or --evaldata)", file=sys.stderr)
         return 2
     status = 0
-    if not args.skip_quality:
+    if not args.skip_quality and not args.skip_shrunk:
         rows = quality_table(load_pairs(folder))
         count = len(rows["maskd default"]["time"])
         print_quality(rows, f"alphamatting ({count} pairs), coarse = GT at 1/4 size")
@@ -366,6 +533,17 @@ def main(argv=None) -> int:
             status |= line.startswith("FAIL")
         if (args.evaldata / "cleargrasp").is_dir():
             binary_table(args.evaldata / "cleargrasp")
+    if not args.skip_quality and not args.skip_network and (args.evaldata / NETWORK).is_dir():
+        photos = load_network(args.evaldata, args.photos)
+        lines = []
+        for setting in SETTINGS:
+            rows = network_rows(photos, setting)
+            print_network(rows, f"network mattes ({NETWORK}, {len(photos)} photos), setting {setting}")
+            lines += check_network(rows, setting)
+        print()
+        for line in lines:
+            print(line)
+            status |= line.startswith("FAIL")
     if not args.skip_speed and args.device != "cpu":
         status |= device_check(folder, args.device)
     if not args.skip_speed:
