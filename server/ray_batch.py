@@ -347,14 +347,17 @@ def run_storage(args) -> int:
 
     args.inputs = [t if ray_storage.is_uri(t) else os.path.abspath(t) for t in args.inputs]
     args.output = args.output if ray_storage.is_uri(args.output) else os.path.abspath(args.output)
-    stores, todo, skipped, problems = ray_storage.plan(args, batch.RASTER_SUFFIXES)
+    from maskd.core.layered import LAYERED_SUFFIXES
+
+    suffixes = batch.RASTER_SUFFIXES | set(LAYERED_SUFFIXES)  # layered ones are listed as failures
+    stores, todo, skipped, problems = ray_storage.plan(args, suffixes, LAYERED_SUFFIXES)
     for problem in problems:
         print(f"maskd remove: {problem}", file=sys.stderr)
     if not todo and not skipped:
         print("maskd remove: nothing to do (no input images found)", file=sys.stderr)
         return 2
     batch.check_opaque_outputs(
-        [(Path(s), Path(d)) for _, s, d in todo],
+        [(Path(s), Path(d)) for _, s, d in todo if Path(s).suffix.lower() not in LAYERED_SUFFIXES],
         args.mode == options.Mode.MASK or finishing.opaque_output(args),
         "add --background COLOUR, use --mode mask, or write a .png",
     )

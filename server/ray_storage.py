@@ -62,7 +62,12 @@ class Stores:
         return f"{uri.split('://', 1)[0]}://{path}"
 
 
-def plan(args, suffixes) -> tuple[Stores, list[tuple[int, str, str]], int, list[str]]:
+def same_store(a: str, b: str) -> bool:
+    """Whether two URIs name the same store (scheme and options alike), so paths compare."""
+    return a.split("://", 1)[0] == b.split("://", 1)[0] and a.partition("?")[2] == b.partition("?")[2]
+
+
+def plan(args, suffixes, keep_suffix=()) -> tuple[Stores, list[tuple[int, str, str]], int, list[str]]:
     """(stores, [(input store, input path, output path)] still to do, how many skipped, problems)."""
     from maskd.server import batch
     from pyarrow import fs as pafs
@@ -82,7 +87,9 @@ def plan(args, suffixes) -> tuple[Stores, list[tuple[int, str, str]], int, list[
             for item in sorted(listing, key=lambda i: i.path):
                 rel = PurePosixPath(item.path).relative_to(root)
                 hidden = any(part.startswith(".") for part in rel.parts)
-                if item.type == pafs.FileType.File and rel.suffix.lower() in suffixes and not hidden:
+                earlier_output = same_store(uri, stores.output) and item.path.startswith(f"{out_root}/")
+                wanted = item.type == pafs.FileType.File and rel.suffix.lower() in suffixes
+                if wanted and not hidden and not earlier_output:
                     found.append((PurePosixPath(item.path), rel))
             if not found:
                 problems.append(f"{uri}: no image files here")
@@ -92,7 +99,7 @@ def plan(args, suffixes) -> tuple[Stores, list[tuple[int, str, str]], int, list[
         for src, _rel in found:
             origin[src] = index
         files += found
-    jobs = batch.plan_outputs(files, PurePosixPath(out_root), args.format, False)
+    jobs = batch.plan_outputs(files, PurePosixPath(out_root), args.format, False, keep_suffix)
     if not jobs:
         return stores, [], 0, problems
     exists = out_fs.get_file_info([str(d) for _, d in jobs])

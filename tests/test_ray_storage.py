@@ -107,23 +107,23 @@ def test_bucket_in_bucket_out_is_the_local_result_and_resumable(s3, cluster, tmp
     expected = {k.as_posix(): v for k, v in outputs(tmp_path / "local").items()}
     assert len(expected) == 4
 
-    src, dst = f"s3://pics/in{query}", f"s3://pics/out{query}"
+    src, dst = f"s3://pics/in{query}", f"s3://pics/in/out{query}"  # a re-run must not read it back
     r = cli(src, "-o", dst, *MODEL, *FINISH, "--ray", cluster, "--ray-workers", "1", "-q")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "4 written, 0 skipped" in r.stdout and "1 failed" in r.stdout, r.stdout + r.stderr
     assert "s3://pics/in/broken.png" in r.stdout.split("failures:")[1], r.stdout
-    written = _bucket_files(s3fs, "pics/out")
+    written = _bucket_files(s3fs, "pics/in/out")
     assert sorted(written) == sorted(expected), "no temporary key left, the local names"
     got = {}
     for rel in written:
-        with s3fs.open_input_stream(f"pics/out/{rel}") as f:
+        with s3fs.open_input_stream(f"pics/in/out/{rel}") as f:
             got[rel] = f.read()
     different = [k for k in expected if got[k] != expected[k]]
     assert not different, f"not byte-identical to maskd remove on disk: {different}"
 
     r = cli(src, "-o", dst, *MODEL, *FINISH, "--ray", cluster, "-q")
     assert r.returncode == 1 and "0 written, 4 skipped" in r.stdout, r.stdout + r.stderr
-    again = _bucket_files(s3fs, "pics/out")
+    again = _bucket_files(s3fs, "pics/in/out")
     assert {k: i.mtime for k, i in again.items()} == {k: i.mtime for k, i in written.items()}
 
 
