@@ -48,7 +48,8 @@ def address(text: str) -> str:
 
     ``--ray`` takes an optional value, so ``--ray photos/ -o out`` would read the folder as the
     address: such a value is refused with a hint instead of failing later in Ray."""
-    if text in ("auto", LOCAL) or text.startswith("ray://") or (":" in text and not os.path.exists(text)):
+    host_port = ":" in text and "://" not in text and not os.path.exists(text)  # not s3://… either
+    if text in ("auto", LOCAL) or text.startswith("ray://") or host_port:
         return text
     raise argparse.ArgumentTypeError(
         f"{text!r} is not a Ray address (auto, HOST:PORT or ray://HOST:PORT); "

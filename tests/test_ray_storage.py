@@ -131,3 +131,5 @@ def test_a_uri_without_ray_is_one_clear_line(tmp_path):
     r = cli("s3://pics/in", "-o", tmp_path / "out")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "object storage needs --ray" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = cli("--ray", "s3://pics/in", "-o", "s3://pics/out")  # a URI is never taken for the address
+    assert r.returncode == 2 and "is not a Ray address" in r.stderr, r.stderr
