@@ -139,8 +139,20 @@ def staged_output(stores: Stores, path: str):
         for local in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
             final = str(parent / local.name)
             temporary = str(parent / f".maskd-tmp-{uuid.uuid4().hex}-{local.name}")
-            with open(local, "rb") as f, out_fs.open_output_stream(temporary) as stream:
-                shutil.copyfileobj(f, stream, 1 << 20)
-            out_fs.move(temporary, final)
+            try:
+                with open(local, "rb") as f, out_fs.open_output_stream(temporary) as stream:
+                    shutil.copyfileobj(f, stream, 1 << 20)
+                out_fs.move(temporary, final)
+            except BaseException:
+                _forget(out_fs, temporary)
+                raise
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _forget(out_fs, path: str) -> None:
+    """Remove a temporary key after a failed upload or move (best effort: it is hidden anyway)."""
+    try:
+        out_fs.delete_file(path)
+    except Exception:
+        pass
