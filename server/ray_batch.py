@@ -107,6 +107,14 @@ class Job:
     threads: Threads
     stores: object = None  # ray_storage.Stores when inputs and outputs are URIs, else None
 
+    def message(self, exc: BaseException) -> str:
+        """A file's failure, without node-local temporary paths for objects."""
+        if self.stores is None:
+            return _message(exc)
+        from maskd.server import ray_storage
+
+        return ray_storage.scrub(_message(exc))
+
     @contextmanager
     def source(self, row: dict):
         """A local path to read the row's input from (a node-local copy of an object)."""
@@ -147,7 +155,7 @@ def prepare(row: dict, job: Job) -> dict:
             image = _as_daemon_sees(imageio.read_image(src))
         rgb = pipeline._model_input(image, False)
     except Exception as exc:  # one bad file never stops the catalogue
-        return _failed(row, _message(exc))
+        return _failed(row, job.message(exc))
     return dict(row, error="", rgb=rgb)
 
 
@@ -185,7 +193,7 @@ def finish(row: dict, job: Job) -> dict:
             note = process_raster(job.args, _MatteClient(row["matte"]), job.opts, src, dst)
         result["note"] = note or ""
     except Exception as exc:
-        result["error"] = _message(exc)
+        result["error"] = job.message(exc)
     return result
 
 

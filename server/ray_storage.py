@@ -17,6 +17,7 @@ copy makes the final object appear whole or not at all (a crashed upload leaves 
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import uuid
@@ -156,3 +157,9 @@ def _forget(out_fs, path: str) -> None:
         out_fs.delete_file(path)
     except Exception:
         pass
+
+
+def scrub(message: str) -> str:
+    """A worker's error without its node-local copy's folder (the row is already named by its URI)."""
+    folder = re.escape(tempfile.gettempdir()) + r"/maskd-ray(?:-out)?-[^/\s'\"]+/"
+    return re.sub(folder, "", message)

@@ -112,6 +112,7 @@ def test_bucket_in_bucket_out_is_the_local_result_and_resumable(s3, cluster, tmp
     assert r.returncode == 1, r.stdout + r.stderr
     assert "4 written, 0 skipped" in r.stdout and "1 failed" in r.stdout, r.stdout + r.stderr
     assert "s3://pics/in/broken.png" in r.stdout.split("failures:")[1], r.stdout
+    assert "maskd-ray-" not in r.stdout, "a worker's temporary copy is named in the failure"
     written = _bucket_files(s3fs, "pics/in/out")
     assert sorted(written) == sorted(expected), "no temporary key left, the local names"
     got = {}
