@@ -31,6 +31,7 @@ import argparse
 import os
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +48,8 @@ def address(text: str) -> str:
 
     ``--ray`` takes an optional value, so ``--ray photos/ -o out`` would read the folder as the
     address: such a value is refused with a hint instead of failing later in Ray."""
-    if text in ("auto", LOCAL) or text.startswith("ray://") or (":" in text and not os.path.exists(text)):
+    host_port = ":" in text and "://" not in text and not os.path.exists(text)  # not s3://… either
+    if text in ("auto", LOCAL) or text.startswith("ray://") or host_port:
         return text
     raise argparse.ArgumentTypeError(
         f"{text!r} is not a Ray address (auto, HOST:PORT or ray://HOST:PORT); "
@@ -103,10 +105,41 @@ class Job:
     args: argparse.Namespace
     opts: dict  # options.matte_options: the request a local daemon would get
     threads: Threads
+    stores: object = None  # ray_storage.Stores when inputs and outputs are URIs, else None
+
+    def message(self, exc: BaseException) -> str:
+        """A file's failure, without node-local temporary paths for objects."""
+        if self.stores is None:
+            return _message(exc)
+        from maskd.server import ray_storage
+
+        return ray_storage.scrub(_message(exc))
+
+    @contextmanager
+    def source(self, row: dict):
+        """A local path to read the row's input from (a node-local copy of an object)."""
+        if self.stores is None:
+            yield Path(row["src"])
+        else:
+            from maskd.server import ray_storage
+
+            with ray_storage.local_copy(self.stores, row["store"], row["src"]) as local:
+                yield local
+
+    @contextmanager
+    def target(self, row: dict):
+        """A local path to write the row's output to (uploaded, then moved, for a URI)."""
+        if self.stores is None:
+            yield Path(row["dst"])
+        else:
+            from maskd.server import ray_storage
+
+            with ray_storage.staged_output(self.stores, row["dst"]) as local:
+                yield local
 
 
 def _failed(row: dict, message: str) -> dict:
-    return {"src": row["src"], "dst": row["dst"], "error": message, "rgb": np.zeros((0, 0, 3), np.uint8)}
+    return dict(row, error=message, rgb=np.zeros((0, 0, 3), np.uint8))
 
 
 def prepare(row: dict, job: Job) -> dict:
@@ -118,11 +151,12 @@ def prepare(row: dict, job: Job) -> dict:
     if Path(row["src"]).suffix.lower() in LAYERED_SUFFIXES:
         return _failed(row, "layered files are not processed with --ray yet: run maskd remove without --ray")
     try:
-        image = _as_daemon_sees(imageio.read_image(row["src"]))
+        with job.source(row) as src:
+            image = _as_daemon_sees(imageio.read_image(src))
         rgb = pipeline._model_input(image, False)
     except Exception as exc:  # one bad file never stops the catalogue
-        return _failed(row, _message(exc))
-    return {"src": row["src"], "dst": row["dst"], "error": "", "rgb": rgb}
+        return _failed(row, job.message(exc))
+    return dict(row, error="", rgb=rgb)
 
 
 class MatteWorker:
@@ -143,7 +177,7 @@ class MatteWorker:
                 matte = np.ascontiguousarray(self.session.matte(row["rgb"]), dtype=np.float32)
             except Exception as exc:
                 error = _message(exc)
-        return {"src": row["src"], "dst": row["dst"], "error": error, "matte": matte}
+        return {k: v for k, v in row.items() if k != "rgb"} | {"error": error, "matte": matte}
 
 
 def finish(row: dict, job: Job) -> dict:
@@ -151,16 +185,15 @@ def finish(row: dict, job: Job) -> dict:
     from maskd.server.commands.remove import process_raster
 
     job.threads.pin()
-    result = {"src": row["src"], "dst": row["dst"], "error": row["error"], "note": ""}
+    result = {k: row[k] for k in ("src", "dst", "store", "error")} | {"note": ""}
     if result["error"]:
         return result
     try:
-        note = process_raster(
-            job.args, _MatteClient(row["matte"]), job.opts, Path(row["src"]), Path(row["dst"])
-        )
+        with job.source(row) as src, job.target(row) as dst:
+            note = process_raster(job.args, _MatteClient(row["matte"]), job.opts, src, dst)
         result["note"] = note or ""
     except Exception as exc:
-        result["error"] = _message(exc)
+        result["error"] = job.message(exc)
     return result
 
 
@@ -253,8 +286,11 @@ def session_spec(args):
     )
 
 
-def run(args, todo: list[tuple[Path, Path]], opts: dict) -> object:
-    """Process ``todo`` (the planned, not yet existing outputs) on Ray; a ``batch.Outcome``."""
+def run(args, todo: list[tuple[Path, Path]], opts: dict, stores=None) -> object:
+    """Process ``todo`` (the planned, not yet existing outputs) on Ray; a ``batch.Outcome``.
+
+    With ``stores`` (``ray_storage.plan``), ``todo`` is [(input store, input path, output path)]
+    inside object storage, and failures are named by their URIs."""
     from maskd.server import batch
     from tqdm import tqdm
 
@@ -270,8 +306,11 @@ def run(args, todo: list[tuple[Path, Path]], opts: dict) -> object:
         resources, workers = worker_resources(ray, args)
         kind = "GPU" if "num_gpus" in resources else "CPU"
         say(f"Ray: {workers} model worker(s) ({kind}) for {len(todo)} file(s)")
-        job = Job(args=args, opts=opts, threads=Threads.of_driver())
-        rows = [{"src": str(s), "dst": str(d)} for s, d in todo]
+        job = Job(args=args, opts=opts, threads=Threads.of_driver(), stores=stores)
+        if stores is None:
+            rows = [{"src": str(s), "dst": str(d), "store": -1} for s, d in todo]
+        else:
+            rows = [{"src": s, "dst": d, "store": i} for i, s, d in todo]
         ds = ray.data.from_items(rows, override_num_blocks=max(1, len(rows)))
         ds = ds.map(prepare, fn_kwargs={"job": job}, num_cpus=1)
         ds = ds.map(
@@ -286,12 +325,13 @@ def run(args, todo: list[tuple[Path, Path]], opts: dict) -> object:
         )
         try:
             for row in ds.iter_rows():
+                name = Path(row["src"]) if stores is None else stores.shown(row["store"], row["src"])
                 if row["error"]:
-                    outcome.failures.append((Path(row["src"]), row["error"]))
+                    outcome.failures.append((name, row["error"]))
                 else:
                     outcome.done += 1
                     if row["note"]:
-                        outcome.notes.append((Path(row["src"]), row["note"]))
+                        outcome.notes.append((name, row["note"]))
                 bar.update(1)
                 bar.set_postfix_str(f"{outcome.done} written, {len(outcome.failures)} failed", refresh=False)
         finally:
@@ -307,3 +347,35 @@ def run(args, todo: list[tuple[Path, Path]], opts: dict) -> object:
     outcome.failures.sort(key=lambda f: str(f[0]))
     outcome.notes.sort(key=lambda f: str(f[0]))
     return outcome
+
+
+def run_storage(args) -> int:
+    """``maskd remove URI... -o URI --ray``: plan inside object storage (``ray_storage``), run, report."""
+    from maskd.server import batch, finishing, options, ray_storage
+    from maskd.server.commands.remove import wants_colours
+
+    args.inputs = [t if ray_storage.is_uri(t) else os.path.abspath(t) for t in args.inputs]
+    args.output = args.output if ray_storage.is_uri(args.output) else os.path.abspath(args.output)
+    from maskd.core.layered import LAYERED_SUFFIXES
+
+    suffixes = batch.RASTER_SUFFIXES | set(LAYERED_SUFFIXES)  # layered ones are listed as failures
+    stores, todo, skipped, problems = ray_storage.plan(args, suffixes, LAYERED_SUFFIXES)
+    for problem in problems:
+        print(f"maskd remove: {problem}", file=sys.stderr)
+    if not todo and not skipped:
+        print("maskd remove: nothing to do (no input images found)", file=sys.stderr)
+        return 2
+    batch.check_opaque_outputs(
+        [(Path(s), Path(d)) for _, s, d in todo if Path(s).suffix.lower() not in LAYERED_SUFFIXES],
+        args.mode == options.Mode.MASK or finishing.opaque_output(args),
+        "add --background COLOUR, use --mode mask, or write a .png",
+    )
+    outcome = batch.Outcome()
+    if todo:
+        try:
+            outcome = run(args, todo, options.matte_options(args, colours=wants_colours(args)), stores)
+        except batch.Interrupted as exc:
+            batch.say_interrupted("remove", exc, False)
+            return 130
+    batch.report("remove", outcome, skipped, stores.output)
+    return 1 if outcome.failures or problems else 0

@@ -202,3 +202,28 @@ def test_a_folder_after_ray_is_refused_with_a_hint_and_ray_is_not_loaded_without
         [sys.executable, "-c", code], capture_output=True, text=True, env=maskd_env(), cwd=REPO
     )
     assert r.stdout.strip() == "False", r.stdout + r.stderr  # the plain command never imports Ray
+
+
+def test_the_real_model_under_ray_gives_the_local_daemons_bytes(cluster, tmp_path, tmp_path_factory):
+    """The real BiRefNet path (generated ``lite`` weights, on the CPU, at 128²) under Ray: each
+    model worker pins torch's threads as a local ``maskd serve`` has them, so the outputs are the
+    bytes of ``maskd remove`` with a daemon started with the same weights and options."""
+    from tests.helpers import generated_weights_path
+
+    weights = generated_weights_path("lite")
+    model = ["--weights", weights, "--variant", "lite", "--device", "cpu", "--resolution", "128"]
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, (h, w) in enumerate([(90, 120), (140, 100), (64, 64)]):
+        assert cv2.imwrite(str(src / f"m{i}.png"), _disc(h, w, seed=80 + i))
+    folder = short_tmp(tmp_path_factory, "raym")
+    folder.chmod(0o700)
+    env = maskd_env()
+    r = cli(src, "-o", tmp_path / "local", *model, "-q", "--connection-file", folder / "c.json", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli(src, "-o", tmp_path / "ray", *model, "--ray", cluster, "--ray-workers", "1", "-q", env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    expected, got = outputs(tmp_path / "local"), outputs(tmp_path / "ray")
+    assert len(expected) == 3 and sorted(got) == sorted(expected)
+    different = [str(k) for k in expected if got[k] != expected[k]]
+    assert not different, f"the model under Ray differs from the local daemon: {different}"

@@ -67,7 +67,7 @@ def _protected(args) -> list[Path]:
 def run(args) -> int:
     from maskd.core.layered import LAYERED_SUFFIXES
     from maskd.plugins import maskd_client as mc
-    from maskd.server import finishing, layered_batch
+    from maskd.server import finishing, layered_batch, ray_storage
 
     if args.in_place:  # layered files replaced in place
         return layered_batch.run_in_place(args)
@@ -75,6 +75,13 @@ def run(args) -> int:
         print("maskd remove: -o/--output is required (or --in-place for layered files)", file=sys.stderr)
         return 2
     finishing.options(args)  # a bad finishing combination fails now, before any file is read
+    if any(ray_storage.is_uri(t) for t in [*args.inputs, args.output]):  # s3://, gs://, …
+        if args.ray is None:
+            print("maskd remove: object storage needs --ray (see docs/scale.md)", file=sys.stderr)
+            return 2
+        from maskd.server import ray_batch
+
+        return ray_batch.run_storage(args)
     out = Path(args.output)
     files, problems = batch.collect_inputs(args.inputs, out, batch.RASTER_SUFFIXES | set(LAYERED_SUFFIXES))
     for problem in problems:
