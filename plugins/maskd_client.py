@@ -86,6 +86,9 @@ DTYPE_BYTES = {"u8": 1, "u16": 2, "f16": 2, "f32": 4}
 ALPHA_DTYPES = ("u8", "u16", "f32")
 
 PROBE_TIMEOUT = 0.5  # seconds to decide "nothing listens"
+# seconds for the transport handshake (PLAIN login through the daemon's ZAP handler) once the
+# endpoint answered the probe: generous, a busy machine (a CPU forward on every core) is slow
+HANDSHAKE_TIMEOUT = 5.0
 DEFAULT_TIMEOUT = 15.0  # seconds of silence from the daemon before giving up
 PESSIMISTIC_BYTES_PER_S = 20e6
 BIG_FRAME = 1 << 20
@@ -642,14 +645,14 @@ class Client:
                     "this maskd encrypts its connections (CURVE), which "
                     "needs pyzmq; install pyzmq for this Python or use a local maskd",
                 )
-            self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT), self.key, curve)
+            self._conn = _PyzmqTransport(self.endpoint, HANDSHAKE_TIMEOUT, self.key, curve)
         else:
             key = self.key if self.info.get("transport_auth") == "plain" else b""
             if self.backend == "pyzmq":
-                self._conn = _PyzmqTransport(self.endpoint, max(2.0, PROBE_TIMEOUT), key)
+                self._conn = _PyzmqTransport(self.endpoint, HANDSHAKE_TIMEOUT, key)
             else:
                 password = transport_password(key) if key else b""
-                self._conn = _ZmtpTransport(self.endpoint, max(2.0, PROBE_TIMEOUT), password)
+                self._conn = _ZmtpTransport(self.endpoint, HANDSHAKE_TIMEOUT, password)
         try:
             self.hello_info = self._request(
                 {"op": "hello", "client": f"maskd_client/{CLIENT_VERSION}"}, timeout=min(self.timeout, 10.0)

@@ -889,7 +889,9 @@ def _check_options(job: Job) -> None:
             from maskd.core.shadow import parse_shadow
 
             parse_shadow(str(job.header["shadow"]))
-    except (InputError, AttributeError, TypeError, ValueError) as exc:  # AttributeError: options not a dict
+    except InputError as exc:  # already written for a person (it names the option and its range)
+        raise P.ProtocolError("bad_request", str(exc)) from None
+    except (AttributeError, TypeError, ValueError) as exc:  # AttributeError: options not a dict
         raise P.ProtocolError("bad_request", f"bad options: {exc}") from None
 
 

@@ -228,7 +228,9 @@ except InputError as exc:
 except MemoryError:
     outcome, message = "MemoryError", ""
 seconds = time.perf_counter() - t
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+# this process's own peak (VmHWM): ru_maxrss would carry the parent's peak over exec (vfork)
+with open("/proc/self/status") as f:
+    peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
 print(json.dumps({"outcome": outcome, "message": message, "seconds": seconds,
                   "extra_mb": max(0, peak - before) / 2**20}))
 """
