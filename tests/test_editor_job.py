@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 from maskd.server import editor_job, layered_batch
@@ -88,3 +89,91 @@ def test_a_failed_save_keeps_the_old_output_and_says_which_editor(tmp_path):
         editor_job.save_atomically(str(dst), ".xcf", save, "GIMP")
     assert dst.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.xcf"]
+
+
+def test_the_krita_script_runs_its_job_through_the_shared_loop(tmp_path, monkeypatch, capsys):
+    """``inside_krita`` against a fake ``krita`` module and plugin: the masked file is saved to its
+    output, a file Krita cannot open is that file's error, each document is closed."""
+    import types
+
+    from maskd.core.layered import choice
+    from maskd.server.commands import krita_batch
+
+    class Node:
+        def __init__(self, name, kind, children=()):
+            self._name, self._kind, self._children = name, kind, list(children)
+
+        def name(self):
+            return self._name
+
+        def type(self):
+            return self._kind
+
+        def visible(self):
+            return True
+
+        def childNodes(self):
+            return self._children
+
+        def pixelData(self, x, y, w, h):
+            return bytes(range(256)) * (w * h // 64)  # not one flat colour
+
+    class Doc:
+        closed = False
+
+        def __init__(self):
+            self.root = Node("", "grouplayer", [Node("Layer 1", "paintlayer")])
+
+        def rootNode(self):
+            return self.root
+
+        def width(self):
+            return 8
+
+        def height(self):
+            return 8
+
+        def setBatchmode(self, on):
+            pass
+
+        def waitForDone(self):
+            pass
+
+        def saveAs(self, path):
+            with open(path, "wb") as f:
+                f.write(b"kra")
+            return True
+
+        def close(self):
+            self.closed = True
+
+    docs = []
+
+    def open_document(path):
+        if path.endswith("bad.kra"):
+            return None
+        docs.append(Doc())
+        return docs[-1]
+
+    app = types.SimpleNamespace(openDocument=open_document)
+    masked = []
+    plugin = types.SimpleNamespace(remove_background=lambda doc, node, **kw: masked.append((node.name(), kw)))
+    monkeypatch.setitem(
+        sys.modules, "krita", types.SimpleNamespace(Krita=types.SimpleNamespace(instance=lambda: app))
+    )
+    monkeypatch.setitem(sys.modules, "maskd_layer_choice", choice)  # as copied beside the script
+    monkeypatch.setitem(sys.modules, "maskd_editor_job", editor_job)
+    monkeypatch.setattr(krita_batch, "_import_plugin", lambda job: plugin)
+    job = _job(tmp_path, ["good.kra", "bad.kra"])
+    job["options"] = {"quality": "fast"}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+
+    krita_batch.inside_krita([str(tmp_path / "job.json")])
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["files"][0]["masked"] == ["Layer 1"] and "error" not in result["files"][0]
+    assert result["files"][1]["error"] == "Krita could not open the file (damaged, or not a Krita document)"
+    assert (tmp_path / "out" / "good.kra").read_bytes() == b"kra"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.kra"]
+    assert masked == [("Layer 1", {"output": "transparency-mask", "quality": "fast", "decontaminate": False})]
+    assert [d.closed for d in docs] == [True]
+    assert capsys.readouterr().out.count(layered_batch.PROGRESS_TAG) == 2
