@@ -8,6 +8,7 @@ with the system Python before maskd's own environment exists.
 
 from __future__ import annotations
 
+import functools
 import os
 import plistlib
 import re
@@ -294,61 +295,26 @@ def _gimp_targets(plat: Platform) -> list[EditorTarget]:
         ]
     targets = []
     for flavour, base, sandbox_dir in layouts:
-        sandboxed = sandbox_dir is not None
+        # one location of this layout: its folder, what found it and the GIMP series
+        target = functools.partial(
+            EditorTarget, "gimp", flavour, sandboxed=sandbox_dir is not None, sandbox_dir=sandbox_dir
+        )
         profiles = sorted(
             (p for p in base.glob("3.*") if p.is_dir() and GIMP_PROFILE_RE.match(p.name)),
             key=lambda p: tuple(int(x) for x in p.name.split(".")),
         )
         found_program, series = _gimp_program(plat, flavour)
         for profile in profiles:
-            targets.append(
-                EditorTarget(
-                    "gimp",
-                    flavour,
-                    profile,
-                    sandboxed=sandboxed,
-                    sandbox_dir=sandbox_dir,
-                    found_by=f"profile folder {profile}",
-                    series=profile.name,
-                )
-            )
+            targets.append(target(profile, found_by=f"profile folder {profile}", series=profile.name))
         if found_program and not profiles:
             if series and not GIMP_PROFILE_RE.match(series):
                 # GIMP 2.x: maskd needs GIMP 3; report it as not found with the reason in doctor
-                targets.append(
-                    EditorTarget(
-                        "gimp",
-                        flavour,
-                        base / GIMP_DEFAULT_SERIES,
-                        sandboxed=sandboxed,
-                        sandbox_dir=sandbox_dir,
-                        series=f"{series} (unsupported)",
-                    )
-                )
+                targets.append(target(base / GIMP_DEFAULT_SERIES, series=f"{series} (unsupported)"))
                 continue
             series = series or GIMP_DEFAULT_SERIES
-            targets.append(
-                EditorTarget(
-                    "gimp",
-                    flavour,
-                    base / series,
-                    sandboxed=sandboxed,
-                    sandbox_dir=sandbox_dir,
-                    found_by=found_program,
-                    series=series,
-                )
-            )
+            targets.append(target(base / series, found_by=found_program, series=series))
         if not profiles and not found_program:
-            targets.append(
-                EditorTarget(
-                    "gimp",
-                    flavour,
-                    base / GIMP_DEFAULT_SERIES,
-                    sandboxed=sandboxed,
-                    sandbox_dir=sandbox_dir,
-                    series=GIMP_DEFAULT_SERIES,
-                )
-            )
+            targets.append(target(base / GIMP_DEFAULT_SERIES, series=GIMP_DEFAULT_SERIES))
     return targets
 
 

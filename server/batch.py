@@ -111,6 +111,17 @@ def collect_inputs(
     return unique, problems
 
 
+def collect_or_say(command: str, inputs: list[str], output: Path, suffixes=RASTER_SUFFIXES):
+    """``collect_inputs`` for ``maskd COMMAND``: each problem printed as a warning (the batch goes
+    on with the rest, and exits 1); no files: said too (nothing to do; the command exits 2)."""
+    files, problems = collect_inputs(inputs, output, suffixes)
+    for problem in problems:
+        print(f"maskd {command}: {problem}", file=sys.stderr)
+    if not files:
+        print(f"maskd {command}: nothing to do (no input images found)", file=sys.stderr)
+    return files, problems
+
+
 # ---------------------------------------------------------------------------------- plan
 
 

@@ -42,6 +42,22 @@ def wire_format(image: np.ndarray) -> tuple[np.ndarray, str, str]:
     return arr, _LAYOUTS[arr.shape[2]], _DTYPES[np.dtype(arr.dtype.name)]
 
 
+def _request(layout, dtype, options, roi, foreground, progress, linear) -> dict:
+    """The keyword arguments ``segment`` and ``refine`` both send: the image's layout, dtype and
+    transfer, and float32 alpha and colours back (what ``_answer`` reads)."""
+    return dict(
+        layout=layout,
+        dtype=dtype,
+        options=options,
+        roi=roi,
+        alpha_dtype="f32",
+        foreground=foreground,
+        foreground_dtype="f32",
+        progress=progress,
+        transfer="linear" if linear else "srgb",
+    )
+
+
 def _answer(result: mc.Result) -> Answer:
     alpha = np.frombuffer(result.alpha, "<f4").reshape(result.height, result.width)
     fg = None
@@ -81,20 +97,8 @@ class DaemonClient:
     ) -> Answer:
         arr, layout, dtype = wire_format(image)
         h, w = arr.shape[:2]
-        r = self.client.segment(
-            memoryview(arr).cast("B"),
-            w,
-            h,
-            layout=layout,
-            dtype=dtype,
-            options=options,
-            roi=roi,
-            alpha_dtype="f32",
-            foreground=foreground,
-            foreground_dtype="f32",
-            progress=progress,
-            transfer="linear" if linear else "srgb",
-        )
+        request = _request(layout, dtype, options, roi, foreground, progress, linear)
+        r = self.client.segment(memoryview(arr).cast("B"), w, h, **request)
         return _answer(r)
 
     def refine(
@@ -119,14 +123,6 @@ class DaemonClient:
             m.shape[1],
             m.shape[0],
             mask_dtype=mdtype,
-            layout=layout,
-            dtype=dtype,
-            options=options,
-            roi=roi,
-            alpha_dtype="f32",
-            foreground=foreground,
-            foreground_dtype="f32",
-            progress=progress,
-            transfer="linear" if linear else "srgb",
+            **_request(layout, dtype, options, roi, foreground, progress, linear),
         )
         return _answer(r)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from maskd.core.errors import InputError, MaskdError
 from maskd.core.layered import LAYERED_SUFFIXES, AlphaFn, MaskResult, add_masks, is_layered
+from maskd.server.editor_job import PROGRESS_TAG  # the line prefix the in-editor scripts print once per file
 
 OUTPUT_SUFFIX = "-masked"
 
@@ -209,8 +210,6 @@ def _say(bar, stream, text: str) -> None:
 
 
 # ---- editor batch recipes (maskd gimp-batch / maskd krita-batch) --------------------------------
-
-PROGRESS_TAG = "MASKD-BATCH "  # the line prefix the in-editor scripts print once per file
 
 
 def add_editor_batch_arguments(p, suffix: str, editor: str) -> None:
@@ -396,7 +395,8 @@ def _summarise(editor, entries, rejected, planned, seconds, returncode, tail) ->
 
 def run_editor(args, editor: str, suffix: str, script: str, find, launch) -> int:
     """``maskd gimp-batch`` / ``maskd krita-batch``, once: plan the files; copy the editor-side
-    ``script`` and the layer-choice rule (``core.layered.choice``) into a private job folder; make
+    ``script``, the layer-choice rule (``core.layered.choice``) and the per-file loop
+    (``server.editor_job``) into a private job folder; make
     sure a daemon runs (started for the batch if none); run ``launch(command, job_dir) -> (argv,
     env)``, the editor told to load ``job.json``."""
     import shlex
@@ -422,6 +422,9 @@ def run_editor(args, editor: str, suffix: str, script: str, find, launch) -> int
         from maskd.core.layered import choice  # the layer-choice rule, beside the script
 
         shutil.copyfile(choice.__file__, job_dir / "maskd_layer_choice.py")
+        from maskd.server import editor_job  # the per-file loop both editor scripts run
+
+        shutil.copyfile(editor_job.__file__, job_dir / "maskd_editor_job.py")
         argv, env = launch(command, job_dir)
         if args.connection_file:
             env["MASKD_CONNECTION_FILE"] = str(Path(args.connection_file).resolve())

@@ -286,6 +286,19 @@ def mask_name(layer_name: str) -> str:
     return f"{layer_name} (maskd)"
 
 
+def open_archive(path, data: bytes, what: str, root_member: str):
+    """A zip-based layered file (KRA, OpenRaster; ``what``: "a Krita file"): its checked archive
+    (``check_archive``), its member names and the text of its root XML ``root_member``
+    (maindoc.xml, stack.xml), read within the XML size limit. A clear error when any is missing."""
+    archive = read_zip(path, data, what)
+    check_archive(archive, path)
+    members = set(archive.namelist())
+    if root_member not in members:
+        raise LayeredFileError(f"{path}: not {what} (no {root_member}); skipped")
+    limits.check_member(path, archive.getinfo(root_member), limits.MAX_XML_BYTES)
+    return archive, members, archive.read(root_member).decode("utf-8")
+
+
 def read_zip(path, data: bytes, what: str):
     """The zip archive a KRA or OpenRaster file is (``what``: "a Krita file"); a clear error when
     it is none."""

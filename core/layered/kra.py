@@ -27,9 +27,8 @@ from maskd.core.layered import (
     Layer,
     LayeredDocument,
     LayeredFileError,
-    check_archive,
     mask_name,
-    read_zip,
+    open_archive,
     rewrite_zip,
     to_uint8,
     unsafe_member_name,
@@ -57,13 +56,7 @@ class KraDocument(LayeredDocument):
     def __init__(self, path: Path, data: bytes):
         self.path = Path(path)
         self.data = data
-        self.zip = read_zip(path, data, "a Krita file")
-        check_archive(self.zip, path)
-        self.members = set(self.zip.namelist())
-        if "maindoc.xml" not in self.members:
-            raise LayeredFileError(f"{path}: not a Krita file (no maindoc.xml); skipped")
-        limits.check_member(path, self.zip.getinfo("maindoc.xml"), limits.MAX_XML_BYTES)
-        self.maindoc = self.zip.read("maindoc.xml").decode("utf-8")
+        self.zip, self.members, self.maindoc = open_archive(path, data, "a Krita file", "maindoc.xml")
         root = ET.fromstring(self.maindoc)
         image = root.find(NS + "IMAGE")
         if image is None:

@@ -29,9 +29,8 @@ from maskd.core.layered import (
     Layer,
     LayeredDocument,
     LayeredFileError,
-    check_archive,
     mask_name,
-    read_zip,
+    open_archive,
     rewrite_zip,
 )
 
@@ -44,13 +43,7 @@ class OraDocument(LayeredDocument):
     def __init__(self, path: Path, data: bytes):
         self.path = Path(path)
         self.data = data
-        self.zip = read_zip(path, data, "an OpenRaster file")
-        check_archive(self.zip, path)
-        names = set(self.zip.namelist())
-        if "stack.xml" not in names:
-            raise LayeredFileError(f"{path}: not an OpenRaster file (no stack.xml); skipped")
-        limits.check_member(path, self.zip.getinfo("stack.xml"), limits.MAX_XML_BYTES)
-        self.stack_xml = self.zip.read("stack.xml").decode("utf-8")
+        self.zip, names, self.stack_xml = open_archive(path, data, "an OpenRaster file", "stack.xml")
         root = ET.fromstring(self.stack_xml)
         if root.tag != "image":
             raise LayeredFileError(f"{path}: stack.xml does not start with <image>; skipped")

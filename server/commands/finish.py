@@ -8,7 +8,6 @@ sidecars). Use it to try finishing settings on a batch without running the model
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +47,8 @@ def run(args) -> int:
     args.mode = options.Mode.CUTOUT.value
     out = Path(args.output)
     finishing.options(args)
-    files, problems = batch.collect_inputs(args.inputs, out)
-    for problem in problems:
-        print(f"maskd finish: {problem}", file=sys.stderr)
+    files, problems = batch.collect_or_say("finish", args.inputs, out)
     if not files:
-        print("maskd finish: nothing to do (no input images found)", file=sys.stderr)
         return 2
     single = batch.single_file_output(args.inputs, files, out)
     jobs = batch.plan_outputs(files, out, args.format, single)

@@ -24,11 +24,9 @@ import json
 import os
 import shlex
 import shutil
-import tempfile
 
 HELP = "Run GIMP's own batch mode over a folder of XCF files"
 PROC_NAME = "plug-in-maskd-remove-background"
-PROGRESS_TAG = "MASKD-BATCH "  # = server.layered_batch.PROGRESS_TAG
 GIMP_NAMES = [
     "gimp-console-3.0",
     "gimp-console-3",
@@ -108,6 +106,7 @@ def inside_gimp(job_path: str) -> None:
     gi.require_version("Gimp", "3.0")
     gi.require_version("Gegl", "0.4")
     from gi.repository import Gimp, Gio
+    from maskd_editor_job import run_job, save_atomically
 
     with open(job_path) as f:
         job = json.load(f)
@@ -118,37 +117,27 @@ def inside_gimp(job_path: str) -> None:
             f"the maskd plug-in ({PROC_NAME}) is not installed in this GIMP profile: "
             "run `maskd install-plugins` and try again"
         )
-    for item in job["files"] if proc is not None else []:
-        entry = {"src": item["src"], "dst": item["dst"]}
-        image = None
+
+    def process(item, entry):
+        image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(item["src"]))
         try:
-            image = Gimp.file_load(Gimp.RunMode.NONINTERACTIVE, Gio.File.new_for_path(item["src"]))
             chosen, entry["skipped"] = _choose(image, job.get("layers"))
             for layer, _path in chosen:
                 _mask_layer(proc, image, layer, job.get("options", {}))
             entry["masked"] = [path for _, path in chosen]
             if chosen or item["dst"] != item["src"]:
-                folder, name = os.path.split(item["dst"])
-                # a fresh private folder beside the output (random name, mode 0700): no name in it
-                # can have been planted, whatever the editor's save does with an existing file
-                private = tempfile.mkdtemp(prefix=f".{name}.maskd-", dir=folder or ".")
-                tmp = os.path.join(private, "part.xcf")
-                try:
-                    target = Gio.File.new_for_path(tmp)
-                    if not Gimp.file_save(Gimp.RunMode.NONINTERACTIVE, image, target, None):
-                        raise RuntimeError("GIMP could not save the file")
-                    os.replace(tmp, item["dst"])
-                finally:
-                    shutil.rmtree(private, ignore_errors=True)
-        except Exception as exc:  # one bad file never stops the batch
-            entry["error"] = " ".join(str(getattr(exc, "message", exc) or type(exc).__name__).split())
+
+                def save(tmp):
+                    return Gimp.file_save(
+                        Gimp.RunMode.NONINTERACTIVE, image, Gio.File.new_for_path(tmp), None
+                    )
+
+                save_atomically(item["dst"], ".xcf", save, "GIMP")
         finally:
             if image is not None:
                 image.delete()
-        outcome["files"].append(entry)
-        print(PROGRESS_TAG + json.dumps(entry), flush=True)
-    with open(job["result"], "w") as f:
-        json.dump(outcome, f)
+
+    run_job(job, outcome, job["result"], process)
 
 
 # ---- the maskd command --------------------------------------------------------------------------

@@ -23,10 +23,8 @@ import os
 import shlex
 import shutil
 import sys
-import tempfile
 
 HELP = "Run Krita's kritarunner over a folder of KRA files"
-PROGRESS_TAG = "MASKD-BATCH "  # = server.layered_batch.PROGRESS_TAG
 KRITA_FOLDERS = [
     "/Applications/krita.app/Contents/MacOS",
     r"C:\Program Files\Krita (x64)\bin",
@@ -100,6 +98,7 @@ def _choose(doc, spec):
 def inside_krita(args) -> None:
     """kritarunner entry point: mask and save every file of the job (``args[0]``); one progress line each."""
     from krita import Krita
+    from maskd_editor_job import run_job, save_atomically
 
     with open(args[0]) as f:
         job = json.load(f)
@@ -111,13 +110,12 @@ def inside_krita(args) -> None:
         maskd = None
     app = Krita.instance()
     options = dict(job.get("options", {}), decontaminate=False)
-    for item in job["files"] if maskd is not None else []:
-        entry = {"src": item["src"], "dst": item["dst"]}
-        doc = None
+
+    def process(item, entry):
+        doc = app.openDocument(item["src"])
+        if doc is None:
+            raise RuntimeError("Krita could not open the file (damaged, or not a Krita document)")
         try:
-            doc = app.openDocument(item["src"])
-            if doc is None:
-                raise RuntimeError("Krita could not open the file (damaged, or not a Krita document)")
             doc.setBatchmode(True)
             doc.waitForDone()
             chosen, entry["skipped"] = _choose(doc, job.get("layers"))
@@ -126,27 +124,11 @@ def inside_krita(args) -> None:
             doc.waitForDone()
             entry["masked"] = [path for _, path in chosen]
             if chosen or item["dst"] != item["src"]:
-                folder, name = os.path.split(item["dst"])
-                # a fresh private folder beside the output (random name, mode 0700): no name in it
-                # can have been planted, whatever the editor's save does with an existing file
-                private = tempfile.mkdtemp(prefix=f".{name}.maskd-", dir=folder or ".")
-                tmp = os.path.join(private, "part.kra")
-                try:
-                    if not doc.saveAs(tmp):
-                        raise RuntimeError("Krita could not save the file")
-                    os.replace(tmp, item["dst"])
-                finally:
-                    shutil.rmtree(private, ignore_errors=True)
-        except Exception as exc:  # one bad file never stops the batch
-            message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-            entry["error"] = " ".join(str(message).split())
+                save_atomically(item["dst"], ".kra", doc.saveAs, "Krita")
         finally:
-            if doc is not None:
-                doc.close()
-        outcome["files"].append(entry)
-        print(PROGRESS_TAG + json.dumps(entry), flush=True)
-    with open(job["result"], "w") as f:
-        json.dump(outcome, f)
+            doc.close()
+
+    run_job(job, outcome, job["result"], process)
 
 
 # ---- the maskd command --------------------------------------------------------------------------

@@ -83,11 +83,10 @@ def run(args) -> int:
 
         return ray_batch.run_storage(args)
     out = Path(args.output)
-    files, problems = batch.collect_inputs(args.inputs, out, batch.RASTER_SUFFIXES | set(LAYERED_SUFFIXES))
-    for problem in problems:
-        print(f"maskd remove: {problem}", file=sys.stderr)
+    files, problems = batch.collect_or_say(
+        "remove", args.inputs, out, batch.RASTER_SUFFIXES | set(LAYERED_SUFFIXES)
+    )
     if not files:
-        print("maskd remove: nothing to do (no input images found)", file=sys.stderr)
         return 2
     single = batch.single_file_output(args.inputs, files, out)
     jobs = batch.plan_outputs(files, out, args.format, single, keep_suffix=LAYERED_SUFFIXES)

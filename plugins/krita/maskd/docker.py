@@ -42,6 +42,7 @@ STATUS_TEXTS = {
 
 
 def engine_model(hello: dict, status: dict) -> str:
+    """The served model's name from the daemon's hello/status replies ("" when they name none)."""
     info = dict(hello or {})
     info.update(status or {})
     model = info.get("model")
@@ -54,9 +55,7 @@ def describe_engine(hello: dict, status: dict) -> str:
     """One status line from the daemon's hello/status replies (fields may be missing)."""
     info = dict(hello or {})
     info.update(status or {})
-    model = info.get("model")
-    if isinstance(model, dict):
-        model = model.get("preset") or model.get("name") or model.get("source")
+    model = engine_model(hello, status)
     device = info.get("device")
     if isinstance(device, dict):
         device = device.get("name") or device.get("type")
