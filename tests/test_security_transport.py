@@ -167,10 +167,23 @@ def test_log_flood_stays_small(tmp_path_factory):
 
 def _flood(d) -> None:
     before = (d.folder / "maskd.log").stat().st_size
+    import zmq
+
     sock = raw_socket(d)
+    # unbounded queues on our side: our sends never wait for the daemon's replies to be read and its
+    # replies never wait for us (bounded queues on both sides could block each other: a test hang)
+    sock.setsockopt(zmq.SNDHWM, 0)
+    sock.setsockopt(zmq.RCVHWM, 0)
+    give_up = time.monotonic() + 300
     for i in range(10_000):
-        sock.send_multipart([b"x"])
-        if i % 500 == 499:  # let the replies flow (the daemon's send queue is bounded)
+        while True:
+            try:
+                sock.send_multipart([b"x"], flags=zmq.NOBLOCK)
+                break
+            except zmq.Again:  # never with an unbounded queue; if it happens, drain and retry
+                assert time.monotonic() < give_up, "the daemon stopped taking messages"
+                recv_reply(sock, timeout=0.05)
+        if i % 500 == 499:  # let the replies flow
             while recv_reply(sock, timeout=0.05) is not None:
                 pass
     sock.send_multipart(signed(d, {"op": "ping"}))
