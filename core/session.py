@@ -2,13 +2,17 @@
 
 A session wraps one model (loaded once, reused for every image) behind one method,
 ``matte(rgb) -> float32 matte in [0, 1] at the model's own resolution``. The daemon holds one
-session; the CLI's ``refine`` path needs none. ``StandInSession`` needs no weights at all: it is
-the "trivial model" of the transport tests and throughput benchmarks, never a product feature.
+session; the CLI's ``refine`` path needs none.
+
+``open_session`` opens BiRefNet for every model name, unless an extension registered a session kind
+under that name (``register_session_kind``; see ``core.extensions``): that is how the test suite's
+weight-free ``stand-in`` model, which is not part of the product, is served by a real daemon.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -56,30 +60,6 @@ class MatteSession:
             "device": self.device,
             "dtype": self.dtype,
         }
-
-
-class StandInSession(MatteSession):
-    """A weight-free stand-in: foreground = pixels whose colour differs from the border's.
-
-    Deterministic and cheap (a few ms at 1024²), so daemon, transport and batch tests exercise
-    the whole path without a model forward.
-    """
-
-    name = "stand-in"
-
-    def __init__(self, resolution: int = 1024):
-        self.resolution = (resolution, resolution)
-
-    def matte(self, rgb: np.ndarray) -> np.ndarray:
-        import cv2
-
-        h, w = self.resolution
-        small = cv2.resize(rgb[..., :3], (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-        border = np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])
-        ref = np.median(border, axis=0)
-        dist = np.sqrt(((small - ref) ** 2).sum(-1))
-        matte = 1.0 / (1.0 + np.exp(-(dist - 0.15) * 40.0))
-        return cv2.GaussianBlur(matte.astype(np.float32), (0, 0), 1.0)
 
 
 class BiRefNetSession(MatteSession):
@@ -133,8 +113,28 @@ class BiRefNetSession(MatteSession):
         return birefnet.predict_matte_native(self._model, rgb, size=self.resolution)
 
 
-def open_session(spec: SessionSpec | None = None, *, stand_in: bool = False) -> MatteSession:
-    """The session the daemon serves: BiRefNet for ``spec``, or the weight-free stand-in."""
-    if stand_in or (spec and spec.model == "stand-in"):
-        return StandInSession(resolution=(spec.resolution if spec and spec.resolution else 1024))
-    return BiRefNetSession(spec or SessionSpec())
+# model name -> factory(spec) for sessions that are not BiRefNet presets (extensions only)
+_SESSION_KINDS: dict[str, Callable[[SessionSpec], MatteSession]] = {}
+
+
+def register_session_kind(name: str, factory: Callable[[SessionSpec], MatteSession]) -> None:
+    """Serve ``factory(spec)`` for ``--model name`` instead of a BiRefNet preset (an extension's
+    session kind: see ``core.extensions``)."""
+    _SESSION_KINDS[name] = factory
+
+
+def _session_kind(name: str | None) -> Callable[[SessionSpec], MatteSession] | None:
+    if not name:
+        return None
+    if name not in _SESSION_KINDS:
+        from maskd.core import extensions
+
+        extensions.load()
+    return _SESSION_KINDS.get(name)
+
+
+def open_session(spec: SessionSpec | None = None) -> MatteSession:
+    """The session the daemon serves: BiRefNet for ``spec``, or a registered session kind."""
+    spec = spec or SessionSpec()
+    factory = _session_kind(spec.model)
+    return factory(spec) if factory else BiRefNetSession(spec)

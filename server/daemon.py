@@ -11,6 +11,11 @@ Threads and who owns what:
 
 A request that cannot be parsed gets an error reply when its sender can be identified and is
 dropped otherwise; no request can stop the loop. Large frames are received and sent zero-copy.
+
+What a job computes is the daemon's *worker*: ``pipeline`` (the model, then ``core.pipeline``) is
+the only one maskd has. ``register_worker`` adds others under a name for ``maskd serve --worker``,
+from an extension module (``core.extensions``): the test suite's ``null`` worker (it echoes the
+input's alpha, so transport tests check exact bytes without a model) lives in ``tests/standins.py``.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ class Cancelled(Exception):
 @dataclass
 class DaemonConfig:
     spec: object = None  # core.session.SessionSpec
-    worker: str = "pipeline"  # "pipeline" (real work) or "null" (transport tests: echoes alpha)
+    worker: str = "pipeline"  # a name in WORKERS: "pipeline" unless an extension registered another
     connection_file: Path | None = None
     host: str = "127.0.0.1"
     port: int = 0
@@ -822,7 +827,7 @@ def _is_oom(exc: Exception) -> bool:
 
 
 def _free_accelerator_memory() -> None:
-    if "torch" in sys.modules:  # nothing to give back before torch is loaded (the stand-in session)
+    if "torch" in sys.modules:  # nothing to give back before torch is loaded (a session without torch)
         from maskd.core.device import release_memory
 
         release_memory()
@@ -838,14 +843,12 @@ def _cutout_options_class():
 
 
 def make_session(config: DaemonConfig):
+    """The session ``config`` asks for: its worker's own, else ``core.session.open_session``."""
     from maskd.core.session import SessionSpec, open_session
 
-    spec = config.spec or SessionSpec(model="stand-in")
-    if config.worker == "null":
-        from maskd.core.session import StandInSession
-
-        return StandInSession(resolution=spec.resolution or 1024)
-    return open_session(spec)
+    spec = config.spec or SessionSpec()
+    worker = find_worker(config.worker)
+    return worker.session(spec) if worker.session else open_session(spec)
 
 
 # ---------------------------------------------------------------------- the work itself
@@ -909,7 +912,7 @@ def run_job(daemon: Daemon, job: Job):
 
 
 def _run_job(daemon: Daemon, job: Job):
-    """Decode the pixels, run the pipeline (or the null worker), encode the answer."""
+    """Decode the pixels, run the daemon's worker (the pipeline), encode the answer."""
     spec = job.spec
     image = P.decode_image(job.buffers[0], spec)
     alpha_dtype = job.header.get("alpha_dtype", "u8")
@@ -932,24 +935,7 @@ def _run_job(daemon: Daemon, job: Job):
                 job.wake()
 
     progress("decoding", 0.0)
-    timings = {}
-    if daemon.config.worker == "null":
-        result_alpha, fg = _null_work(job, image, progress)
-    else:
-        opts = _options(job, str(getattr(daemon.session, "device", "cpu")))
-        from maskd.core import pipeline
-
-        if job.op == "segment":
-            res = pipeline.cutout(image, daemon.session.matte, opts, progress)
-        else:
-            mask = P.decode_mask(job.buffers[1], job.header["mask"])
-            res = pipeline.refine(image, mask, opts, progress)
-        progress("encoding", 1.0)
-        result_alpha = res.alpha
-        fg = res.foreground if job.header.get("foreground") else None
-        timings = {k: round(float(v), 4) for k, v in (getattr(res, "timings", None) or {}).items()}
-        if res.device != opts.device:
-            log.warning("job %s: the GPU ran out of memory for the refinement; the CPU did it", job.job_id)
+    result_alpha, fg, timings = find_worker(daemon.config.worker).work(daemon, job, image, progress)
     if job.cancel.is_set():
         raise Cancelled()
     buffers, fg_meta, shadow_meta = _encode_result(job, result_alpha, fg, shadow_text, alpha_dtype)
@@ -997,50 +983,52 @@ def _encode_result(job: Job, result_alpha, fg, shadow_text, alpha_dtype: str):
     return buffers, fg_meta, shadow_meta
 
 
-def _null_work(job: Job, image: np.ndarray, progress):
-    """The transport stand-in: alpha = the input's alpha channel (or opaque), or the refine mask.
+def _pipeline_work(daemon: Daemon, job: Job, image: np.ndarray, progress):
+    """The ``pipeline`` worker: the session's matte refined by ``core.pipeline`` (or the client's
+    mask refined, for ``refine``); (alpha, colours or None, stage timings)."""
+    opts = _options(job, str(getattr(daemon.session, "device", "cpu")))
+    from maskd.core import pipeline
 
-    ``options.null_delay_s`` makes it a slow job (progress every 10 ms) for cancel/kill tests.
-    """
-    delay = (job.header.get("options") or {}).get("null_delay_s")
-    if isinstance(delay, (int, float)) and delay > 0:
-        end = time.monotonic() + min(float(delay), 600.0)
-        while time.monotonic() < end:
-            progress("null work", 1.0 - (end - time.monotonic()) / delay)
-            time.sleep(0.01)
-    if job.op == "refine":
-        mask = P.decode_mask(job.buffers[1], job.header["mask"])
-        if mask.shape != image.shape[:2]:
-            import cv2
-
-            mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_LINEAR)
-        if mask.dtype == np.uint8:
-            alpha = mask.astype(np.float32) / 255.0 if job.header.get("alpha_dtype") != "u8" else mask
-        elif mask.dtype == np.uint16:
-            alpha = mask.astype(np.float32) / 65535.0
-        else:
-            alpha = mask
-    elif image.shape[2] in (2, 4):
-        if image.dtype in (np.uint8, np.uint16, np.float32) and image.flags.c_contiguous:
-            import cv2
-
-            a = cv2.extractChannel(image, image.shape[2] - 1)  # 2.5x faster than a strided numpy copy
-        else:
-            a = image[..., -1]
-        if a.dtype == np.uint8:
-            alpha = a if job.header.get("alpha_dtype", "u8") == "u8" else a.astype(np.float32) / 255.0
-        elif a.dtype == np.uint16:
-            alpha = a.astype(np.float32) / 65535.0
-        else:
-            alpha = a
+    if job.op == "segment":
+        res = pipeline.cutout(image, daemon.session.matte, opts, progress)
     else:
-        alpha = np.ones(image.shape[:2], np.float32)
-    fg = None
-    if job.header.get("foreground"):
-        rgb = image[..., :3] if image.shape[2] >= 3 else np.repeat(image[..., :1], 3, axis=2)
-        scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(rgb.dtype, 1.0)
-        fg = rgb.astype(np.float32) / scale
-    return alpha, fg
+        mask = P.decode_mask(job.buffers[1], job.header["mask"])
+        res = pipeline.refine(image, mask, opts, progress)
+    progress("encoding", 1.0)
+    fg = res.foreground if job.header.get("foreground") else None
+    timings = {k: round(float(v), 4) for k, v in (getattr(res, "timings", None) or {}).items()}
+    if res.device != opts.device:
+        log.warning("job %s: the GPU ran out of memory for the refinement; the CPU did it", job.job_id)
+    return res.alpha, fg, timings
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What a job computes. ``work(daemon, job, image, progress) -> (alpha, colours or None,
+    timings)``; ``progress(stage, fraction)`` raises ``Cancelled`` once the job is cancelled.
+    ``session(spec)``: the session this worker serves instead of ``open_session(spec)``."""
+
+    work: object
+    session: object = None
+
+
+WORKERS: dict[str, Worker] = {"pipeline": Worker(_pipeline_work)}
+
+
+def register_worker(name: str, work, session=None) -> None:
+    """Make ``maskd serve --worker name`` run ``work`` (an extension's worker: ``core.extensions``)."""
+    WORKERS[name] = Worker(work, session)
+
+
+def find_worker(name: str) -> Worker:
+    """The worker registered as ``name`` (extension modules are imported first when needed)."""
+    if name not in WORKERS:
+        from maskd.core import extensions
+
+        extensions.load()
+    if name not in WORKERS:
+        raise MaskdError(f"--worker {name}: no such worker (maskd has: {', '.join(sorted(WORKERS))})")
+    return WORKERS[name]
 
 
 LOG_MAX_BYTES = 5 * 1024 * 1024  # then maskd.log -> maskd.log.1 (one old log kept)

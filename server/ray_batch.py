@@ -243,6 +243,10 @@ def connect(ray, where: str, quiet: bool, say) -> None:
     import logging
 
     kwargs = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
+    from maskd.core import extensions
+
+    if extensions.modules():  # the job's workers resolve the same model names as this process
+        kwargs["runtime_env"] = {"env_vars": {extensions.ENV: os.environ[extensions.ENV]}}
     try:
         if where == LOCAL:
             say("starting a local Ray instance for this batch…")

@@ -3,7 +3,9 @@
 ``start_daemon(folder, *extra)`` runs ``maskd serve`` (which returns once the daemon is ready)
 and returns a ``RunningDaemon``; ``stop()`` runs ``maskd stop``. The default worker is the
 ``null`` transport stand-in (alpha = the input's alpha channel), so reliability tests check exact
-bytes without any model; ``--worker pipeline --model stand-in`` runs the real pipeline.
+bytes without any model; ``--worker pipeline --model stand-in`` runs the real pipeline. Both are
+test-only (``tests/standins.py``): every command a ``RunningDaemon`` runs has them
+(``helpers.standin_env``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import pytest
 from maskd.plugins import maskd_client as mc
 from maskd.server import protocol as P
 
-from tests.helpers import REPO, maskd_command, maskd_env
+from tests.helpers import REPO, maskd_command, standin_env
 
 BACKENDS = ["pyzmq", "zmtp"]
 
@@ -42,7 +44,7 @@ class RunningDaemon:
         return bytes.fromhex(self.info["key"])
 
     def env(self, **extra) -> dict:
-        return maskd_env(MASKD_CONNECTION_FILE=self.connection_file, **extra)
+        return standin_env(MASKD_CONNECTION_FILE=self.connection_file, **extra)
 
     def cli(self, *args, timeout=120, preexec_fn=None, **env) -> subprocess.CompletedProcess:
         return subprocess.run(

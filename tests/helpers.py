@@ -454,3 +454,22 @@ def hf_cache_with(folder: Path, weights: Path, presets=INSTALLED_PRESETS) -> Pat
             except OSError:
                 shutil.copyfile(weights, target)
     return folder
+
+
+# --------------------------------------------------------------------------- test-only model and worker
+
+# the environment under which maskd processes know tests/standins.py's ``stand-in`` model and
+# ``null`` worker (core/extensions.py: every process maskd starts inherits it)
+STANDINS_ENV = {"MASKD_EXTENSIONS": "tests.standins"}
+
+
+def standin_env(**extra) -> dict:
+    """``maskd_env`` for a process that may serve the ``stand-in`` model or the ``null`` worker."""
+    return maskd_env(**STANDINS_ENV, **extra)
+
+
+def lite_model_args(weights: Path, resolution: int | None = 256) -> list[str]:
+    """The model options of a real BiRefNet on the CPU: the generated ``lite`` weights at
+    ``resolution`` (None: the preset's own)."""
+    args = ["--weights", str(weights), "--variant", "lite", "--device", "cpu"]
+    return args + (["--resolution", str(resolution)] if resolution else [])

@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import REPO, maskd_command
 from tests.daemon_fixtures import short_tmp, start_daemon
+from tests.standins import StandInSession  # also: `new_session("stand-in")` here
 from tests.test_remove import disc
 
 
@@ -27,8 +28,6 @@ def photo(h=90, w=120) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def stand_in():
-    from maskd.core.session import StandInSession
-
     return maskd.Session(matte=StandInSession(resolution=128))
 
 

@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import REPO, maskd_command, maskd_env
 from tests.daemon_fixtures import short_tmp, start_daemon
+from tests.helpers import standin_env
 from tests.test_remove import disc
 
 
@@ -200,7 +201,7 @@ def test_mask_mode_asks_the_daemon_for_the_alpha_alone(daemon, tmp_path, monkeyp
 
 def test_ctrl_c_cancels_stops_its_daemon_and_a_rerun_does_the_rest(tmp_path_factory, tmp_path):
     folder = short_tmp(tmp_path_factory, "int")
-    env = maskd_env(MASKD_CONNECTION_FILE=folder / "connection.json")
+    env = standin_env(MASKD_CONNECTION_FILE=folder / "connection.json")
     total = 24
     for i in range(total):
         disc(tmp_path / "in" / f"{i:02d}.png", h=600, w=800)

@@ -14,8 +14,9 @@ import psutil
 import pytest
 from maskd.server import connection
 
-from tests.conftest import REPO, maskd_command, maskd_env
+from tests.conftest import REPO, maskd_command
 from tests.daemon_fixtures import assert_healthy, short_tmp, start_daemon
+from tests.helpers import standin_env
 
 
 def test_killed_batch_command_takes_its_daemon_along(tmp_path_factory, tmp_path):
@@ -33,7 +34,7 @@ def test_killed_batch_command_takes_its_daemon_along(tmp_path_factory, tmp_path)
         cv2.imwrite(str(src / f"p{i:02d}.png"), img)
     proc = subprocess.Popen(
         maskd_command() + ["remove", str(src), "-o", str(tmp_path / "out"), "--model", "stand-in"],
-        env=maskd_env(MASKD_CONNECTION_FILE=cfile),
+        env=standin_env(MASKD_CONNECTION_FILE=cfile),
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -81,7 +82,7 @@ def test_ipv6_loopback(tmp_path_factory):
     folder.chmod(0o700)
     r = subprocess.run(
         maskd_command() + ["serve", "--model", "stand-in", "--worker", "null", "--host", "::1", "--no-ipc"],
-        env=maskd_env(MASKD_CONNECTION_FILE=folder / "connection.json"),
+        env=standin_env(MASKD_CONNECTION_FILE=folder / "connection.json"),
         cwd=REPO,
         capture_output=True,
         text=True,

@@ -559,8 +559,8 @@ def test_status_json_and_stop(tmp_path_factory):
     assert r.returncode == 0 and "not running" in r.stdout
 
 
-def test_ensure_daemon_autostarts_and_reports_progress(tmp_path_factory):
-    from tests.helpers import maskd_command
+def test_ensure_daemon_autostarts_and_reports_progress(tmp_path_factory, monkeypatch):
+    from tests.helpers import REPO, STANDINS_ENV, maskd_command
 
     folder = short_tmp(tmp_path_factory, "auto")
     cfile = folder / "connection.json"
@@ -570,17 +570,11 @@ def test_ensure_daemon_autostarts_and_reports_progress(tmp_path_factory):
         "daemon_command": maskd_command() + ["serve", "--model", "stand-in", "--worker", "null"],
     }
     stages = []
-    env_before = os.environ.get("PYTHONPATH")
-    from tests.helpers import REPO
-
-    os.environ["PYTHONPATH"] = str(REPO)
-    try:
-        client = mc.ensure_daemon(config, progress=lambda s, f: stages.append(s))
-    finally:
-        if env_before is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = env_before
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the daemon the client starts inherits these
+    for name, value in STANDINS_ENV.items():
+        monkeypatch.setenv(name, value)
+    client = mc.ensure_daemon(config, progress=lambda s, f: stages.append(s))
+    monkeypatch.undo()
     try:
         assert "starting engine" in stages
         pixels, alpha = make_image(5, 5)

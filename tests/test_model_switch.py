@@ -75,7 +75,9 @@ def test_a_switch_waits_for_another_clients_queued_job_and_it_is_told(tmp_path_f
 
             with d.client(timeout=60) as client:
                 results.append(
-                    client.segment(make_image(8, 8)[0], 8, 8, options={"null_delay_s": 2.0}, progress=progress)
+                    client.segment(
+                        make_image(8, 8)[0], 8, 8, options={"null_delay_s": 2.0}, progress=progress
+                    )
                 )
 
         thread = threading.Thread(target=other_client)

@@ -9,10 +9,10 @@ from maskd.core import guided_filter as gf
 from maskd.core import imageio, pipeline
 from maskd.core import trimap as trimapmod
 from maskd.core.errors import InputError
-from maskd.core.session import StandInSession
 
 from tests.helpers import coarse as _coarse
 from tests.helpers import hair_scene as _hair_scene
+from tests.standins import StandInSession
 
 
 def _lanczos(coarse, hw):

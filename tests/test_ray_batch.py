@@ -20,8 +20,9 @@ import numpy as np
 import psutil
 import pytest
 
-from tests.conftest import REPO, maskd_command, maskd_env
+from tests.conftest import REPO, maskd_command
 from tests.daemon_fixtures import short_tmp
+from tests.helpers import standin_env
 
 MODEL = ["--model", "stand-in", "--resolution", "128"]
 FINISH = ["--margin", "5%"]  # finishing runs too (crop to the subject, 5 % margin)
@@ -103,7 +104,7 @@ def catalogue(tmp_path_factory):
     count = make_catalogue(src)
     folder = short_tmp(tmp_path_factory, "ray")
     folder.chmod(0o700)
-    env = maskd_env()
+    env = standin_env()
     r = cli(src, "-o", root / "local", *MODEL, *FINISH, "-q", "--connection-file", folder / "c.json", env=env)
     assert r.returncode == 1, r.stdout + r.stderr  # the corrupt file
     assert "29 written" in r.stdout and "broken.png" in r.stdout, r.stdout
@@ -114,7 +115,7 @@ def test_ray_outputs_are_the_local_outputs_and_a_rerun_writes_nothing(cluster, c
     src, expected, count = catalogue
     assert count == 30 and len(expected) == 29
     out = tmp_path / "out"
-    r = cli(src, "-o", out, *MODEL, *FINISH, "--ray", cluster, "--ray-workers", "2", env=maskd_env())
+    r = cli(src, "-o", out, *MODEL, *FINISH, "--ray", cluster, "--ray-workers", "2", env=standin_env())
     assert r.returncode == 1, r.stdout + r.stderr
     assert "29 written, 0 skipped" in r.stdout and "1 failed" in r.stdout, r.stdout
     assert "broken.png" in r.stdout.split("failures:")[1], r.stdout
@@ -123,7 +124,7 @@ def test_ray_outputs_are_the_local_outputs_and_a_rerun_writes_nothing(cluster, c
     different = [str(k) for k in expected if got[k] != expected[k]]
     assert not different, f"not byte-identical to maskd remove without Ray: {different}"
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
-    r = cli(src, "-o", out, *MODEL, *FINISH, "--ray", cluster, "-q", env=maskd_env())
+    r = cli(src, "-o", out, *MODEL, *FINISH, "--ray", cluster, "-q", env=standin_env())
     assert r.returncode == 1, r.stdout + r.stderr  # the corrupt file is tried again (and fails again)
     assert "0 written, 29 skipped" in r.stdout, r.stdout
     after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
@@ -160,7 +161,7 @@ def test_a_model_worker_killed_mid_run_costs_no_output(cluster, catalogue, tmp_p
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=maskd_env(),
+        env=standin_env(),
         cwd=REPO,
     )
     worker, held = None, None
@@ -194,12 +195,12 @@ def test_a_model_worker_killed_mid_run_costs_no_output(cluster, catalogue, tmp_p
 
 def test_a_folder_after_ray_is_refused_with_a_hint_and_ray_is_not_loaded_without_it(tmp_path):
     (tmp_path / "in").mkdir()
-    r = cli("--ray", tmp_path / "in", "-o", tmp_path / "out", env=maskd_env())
+    r = cli("--ray", tmp_path / "in", "-o", tmp_path / "out", env=standin_env())
     assert r.returncode == 2 and "is not a Ray address" in r.stderr and "--ray=ADDRESS" in r.stderr
     assert "Traceback" not in r.stderr
     code = "import sys, maskd.server.commands.remove, maskd.server.cli; print('ray' in sys.modules)"
     r = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=maskd_env(), cwd=REPO
+        [sys.executable, "-c", code], capture_output=True, text=True, env=standin_env(), cwd=REPO
     )
     assert r.stdout.strip() == "False", r.stdout + r.stderr  # the plain command never imports Ray
 
@@ -218,7 +219,7 @@ def test_the_real_model_under_ray_gives_the_local_daemons_bytes(cluster, tmp_pat
         assert cv2.imwrite(str(src / f"m{i}.png"), _disc(h, w, seed=80 + i))
     folder = short_tmp(tmp_path_factory, "raym")
     folder.chmod(0o700)
-    env = maskd_env()
+    env = standin_env()
     r = cli(src, "-o", tmp_path / "local", *model, "-q", "--connection-file", folder / "c.json", env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     r = cli(src, "-o", tmp_path / "ray", *model, "--ray", cluster, "--ray-workers", "1", "-q", env=env)

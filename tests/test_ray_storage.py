@@ -14,8 +14,9 @@ import subprocess
 import cv2
 import pytest
 
-from tests.conftest import REPO, maskd_command, maskd_env
+from tests.conftest import REPO, maskd_command
 from tests.daemon_fixtures import short_tmp
+from tests.helpers import standin_env
 from tests.test_ray_batch import FINISH, MODEL, _disc, outputs
 
 CREDENTIALS = {
@@ -30,7 +31,7 @@ def cli(*args, timeout=600):
         maskd_command() + ["remove", *map(str, args)],
         capture_output=True,
         text=True,
-        env=maskd_env(**CREDENTIALS),
+        env=standin_env(**CREDENTIALS),
         timeout=timeout,
         cwd=REPO,
     )

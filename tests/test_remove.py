@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.daemon_fixtures import short_tmp, start_daemon
-from tests.helpers import REPO, maskd_command, maskd_env
+from tests.helpers import REPO, maskd_command, standin_env
 
 
 def disc(path, h=90, w=120, depth=8):
@@ -106,7 +106,7 @@ def test_missing_inputs_are_reported(daemon, tmp_path):
 
 def test_starts_and_stops_its_own_daemon(tmp_path_factory, tmp_path):
     folder = short_tmp(tmp_path_factory, "own")
-    env = maskd_env(MASKD_CONNECTION_FILE=folder / "connection.json")
+    env = standin_env(MASKD_CONNECTION_FILE=folder / "connection.json")
     disc(tmp_path / "in" / "a.png")
     r = remove(env, tmp_path / "in", "-o", tmp_path / "out", "--model", "stand-in", "--resolution", "128")
     assert r.returncode == 0, r.stdout + r.stderr

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from maskd.plugins import maskd_client as mc
 
-from tests.conftest import REPO, maskd_command, maskd_env
+from tests.conftest import REPO, maskd_command
+from tests.helpers import standin_env
 from tests.second_user import attacker_ids, run_as_attacker
 
 PLANT = """
@@ -79,7 +80,7 @@ def planted(shared_tmp):
 
 
 def _env(shared_tmp, **extra) -> dict:
-    env = maskd_env(TMPDIR=shared_tmp, **extra)
+    env = standin_env(TMPDIR=shared_tmp, **extra)
     for name in ("XDG_RUNTIME_DIR", "MASKD_CONNECTION_FILE"):
         env.pop(name, None)
     return env

@@ -27,8 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     m.add_argument(
         "--model",
         metavar="PRESET",
-        help="model preset or Hugging Face repo id (default: general). `stand-in` is a "
-        "weight-free fake model for tests and benchmarks only",
+        help="model preset or Hugging Face repo id (default: general)",
     )
     m.add_argument("--weights", metavar="PATH", help="a local .safetensors/.pth file or snapshot folder")
     m.add_argument("--variant", metavar="PRESET", help="the preset whose architecture --weights follows")
@@ -90,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how long to wait for the model to load before giving up",
     )
-    d.add_argument("--worker", default="pipeline", choices=["pipeline", "null"], help=argparse.SUPPRESS)
+    # what a job computes: "pipeline", or a worker an extension registered (server.daemon.register_worker)
+    d.add_argument("--worker", default="pipeline", help=argparse.SUPPRESS)
     d.add_argument("--daemonized", action="store_true", help=argparse.SUPPRESS)
     # a batch command that starts a daemon for itself: the daemon ends when that process does
     d.add_argument("--owner-pid", type=int, help=argparse.SUPPRESS)
@@ -107,6 +107,9 @@ def _check_args(args) -> None:
         raise MaskdError(
             "give --model or --weights, not both (--variant names the architecture of --weights)"
         )
+    from maskd.server.daemon import find_worker
+
+    find_worker(args.worker)  # an unknown name fails here, not in the daemon it would start
     if args.max_pixels < 64 * 64:
         raise MaskdError(f"--max-pixels {args.max_pixels} is too small")
     try:

@@ -30,8 +30,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from maskd.core import canvas, compose, imageio, pipeline  # noqa: E402
-from maskd.core.session import StandInSession  # noqa: E402
 from maskd.core.shadow import parse_shadow  # noqa: E402
+
+from tests.standins import StandInSession  # noqa: E402
 
 GOAL_S = 0.5
 

@@ -28,6 +28,8 @@ sys.path.insert(0, str(REPO))
 
 from maskd.installers.plugins import install_gimp_plugin  # noqa: E402
 
+from tests.helpers import STANDINS_ENV  # noqa: E402
+
 ROOT = Path(os.environ.get("MASKD_EDITORS_ROOT", "/var/cache/maskd/trixie-root"))
 IN_ROOT = REPO / "tests" / "editors" / "in_root.sh"
 SCRIPTS = REPO / "tests" / "editors" / "gimp"
@@ -47,7 +49,7 @@ def main(argv=None) -> int:
     run_dir = work / "run"
     run_dir.mkdir(mode=0o700)
     cfile = run_dir / "connection.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO), MASKD_CONNECTION_FILE=str(cfile))
+    env = dict(os.environ, PYTHONPATH=str(REPO), MASKD_CONNECTION_FILE=str(cfile), **STANDINS_ENV)
     serve = [
         sys.executable,
         "-m",

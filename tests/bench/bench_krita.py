@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 from maskd.installers.plugins import install_krita_plugin  # noqa: E402
 
-from tests.helpers import CACHE, ROOT, maskd_command, maskd_env, run_in_root  # noqa: E402  # noqa: E402
+from tests.helpers import CACHE, ROOT, maskd_command, run_in_root, standin_env  # noqa: E402  # noqa: E402
 
 CHECKS = REPO / "tests" / "editors" / "krita"
 GOAL_S = 1.5
@@ -47,7 +47,7 @@ def main() -> int:
     run_dir = work / "run"
     run_dir.mkdir(mode=0o700)
     connection = run_dir / "connection.json"
-    env = maskd_env(MASKD_CONNECTION_FILE=connection)
+    env = standin_env(MASKD_CONNECTION_FILE=connection)
     serve = maskd_command() + [
         "serve",
         "--model",

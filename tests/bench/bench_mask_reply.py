@@ -32,6 +32,8 @@ sys.path.insert(0, str(REPO))
 from maskd.plugins import maskd_client as mc  # noqa: E402
 from maskd.server import options  # noqa: E402
 
+from tests.helpers import standin_env  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -48,7 +50,9 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="md-bench-"))
     cfile = folder / "connection.json"
     serve = [sys.executable, "-m", "maskd.server", "serve", "--worker", "pipeline", "--model", "stand-in"]
-    subprocess.run(serve + ["--connection-file", str(cfile)], check=True, capture_output=True)
+    subprocess.run(
+        serve + ["--connection-file", str(cfile)], check=True, capture_output=True, env=standin_env()
+    )
     rows = {"before (colours asked for)": [], "after (alpha alone)": []}
     try:
         with mc.connect(str(cfile), timeout=600) as client:

@@ -31,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from tests.helpers import STANDINS_ENV  # noqa: E402
 from tests.test_ray_batch import _disc  # noqa: E402
 
 MODEL = ["--model", "stand-in"]  # at its default 1024² grid, like a real model's
@@ -60,8 +61,9 @@ def stages(path: Path, repeat: int = 3) -> dict[str, float]:
 
 def _stages_once(path: Path) -> dict[str, float]:
     from maskd.core import imageio, pipeline
-    from maskd.core.session import StandInSession
     from maskd.server import batch
+
+    from tests.standins import StandInSession
 
     out = {}
     t = time.perf_counter()
@@ -99,7 +101,7 @@ def main() -> None:
     import ray
 
     cmd = [sys.executable, "-m", "maskd.server"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), **STANDINS_ENV)
     with tempfile.TemporaryDirectory(prefix="md-bench-ray-") as tmp:
         tmp = Path(tmp)
         for n in (a.small, a.large):
@@ -110,7 +112,9 @@ def main() -> None:
         assert r.returncode == 0
         ray.init(num_cpus=a.cpus, include_dashboard=False, log_to_driver=False)
         address = ray.get_runtime_context().gcs_address
-        env = dict(os.environ, PYTHONPATH=str(REPO))  # with the token mode ray.init chose (RAY_AUTH_MODE)
+        env = dict(
+            os.environ, PYTHONPATH=str(REPO), **STANDINS_ENV
+        )  # with the token mode ray.init chose (RAY_AUTH_MODE)
         times = {}
         try:
             for rnd in range(2):  # the first round warms caches; the second is reported

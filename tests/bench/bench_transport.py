@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO))
 
 from maskd.plugins import maskd_client as mc  # noqa: E402
 
+from tests.helpers import STANDINS_ENV  # noqa: E402
+
 W = H = 4000
 WARMUP = 10  # RSS "start" is taken after this many requests (allocator pools reach their size)
 UP = W * H * 4
@@ -96,6 +98,7 @@ def start_daemon(folder: Path, *extra: str, tune: bool = True) -> Path:
         MASKD_CONNECTION_FILE=str(cfile),
         PYTHONPATH=str(REPO),
         MASKD_MALLOC_TUNING="1" if tune else "0",
+        **STANDINS_ENV,
     )
     r = subprocess.run(
         [sys.executable, "-m", "maskd.server", "serve", *extra],
