@@ -16,23 +16,13 @@ import pytest
 from maskd.plugins import maskd_client as mc
 
 from tests.daemon_fixtures import short_tmp, start_daemon
+from tests.helpers import lite_model_args
 
 
 @pytest.fixture(scope="module")
 def lite(tmp_path_factory, lite_weights):
-    d = start_daemon(
-        short_tmp(tmp_path_factory, "cancel"),
-        "--weights",
-        str(lite_weights),
-        "--variant",
-        "lite",
-        "--device",
-        "cpu",
-        "--resolution",
-        "1024",
-        worker="pipeline",
-        model=None,
-    )
+    folder = short_tmp(tmp_path_factory, "cancel")
+    d = start_daemon(folder, *lite_model_args(lite_weights, 1024), worker="pipeline", model=None)
     yield d
     d.stop()
 

@@ -11,6 +11,7 @@ import pytest
 from maskd.plugins import maskd_client as mc
 
 from tests.daemon_fixtures import BACKENDS, short_tmp, start_daemon
+from tests.helpers import lite_model_args
 
 W, H = 160, 120
 
@@ -110,19 +111,8 @@ def test_refine_a_rough_mask(stand_in):
 @pytest.mark.slow
 def test_real_lite_model_segment(tmp_path_factory, lite_weights):
     """Generated weights (random output): only shape, range and the forward's bookkeeping are checked."""
-    d = start_daemon(
-        short_tmp(tmp_path_factory, "lite"),
-        "--weights",
-        str(lite_weights),
-        "--variant",
-        "lite",
-        "--device",
-        "cpu",
-        "--resolution",
-        "256",
-        worker="pipeline",
-        model=None,
-    )
+    folder = short_tmp(tmp_path_factory, "lite")
+    d = start_daemon(folder, *lite_model_args(lite_weights), worker="pipeline", model=None)
     try:
         img, _ = disc_image()
         with d.client() as c:

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 from maskd.installers.manifest import Manifest
 
-from tests.helpers import cli_env, make_home, maskd_command
+from tests.helpers import cli_env, lite_model_args, make_home, maskd_command
 
 
 def maskd(env, *args, timeout=180):
@@ -40,37 +40,14 @@ def installed_home(tmp_path, lite_weights):
     """Plugins installed (native GIMP and Krita) with the generated lite weights as the model."""
     home = make_home(tmp_path, layouts=("native",))
     env = cli_env(tmp_path, home)
-    r = maskd(
-        env,
-        "install-plugins",
-        "--no-start",
-        "--weights",
-        str(lite_weights),
-        "--variant",
-        "lite",
-        "--device",
-        "cpu",
-    )
+    r = maskd(env, "install-plugins", "--no-start", *lite_model_args(lite_weights, resolution=None))
     assert r.returncode == 0, r.stderr
     return env
 
 
 def test_healthy_setup_with_a_running_daemon(installed_home, lite_weights):
     env = installed_home
-    r = maskd(
-        env,
-        "serve",
-        "--weights",
-        str(lite_weights),
-        "--variant",
-        "lite",
-        "--device",
-        "cpu",
-        "--resolution",
-        "256",
-        "--lazy",
-        timeout=300,
-    )
+    r = maskd(env, "serve", *lite_model_args(lite_weights), "--lazy", timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     try:
         code, report = doctor(env)
