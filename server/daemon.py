@@ -32,6 +32,7 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -1008,8 +1009,8 @@ class Worker:
     timings)``; ``progress(stage, fraction)`` raises ``Cancelled`` once the job is cancelled.
     ``session(spec)``: the session this worker serves instead of ``open_session(spec)``."""
 
-    work: object
-    session: object = None
+    work: Callable[[Daemon, Job, np.ndarray, Callable[[str, float], None]], tuple]
+    session: Callable[[object], object] | None = None  # SessionSpec -> MatteSession
 
 
 WORKERS: dict[str, Worker] = {"pipeline": Worker(_pipeline_work)}
