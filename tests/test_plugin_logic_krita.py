@@ -266,3 +266,51 @@ def test_a_selected_mask_stands_for_its_layer(krita, monkeypatch):
     mask = Node(doc, "old mask", "transparencymask")
     photo.setChildNodes([mask])
     assert runner.take_snapshot(doc, mask, "transparency-mask", {}).node_id == photo.uniqueId()
+
+
+def test_a_layer_in_another_colour_space_is_read_through_an_rgb_copy(krita, monkeypatch):
+    monkeypatch.setattr(runner, "load_config", lambda: {})
+    pixels = load_krita_module("pixels")
+    doc, (_bg, photo) = _scene(krita)
+    photo.space = ("CMYKA", "U8", "Chemical proof")
+    snap = runner.take_snapshot(doc, photo, "transparency-mask", {})
+    assert snap.converted_from == "CMYKA/U8" and (snap.fmt.model, snap.fmt.depth) == ("RGBA", "U8")
+    assert snap.profile == pixels.SRGB_PROFILE and photo.space == ("CMYKA", "U8", "Chemical proof")
+    assert len(snap.pixels) == 40 * 30 * 4
+    with pytest.raises(JobError) as err:  # apply would write RGB pixels into a CMYK layer
+        runner.take_snapshot(doc, photo, "apply", {})
+    assert err.value.code == "colour_space" and "RGB copy" in err.value.message
+    photo.space = ("UNKNOWNA", "U8", "")
+    with pytest.raises(JobError) as err:
+        runner.take_snapshot(doc, photo, "transparency-mask", {})
+    assert err.value.code == "colour_space" and "cannot read" in err.value.message
+
+
+def test_finishing_layers_need_an_image_colour_space_maskd_writes(krita, monkeypatch):
+    monkeypatch.setattr(runner, "load_config", lambda: {})
+    doc, (_bg, photo) = _scene(krita)
+    doc.space = ("CMYKA", "U8", "Chemical proof")
+    assert runner.take_snapshot(doc, photo, "transparency-mask", {}).shadow is None
+    with pytest.raises(JobError) as err:
+        runner.take_snapshot(doc, photo, "transparency-mask", {"background": True})
+    assert err.value.code == "colour_space" and "CMYKA/U8" in err.value.message
+    with pytest.raises(JobError) as err:
+        runner.take_snapshot(doc, photo, "transparency-mask", {"existing_mask": "merge"})
+    assert err.value.code == "bad_request"
+
+
+def test_snapshot_refuses_without_a_document_or_a_layer(krita):
+    with pytest.raises(JobError) as err:
+        runner.take_snapshot(None, None, "transparency-mask", {})
+    assert err.value.code == "no_document"
+    doc, _nodes = _scene(krita)
+    with pytest.raises(JobError) as err:
+        runner.take_snapshot(None, None, "transparency-mask", {})
+    assert err.value.code == "no_layer"
+    with pytest.raises(JobError) as err:
+        runner.take_snapshot(doc, doc.rootNode(), "transparency-mask", {})
+    assert err.value.code == "no_layer" and "root" in err.value.message
+    empty = doc.add_layer("Empty", bounds=(0, 0, 0, 0))
+    with pytest.raises(JobError) as err:
+        runner.take_snapshot(doc, empty, "transparency-mask", {})
+    assert err.value.code == "empty"

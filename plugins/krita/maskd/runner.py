@@ -109,21 +109,16 @@ class Snapshot:
 
 
 def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
-    """Resolve defaults, validate and read the pixels (GUI thread)."""
+    """Resolve defaults, validate and read the pixels (GUI thread).
+
+    Steps: the document and layer → the finishing options → the region to read (the layer, or
+    with a shadow the canvas around it) → a pixel format maskd reads (an RGB copy of other colour
+    spaces) → the pixels → the selection → the engine's config. Every refusal comes before the
+    document could change."""
     t0 = time.perf_counter()
     if output not in cfg.OUTPUTS:
         raise JobError(f"unknown output {output!r}; choose one of: {', '.join(cfg.OUTPUTS)}", "bad_request")
-    app = _krita()
-    doc = document or app.activeDocument()
-    if doc is None:
-        raise JobError("No image is open. Open an image and select the layer to cut out.", "no_document")
-    node = node or doc.activeNode()
-    if node is None:
-        raise JobError("No layer is selected. Select the layer to cut out.", "no_layer")
-    if node.type() in _MASK_TYPES:  # a mask is selected (e.g. after a previous run): use its layer
-        node = node.parentNode()
-        if node is None:
-            raise JobError("The selected mask belongs to no layer.", "no_layer")
+    doc, node = _target(document, node)
     snap = Snapshot()
     snap.document, snap.output = doc, output
     snap.node_id, snap.node_name, snap.node_type = node.uniqueId(), node.name(), node.type()
@@ -133,26 +128,9 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
     if region[2] <= 0 or region[3] <= 0:
         raise JobError(f"The layer '{snap.node_name}' is empty: there is nothing to cut out.", "empty")
     snap.bounds = region
-    snap.options = dict(options)
-    snap.shadow = shadow_style(snap.options.pop("shadow", None))
-    snap.background = background_colour(snap.options.pop("background", None))
-    snap.existing_mask = str(snap.options.pop("existing_mask", "intersect") or "intersect")
-    if snap.existing_mask not in cfg.EXISTING_MASK:
-        raise JobError(
-            f"existing_mask={snap.existing_mask!r}: choose one of {', '.join(cfg.EXISTING_MASK)}",
-            "bad_request",
-        )
+    _take_finishing_options(snap, options)
     if snap.shadow or snap.background:
-        model, depth = doc.colorModel(), doc.colorDepth()
-        try:
-            px.PixelFormat(model, depth, doc.colorProfile())
-        except px.UnsupportedLayer:
-            raise JobError(
-                f"Shadow and background layers are written in the image's colour space, and "
-                f"maskd writes RGB and Grayscale only; this image is {model}/{depth}. Convert it "
-                "(Image ▸ Convert Image Color Space) or turn the shadow/background layers off.",
-                "colour_space",
-            ) from None
+        _check_finishing_colour_space(doc)
     if snap.shadow:
         # the shadow falls outside a cut-out layer's tight bounds (under and beside the object):
         # process the whole canvas around it, the layer's transparent surroundings included
@@ -164,65 +142,129 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
             f"{snap.node_type}. Choose 'New layer with the cut-out' or a transparency mask.",
             "bad_request",
         )
-    source = node
+    source, space = _readable_source(snap, node)
+    _read_pixels(snap, source, space)
+    snap.roi = _selection_roi(snap, doc.selection())
+    snap.model = str(snap.options.pop("model", "") or "").strip()
+    snap.config = cfg.daemon_config(load_config(), snap.model)
+    snap.timings["read"] = time.perf_counter() - t0
+    return snap
+
+
+def _target(document, node):
+    """The document (the active one by default) and the layer to process (the active node; a
+    selected mask stands for its layer)."""
+    doc = document or _krita().activeDocument()
+    if doc is None:
+        raise JobError("No image is open. Open an image and select the layer to cut out.", "no_document")
+    node = node or doc.activeNode()
+    if node is None:
+        raise JobError("No layer is selected. Select the layer to cut out.", "no_layer")
+    if node.type() in _MASK_TYPES:  # a mask is selected (e.g. after a previous run): use its layer
+        node = node.parentNode()
+        if node is None:
+            raise JobError("The selected mask belongs to no layer.", "no_layer")
+    return doc, node
+
+
+def _take_finishing_options(snap: Snapshot, options: dict) -> None:
+    """``snap.options`` without the plugin's own options (shadow, background, existing_mask),
+    which go to their fields, checked."""
+    snap.options = dict(options)
+    snap.shadow = shadow_style(snap.options.pop("shadow", None))
+    snap.background = background_colour(snap.options.pop("background", None))
+    snap.existing_mask = str(snap.options.pop("existing_mask", "intersect") or "intersect")
+    if snap.existing_mask not in cfg.EXISTING_MASK:
+        raise JobError(
+            f"existing_mask={snap.existing_mask!r}: choose one of {', '.join(cfg.EXISTING_MASK)}",
+            "bad_request",
+        )
+
+
+def _check_finishing_colour_space(doc) -> None:
+    """Shadow and background layers are new paint layers in the image's colour space: refused
+    where maskd cannot write that space."""
+    model, depth = doc.colorModel(), doc.colorDepth()
+    try:
+        px.PixelFormat(model, depth, doc.colorProfile())
+    except px.UnsupportedLayer:
+        raise JobError(
+            f"Shadow and background layers are written in the image's colour space, and "
+            f"maskd writes RGB and Grayscale only; this image is {model}/{depth}. Convert it "
+            "(Image ▸ Convert Image Color Space) or turn the shadow/background layers off.",
+            "colour_space",
+        ) from None
+
+
+def _readable_source(snap: Snapshot, node):
+    """The node to read and its (model, depth): the layer itself, or for a colour space maskd
+    cannot read (CMYK, Lab, …) a detached RGB copy. Sets ``snap.fmt``, ``snap.profile`` and
+    ``snap.converted_from``."""
     model, depth, profile = node.colorModel(), node.colorDepth(), node.colorProfile()
     try:
         snap.fmt = px.PixelFormat(model, depth, profile)
     except px.UnsupportedLayer:
         snap.fmt = None
-    if snap.fmt is None:
-        if model not in px.CONVERTIBLE_MODELS or depth not in px.CONVERT_DEPTH:
-            raise JobError(
-                f"The layer '{snap.node_name}' uses the {model}/{depth} colour space, which "
-                "maskd cannot read. Convert it to RGB or Grayscale (Layer ▸ Convert ▸ Convert "
-                "Layer Color Space) and try again.",
-                "colour_space",
-            )
-        if output == "apply":
-            raise JobError(
-                f"'Apply to the layer' keeps the layer's colour space, and maskd reads "
-                f"{model} layers through an RGB copy. Use the transparency mask (which works "
-                f"for {model}) or convert the layer to RGB first.",
-                "colour_space",
-            )
-        source = node.duplicate()  # a detached copy: the document is not touched
-        new_depth = px.CONVERT_DEPTH[depth]
-        if not source.setColorSpace("RGBA", new_depth, px.SRGB_PROFILE):
-            raise JobError(
-                f"Krita could not convert the {model}/{depth} layer '{snap.node_name}' to RGB "
-                "for reading. Convert it yourself (Layer ▸ Convert) and try again.",
-                "colour_space",
-            )
-        snap.converted_from = f"{model}/{depth}"
-        model, depth, profile = "RGBA", new_depth, px.SRGB_PROFILE
-        snap.fmt = px.PixelFormat(model, depth, profile)
-    snap.profile = profile
-    x, y, w, h = region
+    if snap.fmt is not None:
+        snap.profile = profile
+        return node, (model, depth)
+    if model not in px.CONVERTIBLE_MODELS or depth not in px.CONVERT_DEPTH:
+        raise JobError(
+            f"The layer '{snap.node_name}' uses the {model}/{depth} colour space, which "
+            "maskd cannot read. Convert it to RGB or Grayscale (Layer ▸ Convert ▸ Convert "
+            "Layer Color Space) and try again.",
+            "colour_space",
+        )
+    if snap.output == "apply":
+        raise JobError(
+            f"'Apply to the layer' keeps the layer's colour space, and maskd reads "
+            f"{model} layers through an RGB copy. Use the transparency mask (which works "
+            f"for {model}) or convert the layer to RGB first.",
+            "colour_space",
+        )
+    source = node.duplicate()  # a detached copy: the document is not touched
+    new_depth = px.CONVERT_DEPTH[depth]
+    if not source.setColorSpace("RGBA", new_depth, px.SRGB_PROFILE):
+        raise JobError(
+            f"Krita could not convert the {model}/{depth} layer '{snap.node_name}' to RGB "
+            "for reading. Convert it yourself (Layer ▸ Convert) and try again.",
+            "colour_space",
+        )
+    snap.converted_from = f"{model}/{depth}"
+    snap.fmt = px.PixelFormat("RGBA", new_depth, px.SRGB_PROFILE)
+    snap.profile = px.SRGB_PROFILE
+    return source, ("RGBA", new_depth)
+
+
+def _read_pixels(snap: Snapshot, source, space) -> None:
+    """``snap.pixels``: the region of ``source`` (a paint layer's own pixels, other layers'
+    projection), checked for size."""
+    x, y, w, h = snap.region
     read = source.pixelData if snap.node_type in _OWN_PIXELS else source.projectionPixelData
     data = read(x, y, w, h)
     snap.pixels = data.data() if hasattr(data, "data") else bytes(data)
     if len(snap.pixels) != w * h * snap.fmt.pixel_bytes:
+        model, depth = space
         raise JobError(
             f"Krita returned {len(snap.pixels)} bytes for the {w}x{h} layer '{snap.node_name}' "
             f"({model}/{depth}); expected {w * h * snap.fmt.pixel_bytes}.",
             "read_failed",
         )
-    selection = doc.selection()
-    if selection is not None and selection.width() > 0 and selection.height() > 0:
-        sel = (selection.x(), selection.y(), selection.width(), selection.height())
-        snap.roi = px.relative_roi(region, sel)
-        if snap.roi is None:
-            raise JobError(
-                f"The selection does not overlap the layer '{snap.node_name}'. Select the "
-                "subject's area (or Select ▸ Deselect to use the whole layer).",
-                "roi",
-            )
-        if snap.roi == (0, 0, w, h):
-            snap.roi = None
-    snap.model = str(snap.options.pop("model", "") or "").strip()
-    snap.config = cfg.daemon_config(load_config(), snap.model)
-    snap.timings["read"] = time.perf_counter() - t0
-    return snap
+
+
+def _selection_roi(snap: Snapshot, selection):
+    """The selection's bounding box relative to the region, or None (no selection, or all of it)."""
+    if selection is None or selection.width() <= 0 or selection.height() <= 0:
+        return None
+    sel = (selection.x(), selection.y(), selection.width(), selection.height())
+    roi = px.relative_roi(snap.region, sel)
+    if roi is None:
+        raise JobError(
+            f"The selection does not overlap the layer '{snap.node_name}'. Select the "
+            "subject's area (or Select ▸ Deselect to use the whole layer).",
+            "roi",
+        )
+    return None if roi == (0, 0, snap.region[2], snap.region[3]) else roi
 
 
 def shadow_style(value):
