@@ -677,7 +677,48 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
     With the shadow/background options, the shadow layer goes directly under the processed layer
     and the background layer at the bottom of the layer's parent; both are separate paint layers
     and nothing is flattened. Any error takes back what was inserted.
+
+    Steps: the layer still as it was → every new node, detached, with its pixels (Krita records
+    no undo for ``setPixelData``) → refusals that depend on the layer stack → the structural
+    changes, each one undoable.
     """
+    doc = snap.document
+    node = _unchanged_layer(snap)
+    parent = node.parentNode()
+    done = Applied()
+    mask_rect = snap.region
+    if snap.output in ("transparency-mask", "selection") and snap.region != snap.bounds:
+        # (the region was widened for the shadow): the mask covers the layer, as without one
+        outcome.mask = _client_module().crop_pixels(outcome.mask, snap.region, snap.bounds)
+        mask_rect = snap.bounds
+    old_mask = existing_transparency_mask(node) if snap.output == "transparency-mask" else None
+    created = _detached_result(snap, outcome, node, old_mask, mask_rect)
+    shadow, background = _detached_finishing_layers(snap, outcome, done.extras)
+    _refuse_moving_a_clone_source(doc, parent, node, snap.output, shadow, background)
+    # The finishing layers go in first, so that the first Ctrl+Z takes back the mask (or cut-out)
+    # and the next ones the shadow and background.
+    changes = _Changes()
+    try:
+        if background is not None:
+            _insert_at_bottom(parent, [(background, "background layer")], changes)
+        if shadow is not None:  # directly under the layer
+            lower = _below(parent, node)
+            if lower is not None:
+                changes.add(parent, shadow, lower, "shadow layer")
+            else:
+                _insert_at_bottom(parent, [(shadow, "shadow layer")], changes)
+        created = _insert_result(snap, outcome, node, created, old_mask, mask_rect, changes)
+    except Exception:
+        changes.rollback()
+        raise
+    if snap.output != "selection":
+        doc.setActiveNode(created)
+    done.node, done.steps = created, changes.count
+    return done
+
+
+def _unchanged_layer(snap: Snapshot):
+    """The processed layer, refused unless its document is open and it is where and as it was."""
     doc = snap.document
     if not document_is_open(doc):
         raise JobError(
@@ -697,19 +738,14 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
             "being removed; nothing was changed. Run it again.",
             "layer_changed",
         )
+    return node
+
+
+def _detached_result(snap: Snapshot, outcome: Outcome, node, old_mask, mask_rect):
+    """The output's new node with its pixels, not yet in the document (None for a selection)."""
+    doc = snap.document
     x, y, w, h = snap.region
-    parent = node.parentNode()
-    done = Applied()
-    # 1. every new node, detached, with its pixels (Krita records no undo for setPixelData)
-    created = None
-    mask_rect = snap.region
-    if snap.output in ("transparency-mask", "selection") and snap.region != snap.bounds:
-        # (the region was widened for the shadow): the mask covers the layer, as without one
-        outcome.mask = _client_module().crop_pixels(outcome.mask, snap.region, snap.bounds)
-        mask_rect = snap.bounds
-    old_mask = None
     if snap.output == "transparency-mask":
-        old_mask = existing_transparency_mask(node)
         data = outcome.mask
         if old_mask is not None and snap.existing_mask == "intersect":
             # the darker of the two: nothing the old mask hides comes back
@@ -719,34 +755,49 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
                 data = bytes(map(min, old, data))
         created = doc.createTransparencyMask(MASK_NAME)
         created.setPixelData(QByteArray(bytes(data)), *mask_rect)
-    elif snap.output == "new-layer":
+        return created
+    if snap.output == "new-layer":
         created = doc.createNode(f"{snap.node_name} (cut-out)", "paintlayer")
         model, depth = snap.fmt.model, snap.fmt.depth
         space = (created.colorModel(), created.colorDepth(), created.colorProfile())
         if space != (model, depth, snap.profile):
             created.setColorSpace(model, depth, snap.profile)
         created.setPixelData(QByteArray(bytes(outcome.cutout)), x, y, w, h)
-    elif snap.output == "apply":
+        return created
+    if snap.output == "apply":
         # a copy of the layer (name, opacity, blending, masks) with the cut-out pixels replaces it
         created = node.duplicate()
         created.setPixelData(QByteArray(bytes(outcome.cutout)), x, y, w, h)
+        return created
+    return None
+
+
+def _detached_finishing_layers(snap: Snapshot, outcome: Outcome, extras: dict):
+    """(shadow layer, background layer), each with its pixels or None, not yet in the document;
+    also named in ``extras``."""
+    doc = snap.document
     shadow = background = None
     if snap.shadow:
+        x, y, w, h = snap.region
         shadow = _solid_layer(doc, f"{snap.node_name} shadow", outcome.shadow_color, snap.region)
         shadow_mask = doc.createTransparencyMask(SHADOW_MASK_NAME)
         shadow_mask.setPixelData(QByteArray(outcome.shadow), x, y, w, h)
         shadow.setChildNodes([shadow_mask])  # detached: no undo step, inserted with its layer
-        done.extras["shadow"] = shadow
+        extras["shadow"] = shadow
     if snap.background:
         background = _solid_layer(
             doc, f"{snap.node_name} background", snap.background, (0, 0, doc.width(), doc.height())
         )
-        done.extras["background"] = background
-    # the layer under which new layers go is taken out and put back; refuse where that would
-    # change other layers (before anything is changed)
+        extras["background"] = background
+    return shadow, background
+
+
+def _refuse_moving_a_clone_source(doc, parent, node, output: str, shadow, background) -> None:
+    """The layer under which new layers go is taken out and put back (``_insert_at_bottom``):
+    refused, before anything is changed, where that would turn clone layers into paint layers."""
     bottom = _bottom(parent)
     moves_bottom = background is not None or (shadow is not None and bottom.uniqueId() == node.uniqueId())
-    replaced_bottom = snap.output == "apply" and bottom.uniqueId() == node.uniqueId()
+    replaced_bottom = output == "apply" and bottom.uniqueId() == node.uniqueId()
     if moves_bottom and not replaced_bottom and bottom.uniqueId() in _clone_sources(doc):
         where = "the image" if parent.parentNode() is None else f"the group '{parent.name()}'"
         raise JobError(
@@ -755,41 +806,29 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
             "empty layer at the bottom first, or turn the shadow/background layers off.",
             "bad_request",
         )
-    # 2. the structural changes, each one undoable. The finishing layers go in first, so that the
-    # first Ctrl+Z takes back the mask (or cut-out) and the next ones the shadow and background.
-    changes = _Changes()
-    try:
-        if background is not None:
-            _insert_at_bottom(parent, [(background, "background layer")], changes)
-        if shadow is not None:  # directly under the layer
-            lower = _below(parent, node)
-            if lower is not None:
-                changes.add(parent, shadow, lower, "shadow layer")
-            else:
-                _insert_at_bottom(parent, [(shadow, "shadow layer")], changes)
-        if snap.output == "transparency-mask":
-            changes.add(node, created, old_mask, "transparency mask")
-            if old_mask is not None:  # replaced (or combined into the new one): one mask, not two
-                old_mask.remove()
-                changes.count += 1
-                changes.done.append(("replaced", old_mask, node, created))
-        elif snap.output == "selection":
-            from krita import Selection
 
-            created = Selection()
-            created.setPixelData(QByteArray(outcome.mask), *mask_rect)
-            doc.setSelection(created)  # no undo step in Krita's scripting API
-        elif snap.output == "new-layer":
-            changes.add(parent, created, node, "cut-out layer")
-        else:
-            changes.add(parent, created, node, "cut-out layer")
-            node.remove()
+
+def _insert_result(snap: Snapshot, outcome: Outcome, node, created, old_mask, mask_rect, changes: _Changes):
+    """The output's structural change (recorded in ``changes``); returns the result node (the
+    new Selection for the selection output)."""
+    parent = node.parentNode()
+    if snap.output == "transparency-mask":
+        changes.add(node, created, old_mask, "transparency mask")
+        if old_mask is not None:  # replaced (or combined into the new one): one mask, not two
+            old_mask.remove()
             changes.count += 1
-            changes.done.append(("replaced", node, parent, created))
-    except Exception:
-        changes.rollback()
-        raise
-    if snap.output != "selection":
-        doc.setActiveNode(created)
-    done.node, done.steps = created, changes.count
-    return done
+            changes.done.append(("replaced", old_mask, node, created))
+    elif snap.output == "selection":
+        from krita import Selection
+
+        created = Selection()
+        created.setPixelData(QByteArray(outcome.mask), *mask_rect)
+        snap.document.setSelection(created)  # no undo step in Krita's scripting API
+    elif snap.output == "new-layer":
+        changes.add(parent, created, node, "cut-out layer")
+    else:
+        changes.add(parent, created, node, "cut-out layer")
+        node.remove()
+        changes.count += 1
+        changes.done.append(("replaced", node, parent, created))
+    return created
