@@ -454,3 +454,30 @@ def hf_cache_with(folder: Path, weights: Path, presets=INSTALLED_PRESETS) -> Pat
             except OSError:
                 shutil.copyfile(weights, target)
     return folder
+
+
+# ----------------------------------------------------------------------------- layered files
+# The segment options ``maskd remove`` sends for a layer of a layered file with its default
+# options: the layered tests ask the daemon for the same alpha and compare it with the stored mask.
+LAYERED_OPTIONS = {
+    "quality": "default",
+    "refine": True,
+    "threshold": None,
+    "grow": 0,
+    "feather": 0.0,
+    "fill_holes": False,
+    "invert": False,
+    "decontaminate": False,
+}
+
+
+def daemon_alpha(connection_file: Path, rgba: np.ndarray, options: dict | None = None) -> np.ndarray:
+    """The daemon's alpha for ``rgba`` (H×W×4) with ``options`` (default ``LAYERED_OPTIONS``),
+    on a connection of its own."""
+    from maskd.server.client import DaemonClient
+
+    client = DaemonClient.connect(str(connection_file))
+    try:
+        return client.segment(np.ascontiguousarray(rgba), options or LAYERED_OPTIONS).alpha
+    finally:
+        client.close()
