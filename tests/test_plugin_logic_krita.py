@@ -242,22 +242,26 @@ def test_snapshot_reads_the_layer_and_the_selection(krita, monkeypatch):
     assert snap.options == {"quality": "fast"}
 
 
+def _refusal(document, node, output, options) -> JobError:
+    """What ``take_snapshot`` refuses with (it must refuse)."""
+    with pytest.raises(JobError) as err:
+        runner.take_snapshot(document, node, output, options)
+    return err.value
+
+
 def test_snapshot_widens_the_region_for_a_shadow_and_refuses_what_it_cannot_do(krita, monkeypatch):
     monkeypatch.setattr(runner, "load_config", lambda: {})
     doc, (_bg, photo) = _scene(krita, bounds=(10, 5, 8, 6))
     snap = runner.take_snapshot(doc, photo, "transparency-mask", {"shadow": True})
     assert snap.bounds == (10, 5, 8, 6) and snap.region == (0, 0, 40, 30) and snap.shadow == "soft"
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, photo, "sideways", {})
-    assert err.value.code == "bad_request"
+    err = _refusal(doc, photo, "sideways", {})
+    assert err.code == "bad_request"
     doc.setSelection(Selection((30, 20, 5, 5)))  # outside the layer
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, photo, "transparency-mask", {})
-    assert err.value.code == "roi"
+    err = _refusal(doc, photo, "transparency-mask", {})
+    assert err.code == "roi"
     group = doc.add_layer("Group", kind="grouplayer")
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, group, "apply", {})
-    assert err.value.code == "bad_request" and "paint layer" in err.value.message
+    err = _refusal(doc, group, "apply", {})
+    assert err.code == "bad_request" and "paint layer" in err.message
 
 
 def test_a_selected_mask_stands_for_its_layer(krita, monkeypatch):
@@ -277,13 +281,11 @@ def test_a_layer_in_another_colour_space_is_read_through_an_rgb_copy(krita, monk
     assert snap.converted_from == "CMYKA/U8" and (snap.fmt.model, snap.fmt.depth) == ("RGBA", "U8")
     assert snap.profile == pixels.SRGB_PROFILE and photo.space == ("CMYKA", "U8", "Chemical proof")
     assert len(snap.pixels) == 40 * 30 * 4
-    with pytest.raises(JobError) as err:  # apply would write RGB pixels into a CMYK layer
-        runner.take_snapshot(doc, photo, "apply", {})
-    assert err.value.code == "colour_space" and "RGB copy" in err.value.message
+    err = _refusal(doc, photo, "apply", {})  # apply would write RGB pixels into a CMYK layer
+    assert err.code == "colour_space" and "RGB copy" in err.message
     photo.space = ("UNKNOWNA", "U8", "")
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, photo, "transparency-mask", {})
-    assert err.value.code == "colour_space" and "cannot read" in err.value.message
+    err = _refusal(doc, photo, "transparency-mask", {})
+    assert err.code == "colour_space" and "cannot read" in err.message
 
 
 def test_finishing_layers_need_an_image_colour_space_maskd_writes(krita, monkeypatch):
@@ -291,26 +293,20 @@ def test_finishing_layers_need_an_image_colour_space_maskd_writes(krita, monkeyp
     doc, (_bg, photo) = _scene(krita)
     doc.space = ("CMYKA", "U8", "Chemical proof")
     assert runner.take_snapshot(doc, photo, "transparency-mask", {}).shadow is None
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, photo, "transparency-mask", {"background": True})
-    assert err.value.code == "colour_space" and "CMYKA/U8" in err.value.message
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, photo, "transparency-mask", {"existing_mask": "merge"})
-    assert err.value.code == "bad_request"
+    err = _refusal(doc, photo, "transparency-mask", {"background": True})
+    assert err.code == "colour_space" and "CMYKA/U8" in err.message
+    err = _refusal(doc, photo, "transparency-mask", {"existing_mask": "merge"})
+    assert err.code == "bad_request"
 
 
 def test_snapshot_refuses_without_a_document_or_a_layer(krita):
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(None, None, "transparency-mask", {})
-    assert err.value.code == "no_document"
+    err = _refusal(None, None, "transparency-mask", {})
+    assert err.code == "no_document"
     doc, _nodes = _scene(krita)
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(None, None, "transparency-mask", {})
-    assert err.value.code == "no_layer"
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, doc.rootNode(), "transparency-mask", {})
-    assert err.value.code == "no_layer" and "root" in err.value.message
+    err = _refusal(None, None, "transparency-mask", {})
+    assert err.code == "no_layer"
+    err = _refusal(doc, doc.rootNode(), "transparency-mask", {})
+    assert err.code == "no_layer" and "root" in err.message
     empty = doc.add_layer("Empty", bounds=(0, 0, 0, 0))
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, empty, "transparency-mask", {})
-    assert err.value.code == "empty"
+    err = _refusal(doc, empty, "transparency-mask", {})
+    assert err.code == "empty"
