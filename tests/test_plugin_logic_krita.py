@@ -170,32 +170,23 @@ def test_bottom_layers_that_clones_copy_are_not_moved(krita):
 # ------------------------------------------------------------------------------ refusals and rollback
 
 
-def test_a_closed_document_changes_nothing(krita):
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        (lambda app, doc, photo: app.docs.remove(doc), "document_closed"),
+        (lambda app, doc, photo: photo.remove(), "layer_gone"),
+        (lambda app, doc, photo: setattr(photo, "_bounds", (1, 0, 40, 30)), "layer_changed"),
+    ],
+    ids=["closed document", "deleted layer", "moved layer"],
+)
+def test_a_layer_that_is_not_as_it_was_changes_nothing(krita, change, code):
     doc, (_bg, photo) = _scene(krita)
     snap = _snapshot(doc, photo)
-    krita.docs.remove(doc)
-    with pytest.raises(JobError) as err:
-        runner.apply_outcome(snap, _outcome(snap))
-    assert err.value.code == "document_closed" and doc.undo_steps == 0
-
-
-def test_a_deleted_layer_changes_nothing(krita):
-    doc, (_bg, photo) = _scene(krita)
-    snap = _snapshot(doc, photo)
-    photo.remove()
+    change(krita, doc, photo)
     doc.undo_steps = 0
     with pytest.raises(JobError) as err:
         runner.apply_outcome(snap, _outcome(snap))
-    assert err.value.code == "layer_gone" and doc.undo_steps == 0
-
-
-def test_a_moved_layer_changes_nothing(krita):
-    doc, (_bg, photo) = _scene(krita)
-    snap = _snapshot(doc, photo)
-    photo._bounds = (1, 0, 40, 30)
-    with pytest.raises(JobError) as err:
-        runner.apply_outcome(snap, _outcome(snap))
-    assert err.value.code == "layer_changed" and _names(photo) == []
+    assert err.value.code == code and doc.undo_steps == 0 and _names(photo) == []
 
 
 def test_a_refused_change_takes_back_the_ones_before_it(krita):
