@@ -562,6 +562,55 @@ class Image:
         self.selected_item = (op, item)
 
 
+class Choice:
+    """``Gimp.Choice``: the (nick, index, label, help) entries in the order they were added."""
+
+    def __init__(self):
+        self.entries = []
+
+    @classmethod
+    def new(cls):
+        return cls()
+
+    def add(self, nick, index, label, help_text):
+        self.entries.append((nick, index, label, help_text))
+
+
+class ImageProcedure:
+    """``Gimp.ImageProcedure``: records the declaration (menu, documentation, arguments in order)."""
+
+    def __init__(self, plugin, name, proc_type, run, run_data):
+        self.name, self.run = name, run
+        self.declared = []  # (call, args) for everything but the arguments
+        self.arguments = []  # (kind, name, label, help, default, extra) in declaration order
+
+    def __getattr__(self, attr):
+        if attr.startswith("add_") and attr.endswith("_argument"):
+            kind = attr[len("add_") : -len("_argument")]
+            return lambda *args: self.arguments.append(_argument(kind, args))
+        if attr.startswith("set_") or attr.startswith("add_"):
+            return lambda *args: self.declared.append((attr, args))
+        raise AttributeError(attr)
+
+    @classmethod
+    def new(cls, *args):
+        return cls(*args)
+
+
+def _argument(kind, args):
+    """One ``add_*_argument`` call as plain values: a choice's nicks, a colour's rgba."""
+    name, label, help_text, *rest = args
+    rest = rest[:-1]  # the flags
+    if kind == "choice":
+        choice, default = rest
+        return (kind, name, label, help_text, default, tuple(choice.entries))
+    if kind == "color":
+        has_alpha, default = rest
+        return (kind, name, label, help_text, default.get_rgba(), has_alpha)
+    (default,) = rest
+    return (kind, name, label, help_text, default, None)
+
+
 def _sample_bytes(fmt: str) -> int:
     return {"u8": 1, "u16": 2, "float": 4}[fmt.split()[-1]]
 
@@ -580,6 +629,10 @@ def fake_gi() -> dict:
         ChannelOps=_Enum("INTERSECT", "REPLACE"),
         FillType=_Enum("FOREGROUND"),
         Selection=types.SimpleNamespace(is_empty=lambda image: image.selection is None),
+        Choice=Choice,
+        ImageProcedure=ImageProcedure,
+        PDBProcType=_Enum("PLUGIN"),
+        ProcedureSensitivityMask=_Enum("DRAWABLE"),
         progress_init=lambda *a: None,
         progress_set_text=lambda *a: None,
         progress_update=lambda *a: None,
@@ -593,10 +646,12 @@ def fake_gi() -> dict:
         Rectangle=types.SimpleNamespace(new=lambda x, y, w, h: (x, y, w, h)),
         AbyssPolicy=_Enum("CLAMP"),
         Color=Color,
+        init=lambda *a: None,
     )
     repository = types.ModuleType("gi.repository")
     repository.Gimp, repository.Gegl = gimp, gegl
-    repository.GLib, repository.GObject = types.SimpleNamespace(), types.SimpleNamespace()
+    repository.GLib = types.SimpleNamespace()
+    repository.GObject = types.SimpleNamespace(ParamFlags=_Enum("READWRITE"))
     gi = types.ModuleType("gi")
     gi.require_version = lambda name, version: None
     gi.repository = repository

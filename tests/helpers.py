@@ -473,3 +473,30 @@ def lite_model_args(weights: Path, resolution: int | None = 256) -> list[str]:
     ``resolution`` (None: the preset's own)."""
     args = ["--weights", str(weights), "--variant", "lite", "--device", "cpu"]
     return args + (["--resolution", str(resolution)] if resolution else [])
+
+
+# ----------------------------------------------------------------------------- layered files
+# The segment options ``maskd remove`` sends for a layer of a layered file with its default
+# options: the layered tests ask the daemon for the same alpha and compare it with the stored mask.
+LAYERED_OPTIONS = {
+    "quality": "default",
+    "refine": True,
+    "threshold": None,
+    "grow": 0,
+    "feather": 0.0,
+    "fill_holes": False,
+    "invert": False,
+    "decontaminate": False,
+}
+
+
+def daemon_alpha(connection_file: Path, rgba: np.ndarray, options: dict | None = None) -> np.ndarray:
+    """The daemon's alpha for ``rgba`` (H×W×4) with ``options`` (default ``LAYERED_OPTIONS``),
+    on a connection of its own."""
+    from maskd.server.client import DaemonClient
+
+    client = DaemonClient.connect(str(connection_file))
+    try:
+        return client.segment(np.ascontiguousarray(rgba), options or LAYERED_OPTIONS).alpha
+    finally:
+        client.close()

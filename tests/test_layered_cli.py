@@ -15,22 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from maskd.core.layered import open_layered
-from maskd.server.client import DaemonClient
 
 from tests.daemon_fixtures import short_tmp, start_daemon
-from tests.helpers import REPO, maskd_command
+from tests.helpers import REPO, daemon_alpha, maskd_command
 
 FIXTURES = Path(__file__).parent / "editors" / "layered" / "fixtures"
-OPTIONS = {
-    "quality": "default",
-    "refine": True,
-    "threshold": None,
-    "grow": 0,
-    "feather": 0.0,
-    "fill_holes": False,
-    "invert": False,
-    "decontaminate": False,
-}
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +42,6 @@ def remove(daemon, *args, timeout=300):
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def daemon_alpha(daemon, rgba: np.ndarray) -> np.ndarray:
-    client = DaemonClient.connect(str(daemon.connection_file))
-    try:
-        return client.segment(rgba, OPTIONS).alpha
-    finally:
-        client.close()
 
 
 def test_folder_of_layered_files_with_damaged_ones(daemon, tmp_path):
@@ -94,7 +75,7 @@ def test_folder_of_layered_files_with_damaged_ones(daemon, tmp_path):
         masked = [ly for ly in doc.layers if ly.has_mask]
         assert [ly.name for ly in masked] == ["background"], name
         rgba = doc.read_rgba(masked[0])
-        expected = daemon_alpha(daemon, rgba)
+        expected = daemon_alpha(daemon.connection_file, rgba)
         assert np.abs(doc.read_mask(masked[0]) - expected).max() <= 1 / 255 + 1e-6, name
         assert 0.05 < expected.mean() < 0.95, "the stand-in found a subject"
 

@@ -255,3 +255,36 @@ def test_with_colours_replaces_colour_and_keeps_alpha():
     )
     with pytest.raises(PluginError, match="update maskd"):
         plugin.with_colours(bytes(4), rgba, bytes(3), "f32")
+
+
+# ------------------------------------------------------------------------------ the procedure
+
+
+def test_the_procedure_declares_its_arguments_by_the_names_gimp_remembers():
+    """GIMP keeps the last values (and scripts pass them) by argument name: the names, their order,
+    their types and defaults are the plug-in's interface and must not drift."""
+    proc = plugin.RemoveBackground().do_create_procedure(plugin.PROC_NAME)
+    declared = [
+        (kind, name, default, [e[0] for e in extra] if kind == "choice" else extra)
+        for kind, name, _label, _help, default, extra in proc.arguments
+    ]
+    assert declared == [
+        ("choice", "output", "mask", ["mask", "alpha", "layer", "selection"]),
+        ("choice", "existing-mask", "intersect", ["intersect", "replace"]),
+        ("boolean", "refine", True, None),
+        ("boolean", "decontaminate", True, None),
+        ("choice", "quality", "default", ["default", "fast", "quality"]),
+        ("string", "model", "", None),
+        ("boolean", "use-selection", True, None),
+        ("boolean", "add-shadow", False, None),
+        ("choice", "shadow-style", "soft", ["soft", "contact", "drop", "front"]),
+        ("string", "shadow-settings", "", None),
+        ("color", "shadow-color", (0.0, 0.0, 0.0, 1.0), False),
+        ("boolean", "add-background", False, None),
+        ("color", "background-color", (1.0, 1.0, 1.0, 1.0), False),
+    ]
+    assert all(label and help_text for _kind, _name, label, help_text, _d, _e in proc.arguments)
+    menu = dict(proc.declared)
+    assert menu["set_menu_label"] == ("Remove _Background…",)
+    assert menu["add_menu_path"] == ("<Image>/Layer/Transparency",)
+    assert menu["set_image_types"] == ("RGB*, GRAY*",)

@@ -170,32 +170,23 @@ def test_bottom_layers_that_clones_copy_are_not_moved(krita):
 # ------------------------------------------------------------------------------ refusals and rollback
 
 
-def test_a_closed_document_changes_nothing(krita):
+@pytest.mark.parametrize(
+    "change, code",
+    [
+        (lambda app, doc, photo: app.docs.remove(doc), "document_closed"),
+        (lambda app, doc, photo: photo.remove(), "layer_gone"),
+        (lambda app, doc, photo: setattr(photo, "_bounds", (1, 0, 40, 30)), "layer_changed"),
+    ],
+    ids=["closed document", "deleted layer", "moved layer"],
+)
+def test_a_layer_that_is_not_as_it_was_changes_nothing(krita, change, code):
     doc, (_bg, photo) = _scene(krita)
     snap = _snapshot(doc, photo)
-    krita.docs.remove(doc)
-    with pytest.raises(JobError) as err:
-        runner.apply_outcome(snap, _outcome(snap))
-    assert err.value.code == "document_closed" and doc.undo_steps == 0
-
-
-def test_a_deleted_layer_changes_nothing(krita):
-    doc, (_bg, photo) = _scene(krita)
-    snap = _snapshot(doc, photo)
-    photo.remove()
+    change(krita, doc, photo)
     doc.undo_steps = 0
     with pytest.raises(JobError) as err:
         runner.apply_outcome(snap, _outcome(snap))
-    assert err.value.code == "layer_gone" and doc.undo_steps == 0
-
-
-def test_a_moved_layer_changes_nothing(krita):
-    doc, (_bg, photo) = _scene(krita)
-    snap = _snapshot(doc, photo)
-    photo._bounds = (1, 0, 40, 30)
-    with pytest.raises(JobError) as err:
-        runner.apply_outcome(snap, _outcome(snap))
-    assert err.value.code == "layer_changed" and _names(photo) == []
+    assert err.value.code == code and doc.undo_steps == 0 and _names(photo) == []
 
 
 def test_a_refused_change_takes_back_the_ones_before_it(krita):
@@ -242,22 +233,26 @@ def test_snapshot_reads_the_layer_and_the_selection(krita, monkeypatch):
     assert snap.options == {"quality": "fast"}
 
 
+def _refusal(document, node, output, options) -> JobError:
+    """What ``take_snapshot`` refuses with (it must refuse)."""
+    with pytest.raises(JobError) as err:
+        runner.take_snapshot(document, node, output, options)
+    return err.value
+
+
 def test_snapshot_widens_the_region_for_a_shadow_and_refuses_what_it_cannot_do(krita, monkeypatch):
     monkeypatch.setattr(runner, "load_config", lambda: {})
     doc, (_bg, photo) = _scene(krita, bounds=(10, 5, 8, 6))
     snap = runner.take_snapshot(doc, photo, "transparency-mask", {"shadow": True})
     assert snap.bounds == (10, 5, 8, 6) and snap.region == (0, 0, 40, 30) and snap.shadow == "soft"
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, photo, "sideways", {})
-    assert err.value.code == "bad_request"
+    err = _refusal(doc, photo, "sideways", {})
+    assert err.code == "bad_request"
     doc.setSelection(Selection((30, 20, 5, 5)))  # outside the layer
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, photo, "transparency-mask", {})
-    assert err.value.code == "roi"
+    err = _refusal(doc, photo, "transparency-mask", {})
+    assert err.code == "roi"
     group = doc.add_layer("Group", kind="grouplayer")
-    with pytest.raises(JobError) as err:
-        runner.take_snapshot(doc, group, "apply", {})
-    assert err.value.code == "bad_request" and "paint layer" in err.value.message
+    err = _refusal(doc, group, "apply", {})
+    assert err.code == "bad_request" and "paint layer" in err.message
 
 
 def test_a_selected_mask_stands_for_its_layer(krita, monkeypatch):
@@ -266,3 +261,43 @@ def test_a_selected_mask_stands_for_its_layer(krita, monkeypatch):
     mask = Node(doc, "old mask", "transparencymask")
     photo.setChildNodes([mask])
     assert runner.take_snapshot(doc, mask, "transparency-mask", {}).node_id == photo.uniqueId()
+
+
+def test_a_layer_in_another_colour_space_is_read_through_an_rgb_copy(krita, monkeypatch):
+    monkeypatch.setattr(runner, "load_config", lambda: {})
+    pixels = load_krita_module("pixels")
+    doc, (_bg, photo) = _scene(krita)
+    photo.space = ("CMYKA", "U8", "Chemical proof")
+    snap = runner.take_snapshot(doc, photo, "transparency-mask", {})
+    assert snap.converted_from == "CMYKA/U8" and (snap.fmt.model, snap.fmt.depth) == ("RGBA", "U8")
+    assert snap.profile == pixels.SRGB_PROFILE and photo.space == ("CMYKA", "U8", "Chemical proof")
+    assert len(snap.pixels) == 40 * 30 * 4
+    err = _refusal(doc, photo, "apply", {})  # apply would write RGB pixels into a CMYK layer
+    assert err.code == "colour_space" and "RGB copy" in err.message
+    photo.space = ("UNKNOWNA", "U8", "")
+    err = _refusal(doc, photo, "transparency-mask", {})
+    assert err.code == "colour_space" and "cannot read" in err.message
+
+
+def test_finishing_layers_need_an_image_colour_space_maskd_writes(krita, monkeypatch):
+    monkeypatch.setattr(runner, "load_config", lambda: {})
+    doc, (_bg, photo) = _scene(krita)
+    doc.space = ("CMYKA", "U8", "Chemical proof")
+    assert runner.take_snapshot(doc, photo, "transparency-mask", {}).shadow is None
+    err = _refusal(doc, photo, "transparency-mask", {"background": True})
+    assert err.code == "colour_space" and "CMYKA/U8" in err.message
+    err = _refusal(doc, photo, "transparency-mask", {"existing_mask": "merge"})
+    assert err.code == "bad_request"
+
+
+def test_snapshot_refuses_without_a_document_or_a_layer(krita):
+    err = _refusal(None, None, "transparency-mask", {})
+    assert err.code == "no_document"
+    doc, _nodes = _scene(krita)
+    err = _refusal(None, None, "transparency-mask", {})
+    assert err.code == "no_layer"
+    err = _refusal(doc, doc.rootNode(), "transparency-mask", {})
+    assert err.code == "no_layer" and "root" in err.message
+    empty = doc.add_layer("Empty", bounds=(0, 0, 0, 0))
+    err = _refusal(doc, empty, "transparency-mask", {})
+    assert err.code == "empty"

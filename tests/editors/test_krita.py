@@ -53,67 +53,31 @@ LABELS = mc.LABELS  # the one table of words both plugins show
 HERE = Path(__file__).resolve().parent
 CHECKS = HERE / "krita"
 OPTIONS = {"refine": True, "quality": "default", "decontaminate": False}
+CLEANED = dict(OPTIONS, decontaminate=True)
+DROP_ON_BLUE = dict(OPTIONS, shadow="drop", background="#3366cc")
+SOFT_ON_WHITE = dict(OPTIONS, shadow="soft", background="#ffffff")
 
-# Each case: a document, one layer at ``rect`` (x, y, w, h; may leave the canvas), what to make.
+
+def _case(name, model, depth, doc, rect, **extra) -> dict:
+    """One case: a ``doc`` (w, h) document with one ``model``/``depth`` layer at ``rect`` (x, y, w, h;
+    may leave the canvas); ``extra``: output, options, selection, soft, group, under."""
+    return dict(name=name, model=model, depth=depth, doc=doc, rect=rect, **extra)
+
+
 CASES = [
-    dict(name="rgba-u8-offset", model="RGBA", depth="U8", doc=(128, 96), rect=(-16, 40, 96, 64)),
-    dict(
-        name="rgba-u16-selection",
-        model="RGBA",
-        depth="U16",
-        doc=(96, 80),
-        rect=(5, 3, 80, 64),
-        selection=(30, 20, 40, 30),
-    ),
-    dict(name="rgba-f16", model="RGBA", depth="F16", doc=(64, 48), rect=(0, 0, 64, 48)),
-    dict(name="rgba-f32-offset", model="RGBA", depth="F32", doc=(96, 64), rect=(12, -8, 72, 56)),
-    dict(name="graya-u8-soft", model="GRAYA", depth="U8", doc=(80, 64), rect=(4, 4, 72, 56), soft=True),
-    dict(name="group-u8", model="RGBA", depth="U8", doc=(96, 64), rect=(20, 10, 64, 48), group=True),
-    dict(name="cmyk-u8", model="CMYKA", depth="U8", doc=(64, 48), rect=(0, 0, 64, 48)),
-    dict(
-        name="selection-output",
-        model="RGBA",
-        depth="U8",
-        doc=(64, 48),
-        rect=(0, 0, 64, 48),
-        output="selection",
-    ),
-    dict(
-        name="new-layer",
-        model="RGBA",
-        depth="U8",
-        doc=(64, 48),
-        rect=(8, 8, 48, 32),
-        output="new-layer",
-        soft=True,
-    ),
-    dict(
-        name="apply-decontaminate",
-        model="RGBA",
-        depth="U8",
-        doc=(64, 48),
-        rect=(0, 0, 64, 48),
-        output="apply",
-        options=dict(OPTIONS, decontaminate=True),
-    ),
+    _case("rgba-u8-offset", "RGBA", "U8", (128, 96), (-16, 40, 96, 64)),
+    _case("rgba-u16-selection", "RGBA", "U16", (96, 80), (5, 3, 80, 64), selection=(30, 20, 40, 30)),
+    _case("rgba-f16", "RGBA", "F16", (64, 48), (0, 0, 64, 48)),
+    _case("rgba-f32-offset", "RGBA", "F32", (96, 64), (12, -8, 72, 56)),
+    _case("graya-u8-soft", "GRAYA", "U8", (80, 64), (4, 4, 72, 56), soft=True),
+    _case("group-u8", "RGBA", "U8", (96, 64), (20, 10, 64, 48), group=True),
+    _case("cmyk-u8", "CMYKA", "U8", (64, 48), (0, 0, 64, 48)),
+    _case("selection-output", "RGBA", "U8", (64, 48), (0, 0, 64, 48), output="selection"),
+    _case("new-layer", "RGBA", "U8", (64, 48), (8, 8, 48, 32), output="new-layer", soft=True),
+    _case("apply-decontaminate", "RGBA", "U8", (64, 48), (0, 0, 64, 48), output="apply", options=CLEANED),
     # finishing layers: under a layer that has one below it, and under the only layer (16-bit linear)
-    dict(
-        name="finishing",
-        model="RGBA",
-        depth="U8",
-        doc=(128, 104),
-        rect=(24, 16, 80, 60),
-        under=True,
-        options=dict(OPTIONS, shadow="drop", background="#3366cc"),
-    ),
-    dict(
-        name="finishing-only-layer",
-        model="RGBA",
-        depth="U16",
-        doc=(64, 48),
-        rect=(0, 0, 64, 48),
-        options=dict(OPTIONS, shadow="soft", background="#ffffff"),
-    ),
+    _case("finishing", "RGBA", "U8", (128, 104), (24, 16, 80, 60), under=True, options=DROP_ON_BLUE),
+    _case("finishing-only-layer", "RGBA", "U16", (64, 48), (0, 0, 64, 48), options=SOFT_ON_WHITE),
 ]
 FINISHING = ("shadow", "background")  # the plugin's options that are not the daemon's
 

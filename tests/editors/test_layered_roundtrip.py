@@ -15,25 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from maskd.server.client import DaemonClient
 
 from tests.editors.layered.synth import SynthLayer, photo, write_xcf
-from tests.helpers import REPO, maskd_command, maskd_env, read_json, run_in_root
+from tests.helpers import REPO, daemon_alpha, maskd_command, maskd_env, read_json, run_in_root
 
 pytestmark = [pytest.mark.editors, pytest.mark.slow]
 
 LAB = Path(__file__).parent / "layered"
 W, H = 96, 64
-OPTIONS = {
-    "quality": "default",
-    "refine": True,
-    "threshold": None,
-    "grow": 0,
-    "feather": 0.0,
-    "fill_holes": False,
-    "invert": False,
-    "decontaminate": False,
-}
 GIMP = [
     "timeout",
     "-k",
@@ -98,11 +87,7 @@ class Session:
         """The daemon's alpha for these layer pixels (what ``maskd remove`` must have stored)."""
         key = rgba.tobytes()
         if key not in self._alpha_cache:
-            client = DaemonClient.connect(str(self.daemon.connection_file))
-            try:
-                self._alpha_cache[key] = client.segment(np.ascontiguousarray(rgba), OPTIONS).alpha
-            finally:
-                client.close()
+            self._alpha_cache[key] = daemon_alpha(self.daemon.connection_file, rgba)
         return self._alpha_cache[key]
 
 

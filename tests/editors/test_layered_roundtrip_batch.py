@@ -17,25 +17,14 @@ import numpy as np
 import pytest
 from maskd.core.layered import open_layered
 from maskd.installers.plugins import install_gimp_plugin, install_krita_plugin
-from maskd.server.client import DaemonClient
 
 from tests.editors.layered.synth import SynthLayer, photo, write_xcf
-from tests.helpers import REPO, maskd_command, maskd_env
+from tests.helpers import REPO, daemon_alpha, maskd_command, maskd_env
 
 pytestmark = [pytest.mark.editors, pytest.mark.slow]
 
 HERE = Path(__file__).parent
 FIXTURES = HERE / "layered" / "fixtures"
-OPTIONS = {
-    "quality": "default",
-    "refine": True,
-    "threshold": None,
-    "grow": 0,
-    "feather": 0.0,
-    "fill_holes": False,
-    "invert": False,
-    "decontaminate": False,
-}
 
 
 def wrapper(path: Path, root: Path, binds: list[Path], inner: str) -> str:
@@ -63,14 +52,6 @@ def batch(daemon, *args):
     )
 
 
-def daemon_alpha(daemon, rgba: np.ndarray) -> np.ndarray:
-    client = DaemonClient.connect(str(daemon.connection_file))
-    try:
-        return client.segment(rgba, OPTIONS).alpha
-    finally:
-        client.close()
-
-
 def check_masked(daemon, source: Path, output: Path, layer: str):
     before, after = open_layered(source), open_layered(output)
     assert [ly.path for ly in after.layers] == [ly.path for ly in before.layers]
@@ -80,7 +61,7 @@ def check_masked(daemon, source: Path, output: Path, layer: str):
             assert np.array_equal(before.read_rgba(a), after.read_rgba(b)), a.path
         assert b.has_mask == (b.path == layer), b.path
     target = next(ly for ly in after.layers if ly.path == layer)
-    expected = daemon_alpha(daemon, after.read_rgba(target))
+    expected = daemon_alpha(daemon.connection_file, after.read_rgba(target))
     assert np.abs(after.read_mask(target) - expected).max() <= 1 / 255 + 1e-6
 
 

@@ -64,11 +64,118 @@ SHADOW_STYLES = [
 ]
 
 
+# The procedure's arguments in the dialog's and scripts' order: (type, name, label, help, default,
+# choices). GIMP remembers the last values by name (and scripts pass them by name), so a name, its
+# type and its default are an interface: renaming one silently drops what users chose.
+ARGUMENTS = [
+    ("choice", "output", L["output"], "What to make from the matte", "mask", OUTPUTS),
+    (
+        "choice",
+        "existing-mask",
+        L["existing_mask"],
+        "What the mask output does with a mask the layer already has",
+        "intersect",
+        EXISTING_MASK,
+    ),
+    (
+        "boolean",
+        "refine",
+        L["refine"],
+        "Refine the model's matte at full resolution (hair, soft edges)",
+        True,
+        None,
+    ),
+    (
+        "boolean",
+        "decontaminate",
+        L["decontaminate"],
+        "Remove the old background's colour from edge pixels (cut-out layer)",
+        True,
+        None,
+    ),
+    ("choice", "quality", L["quality"], "Edge refinement: speed or detail", "default", QUALITIES),
+    (
+        "string",
+        "model",
+        L["model"],
+        "Installed model preset the engine should serve (empty: whichever it serves; a "
+        "name that is not installed runs with the served model)",
+        "",
+        None,
+    ),
+    (
+        "boolean",
+        "use-selection",
+        L["use_selection"],
+        "With a selection, process only its bounding box (the rest is masked out)",
+        True,
+        None,
+    ),
+    (
+        "boolean",
+        "add-shadow",
+        L["shadow"],
+        "Add a layer under this one with a shadow generated from the matte "
+        "(its colour, and the shadow as its layer mask)",
+        False,
+        None,
+    ),
+    (
+        "choice",
+        "shadow-style",
+        L["shadow_style"],
+        "The shadow's style (as maskd remove --shadow)",
+        "soft",
+        SHADOW_STYLES,
+    ),
+    (
+        "string",
+        "shadow-settings",
+        "Shadow settings (scripts)",
+        "Optional overrides in maskd remove --shadow syntax, e.g. "
+        "direction=135,distance=30%,softness=0.1,opacity=0.4,color=#302820",
+        "",
+        None,
+    ),
+    (
+        "color",
+        "shadow-color",
+        L["shadow_color"],
+        "The shadow layer's colour (black: the style's own)",
+        "#000000",
+        None,
+    ),
+    (
+        "boolean",
+        "add-background",
+        L["background"],
+        "Add a layer the canvas's size filled with the background colour at the bottom of the layer stack",
+        False,
+        None,
+    ),
+    ("color", "background-color", L["background_color"], "The background layer's colour", "#ffffff", None),
+]
+
+
 def _choice(entries):
     choice = Gimp.Choice.new()
     for index, (nick, label, help_text) in enumerate(entries):
         choice.add(nick, index, label, help_text)
     return choice
+
+
+def _declare_arguments(proc):
+    """Declare ``ARGUMENTS`` on ``proc``, in order (colours without alpha, as GeglColors)."""
+    flags = GObject.ParamFlags.READWRITE
+    for kind, name, label, help_text, default, choices in ARGUMENTS:
+        if kind == "choice":
+            proc.add_choice_argument(name, label, help_text, _choice(choices), default, flags)
+        elif kind == "boolean":
+            proc.add_boolean_argument(name, label, help_text, default, flags)
+        elif kind == "string":
+            proc.add_string_argument(name, label, help_text, default, flags)
+        else:
+            proc.add_color_argument(name, label, help_text, False, Gegl.Color.new(default), flags)
 
 
 class PluginError(Exception):
@@ -507,7 +614,11 @@ def select_matte(image, layer, rect, fmt, alpha):
 
 
 def remove_background(image, drawables, settings, progress):
-    """The whole operation; raises PluginError (image untouched) or returns a timing breakdown."""
+    """The whole operation; raises PluginError (image untouched) or returns a timing breakdown.
+
+    Steps: the layer (refused before any work when it cannot take the output) → its pixels → the
+    daemon's matte (of the canvas around the layer, with a shadow) → the reply checked → every
+    change in one undo group: the output, then the shadow and background layers."""
     t0 = time.perf_counter()
     layer = target_layer(image, drawables)
     fmt = PixelFormat(image)
@@ -521,58 +632,29 @@ def remove_background(image, drawables, settings, progress):
     progress.set("reading pixels", 0.02)
     pixels, rect = read_pixels(layer, fmt, roi)
     t_read = time.perf_counter()
-    # Decontaminated colours only matter to the cut-out layer; elsewhere they would cost ~0.7 s/16 MP.
-    want_foreground = output == "layer" and settings["decontaminate"]
-    options = {"refine": settings["refine"], "decontaminate": want_foreground, "quality": settings["quality"]}
+    options = daemon_options(settings)
     shadow_text = shadow_request(settings)
     sent, sent_rect = pixels, rect
     if shadow_text and roi is None:  # a selection keeps everything, the shadow too, inside it
-        region = shadow_region(image, layer)
-        if region != rect:
-            sent = maskd_client.place_pixels(pixels, rect, region, fmt.channels * fmt.sample_bytes)
-            sent_rect = region
+        sent, sent_rect = with_surroundings(image, layer, fmt, pixels, rect)
     result = ask_daemon(
-        sent, sent_rect, fmt, options, want_foreground, settings["model"], progress, shadow=shadow_text
+        sent,
+        sent_rect,
+        fmt,
+        options,
+        options["decontaminate"],
+        settings["model"],
+        progress,
+        shadow=shadow_text,
     )
     t_daemon = time.perf_counter()
-    alpha = result.alpha
-    expected = sent_rect[2] * sent_rect[3] * fmt.sample_bytes
-    if result.alpha_dtype != fmt.alpha_dtype or len(alpha) != expected:
-        raise PluginError(
-            f"maskd returned a {result.alpha_dtype} matte of {len(alpha)} bytes; expected "
-            f"{fmt.alpha_dtype} with {expected} bytes. Update maskd and the plug-in together."
-        )
-    shadow = shadow_rgb = None
-    if shadow_text:
-        shadow, shadow_rgb = shadow_colour(result, expected, fmt)
-    if sent_rect != rect:  # the layer's own part of what came back
-        alpha = maskd_client.crop_pixels(alpha, sent_rect, rect)
-        if result.foreground is not None:
-            result.foreground = maskd_client.crop_pixels(result.foreground, sent_rect, rect)
+    alpha, shadow = checked_reply(result, fmt, sent_rect, rect, shadow_text)
     progress.set("writing " + output, 0.92)
     selected = list(image.get_selected_layers())
     image.undo_group_start()
     try:
-        if output == "mask":
-            add_matte_mask(image, layer, rect, fmt, alpha, settings["existing_mask"])
-        elif output == "alpha":
-            apply_to_alpha(image, layer, rect, fmt, alpha)
-        elif output == "layer":
-            selected = [add_cutout_layer(image, layer, rect, fmt, alpha, pixels, result)]
-        else:
-            select_matte(image, layer, rect, fmt, alpha)
-        if shadow is not None:
-            add_shadow_layer(
-                image,
-                layer,
-                sent_rect,
-                fmt,
-                shadow,
-                shadow_rgb,
-                area=sent_rect if sent_rect != rect else None,
-            )
-        if settings["add_background"]:
-            add_background_layer(image, layer, fmt, settings["background_color"])
+        selected = write_output(image, layer, rect, fmt, alpha, pixels, result, settings) or selected
+        add_finishing_layers(image, layer, fmt, settings, shadow, sent_rect, rect)
         if (shadow is not None or settings["add_background"]) and selected:
             image.set_selected_layers(selected)  # inserting layers selects them; keep the user's
     finally:
@@ -580,17 +662,76 @@ def remove_background(image, drawables, settings, progress):
     Gimp.displays_flush()
     t_write = time.perf_counter()
     progress.set("done", 1.0)
-    timings = dict(result.info.get("timings") or {})
     return {
         "read": t_read - t0,
         "daemon": t_daemon - t_read,
         "write": t_write - t_daemon,
         "total": t_write - t0,
-        "daemon_timings": timings,
+        "daemon_timings": dict(result.info.get("timings") or {}),
         "model": result.info.get("model"),
         "stages": progress.stages,
         "note": progress.note,
     }
+
+
+def daemon_options(settings):
+    """The segment options. Decontaminated colours only matter to the cut-out layer; elsewhere
+    they would cost ~0.7 s/16 MP."""
+    want_foreground = settings["output"] == "layer" and settings["decontaminate"]
+    return {"refine": settings["refine"], "decontaminate": want_foreground, "quality": settings["quality"]}
+
+
+def with_surroundings(image, layer, fmt, pixels, rect):
+    """``pixels`` placed on the transparent canvas around the layer (see ``shadow_region``):
+    (the pixels to send, their rectangle in layer coordinates)."""
+    region = shadow_region(image, layer)
+    if region == rect:
+        return pixels, rect
+    return maskd_client.place_pixels(pixels, rect, region, fmt.channels * fmt.sample_bytes), region
+
+
+def checked_reply(result, fmt, sent_rect, rect, shadow_text):
+    """The reply checked before the image is touched, cut back to the layer's own ``rect``:
+    (the alpha, (shadow alpha, shadow colour) or None). Crops ``result.foreground`` in place."""
+    alpha = result.alpha
+    expected = sent_rect[2] * sent_rect[3] * fmt.sample_bytes
+    if result.alpha_dtype != fmt.alpha_dtype or len(alpha) != expected:
+        raise PluginError(
+            f"maskd returned a {result.alpha_dtype} matte of {len(alpha)} bytes; expected "
+            f"{fmt.alpha_dtype} with {expected} bytes. Update maskd and the plug-in together."
+        )
+    shadow = shadow_colour(result, expected, fmt) if shadow_text else None
+    if sent_rect != rect:  # the layer's own part of what came back
+        alpha = maskd_client.crop_pixels(alpha, sent_rect, rect)
+        if result.foreground is not None:
+            result.foreground = maskd_client.crop_pixels(result.foreground, sent_rect, rect)
+    return alpha, shadow
+
+
+def write_output(image, layer, rect, fmt, alpha, pixels, result, settings):
+    """The chosen output (inside the undo group); the new cut-out layer as the layers to keep
+    selected, or None to keep the user's."""
+    output = settings["output"]
+    if output == "mask":
+        add_matte_mask(image, layer, rect, fmt, alpha, settings["existing_mask"])
+    elif output == "alpha":
+        apply_to_alpha(image, layer, rect, fmt, alpha)
+    elif output == "layer":
+        return [add_cutout_layer(image, layer, rect, fmt, alpha, pixels, result)]
+    else:
+        select_matte(image, layer, rect, fmt, alpha)
+    return None
+
+
+def add_finishing_layers(image, layer, fmt, settings, shadow, sent_rect, rect):
+    """The shadow layer (``shadow``: its alpha and colour, covering ``sent_rect``) and the
+    background layer, inside the undo group."""
+    if shadow is not None:
+        shadow_alpha, shadow_rgb = shadow
+        area = sent_rect if sent_rect != rect else None
+        add_shadow_layer(image, layer, sent_rect, fmt, shadow_alpha, shadow_rgb, area=area)
+    if settings["add_background"]:
+        add_background_layer(image, layer, fmt, settings["background_color"])
 
 
 # ----------------------------------------------------------------------------------------- registration
@@ -811,98 +952,7 @@ class RemoveBackground(Gimp.PlugIn):
             name,
         )
         proc.set_attribution("maskd", "maskd contributors (MIT)", "2026")
-        flags = GObject.ParamFlags.READWRITE
-        proc.add_choice_argument(
-            "output", L["output"], "What to make from the matte", _choice(OUTPUTS), "mask", flags
-        )
-        proc.add_choice_argument(
-            "existing-mask",
-            L["existing_mask"],
-            "What the mask output does with a mask the layer already has",
-            _choice(EXISTING_MASK),
-            "intersect",
-            flags,
-        )
-        proc.add_boolean_argument(
-            "refine",
-            L["refine"],
-            "Refine the model's matte at full resolution (hair, soft edges)",
-            True,
-            flags,
-        )
-        proc.add_boolean_argument(
-            "decontaminate",
-            L["decontaminate"],
-            "Remove the old background's colour from edge pixels (cut-out layer)",
-            True,
-            flags,
-        )
-        proc.add_choice_argument(
-            "quality", L["quality"], "Edge refinement: speed or detail", _choice(QUALITIES), "default", flags
-        )
-        proc.add_string_argument(
-            "model",
-            L["model"],
-            "Installed model preset the engine should serve (empty: whichever it serves; a "
-            "name that is not installed runs with the served model)",
-            "",
-            flags,
-        )
-        proc.add_boolean_argument(
-            "use-selection",
-            L["use_selection"],
-            "With a selection, process only its bounding box (the rest is masked out)",
-            True,
-            flags,
-        )
-        proc.add_boolean_argument(
-            "add-shadow",
-            L["shadow"],
-            "Add a layer under this one with a shadow generated from the matte "
-            "(its colour, and the shadow as its layer mask)",
-            False,
-            flags,
-        )
-        proc.add_choice_argument(
-            "shadow-style",
-            L["shadow_style"],
-            "The shadow's style (as maskd remove --shadow)",
-            _choice(SHADOW_STYLES),
-            "soft",
-            flags,
-        )
-        proc.add_string_argument(
-            "shadow-settings",
-            "Shadow settings (scripts)",
-            "Optional overrides in maskd remove --shadow syntax, e.g. "
-            "direction=135,distance=30%,softness=0.1,opacity=0.4,color=#302820",
-            "",
-            flags,
-        )
-        proc.add_color_argument(
-            "shadow-color",
-            L["shadow_color"],
-            "The shadow layer's colour (black: the style's own)",
-            False,
-            Gegl.Color.new("#000000"),
-            flags,
-        )
-        proc.add_boolean_argument(
-            "add-background",
-            L["background"],
-            "Add a layer the canvas's size filled with the background colour at the "
-            "bottom of the layer stack",
-            False,
-            flags,
-        )
-        proc.add_color_argument(
-            "background-color",
-            L["background_color"],
-            "The background layer's colour",
-            False,
-            Gegl.Color.new("#ffffff"),
-            flags,
-        )
+        _declare_arguments(proc)
         return proc
 
     def run(self, procedure, run_mode, image, drawables, config, run_data):

@@ -123,6 +123,24 @@ class BackgroundRemovalDocker(DockWidget):
         self._probe = None
         self._values = cfg.load()
         self._served = ""
+        layout = self._scroll_body()
+        self._add_status_line(layout)
+        self._add_choices(layout)
+        self._add_finishing(layout)
+        self._add_buttons(layout)
+        self._add_progress(layout)
+        layout.addStretch(1)
+        self._connect()
+        self._show_relevant()
+        api.add_job_listener(self._watch)
+        self._timer = QTimer(self)
+        self._timer.timeout.connect(self.refresh_status)
+        self._timer.start(STATUS_INTERVAL_MS)
+        QTimer.singleShot(0, self.refresh_status)
+
+    # ----------------------------------------------------------------- building the docker
+    def _scroll_body(self) -> QVBoxLayout:
+        """The scroll area that holds everything; returns the layout the rows go into."""
         body = QWidget()
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
@@ -131,14 +149,18 @@ class BackgroundRemovalDocker(DockWidget):
         scroll.setMinimumHeight(MIN_HEIGHT)
         self.setWidget(scroll)
         self.scroll = scroll
-        layout = QVBoxLayout(body)
+        return QVBoxLayout(body)
 
+    def _add_status_line(self, layout):
+        """The engine's state, two lines high whatever it says."""
         self.status_label = QLabel("Checking the engine…")
         self.status_label.setWordWrap(True)
         self.status_label.setFixedHeight(_lines(self.status_label, 2))
         self.status_label.setAlignment(Qt.AlignLeft | Qt.AlignTop)
         layout.addWidget(self.status_label)
 
+    def _add_choices(self, layout):
+        """Output, existing mask, model and quality in a form; the edge options as checkboxes."""
         form = QFormLayout()
         self.output_box = self._combo(cfg.OUTPUTS, self._values["output"])
         form.addRow(L["output"], self.output_box)
@@ -159,7 +181,8 @@ class BackgroundRemovalDocker(DockWidget):
         self.decontaminate_box.setChecked(self._values["decontaminate"])
         layout.addWidget(self.decontaminate_box)
 
-        # product-photo finishing: separate, editable layers (nothing is flattened)
+    def _add_finishing(self, layout):
+        """Product-photo finishing: separate, editable layers (nothing is flattened)."""
         shadow_row = QHBoxLayout()
         self.shadow_box = QCheckBox(L["shadow"])
         self.shadow_box.setToolTip(
@@ -186,6 +209,7 @@ class BackgroundRemovalDocker(DockWidget):
         background_row.addWidget(self.background_button)
         layout.addLayout(background_row)
 
+    def _add_buttons(self, layout):
         buttons = QHBoxLayout()
         self.run_button = QPushButton(L["run"])
         self.run_button.clicked.connect(self.run)
@@ -196,6 +220,8 @@ class BackgroundRemovalDocker(DockWidget):
         buttons.addWidget(self.cancel_button)
         layout.addLayout(buttons)
 
+    def _add_progress(self, layout):
+        """The progress bar and the result line (four lines high: room for a two-sentence error)."""
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
         self.progress.setValue(0)
@@ -204,10 +230,11 @@ class BackgroundRemovalDocker(DockWidget):
         self.stage_label = QLabel("")
         self.stage_label.setWordWrap(True)
         self.stage_label.setAlignment(Qt.AlignLeft | Qt.AlignTop)
-        self.stage_label.setFixedHeight(_lines(self.stage_label, 4))  # room for a two-sentence error
+        self.stage_label.setFixedHeight(_lines(self.stage_label, 4))
         layout.addWidget(self.stage_label)
-        layout.addStretch(1)
 
+    def _connect(self):
+        """Every choice is saved when it changes; options follow what they depend on."""
         for box in (
             self.output_box,
             self.existing_box,
@@ -222,12 +249,6 @@ class BackgroundRemovalDocker(DockWidget):
         self.shadow_box.toggled.connect(self.shadow_style_box.setEnabled)
         self.background_box.toggled.connect(self.background_button.setEnabled)
         self.background_box.toggled.connect(self._show_background)
-        self._show_relevant()
-        api.add_job_listener(self._watch)
-        self._timer = QTimer(self)
-        self._timer.timeout.connect(self.refresh_status)
-        self._timer.start(STATUS_INTERVAL_MS)
-        QTimer.singleShot(0, self.refresh_status)
 
     def _show_relevant(self, *_):
         """Options that do nothing for the chosen output are greyed out."""

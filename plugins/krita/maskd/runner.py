@@ -109,21 +109,16 @@ class Snapshot:
 
 
 def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
-    """Resolve defaults, validate and read the pixels (GUI thread)."""
+    """Resolve defaults, validate and read the pixels (GUI thread).
+
+    Steps: the document and layer → the finishing options → the region to read (the layer, or
+    with a shadow the canvas around it) → a pixel format maskd reads (an RGB copy of other colour
+    spaces) → the pixels → the selection → the engine's config. Every refusal comes before the
+    document could change."""
     t0 = time.perf_counter()
     if output not in cfg.OUTPUTS:
         raise JobError(f"unknown output {output!r}; choose one of: {', '.join(cfg.OUTPUTS)}", "bad_request")
-    app = _krita()
-    doc = document or app.activeDocument()
-    if doc is None:
-        raise JobError("No image is open. Open an image and select the layer to cut out.", "no_document")
-    node = node or doc.activeNode()
-    if node is None:
-        raise JobError("No layer is selected. Select the layer to cut out.", "no_layer")
-    if node.type() in _MASK_TYPES:  # a mask is selected (e.g. after a previous run): use its layer
-        node = node.parentNode()
-        if node is None:
-            raise JobError("The selected mask belongs to no layer.", "no_layer")
+    doc, node = _target(document, node)
     snap = Snapshot()
     snap.document, snap.output = doc, output
     snap.node_id, snap.node_name, snap.node_type = node.uniqueId(), node.name(), node.type()
@@ -133,26 +128,9 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
     if region[2] <= 0 or region[3] <= 0:
         raise JobError(f"The layer '{snap.node_name}' is empty: there is nothing to cut out.", "empty")
     snap.bounds = region
-    snap.options = dict(options)
-    snap.shadow = shadow_style(snap.options.pop("shadow", None))
-    snap.background = background_colour(snap.options.pop("background", None))
-    snap.existing_mask = str(snap.options.pop("existing_mask", "intersect") or "intersect")
-    if snap.existing_mask not in cfg.EXISTING_MASK:
-        raise JobError(
-            f"existing_mask={snap.existing_mask!r}: choose one of {', '.join(cfg.EXISTING_MASK)}",
-            "bad_request",
-        )
+    _take_finishing_options(snap, options)
     if snap.shadow or snap.background:
-        model, depth = doc.colorModel(), doc.colorDepth()
-        try:
-            px.PixelFormat(model, depth, doc.colorProfile())
-        except px.UnsupportedLayer:
-            raise JobError(
-                f"Shadow and background layers are written in the image's colour space, and "
-                f"maskd writes RGB and Grayscale only; this image is {model}/{depth}. Convert it "
-                "(Image ▸ Convert Image Color Space) or turn the shadow/background layers off.",
-                "colour_space",
-            ) from None
+        _check_finishing_colour_space(doc)
     if snap.shadow:
         # the shadow falls outside a cut-out layer's tight bounds (under and beside the object):
         # process the whole canvas around it, the layer's transparent surroundings included
@@ -164,65 +142,129 @@ def take_snapshot(document, node, output: str, options: dict) -> Snapshot:
             f"{snap.node_type}. Choose 'New layer with the cut-out' or a transparency mask.",
             "bad_request",
         )
-    source = node
+    source, space = _readable_source(snap, node)
+    _read_pixels(snap, source, space)
+    snap.roi = _selection_roi(snap, doc.selection())
+    snap.model = str(snap.options.pop("model", "") or "").strip()
+    snap.config = cfg.daemon_config(load_config(), snap.model)
+    snap.timings["read"] = time.perf_counter() - t0
+    return snap
+
+
+def _target(document, node):
+    """The document (the active one by default) and the layer to process (the active node; a
+    selected mask stands for its layer)."""
+    doc = document or _krita().activeDocument()
+    if doc is None:
+        raise JobError("No image is open. Open an image and select the layer to cut out.", "no_document")
+    node = node or doc.activeNode()
+    if node is None:
+        raise JobError("No layer is selected. Select the layer to cut out.", "no_layer")
+    if node.type() in _MASK_TYPES:  # a mask is selected (e.g. after a previous run): use its layer
+        node = node.parentNode()
+        if node is None:
+            raise JobError("The selected mask belongs to no layer.", "no_layer")
+    return doc, node
+
+
+def _take_finishing_options(snap: Snapshot, options: dict) -> None:
+    """``snap.options`` without the plugin's own options (shadow, background, existing_mask),
+    which go to their fields, checked."""
+    snap.options = dict(options)
+    snap.shadow = shadow_style(snap.options.pop("shadow", None))
+    snap.background = background_colour(snap.options.pop("background", None))
+    snap.existing_mask = str(snap.options.pop("existing_mask", "intersect") or "intersect")
+    if snap.existing_mask not in cfg.EXISTING_MASK:
+        raise JobError(
+            f"existing_mask={snap.existing_mask!r}: choose one of {', '.join(cfg.EXISTING_MASK)}",
+            "bad_request",
+        )
+
+
+def _check_finishing_colour_space(doc) -> None:
+    """Shadow and background layers are new paint layers in the image's colour space: refused
+    where maskd cannot write that space."""
+    model, depth = doc.colorModel(), doc.colorDepth()
+    try:
+        px.PixelFormat(model, depth, doc.colorProfile())
+    except px.UnsupportedLayer:
+        raise JobError(
+            f"Shadow and background layers are written in the image's colour space, and "
+            f"maskd writes RGB and Grayscale only; this image is {model}/{depth}. Convert it "
+            "(Image ▸ Convert Image Color Space) or turn the shadow/background layers off.",
+            "colour_space",
+        ) from None
+
+
+def _readable_source(snap: Snapshot, node):
+    """The node to read and its (model, depth): the layer itself, or for a colour space maskd
+    cannot read (CMYK, Lab, …) a detached RGB copy. Sets ``snap.fmt``, ``snap.profile`` and
+    ``snap.converted_from``."""
     model, depth, profile = node.colorModel(), node.colorDepth(), node.colorProfile()
     try:
         snap.fmt = px.PixelFormat(model, depth, profile)
     except px.UnsupportedLayer:
         snap.fmt = None
-    if snap.fmt is None:
-        if model not in px.CONVERTIBLE_MODELS or depth not in px.CONVERT_DEPTH:
-            raise JobError(
-                f"The layer '{snap.node_name}' uses the {model}/{depth} colour space, which "
-                "maskd cannot read. Convert it to RGB or Grayscale (Layer ▸ Convert ▸ Convert "
-                "Layer Color Space) and try again.",
-                "colour_space",
-            )
-        if output == "apply":
-            raise JobError(
-                f"'Apply to the layer' keeps the layer's colour space, and maskd reads "
-                f"{model} layers through an RGB copy. Use the transparency mask (which works "
-                f"for {model}) or convert the layer to RGB first.",
-                "colour_space",
-            )
-        source = node.duplicate()  # a detached copy: the document is not touched
-        new_depth = px.CONVERT_DEPTH[depth]
-        if not source.setColorSpace("RGBA", new_depth, px.SRGB_PROFILE):
-            raise JobError(
-                f"Krita could not convert the {model}/{depth} layer '{snap.node_name}' to RGB "
-                "for reading. Convert it yourself (Layer ▸ Convert) and try again.",
-                "colour_space",
-            )
-        snap.converted_from = f"{model}/{depth}"
-        model, depth, profile = "RGBA", new_depth, px.SRGB_PROFILE
-        snap.fmt = px.PixelFormat(model, depth, profile)
-    snap.profile = profile
-    x, y, w, h = region
+    if snap.fmt is not None:
+        snap.profile = profile
+        return node, (model, depth)
+    if model not in px.CONVERTIBLE_MODELS or depth not in px.CONVERT_DEPTH:
+        raise JobError(
+            f"The layer '{snap.node_name}' uses the {model}/{depth} colour space, which "
+            "maskd cannot read. Convert it to RGB or Grayscale (Layer ▸ Convert ▸ Convert "
+            "Layer Color Space) and try again.",
+            "colour_space",
+        )
+    if snap.output == "apply":
+        raise JobError(
+            f"'Apply to the layer' keeps the layer's colour space, and maskd reads "
+            f"{model} layers through an RGB copy. Use the transparency mask (which works "
+            f"for {model}) or convert the layer to RGB first.",
+            "colour_space",
+        )
+    source = node.duplicate()  # a detached copy: the document is not touched
+    new_depth = px.CONVERT_DEPTH[depth]
+    if not source.setColorSpace("RGBA", new_depth, px.SRGB_PROFILE):
+        raise JobError(
+            f"Krita could not convert the {model}/{depth} layer '{snap.node_name}' to RGB "
+            "for reading. Convert it yourself (Layer ▸ Convert) and try again.",
+            "colour_space",
+        )
+    snap.converted_from = f"{model}/{depth}"
+    snap.fmt = px.PixelFormat("RGBA", new_depth, px.SRGB_PROFILE)
+    snap.profile = px.SRGB_PROFILE
+    return source, ("RGBA", new_depth)
+
+
+def _read_pixels(snap: Snapshot, source, space) -> None:
+    """``snap.pixels``: the region of ``source`` (a paint layer's own pixels, other layers'
+    projection), checked for size."""
+    x, y, w, h = snap.region
     read = source.pixelData if snap.node_type in _OWN_PIXELS else source.projectionPixelData
     data = read(x, y, w, h)
     snap.pixels = data.data() if hasattr(data, "data") else bytes(data)
     if len(snap.pixels) != w * h * snap.fmt.pixel_bytes:
+        model, depth = space
         raise JobError(
             f"Krita returned {len(snap.pixels)} bytes for the {w}x{h} layer '{snap.node_name}' "
             f"({model}/{depth}); expected {w * h * snap.fmt.pixel_bytes}.",
             "read_failed",
         )
-    selection = doc.selection()
-    if selection is not None and selection.width() > 0 and selection.height() > 0:
-        sel = (selection.x(), selection.y(), selection.width(), selection.height())
-        snap.roi = px.relative_roi(region, sel)
-        if snap.roi is None:
-            raise JobError(
-                f"The selection does not overlap the layer '{snap.node_name}'. Select the "
-                "subject's area (or Select ▸ Deselect to use the whole layer).",
-                "roi",
-            )
-        if snap.roi == (0, 0, w, h):
-            snap.roi = None
-    snap.model = str(snap.options.pop("model", "") or "").strip()
-    snap.config = cfg.daemon_config(load_config(), snap.model)
-    snap.timings["read"] = time.perf_counter() - t0
-    return snap
+
+
+def _selection_roi(snap: Snapshot, selection):
+    """The selection's bounding box relative to the region, or None (no selection, or all of it)."""
+    if selection is None or selection.width() <= 0 or selection.height() <= 0:
+        return None
+    sel = (selection.x(), selection.y(), selection.width(), selection.height())
+    roi = px.relative_roi(snap.region, sel)
+    if roi is None:
+        raise JobError(
+            f"The selection does not overlap the layer '{snap.node_name}'. Select the "
+            "subject's area (or Select ▸ Deselect to use the whole layer).",
+            "roi",
+        )
+    return None if roi == (0, 0, snap.region[2], snap.region[3]) else roi
 
 
 def shadow_style(value):
@@ -635,7 +677,48 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
     With the shadow/background options, the shadow layer goes directly under the processed layer
     and the background layer at the bottom of the layer's parent; both are separate paint layers
     and nothing is flattened. Any error takes back what was inserted.
+
+    Steps: the layer still as it was → every new node, detached, with its pixels (Krita records
+    no undo for ``setPixelData``) → refusals that depend on the layer stack → the structural
+    changes, each one undoable.
     """
+    doc = snap.document
+    node = _unchanged_layer(snap)
+    parent = node.parentNode()
+    done = Applied()
+    mask_rect = snap.region
+    if snap.output in ("transparency-mask", "selection") and snap.region != snap.bounds:
+        # (the region was widened for the shadow): the mask covers the layer, as without one
+        outcome.mask = _client_module().crop_pixels(outcome.mask, snap.region, snap.bounds)
+        mask_rect = snap.bounds
+    old_mask = existing_transparency_mask(node) if snap.output == "transparency-mask" else None
+    created = _detached_result(snap, outcome, node, old_mask, mask_rect)
+    shadow, background = _detached_finishing_layers(snap, outcome, done.extras)
+    _refuse_moving_a_clone_source(doc, parent, node, snap.output, shadow, background)
+    # The finishing layers go in first, so that the first Ctrl+Z takes back the mask (or cut-out)
+    # and the next ones the shadow and background.
+    changes = _Changes()
+    try:
+        if background is not None:
+            _insert_at_bottom(parent, [(background, "background layer")], changes)
+        if shadow is not None:  # directly under the layer
+            lower = _below(parent, node)
+            if lower is not None:
+                changes.add(parent, shadow, lower, "shadow layer")
+            else:
+                _insert_at_bottom(parent, [(shadow, "shadow layer")], changes)
+        created = _insert_result(snap, outcome, node, created, old_mask, mask_rect, changes)
+    except Exception:
+        changes.rollback()
+        raise
+    if snap.output != "selection":
+        doc.setActiveNode(created)
+    done.node, done.steps = created, changes.count
+    return done
+
+
+def _unchanged_layer(snap: Snapshot):
+    """The processed layer, refused unless its document is open and it is where and as it was."""
     doc = snap.document
     if not document_is_open(doc):
         raise JobError(
@@ -655,19 +738,14 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
             "being removed; nothing was changed. Run it again.",
             "layer_changed",
         )
+    return node
+
+
+def _detached_result(snap: Snapshot, outcome: Outcome, node, old_mask, mask_rect):
+    """The output's new node with its pixels, not yet in the document (None for a selection)."""
+    doc = snap.document
     x, y, w, h = snap.region
-    parent = node.parentNode()
-    done = Applied()
-    # 1. every new node, detached, with its pixels (Krita records no undo for setPixelData)
-    created = None
-    mask_rect = snap.region
-    if snap.output in ("transparency-mask", "selection") and snap.region != snap.bounds:
-        # (the region was widened for the shadow): the mask covers the layer, as without one
-        outcome.mask = _client_module().crop_pixels(outcome.mask, snap.region, snap.bounds)
-        mask_rect = snap.bounds
-    old_mask = None
     if snap.output == "transparency-mask":
-        old_mask = existing_transparency_mask(node)
         data = outcome.mask
         if old_mask is not None and snap.existing_mask == "intersect":
             # the darker of the two: nothing the old mask hides comes back
@@ -677,34 +755,49 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
                 data = bytes(map(min, old, data))
         created = doc.createTransparencyMask(MASK_NAME)
         created.setPixelData(QByteArray(bytes(data)), *mask_rect)
-    elif snap.output == "new-layer":
+        return created
+    if snap.output == "new-layer":
         created = doc.createNode(f"{snap.node_name} (cut-out)", "paintlayer")
         model, depth = snap.fmt.model, snap.fmt.depth
         space = (created.colorModel(), created.colorDepth(), created.colorProfile())
         if space != (model, depth, snap.profile):
             created.setColorSpace(model, depth, snap.profile)
         created.setPixelData(QByteArray(bytes(outcome.cutout)), x, y, w, h)
-    elif snap.output == "apply":
+        return created
+    if snap.output == "apply":
         # a copy of the layer (name, opacity, blending, masks) with the cut-out pixels replaces it
         created = node.duplicate()
         created.setPixelData(QByteArray(bytes(outcome.cutout)), x, y, w, h)
+        return created
+    return None
+
+
+def _detached_finishing_layers(snap: Snapshot, outcome: Outcome, extras: dict):
+    """(shadow layer, background layer), each with its pixels or None, not yet in the document;
+    also named in ``extras``."""
+    doc = snap.document
     shadow = background = None
     if snap.shadow:
+        x, y, w, h = snap.region
         shadow = _solid_layer(doc, f"{snap.node_name} shadow", outcome.shadow_color, snap.region)
         shadow_mask = doc.createTransparencyMask(SHADOW_MASK_NAME)
         shadow_mask.setPixelData(QByteArray(outcome.shadow), x, y, w, h)
         shadow.setChildNodes([shadow_mask])  # detached: no undo step, inserted with its layer
-        done.extras["shadow"] = shadow
+        extras["shadow"] = shadow
     if snap.background:
         background = _solid_layer(
             doc, f"{snap.node_name} background", snap.background, (0, 0, doc.width(), doc.height())
         )
-        done.extras["background"] = background
-    # the layer under which new layers go is taken out and put back; refuse where that would
-    # change other layers (before anything is changed)
+        extras["background"] = background
+    return shadow, background
+
+
+def _refuse_moving_a_clone_source(doc, parent, node, output: str, shadow, background) -> None:
+    """The layer under which new layers go is taken out and put back (``_insert_at_bottom``):
+    refused, before anything is changed, where that would turn clone layers into paint layers."""
     bottom = _bottom(parent)
     moves_bottom = background is not None or (shadow is not None and bottom.uniqueId() == node.uniqueId())
-    replaced_bottom = snap.output == "apply" and bottom.uniqueId() == node.uniqueId()
+    replaced_bottom = output == "apply" and bottom.uniqueId() == node.uniqueId()
     if moves_bottom and not replaced_bottom and bottom.uniqueId() in _clone_sources(doc):
         where = "the image" if parent.parentNode() is None else f"the group '{parent.name()}'"
         raise JobError(
@@ -713,41 +806,29 @@ def apply_outcome(snap: Snapshot, outcome: Outcome) -> Applied:
             "empty layer at the bottom first, or turn the shadow/background layers off.",
             "bad_request",
         )
-    # 2. the structural changes, each one undoable. The finishing layers go in first, so that the
-    # first Ctrl+Z takes back the mask (or cut-out) and the next ones the shadow and background.
-    changes = _Changes()
-    try:
-        if background is not None:
-            _insert_at_bottom(parent, [(background, "background layer")], changes)
-        if shadow is not None:  # directly under the layer
-            lower = _below(parent, node)
-            if lower is not None:
-                changes.add(parent, shadow, lower, "shadow layer")
-            else:
-                _insert_at_bottom(parent, [(shadow, "shadow layer")], changes)
-        if snap.output == "transparency-mask":
-            changes.add(node, created, old_mask, "transparency mask")
-            if old_mask is not None:  # replaced (or combined into the new one): one mask, not two
-                old_mask.remove()
-                changes.count += 1
-                changes.done.append(("replaced", old_mask, node, created))
-        elif snap.output == "selection":
-            from krita import Selection
 
-            created = Selection()
-            created.setPixelData(QByteArray(outcome.mask), *mask_rect)
-            doc.setSelection(created)  # no undo step in Krita's scripting API
-        elif snap.output == "new-layer":
-            changes.add(parent, created, node, "cut-out layer")
-        else:
-            changes.add(parent, created, node, "cut-out layer")
-            node.remove()
+
+def _insert_result(snap: Snapshot, outcome: Outcome, node, created, old_mask, mask_rect, changes: _Changes):
+    """The output's structural change (recorded in ``changes``); returns the result node (the
+    new Selection for the selection output)."""
+    parent = node.parentNode()
+    if snap.output == "transparency-mask":
+        changes.add(node, created, old_mask, "transparency mask")
+        if old_mask is not None:  # replaced (or combined into the new one): one mask, not two
+            old_mask.remove()
             changes.count += 1
-            changes.done.append(("replaced", node, parent, created))
-    except Exception:
-        changes.rollback()
-        raise
-    if snap.output != "selection":
-        doc.setActiveNode(created)
-    done.node, done.steps = created, changes.count
-    return done
+            changes.done.append(("replaced", old_mask, node, created))
+    elif snap.output == "selection":
+        from krita import Selection
+
+        created = Selection()
+        created.setPixelData(QByteArray(outcome.mask), *mask_rect)
+        snap.document.setSelection(created)  # no undo step in Krita's scripting API
+    elif snap.output == "new-layer":
+        changes.add(parent, created, node, "cut-out layer")
+    else:
+        changes.add(parent, created, node, "cut-out layer")
+        node.remove()
+        changes.count += 1
+        changes.done.append(("replaced", node, parent, created))
+    return created
