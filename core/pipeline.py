@@ -80,6 +80,7 @@ REFINE_MIN_FACTOR = 2  # refine(): a hard mask on a grid at most half the image'
 HARD_MASK_SIGMA = 0.5  # model pixels of smoothing for a binary mask's stair-steps
 SHARPEN_RADIUS = 2  # full-resolution pixels: the colour-line model of single strands
 SHARPEN_EPS = 3e-5  # guide units² (as good as 1e-5 on the benchmark, calmer in flat colour)
+SHARPEN_CONFIDENCE_FLOOR = 0.05  # a network matte's 0.5 weighs this much in a window's colour fit (1 at 0/1)
 BP_FLOOR = np.float32(1e-3)  # back-projection weight of pixels at 0 or 1 (keeps the division finite)
 BP_MAX_SHARE = 1.0  # a pixel moves at most this multiple of its model pixels' residual per step
 EXACT_BAND = (0.01, 0.99)  # an exact matte's uncertain band: its 0.95…0.99 are real coverage, not dips
@@ -399,11 +400,14 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=Fa
         steps = rounds = 0  # a hard mask that no alpha averages to
     elif (h, w) == (height, width):
         steps = 0  # nothing to reconstruct; the sharpening still fits the edge to the photo's colours
+    weighted = not exact  # a network's soft values are its least reliable: fit colour to what it is sure of
     for rnd in range(rounds + 1):
         if rnd:
-            _sharpen(sub, alpha, tiles, band, opts.linear)
+            _sharpen(sub, alpha, tiles, band, opts.linear, weighted)
         _back_project(alpha, matte, tiles, band, steps, None if exact else BP_MAX_SHARE)
         clock.report("back-projection", (rnd + 1) / (rounds + 1))
+    if rounds and weighted:  # the last word to the photo's colours, not to the matte's blurred cells
+        _sharpen(sub, alpha, tiles, band, opts.linear, weighted)
     clock.lap("back-projection")
     if lone_check and not hard and not exact:  # a hard mask's staircase is no support; an exact one is sure
         _drop_isolated(alpha, matte, tiles, band)
@@ -436,6 +440,7 @@ def _device_alpha(img, matte, opts, lone_check=True, exact=False) -> np.ndarray:
             hard_sigma=HARD_MASK_SIGMA,
             max_share=None if exact else BP_MAX_SHARE,
             band_levels=EXACT_BAND if exact else None,
+            confidence_floor=None if exact else SHARPEN_CONFIDENCE_FLOOR,
             isolated_level=ISOLATED_LEVEL if lone_check and not exact else None,
         )
     else:
@@ -516,8 +521,14 @@ def _median3(x: np.ndarray) -> np.ndarray:
     return np.median(stack, axis=0).astype(np.float32)
 
 
-def _sharpen(sub, alpha, tiles, band, linear):
-    """A full-resolution colour guided filter of ``alpha`` in the band (tiles with a halo)."""
+def _sharpen(sub, alpha, tiles, band, linear, weighted=False):
+    """A full-resolution colour guided filter of ``alpha`` in the band (tiles with a halo).
+
+    ``weighted``: each window's colour model is fitted mostly to the pixels the alpha is sure of
+    (``core.guided_filter.weighted_guided_coefficients`` with ``confidence_weight``, floor
+    ``SHARPEN_CONFIDENCE_FLOOR``), for a network's matte; an exact matte's soft values are real
+    coverage and keep the plain filter.
+    """
     height, width = alpha.shape
     r, eps = SHARPEN_RADIUS, SHARPEN_EPS
     halo = 2 * r  # the filter reads r around each pixel, its averaged coefficients r more
@@ -527,7 +538,13 @@ def _sharpen(sub, alpha, tiles, band, linear):
         hy0, hy1 = max(0, y0 - halo), min(height, y1 + halo)
         hx0, hx1 = max(0, x0 - halo), min(width, x1 + halo)
         guide, _ = _tile_pixels(sub, hy0, hy1, hx0, hx1, linear)
-        q = gf.guided_filter(guide, src[hy0:hy1, hx0:hx1], r, eps)[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
+        p = src[hy0:hy1, hx0:hx1]
+        if weighted:
+            w = gf.confidence_weight(p, SHARPEN_CONFIDENCE_FLOOR)
+            q = gf.apply_coefficients(guide, gf.weighted_guided_coefficients(guide, p, w, r, eps))
+        else:
+            q = gf.guided_filter(guide, p, r, eps)
+        q = q[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
         np.copyto(alpha[y0:y1, x0:x1], q, where=band[y0:y1, x0:x1])
 
 
