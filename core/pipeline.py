@@ -28,9 +28,16 @@ layer's own resolution with the layer's own colours:
    cells' residual per step, and a band pixel left far from its 3×3 median *and* from the
    matte is put back to that median (``_drop_isolated``): a refinement must not create holes or
    specks the matte does not carry. A matte of the image's own size is not back-projected
-   (nothing to reconstruct) but still sharpened. A matte whose confident areas are exactly 0 and 1
-   (``core.trimap.is_exact``: ground truth or its area average, never a network's estimate) is
-   trusted as exact: band from 0.01/0.99, residuals given in full, no lone-pixel pass.
+   (nothing to reconstruct) but still sharpened. A network's matte is sharpened with each window's
+   colour line fitted mostly to the pixels it is sure of (weight ``(2α − 1)⁴ + 0.05``): its
+   blurred, shifted soft ramps are the least reliable part of it, so what it knows on either side
+   of an edge is carried across the ramp along the photo's colours; and it is sharpened once more
+   after the last back-projection, so the photo's colours, not the matte's blurred cells, have the
+   last word (band SAD on ISNet mattes 0.93× → 0.91× Lanczos native, 0.83× → 0.82× from a quarter).
+   A matte whose confident areas are exactly 0 and 1 (``core.trimap.is_exact``: ground truth or
+   its area average, never a network's estimate) is trusted as exact: band from 0.01/0.99,
+   residuals given in full, no lone-pixel pass, the plain filter once per round (its soft values
+   are real coverage).
 4. **Foreground colours** (``core.foreground``): blur-fusion, large blurs on the model's grid,
    the per-pixel step at full resolution in the band; where α is large enough, unmixing against
    the nearest background colour (searched far on the grid, near at full resolution); elsewhere
