@@ -96,6 +96,12 @@ def confidence_weight(alpha, floor: float):
     return d * d + floor
 
 
+def sure_share(weight, r: int, floor: float):
+    """How sure a (2r+1)² window is, 0 … 1: its mean ``confidence_weight`` less ``floor``, over
+    ``1 − floor``, clipped (0: every pixel at 0.5; 1: nearly all at 0 or 1)."""
+    return np.clip((box_mean(weight, r) - np.float32(floor)) * np.float32(1.0 / (1.0 - floor)), 0.0, 1.0)
+
+
 def weighted_guided_coefficients(
     guide: np.ndarray, src: np.ndarray, weight: np.ndarray, r: int, eps: float
 ) -> np.ndarray:

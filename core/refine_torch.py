@@ -269,11 +269,14 @@ def refine_alpha(
     isolated_level: float | None,
     band_levels: tuple[float, float] | None = None,
     confidence_floor: float | None = None,
+    wide_radius: int = 0,
 ) -> torch.Tensor:
     """``core.pipeline._refine_alpha`` (upsampling, back-projection, sharpening) on whole tensors.
 
-    ``confidence_floor``: sharpen with the confidence-weighted colour fit (``pipeline._sharpen``
-    with ``weighted``) and once more after the last back-projection; None: the plain filter."""
+    ``confidence_floor``: a network's matte — (back-project, sharpen) per round with the
+    confidence-weighted two-scale colour fit (``pipeline._sharpen`` with ``weighted``; the wide
+    windows of radius ``wide_radius``). None: an exact matte — back-project, then (sharpen,
+    back-project) per round with the plain filter."""
     device, grid = img.device, img.grid
     (height, width), (h, w) = grid.full_hw, grid.low_hw
     hard = not trimapmod.is_area_average(matte)
@@ -295,15 +298,18 @@ def refine_alpha(
 
     def sharpen(alpha):
         if confidence_floor is None:
-            coef = guided_coefficients(guide, alpha, sharpen_radius, sharpen_eps)
+            q = _apply(guided_coefficients(guide, alpha, sharpen_radius, sharpen_eps), guide)
         else:
             weight = gf.confidence_weight(alpha, confidence_floor)
-            coef = weighted_guided_coefficients(guide, alpha, weight, sharpen_radius, sharpen_eps)
-        return torch.where(band, _apply(coef, guide), alpha)
+            q = _apply(weighted_guided_coefficients(guide, alpha, weight, sharpen_radius, sharpen_eps), guide)
+            wide = _apply(weighted_guided_coefficients(guide, alpha, weight, wide_radius, sharpen_eps), guide)
+            near = (
+                (box_mean(weight[None], sharpen_radius)[0] - confidence_floor) / (1.0 - confidence_floor)
+            ).clamp(0.0, 1.0)
+            q = near * q + (1.0 - near) * wide
+        return torch.where(band, q, alpha)
 
-    for rnd in range(rounds + 1):
-        if rnd:
-            alpha = sharpen(alpha)
+    def back_project(alpha):
         for _ in range(steps):  # core.pipeline._back_project
             weight = alpha * (1.0 - alpha) + floor
             residual = m - grid.down(alpha)
@@ -312,8 +318,16 @@ def refine_alpha(
                 limit = grid.up(residual.abs()) * max_share
                 step = torch.maximum(torch.minimum(step, limit), -limit)
             alpha = torch.where(band, (alpha + step).clamp_(0.0, 1.0), alpha)
-    if rounds and confidence_floor is not None:  # core.pipeline._refine_alpha's last sharpening
-        alpha = sharpen(alpha)
+        return alpha
+
+    if confidence_floor is None:  # core.pipeline._refine_alpha's order for each kind of matte
+        for rnd in range(rounds + 1):
+            alpha = back_project(sharpen(alpha) if rnd else alpha)
+    else:
+        for rnd in range(max(1, rounds)):
+            alpha = back_project(alpha)
+            if rnd < rounds:
+                alpha = sharpen(alpha)
     # core.pipeline._drop_isolated: lone values the matte does not support go back to the median
     if isolated_level is not None and not hard:
         med = median3(alpha)
