@@ -433,13 +433,20 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=Fa
     clock.lap("back-projection")
     if lone_check and not hard and not exact:  # a hard mask's staircase is no support; an exact one is sure
         _drop_isolated(alpha, matte, tiles, band)
-    snap = SNAP if exact else NETWORK_SNAP
+    snap = _snap(exact, hard, rounds)
     for box in tiles:
         y0, y1, x0, x1 = box
         view = alpha[y0:y1, x0:x1]
         view[view < snap] = 0.0
         view[view > 1.0 - snap] = 1.0
     return alpha
+
+
+def _snap(exact, hard, rounds) -> float:
+    """How near 0 or 1 a final alpha becomes 0 or 1: ``NETWORK_SNAP`` after a network matte's
+    colour fits (their faint noise, its haze), else half an 8-bit level (``fast`` mode and hard
+    masks are not sharpened; an exact matte's faint values are real)."""
+    return NETWORK_SNAP if rounds and not exact and not hard else SNAP
 
 
 def _device_alpha(img, matte, opts, lone_check=True, exact=False) -> np.ndarray:
@@ -459,7 +466,7 @@ def _device_alpha(img, matte, opts, lone_check=True, exact=False) -> np.ndarray:
             sharpen_radius=SHARPEN_RADIUS,
             sharpen_eps=SHARPEN_EPS,
             floor=float(BP_FLOOR),
-            snap=SNAP if exact else NETWORK_SNAP,
+            snap=_snap(exact, not trimapmod.is_area_average(matte), rounds),
             hard_sigma=HARD_MASK_SIGMA,
             max_share=None if exact else BP_MAX_SHARE,
             band_levels=EXACT_BAND if exact else None,
