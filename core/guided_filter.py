@@ -85,6 +85,59 @@ def guided_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) 
     return out
 
 
+def confidence_weight(alpha, floor: float):
+    """``(2α − 1)⁴ + floor``: how much a pixel's alpha is trusted when a window's colour model is fitted.
+
+    Near 0 or 1 (the matte is sure) the weight is about 1; at 0.5 it is ``floor`` only. Works on
+    numpy arrays and torch tensors alike.
+    """
+    d = 2.0 * alpha - 1.0
+    d = d * d
+    return d * d + floor
+
+
+def sure_share(weight, r: int, floor: float):
+    """How sure a (2r+1)² window is, 0 … 1: its mean ``confidence_weight`` less ``floor``, over
+    ``1 − floor``, clipped (0: every pixel at 0.5; 1: nearly all at 0 or 1)."""
+    return np.clip((box_mean(weight, r) - np.float32(floor)) * np.float32(1.0 / (1.0 - floor)), 0.0, 1.0)
+
+
+def weighted_guided_coefficients(
+    guide: np.ndarray, src: np.ndarray, weight: np.ndarray, r: int, eps: float
+) -> np.ndarray:
+    """``guided_coefficients`` with every pixel's term in its window's fit weighted by ``weight``.
+
+    Why: a network's matte is blurred and shifted at its edges; its soft values there are the
+    least reliable part of it. Fitting each window's colour → alpha line mostly to the pixels the
+    matte is sure of (weights from ``confidence_weight``) carries what the network knows on each
+    side of an edge across the soft ramp along the photo's own colours, as a matting solve with
+    known pixels does locally, instead of reproducing the ramp. Weighted means, covariances and
+    ``b``; the coefficients are then box-averaged as usual. H×W×3 guide only; H×W×4 out.
+    """
+    guide = np.ascontiguousarray(guide, dtype=np.float32)
+    p = np.ascontiguousarray(src, dtype=np.float32)
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    inv = np.float32(1.0) / box_mean(w, r)
+    ch = [guide[..., c] for c in range(3)]
+    wch = [w * c for c in ch]
+    mean_i = [box_mean(c, r) * inv for c in wch]
+    mean_p = box_mean(w * p, r) * inv
+    cov_ip = [box_mean(c * p, r) * inv - m * mean_p for c, m in zip(wch, mean_i)]
+    e = np.float32(eps)
+    s11 = box_mean(wch[0] * ch[0], r) * inv - mean_i[0] * mean_i[0] + e
+    s12 = box_mean(wch[0] * ch[1], r) * inv - mean_i[0] * mean_i[1]
+    s13 = box_mean(wch[0] * ch[2], r) * inv - mean_i[0] * mean_i[2]
+    s22 = box_mean(wch[1] * ch[1], r) * inv - mean_i[1] * mean_i[1] + e
+    s23 = box_mean(wch[1] * ch[2], r) * inv - mean_i[1] * mean_i[2]
+    s33 = box_mean(wch[2] * ch[2], r) * inv - mean_i[2] * mean_i[2] + e
+    a_r, a_g, a_b = solve_sym3(s11, s12, s13, s22, s23, s33, *cov_ip)
+    b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
+    out = np.empty(p.shape + (4,), dtype=np.float32)
+    for k, plane in enumerate((a_r, a_g, a_b, b)):
+        out[..., k] = box_mean(plane, r)
+    return out
+
+
 def apply_coefficients(guide: np.ndarray, coef: np.ndarray) -> np.ndarray:
     """``q = Σ a_c·I_c + b`` at the guide's resolution (coefficients already at that size)."""
     if guide.ndim == 2:

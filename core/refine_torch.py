@@ -162,6 +162,38 @@ def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: flo
     return box_mean(torch.stack([a_r, a_g, a_b, b]), r)
 
 
+def weighted_guided_coefficients(
+    guide: torch.Tensor, src: torch.Tensor, weight: torch.Tensor, r: int, eps: float
+) -> torch.Tensor:
+    """``core.guided_filter.weighted_guided_coefficients`` for a 3×H×W guide: 4×H×W."""
+    w = weight[None]
+    inv = 1.0 / box_mean(w, r)[0]
+    wg = guide * w
+    mean_i = box_mean(wg, r) * inv[None]
+    mean_p = (box_mean((w[0] * src)[None], r)[0]) * inv
+    cov_ip = box_mean(wg * src[None], r) * inv[None] - mean_i * mean_p[None]
+    pairs = torch.stack(
+        [
+            wg[0] * guide[0],
+            wg[0] * guide[1],
+            wg[0] * guide[2],
+            wg[1] * guide[1],
+            wg[1] * guide[2],
+            wg[2] * guide[2],
+        ]
+    )
+    m = box_mean(pairs, r) * inv[None]
+    s11 = m[0] - mean_i[0] * mean_i[0] + eps
+    s12 = m[1] - mean_i[0] * mean_i[1]
+    s13 = m[2] - mean_i[0] * mean_i[2]
+    s22 = m[3] - mean_i[1] * mean_i[1] + eps
+    s23 = m[4] - mean_i[1] * mean_i[2]
+    s33 = m[5] - mean_i[2] * mean_i[2] + eps
+    a_r, a_g, a_b = gf.solve_sym3(s11, s12, s13, s22, s23, s33, cov_ip[0], cov_ip[1], cov_ip[2])
+    b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
+    return box_mean(torch.stack([a_r, a_g, a_b, b]), r)
+
+
 def _apply(coef: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     return (coef[0] * guide[0] + coef[1] * guide[1] + coef[2] * guide[2] + coef[3]).clamp_(0.0, 1.0)
 
@@ -236,8 +268,15 @@ def refine_alpha(
     max_share: float | None,
     isolated_level: float | None,
     band_levels: tuple[float, float] | None = None,
+    confidence_floor: float | None = None,
+    wide_radius: int = 0,
 ) -> torch.Tensor:
-    """``core.pipeline._refine_alpha`` (upsampling, back-projection, sharpening) on whole tensors."""
+    """``core.pipeline._refine_alpha`` (upsampling, back-projection, sharpening) on whole tensors.
+
+    ``confidence_floor``: a network's matte — (back-project, sharpen) per round with the
+    confidence-weighted two-scale colour fit (``pipeline._sharpen`` with ``weighted``; the wide
+    windows of radius ``wide_radius``). None: an exact matte — back-project, then (sharpen,
+    back-project) per round with the plain filter."""
     device, grid = img.device, img.grid
     (height, width), (h, w) = grid.full_hw, grid.low_hw
     hard = not trimapmod.is_area_average(matte)
@@ -256,10 +295,21 @@ def refine_alpha(
         steps = rounds = 0
     elif (h, w) == (height, width):
         steps = 0
-    for rnd in range(rounds + 1):
-        if rnd:
-            sharp = _apply(guided_coefficients(guide, alpha, sharpen_radius, sharpen_eps), guide)
-            alpha = torch.where(band, sharp, alpha)
+
+    def sharpen(alpha):
+        if confidence_floor is None:
+            q = _apply(guided_coefficients(guide, alpha, sharpen_radius, sharpen_eps), guide)
+        else:
+            weight = gf.confidence_weight(alpha, confidence_floor)
+            q = _apply(weighted_guided_coefficients(guide, alpha, weight, sharpen_radius, sharpen_eps), guide)
+            wide = _apply(weighted_guided_coefficients(guide, alpha, weight, wide_radius, sharpen_eps), guide)
+            near = (
+                (box_mean(weight[None], sharpen_radius)[0] - confidence_floor) / (1.0 - confidence_floor)
+            ).clamp(0.0, 1.0)
+            q = near * q + (1.0 - near) * wide
+        return torch.where(band, q, alpha)
+
+    def back_project(alpha):
         for _ in range(steps):  # core.pipeline._back_project
             weight = alpha * (1.0 - alpha) + floor
             residual = m - grid.down(alpha)
@@ -268,6 +318,16 @@ def refine_alpha(
                 limit = grid.up(residual.abs()) * max_share
                 step = torch.maximum(torch.minimum(step, limit), -limit)
             alpha = torch.where(band, (alpha + step).clamp_(0.0, 1.0), alpha)
+        return alpha
+
+    if confidence_floor is None:  # core.pipeline._refine_alpha's order for each kind of matte
+        for rnd in range(rounds + 1):
+            alpha = back_project(sharpen(alpha) if rnd else alpha)
+    else:
+        for rnd in range(max(1, rounds)):
+            alpha = back_project(alpha)
+            if rnd < rounds:
+                alpha = sharpen(alpha)
     # core.pipeline._drop_isolated: lone values the matte does not support go back to the median
     if isolated_level is not None and not hard:
         med = median3(alpha)
