@@ -32,7 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-DEFAULT_CHUNK_BYTES = 48 * 1024 * 1024
+# One band's columns stay well under 32 MiB: glibc's malloc serves larger blocks by mmap, fresh zeroed
+# pages every band (page faults cost a 48 MB band about a quarter of its time); below its mmap threshold
+# a freed band's memory is reused by the next one. 16 MB bands were as fast as 32 MB ones (the matmul
+# keeps its rate down to ~1000-row bands) and hold less memory at the forward's peak.
+DEFAULT_CHUNK_BYTES = 16 * 1024 * 1024
 
 
 def _pair(v) -> tuple[int, int]:
@@ -98,7 +102,13 @@ def deform_conv2d(
     # all four corners of a sample then lie inside the table, and every corner outside the image
     # reads a zero (as does everything at or beyond one pixel outside), so no per-corner test.
     padded_w = width + 3
-    table = F.pad(x.float(), (1, 2, 1, 2)).permute(0, 2, 3, 1).contiguous()
+    # written in place (no padded copy of the image besides the table itself)
+    table = torch.empty(batch, height + 3, padded_w, channels, device=device)
+    table[:, :1].zero_()
+    table[:, height + 1 :].zero_()
+    table[:, 1 : height + 1, :1].zero_()
+    table[:, 1 : height + 1, width + 1 :].zero_()
+    table[:, 1 : height + 1, 1 : width + 1].copy_(x.permute(0, 2, 3, 1))
     table = table.view(batch, (height + 3) * padded_w, channels)
     base = _base_positions(device, (kh, kw, sh, sw, ph, pw, dh, dw), (out_h, out_w))
     plan = _SamplingPlan(device, height, width)
@@ -138,32 +148,48 @@ class _SamplingPlan:
 
     def __init__(self, device, height: int, width: int):
         padded_w = width + 3
-        self.lower = torch.zeros(2, device=device)
-        self.upper = torch.tensor([height + 1.0, width + 1.0], device=device)
-        self.low_high = torch.tensor([1.0, 0.0], device=device)
-        self.sign = torch.tensor([-1.0, 1.0], device=device)
+        self.upper = (height + 1.0, width + 1.0)
         self.row_step = torch.tensor(float(padded_w), device=device)
-        # corner j of a sample whose (y0, x0) corner is table row r is row r + step[j]
-        self.step = torch.tensor([0, 1, padded_w, padded_w + 1], device=device)
+        # corner j of a sample whose (y0, x0) corner is table row r is row r + step[j]; int32 indices
+        # (half the traffic of int64; exact while the table has < 2²⁴ rows, as the float row is)
+        self.step = torch.tensor([0, 1, padded_w, padded_w + 1], device=device, dtype=torch.int32)
 
 
 def _band_columns(table: torch.Tensor, pos: torch.Tensor, mask, plan: _SamplingPlan) -> torch.Tensor:
     """One band's columns: ``pos`` (rows, Wo, taps, 2) sample positions (base grid + offsets, in the
-    table's frame), ``mask`` (rows, Wo, taps, 1) or None → (rows·Wo·taps, C) bilinear samples."""
+    table's frame), ``mask`` (rows, Wo, taps, 1) or None → (rows·Wo·taps, C) bilinear samples.
+
+    Every op here is over (sample) or (sample, corner) and runs once per band, so each is written
+    to vectorise: scalar clamps per axis, and the four corner weights written column by column into
+    one (sample, 4) tensor (a broadcast outer product with 2-wide inner dimensions took longer than
+    the gather it feeds)."""
     samples = pos.shape[0] * pos.shape[1] * pos.shape[2]
-    pos.clamp_(plan.lower, plan.upper)
+    if plan.upper[0] == plan.upper[1]:
+        pos.clamp_(0.0, plan.upper[0])
+    else:
+        pos[..., 0].clamp_(0.0, plan.upper[0])
+        pos[..., 1].clamp_(0.0, plan.upper[1])
     low = pos.floor()
-    frac = pos.sub_(low)  # (rows, Wo, taps, 2)
+    frac = pos.sub_(low).view(samples, 2)
     first = torch.addcmul(low[..., 1], low[..., 0], plan.row_step)  # table row of corner (y0, x0)
-    index = first.view(samples, 1).to(torch.int64) + plan.step  # (samples, 4)
+    index = first.view(samples, 1).to(torch.int32) + plan.step  # (samples, 4)
     del low, first
-    # linear weights per axis, (…, axis, low/high) = (1 − frac, frac); the mask folded into the row
-    # weights
-    pair = torch.addcmul(plan.low_high, frac.unsqueeze(-1), plan.sign)
+    # corner weights (1−fy)(1−fx), (1−fy)fx, fy(1−fx), fy·fx, the mask folded into the row weights
+    frac_y, frac_x = frac[:, 0], frac[:, 1]
     if mask is not None:
-        pair[..., 0, :] *= mask
-    corner_w = (pair[..., 0, :, None] * pair[..., 1, None, :]).view(samples, 4)
-    del pos, frac, pair
+        mask = mask.reshape(samples)
+        high_y = frac_y * mask
+        low_y = mask - high_y
+    else:
+        high_y = frac_y.contiguous()
+        low_y = 1.0 - frac_y
+    low_x = 1.0 - frac_x
+    corner_w = torch.empty(samples, 4, device=pos.device)
+    torch.mul(low_y, low_x, out=corner_w[:, 0])
+    torch.mul(low_y, frac_x, out=corner_w[:, 1])
+    torch.mul(high_y, low_x, out=corner_w[:, 2])
+    torch.mul(high_y, frac_x, out=corner_w[:, 3])
+    del pos, frac, frac_y, frac_x, high_y, low_y, low_x
     return _gather_sum(table, index, corner_w)
 
 
@@ -230,7 +256,7 @@ class DeformableConv2d(nn.Module):
         taps = self.kernel_size * self.kernel_size
         om = F.conv2d(x, self._om_weight, self._om_bias, self.stride, self.padding)
         offset, modulator = om[:, : 2 * taps], om[:, 2 * taps :]
-        mask = 2.0 * torch.sigmoid(modulator.float())
+        mask = torch.sigmoid(modulator.float()).mul_(2.0)
         return deform_conv2d(
             x,
             offset,

@@ -77,6 +77,18 @@ def test_matches_per_pixel_formula(kernel, stride, pad, dil, height, width):
     assert (ours.double() - ref).abs().max().item() < 1e-4
 
 
+@pytest.mark.parametrize("height,width", [(9, 9), (6, 10)])
+def test_without_mask_matches_per_pixel_formula(height, width):
+    # no mask (unit weights per tap); a square image clamps both axes at once, a wide one per axis
+    gen = torch.Generator().manual_seed(height * width)
+    x = torch.randn(1, 4, height, width, generator=gen).contiguous(memory_format=torch.channels_last)
+    offset = torch.randn(1, 18, height, width, generator=gen) * 3.0
+    weight = torch.randn(5, 4, 3, 3, generator=gen)
+    ours = deform_conv2d(x, offset, None, weight, None, 1, 1, 1)
+    ref = reference_dcn(x, offset, None, weight, None, 1, 1, 1)
+    assert (ours.double() - ref).abs().max().item() < 1e-4
+
+
 def test_zero_offsets_and_unit_mask_is_a_plain_convolution():
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(1, 5, 11, 13, generator=gen)

@@ -22,6 +22,9 @@ the backbone), and within it the deformable-convolution modules (offset/mask con
 and ``deform_conv2d`` alone (sampling + its matmul); "DCN mm" is what that matmul alone would take
 at the run's matmul rate (its FLOPs as counted), and DCN/mm the ratio.
 
+Each child process tunes glibc's malloc as the daemon does at startup (the batch CLI runs a daemon
+too), so the forward is timed as users get it; ``MASKD_MALLOC_TUNING=0`` times glibc's defaults.
+
 Peak memory: each (model, device, dtype) also runs in its own fresh process so its peak is its own.
 CPU peak is the resident set sampled every 2 ms during the first forward; "plain" is the same network
 with the deformable convolutions replaced by ordinary convolutions of the same weights (what the
@@ -263,6 +266,9 @@ class _ModuleClock:
     def _timed_dcn(self, *args, **kwargs):
         _sync(self.device)
         start = time.perf_counter()
+        if self.impl == "grid_sample":
+            # "before" as it shipped: its own 48 MB bands, not the current module's band size
+            kwargs = {**kwargs, "max_chunk_bytes": 48 * 2**20}
         out = self.impls[self.impl](*args, **kwargs)
         _sync(self.device)
         self.add("deform_conv2d", time.perf_counter() - start)
@@ -273,6 +279,14 @@ class _ModuleClock:
 
 
 def child(args) -> dict:
+    # the forward as the daemon runs it (batch CLI included): glibc malloc tuned at startup, so large
+    # tensors come from one reused heap instead of fresh zeroed pages per allocation (without it, page
+    # faults were ~10 % of lite's CPU forward here); MASKD_MALLOC_TUNING=0 measures glibc's defaults
+    malloc_tuned = False
+    if os.environ.get("MASKD_MALLOC_TUNING", "1") != "0":
+        from maskd.server.daemon import tune_malloc
+
+        malloc_tuned = tune_malloc()
     import numpy as np
     import torch
     from maskd.core import device as devices
@@ -297,6 +311,7 @@ def child(args) -> dict:
         "dtype": devices.dtype_name(dtype),
         "size": f"{w}x{h}",
         "threads": torch.get_num_threads(),
+        "malloc_tuned": malloc_tuned,
         "weights_mb": weights_bytes / 2**20,
     }
     with torch.inference_mode():
@@ -539,7 +554,12 @@ def _print_tables(results, rates, rate, args):
         "GFLOP/s and share of mm use the frozen FLOP counts at 1024² (lite 611, general 2,391; the "
         "measured count otherwise); share of mm = GFLOP/s ÷ the run's matmul rate (same dtype on the CPU); "
         "decoder = squeeze + decoder (DCN modules included); DCN mm = deform_conv2d's matmul FLOPs at "
-        "the matmul rate; CPU s = process CPU time, all threads"
+        "the matmul rate; CPU s = process CPU time, all threads; malloc "
+        + (
+            "tuned as in the daemon (MASKD_MALLOC_TUNING=0: glibc's defaults)"
+            if all(r.get("malloc_tuned") for r in results)
+            else "NOT tuned as in the daemon (glibc's defaults, or not glibc)"
+        )
     )
     heads = [
         "model",
