@@ -72,6 +72,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -405,28 +406,34 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=Fa
     alpha = trimapmod.upscale_nearest(fg_low, (height, width)).astype(np.float32)
     band = trimapmod.upscale_nearest(band_low, (height, width))
     tiles = _band_tiles(band)
-    for k, box in enumerate(tiles):
+
+    def upsample(box):
         y0, y1, x0, x1 = box
         guide, _ = _tile_pixels(sub, y0, y1, x0, x1, opts.linear)
         c = _warp(coef, box, (height, width))
         q = c[..., 0] * guide[..., 0] + c[..., 1] * guide[..., 1] + c[..., 2] * guide[..., 2] + c[..., 3]
         np.copyto(alpha[y0:y1, x0:x1], np.clip(q, 0.0, 1.0, out=q), where=band[y0:y1, x0:x1])
+
+    def report(k):
         if k % 16 == 0:
             clock.report("upsample", k / max(1, len(tiles)))
+
+    _each_tile(upsample, tiles, report)
     clock.lap("upsample")
     if hard:
         steps = rounds = 0  # a hard mask that no alpha averages to
     elif (h, w) == (height, width):
         steps = 0  # nothing to reconstruct; the sharpening still fits the edge to the photo's colours
+    state = _BackProjection((height, width), (h, w), tiles) if steps and tiles else None
     if exact:  # back-project, then (sharpen, back-project) per round: the area averages are the truth's
         for rnd in range(rounds + 1):
             if rnd:
                 _sharpen(sub, alpha, tiles, band, opts.linear)
-            _back_project(alpha, matte, tiles, band, steps, None)
+            _back_project(alpha, matte, tiles, band, steps, None, state)
             clock.report("back-projection", (rnd + 1) / (rounds + 1))
     else:  # (back-project, sharpen) per round: the photo's colours, not the matte's blurred cells, last
         for rnd in range(max(1, rounds)):
-            _back_project(alpha, matte, tiles, band, steps, BP_MAX_SHARE)
+            _back_project(alpha, matte, tiles, band, steps, BP_MAX_SHARE, state)
             if rnd < rounds:
                 _sharpen(sub, alpha, tiles, band, opts.linear, weighted=True)
             clock.report("back-projection", (rnd + 1) / max(1, rounds))
@@ -479,7 +486,106 @@ def _device_alpha(img, matte, opts, lone_check=True, exact=False) -> np.ndarray:
     return np.ascontiguousarray(a.cpu().numpy())
 
 
-def _back_project(alpha, matte, tiles, band, steps, max_share=BP_MAX_SHARE):
+_AREA_RUN_MIN = 64  # full-resolution pixels: a block row of the area averages is at least this tall
+
+
+class _AreaAverages:
+    """``_downsample`` of full-resolution arrays that change only inside ``tiles``, kept current by blocks.
+
+    Why: back-projection needs the whole alpha's (and its weights') area averages on the matte's
+    grid every step; a full INTER_AREA resize of a 4000² image costs about 25 ms, a default
+    refinement needs a dozen, and the alpha only changes in the band's tiles. Where the sizes
+    share a factor (4000 → 1024: blocks of 125 px ↔ 32 grid px), a block's averages depend on
+    that block alone and OpenCV computes them with the same weights in the same order, so
+    averaging again only the blocks that hold a tile gives bit for bit what the whole resize
+    gives (``tests/test_pipeline.py`` checks it). Integer ratios take OpenCV's fast path, whose
+    vector loop does not give the same bits on a part: those (cheap anyway) stay whole.
+    """
+
+    def __init__(self, full_hw, low_hw, tiles):
+        height, width = full_hw
+        h, w = low_hw
+        self.low_hw = low_hw
+        self.runs = None  # None: every call is one whole resize
+        self.cache: dict[str, np.ndarray] = {}
+        if (height, width) == (h, w) or (height % h == 0 and width % w == 0):
+            return
+        gy, gx = math.gcd(height, h), math.gcd(width, w)
+        by, bx = height // gy, width // gx  # the smallest block (and its grid cells: h // gy, w // gx)
+        ky = max(1, -(-_AREA_RUN_MIN // by))  # base blocks per block row: few, tall runs
+        by, ly, lx = by * ky, (h // gy) * ky, w // gx
+        rows, cols = -(-height // by), gx
+        dirty = np.zeros((rows, cols), dtype=bool)
+        for y0, y1, x0, x1 in tiles:
+            dirty[y0 // by : (y1 - 1) // by + 1, x0 // bx : (x1 - 1) // bx + 1] = True
+        if dirty.mean() > 0.8:
+            return
+        runs = []
+        for i in range(rows):
+            j = 0
+            while j < cols:
+                if not dirty[i, j]:
+                    j += 1
+                    continue
+                k = j
+                while k < cols and dirty[i, k]:
+                    k += 1
+                full_box = (i * by, min(height, (i + 1) * by), j * bx, k * bx)
+                low_box = (i * ly, min(h, (i + 1) * ly), j * lx, k * lx)
+                runs.append((full_box, low_box))
+                j = k
+        self.runs = runs
+
+    def of(self, key: str, full: np.ndarray) -> np.ndarray:
+        """The area averages of ``full`` (read-only: the next call for ``key`` updates them in place)."""
+        low = self.cache.get(key)
+        if self.runs is None or low is None:
+            low = _downsample(full, self.low_hw)
+            if self.runs is not None:
+                self.cache[key] = low
+            return low
+        for (y0, y1, x0, x1), (ly0, ly1, lx0, lx1) in self.runs:
+            low[ly0:ly1, lx0:lx1] = cv2.resize(
+                full[y0:y1, x0:x1], (lx1 - lx0, ly1 - ly0), interpolation=cv2.INTER_AREA
+            )
+        return low
+
+
+class _BackProjection:
+    """What back-projection carries between its rounds: the full-size weights (``BP_FLOOR`` outside
+    the tiles, where α is 0 or 1) and the area averages, allocated and averaged whole once."""
+
+    def __init__(self, full_hw, low_hw, tiles):
+        self.weight = np.full(full_hw, BP_FLOOR, dtype=np.float32)
+        self.averages = _AreaAverages(full_hw, low_hw, tiles)
+
+
+def _each_tile(fn: Callable, tiles, report: Callable[[int], None] | None = None) -> None:
+    """``fn(box)`` for every tile, spread over OpenCV's thread count (the machine's cores).
+
+    Why: a 256² tile is too small for OpenCV to split, so the band's tiles ran on one core; OpenCV
+    and numpy release the GIL, and every caller's ``fn`` writes only its own tile and reads what
+    no other tile writes, so the result is the same bits in any order. ``report(k)`` is called
+    in the caller's thread as tile ``k`` is done, in order (progress callbacks need not be
+    thread-safe).
+    """
+    workers = min(len(tiles), max(1, cv2.getNumThreads()))
+    done = map(fn, tiles) if workers <= 1 else _pool(workers).map(fn, tiles)
+    for k, _ in enumerate(done):
+        if report is not None:
+            report(k)
+
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    if workers not in _POOLS:
+        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="maskd-tiles")
+    return _POOLS[workers]
+
+
+def _back_project(alpha, matte, tiles, band, steps, max_share=BP_MAX_SHARE, state=None):
     """Correct ``alpha`` in the band until its area average on the matte's grid is the matte.
 
     The residual of each model pixel is shared among its full-resolution pixels in proportion
@@ -492,29 +598,38 @@ def _back_project(alpha, matte, tiles, band, steps, max_share=BP_MAX_SHARE):
     cell slightly off the matte instead. An exact matte (``core.trimap.is_exact``: ground truth
     shrunk, whose residual is the truth's own) passes ``max_share=None``: no cap, since there one
     soft pixel among opaque ones really does hold its cell's whole residual.
+
+    ``state`` (a ``_BackProjection`` for these tiles): its weights and area averages carried from
+    one round to the next, for as long as ``alpha`` changes only inside ``tiles``.
     """
     height, width = alpha.shape
-    h, w = matte.shape
     if not steps or not tiles:
         return
-    weight = np.full(alpha.shape, BP_FLOOR, dtype=np.float32)  # outside the tiles α is 0 or 1
+    state = state or _BackProjection(alpha.shape, matte.shape, tiles)
+    weight = state.weight
+
+    def weigh(box):
+        y0, y1, x0, x1 = box
+        view = alpha[y0:y1, x0:x1]
+        cv2.multiply(view, cv2.subtract(1.0, view), dst=weight[y0:y1, x0:x1])
+        weight[y0:y1, x0:x1] += BP_FLOOR
+
+    def correct(box):
+        y0, y1, x0, x1 = box
+        view = alpha[y0:y1, x0:x1]
+        rg = _warp(both, box, (height, width))
+        updated = cv2.multiply(rg[..., 0], weight[y0:y1, x0:x1])
+        if max_share is not None:
+            limit = cv2.multiply(rg[..., 1], max_share)
+            np.clip(updated, -limit, limit, out=updated)
+        cv2.add(updated, view, dst=updated)
+        np.copyto(view, np.clip(updated, 0.0, 1.0, out=updated), where=band[y0:y1, x0:x1])
+
     for _ in range(steps):
-        for y0, y1, x0, x1 in tiles:
-            view = alpha[y0:y1, x0:x1]
-            cv2.multiply(view, cv2.subtract(1.0, view), dst=weight[y0:y1, x0:x1])
-            weight[y0:y1, x0:x1] += BP_FLOOR
-        residual = cv2.subtract(matte, _downsample(alpha, (h, w)))
-        both = cv2.merge([cv2.divide(residual, _downsample(weight, (h, w))), np.abs(residual)])
-        for box in tiles:
-            y0, y1, x0, x1 = box
-            view = alpha[y0:y1, x0:x1]
-            rg = _warp(both, box, (height, width))
-            updated = cv2.multiply(rg[..., 0], weight[y0:y1, x0:x1])
-            if max_share is not None:
-                limit = cv2.multiply(rg[..., 1], max_share)
-                np.clip(updated, -limit, limit, out=updated)
-            cv2.add(updated, view, dst=updated)
-            np.copyto(view, np.clip(updated, 0.0, 1.0, out=updated), where=band[y0:y1, x0:x1])
+        _each_tile(weigh, tiles)
+        residual = cv2.subtract(matte, state.averages.of("alpha", alpha))
+        both = cv2.merge([cv2.divide(residual, state.averages.of("weight", weight)), np.abs(residual)])
+        _each_tile(correct, tiles)
 
 
 def _drop_isolated(alpha, matte, tiles, band):
@@ -531,7 +646,8 @@ def _drop_isolated(alpha, matte, tiles, band):
     height, width = alpha.shape
     src = alpha.copy()
     level = np.float32(ISOLATED_LEVEL)
-    for box in tiles:
+
+    def drop(box):
         y0, y1, x0, x1 = box
         hy0, hy1 = max(0, y0 - 1), min(height, y1 + 1)
         hx0, hx1 = max(0, x0 - 1), min(width, x1 + 1)
@@ -540,6 +656,8 @@ def _drop_isolated(alpha, matte, tiles, band):
         base = _warp(matte, box, (height, width))
         lone = (np.abs(view - med) > level) & (np.abs(view - base) > level) & band[y0:y1, x0:x1]
         np.copyto(view, med, where=lone)
+
+    _each_tile(drop, tiles)
 
 
 def _median3(x: np.ndarray) -> np.ndarray:
@@ -567,7 +685,8 @@ def _sharpen(sub, alpha, tiles, band, linear, weighted=False):
     reach = max(r, SHARPEN_WIDE_RADIUS) if weighted else r
     halo = 2 * reach  # the filter reads r around each pixel, its averaged coefficients r more
     src = alpha.copy()
-    for box in tiles:
+
+    def sharpen(box):
         y0, y1, x0, x1 = box
         hy0, hy1 = max(0, y0 - halo), min(height, y1 + halo)
         hx0, hx1 = max(0, x0 - halo), min(width, x1 + halo)
@@ -583,6 +702,8 @@ def _sharpen(sub, alpha, tiles, band, linear, weighted=False):
             q = gf.guided_filter(guide, p, r, eps)
         q = q[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
         np.copyto(alpha[y0:y1, x0:x1], q, where=band[y0:y1, x0:x1])
+
+    _each_tile(sharpen, tiles)
 
 
 def _foreground(sub, alpha, grid_blend, opts, clock):
@@ -621,7 +742,8 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     fine = max(1, round(fgmod.FILL_FINE * long_side))
     halo = max(r_small, fine) if full_small_pass else 0
     clock.lap("foreground-grid")
-    for k, box in enumerate(tiles):
+
+    def decontaminate(box):
         y0, y1, x0, x1 = box
         # The tile plus a halo: the small blur-fusion pass and the fine background search read it.
         hy0, hy1 = max(0, y0 - halo), min(height, y1 + halo)
@@ -653,8 +775,12 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
             )
         f = fgmod.unmix(np.ascontiguousarray(blend[centre]), a_tile, background, f)
         np.copyto(fg[y0:y1, x0:x1], f, where=soft[y0:y1, x0:x1, None])
+
+    def report(k):
         if k % 16 == 0:
             clock.report("foreground", k / len(tiles))
+
+    _each_tile(decontaminate, tiles, report)
     clock.lap("foreground")
     return fg
 
