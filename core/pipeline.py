@@ -327,6 +327,17 @@ def _low_guides(sub: np.ndarray, grid_hw, linear: bool):
     return np.ascontiguousarray(guide), np.ascontiguousarray(blend)
 
 
+_BYTE_LEVELS = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)  # imageio.to_float's uint8 values
+
+
+def _to_float(x: np.ndarray) -> np.ndarray:
+    """``imageio.to_float``; an 8-bit image through a lookup table (OpenCV, on every core): the same
+    values, a fifth of the time on a 4000² layer's full-size colour copy."""
+    if x.dtype == np.uint8 and x.ndim == 3 and x.shape[2] in (1, 3, 4):
+        return cv2.LUT(np.ascontiguousarray(x), _BYTE_LEVELS).reshape(x.shape)
+    return imageio.to_float(x)
+
+
 def _tile_pixels(sub: np.ndarray, y0, y1, x0, x1, linear: bool):
     """Full-resolution tile as (guide sRGB float, blend-space float), composited like the model input."""
     colour, alpha = imageio.split_channels(sub)
@@ -403,7 +414,8 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=Fa
         coef = gf.joint_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
     band_low, fg_low = trimapmod.band_from_matte(matte, radius, *(EXACT_BAND if exact else ()))
     clock.lap("coefficients")
-    alpha = trimapmod.upscale_nearest(fg_low, (height, width)).astype(np.float32)
+    # 0/1 resized nearest as float32 directly: the same pixels as ``upscale_nearest``, one full pass less
+    alpha = cv2.resize(fg_low.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
     band = trimapmod.upscale_nearest(band_low, (height, width))
     tiles = _band_tiles(band)
 
@@ -716,7 +728,7 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     h, w = grid_blend.shape[:2]
     full_small_pass = _mode(opts)[3]
     colour, _ = imageio.split_channels(sub)
-    fg = imageio.to_float(colour)
+    fg = _to_float(colour)
     if fg.shape[2] == 1:
         fg = np.repeat(fg, 3, axis=2)
     soft = (alpha > 0.0) & (alpha < 1.0)
