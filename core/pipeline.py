@@ -15,7 +15,7 @@ layer's own resolution with the layer's own colours:
    follow the photo's colour edges, and fall back to smooth interpolation where colour is flat.
 2. **Trimap** (``core.trimap``): the uncertain band (0.05 < matte < 0.95 and hard steps) on the model's
    grid, widened by a radius in *model* pixels. Outside the band alpha is exactly 0 or 1, and
-   no full-resolution work is done there: the band is processed in tiles.
+   no full-resolution work is done there: the band is processed in tiles, spread over the cores.
 3. **Back-projection and sharpening** (band only): a soft matte is read as the area average of
    the true alpha over each model pixel, so the full-resolution alpha is corrected until its
    area average matches the matte again (iterative back-projection, as in super-resolution).
