@@ -72,7 +72,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -408,16 +408,18 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=Fa
     hard = not trimapmod.is_area_average(matte)
     if hard:  # a binary mask's staircase: smooth its level set first (anti-aliasing); colour then sharpens
         matte = cv2.GaussianBlur(matte, (0, 0), HARD_MASK_SIGMA, borderType=cv2.BORDER_REPLICATE)
+    # The grid's coefficients on a second core while the band is laid out at full resolution.
     if hard:  # box-averaged offsets: the box smoothing is the anti-aliasing where colour is flat
-        coef = gf.guided_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
+        fit = _alongside(gf.guided_coefficients, grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
     else:  # exact offsets: interpolate the soft matte itself where colour says nothing
-        coef = gf.joint_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
+        fit = _alongside(gf.joint_coefficients, grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
     band_low, fg_low = trimapmod.band_from_matte(matte, radius, *(EXACT_BAND if exact else ()))
-    clock.lap("coefficients")
     # 0/1 resized nearest as float32 directly: the same pixels as ``upscale_nearest``, one full pass less
     alpha = cv2.resize(fg_low.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
     band = trimapmod.upscale_nearest(band_low, (height, width))
     tiles = _band_tiles(band)
+    coef = fit.result()
+    clock.lap("coefficients")
 
     def upsample(box):
         y0, y1, x0, x1 = box
@@ -588,6 +590,16 @@ def _each_tile(fn: Callable, tiles, report: Callable[[int], None] | None = None)
             report(k)
 
 
+def _alongside(fn: Callable, *args) -> Future:
+    """``fn(*args)`` on a second core while the caller goes on (done at once with one OpenCV thread)."""
+    workers = max(1, cv2.getNumThreads())
+    if workers > 1:
+        return _pool(workers).submit(fn, *args)
+    done: Future = Future()
+    done.set_result(fn(*args))
+    return done
+
+
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
 
@@ -740,15 +752,20 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     scale = max(h / height, w / width)
     alpha_low = _downsample(alpha, (h, w))
     rl, rs = max(1, round(r_large * scale)), max(1, round(r_small * scale))
+    # The nearest background colour on the grid (far reach); tiles refine it at full resolution.
+    # It does not depend on the blurred means: it runs on a second core while they are computed.
+    reach_low = max(1, round(fgmod.FILL_COARSE * long_side * scale))
+    search = _alongside(
+        fgmod.nearest_background,
+        grid_blend,
+        fgmod.background_weight(alpha_low),
+        fgmod.fill_radii(reach_low),
+    )
     if full_small_pass:
         f_mean1, b_mean1 = fgmod._weighted_means(grid_blend, grid_blend, alpha_low, rl)
     else:
         f_mean, b_mean = fgmod.fusion_means(grid_blend, alpha_low, rl, rs)
-    # The nearest background colour on the grid (far reach); tiles refine it at full resolution.
-    reach_low = max(1, round(fgmod.FILL_COARSE * long_side * scale))
-    bg_low, found = fgmod.nearest_background(
-        grid_blend, fgmod.background_weight(alpha_low), fgmod.fill_radii(reach_low)
-    )
+    bg_low, found = search.result()
     fallback = b_mean1 if full_small_pass else b_mean  # no background anywhere near: blur-fusion's B̄
     bg_low[~found] = fallback[~found]
     fine = max(1, round(fgmod.FILL_FINE * long_side))
