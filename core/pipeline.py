@@ -558,10 +558,14 @@ class _AreaAverages:
             if self.runs is not None:
                 self.cache[key] = low
             return low
-        for (y0, y1, x0, x1), (ly0, ly1, lx0, lx1) in self.runs:
+
+        def average(run):  # each run writes its own grid cells: the runs share the cores
+            (y0, y1, x0, x1), (ly0, ly1, lx0, lx1) = run
             low[ly0:ly1, lx0:lx1] = cv2.resize(
                 full[y0:y1, x0:x1], (lx1 - lx0, ly1 - ly0), interpolation=cv2.INTER_AREA
             )
+
+        _each_tile(average, self.runs)
         return low
 
 
