@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -604,13 +605,15 @@ def _alongside(fn: Callable, *args) -> Future:
     return done
 
 
-_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
 def _pool(workers: int) -> ThreadPoolExecutor:
-    if workers not in _POOLS:
-        _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="maskd-tiles")
-    return _POOLS[workers]
+    """One pool per worker count, per process (a forked child has none of its parent's threads)."""
+    key = (os.getpid(), workers)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="maskd-tiles")
+    return _POOLS[key]
 
 
 def _back_project(alpha, matte, tiles, band, steps, max_share=BP_MAX_SHARE, state=None):
