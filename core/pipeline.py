@@ -456,11 +456,14 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=Fa
     if lone_check and not hard and not exact:  # a hard mask's staircase is no support; an exact one is sure
         _drop_isolated(alpha, matte, tiles, band)
     snap = _snap(exact, hard, rounds)
-    for box in tiles:
+
+    def settle(box):
         y0, y1, x0, x1 = box
         view = alpha[y0:y1, x0:x1]
         view[view < snap] = 0.0
         view[view > 1.0 - snap] = 1.0
+
+    _each_tile(settle, tiles)
     return alpha
 
 
