@@ -99,11 +99,13 @@ def small_pass(
     This runs on every soft tile at full resolution, so it is written with OpenCV's in-place
     arithmetic on same-shape float32 arrays (about 2.5× faster than numpy broadcasting).
     """
-    a = cv2.cvtColor(np.ascontiguousarray(alpha, dtype=np.float32), cv2.COLOR_GRAY2RGB)
+    alpha = np.ascontiguousarray(alpha, dtype=np.float32)
+    a = cv2.cvtColor(alpha, cv2.COLOR_GRAY2RGB)
     f1 = _fuse3(image, a, f_mean1, b_mean1)
     cv2.multiply(f1, a, dst=f1)  # F·α for pass 2's foreground mean
     b_w = cv2.multiply(b_mean1, 1.0 - a)
-    blur_a = _blur(a, r_small)[centre]
+    # one plane blurred, then repeated: OpenCV blurs each channel alike, so the same bits for a third
+    blur_a = cv2.cvtColor(_blur(alpha, r_small), cv2.COLOR_GRAY2RGB)[centre]
     f_mean = _blur(f1, r_small)[centre]
     cv2.divide(f_mean, blur_a + _EPS, dst=f_mean)
     b_mean = _blur(b_w, r_small)[centre]

@@ -15,7 +15,7 @@ layer's own resolution with the layer's own colours:
    follow the photo's colour edges, and fall back to smooth interpolation where colour is flat.
 2. **Trimap** (``core.trimap``): the uncertain band (0.05 < matte < 0.95 and hard steps) on the model's
    grid, widened by a radius in *model* pixels. Outside the band alpha is exactly 0 or 1, and
-   no full-resolution work is done there: the band is processed in tiles.
+   no full-resolution work is done there: the band is processed in tiles, spread over the cores.
 3. **Back-projection and sharpening** (band only): a soft matte is read as the area average of
    the true alpha over each model pixel, so the full-resolution alpha is corrected until its
    area average matches the matte again (iterative back-projection, as in super-resolution).
@@ -70,8 +70,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -326,6 +328,17 @@ def _low_guides(sub: np.ndarray, grid_hw, linear: bool):
     return np.ascontiguousarray(guide), np.ascontiguousarray(blend)
 
 
+_BYTE_LEVELS = np.arange(256, dtype=np.float32) * np.float32(1.0 / 255.0)  # imageio.to_float's uint8 values
+
+
+def _to_float(x: np.ndarray) -> np.ndarray:
+    """``imageio.to_float``; an 8-bit image through a lookup table (OpenCV, on every core): the same
+    values, a fifth of the time on a 4000² layer's full-size colour copy."""
+    if x.dtype == np.uint8 and x.ndim == 3 and x.shape[2] in (1, 3, 4):
+        return cv2.LUT(np.ascontiguousarray(x), _BYTE_LEVELS).reshape(x.shape)
+    return imageio.to_float(x)
+
+
 def _tile_pixels(sub: np.ndarray, y0, y1, x0, x1, linear: bool):
     """Full-resolution tile as (guide sRGB float, blend-space float), composited like the model input."""
     colour, alpha = imageio.split_channels(sub)
@@ -396,37 +409,46 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=Fa
     hard = not trimapmod.is_area_average(matte)
     if hard:  # a binary mask's staircase: smooth its level set first (anti-aliasing); colour then sharpens
         matte = cv2.GaussianBlur(matte, (0, 0), HARD_MASK_SIGMA, borderType=cv2.BORDER_REPLICATE)
+    # The grid's coefficients on a second core while the band is laid out at full resolution.
     if hard:  # box-averaged offsets: the box smoothing is the anti-aliasing where colour is flat
-        coef = gf.guided_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
+        fit = _alongside(gf.guided_coefficients, grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
     else:  # exact offsets: interpolate the soft matte itself where colour says nothing
-        coef = gf.joint_coefficients(grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
+        fit = _alongside(gf.joint_coefficients, grid_guide, matte, GUIDE_RADIUS, GUIDE_EPS)
     band_low, fg_low = trimapmod.band_from_matte(matte, radius, *(EXACT_BAND if exact else ()))
-    clock.lap("coefficients")
-    alpha = trimapmod.upscale_nearest(fg_low, (height, width)).astype(np.float32)
+    # 0/1 resized nearest as float32 directly: the same pixels as ``upscale_nearest``, one full pass less
+    alpha = cv2.resize(fg_low.astype(np.float32), (width, height), interpolation=cv2.INTER_NEAREST)
     band = trimapmod.upscale_nearest(band_low, (height, width))
     tiles = _band_tiles(band)
-    for k, box in enumerate(tiles):
+    coef = fit.result()
+    clock.lap("coefficients")
+
+    def upsample(box):
         y0, y1, x0, x1 = box
         guide, _ = _tile_pixels(sub, y0, y1, x0, x1, opts.linear)
         c = _warp(coef, box, (height, width))
         q = c[..., 0] * guide[..., 0] + c[..., 1] * guide[..., 1] + c[..., 2] * guide[..., 2] + c[..., 3]
         np.copyto(alpha[y0:y1, x0:x1], np.clip(q, 0.0, 1.0, out=q), where=band[y0:y1, x0:x1])
+
+    def report(k):
         if k % 16 == 0:
             clock.report("upsample", k / max(1, len(tiles)))
+
+    _each_tile(upsample, tiles, report)
     clock.lap("upsample")
     if hard:
         steps = rounds = 0  # a hard mask that no alpha averages to
     elif (h, w) == (height, width):
         steps = 0  # nothing to reconstruct; the sharpening still fits the edge to the photo's colours
+    state = _BackProjection((height, width), (h, w), tiles) if steps and tiles else None
     if exact:  # back-project, then (sharpen, back-project) per round: the area averages are the truth's
         for rnd in range(rounds + 1):
             if rnd:
                 _sharpen(sub, alpha, tiles, band, opts.linear)
-            _back_project(alpha, matte, tiles, band, steps, None)
+            _back_project(alpha, matte, tiles, band, steps, None, state)
             clock.report("back-projection", (rnd + 1) / (rounds + 1))
     else:  # (back-project, sharpen) per round: the photo's colours, not the matte's blurred cells, last
         for rnd in range(max(1, rounds)):
-            _back_project(alpha, matte, tiles, band, steps, BP_MAX_SHARE)
+            _back_project(alpha, matte, tiles, band, steps, BP_MAX_SHARE, state)
             if rnd < rounds:
                 _sharpen(sub, alpha, tiles, band, opts.linear, weighted=True)
             clock.report("back-projection", (rnd + 1) / max(1, rounds))
@@ -434,11 +456,14 @@ def _refine_alpha(sub, matte, opts, clock, grid_guide, lone_check=True, exact=Fa
     if lone_check and not hard and not exact:  # a hard mask's staircase is no support; an exact one is sure
         _drop_isolated(alpha, matte, tiles, band)
     snap = _snap(exact, hard, rounds)
-    for box in tiles:
+
+    def settle(box):
         y0, y1, x0, x1 = box
         view = alpha[y0:y1, x0:x1]
         view[view < snap] = 0.0
         view[view > 1.0 - snap] = 1.0
+
+    _each_tile(settle, tiles)
     return alpha
 
 
@@ -479,7 +504,122 @@ def _device_alpha(img, matte, opts, lone_check=True, exact=False) -> np.ndarray:
     return np.ascontiguousarray(a.cpu().numpy())
 
 
-def _back_project(alpha, matte, tiles, band, steps, max_share=BP_MAX_SHARE):
+_AREA_RUN_MIN = 64  # full-resolution pixels: a block row of the area averages is at least this tall
+
+
+class _AreaAverages:
+    """``_downsample`` of full-resolution arrays that change only inside ``tiles``, kept current by blocks.
+
+    Why: back-projection needs the whole alpha's (and its weights') area averages on the matte's
+    grid every step; a full INTER_AREA resize of a 4000² image costs about 25 ms, a default
+    refinement needs a dozen, and the alpha only changes in the band's tiles. Where the sizes
+    share a factor (4000 → 1024: blocks of 125 px ↔ 32 grid px), a block's averages depend on
+    that block alone and OpenCV computes them with the same weights in the same order, so
+    averaging again only the blocks that hold a tile gives bit for bit what the whole resize
+    gives (``tests/test_pipeline.py`` checks it). Integer ratios take OpenCV's fast path, whose
+    vector loop does not give the same bits on a part: those (cheap anyway) stay whole.
+    """
+
+    def __init__(self, full_hw, low_hw, tiles):
+        height, width = full_hw
+        h, w = low_hw
+        self.low_hw = low_hw
+        self.runs = None  # None: every call is one whole resize
+        self.cache: dict[str, np.ndarray] = {}
+        if (height, width) == (h, w) or (height % h == 0 and width % w == 0):
+            return
+        gy, gx = math.gcd(height, h), math.gcd(width, w)
+        by, bx = height // gy, width // gx  # the smallest block (and its grid cells: h // gy, w // gx)
+        ky = max(1, -(-_AREA_RUN_MIN // by))  # base blocks per block row: few, tall runs
+        by, ly, lx = by * ky, (h // gy) * ky, w // gx
+        rows, cols = -(-height // by), gx
+        dirty = np.zeros((rows, cols), dtype=bool)
+        for y0, y1, x0, x1 in tiles:
+            dirty[y0 // by : (y1 - 1) // by + 1, x0 // bx : (x1 - 1) // bx + 1] = True
+        if dirty.mean() > 0.8:
+            return
+        runs = []
+        for i in range(rows):
+            j = 0
+            while j < cols:
+                if not dirty[i, j]:
+                    j += 1
+                    continue
+                k = j
+                while k < cols and dirty[i, k]:
+                    k += 1
+                full_box = (i * by, min(height, (i + 1) * by), j * bx, k * bx)
+                low_box = (i * ly, min(h, (i + 1) * ly), j * lx, k * lx)
+                runs.append((full_box, low_box))
+                j = k
+        self.runs = runs
+
+    def of(self, key: str, full: np.ndarray) -> np.ndarray:
+        """The area averages of ``full`` (read-only: the next call for ``key`` updates them in place)."""
+        low = self.cache.get(key)
+        if self.runs is None or low is None:
+            low = _downsample(full, self.low_hw)
+            if self.runs is not None:
+                self.cache[key] = low
+            return low
+
+        def average(run):  # each run writes its own grid cells: the runs share the cores
+            (y0, y1, x0, x1), (ly0, ly1, lx0, lx1) = run
+            low[ly0:ly1, lx0:lx1] = cv2.resize(
+                full[y0:y1, x0:x1], (lx1 - lx0, ly1 - ly0), interpolation=cv2.INTER_AREA
+            )
+
+        _each_tile(average, self.runs)
+        return low
+
+
+class _BackProjection:
+    """What back-projection carries between its rounds: the full-size weights (``BP_FLOOR`` outside
+    the tiles, where α is 0 or 1) and the area averages, allocated and averaged whole once."""
+
+    def __init__(self, full_hw, low_hw, tiles):
+        self.weight = np.full(full_hw, BP_FLOOR, dtype=np.float32)
+        self.averages = _AreaAverages(full_hw, low_hw, tiles)
+
+
+def _each_tile(fn: Callable, tiles, report: Callable[[int], None] | None = None) -> None:
+    """``fn(box)`` for every tile, spread over OpenCV's thread count (the machine's cores).
+
+    Why: a 256² tile is too small for OpenCV to split, so the band's tiles ran on one core; OpenCV
+    and numpy release the GIL, and every caller's ``fn`` writes only its own tile and reads what
+    no other tile writes, so the result is the same bits in any order. ``report(k)`` is called
+    in the caller's thread as tile ``k`` is done, in order (progress callbacks need not be
+    thread-safe).
+    """
+    workers = min(len(tiles), max(1, cv2.getNumThreads()))
+    done = map(fn, tiles) if workers <= 1 else _pool(workers).map(fn, tiles)
+    for k, _ in enumerate(done):
+        if report is not None:
+            report(k)
+
+
+def _alongside(fn: Callable, *args) -> Future:
+    """``fn(*args)`` on a second core while the caller goes on (done at once with one OpenCV thread)."""
+    workers = max(1, cv2.getNumThreads())
+    if workers > 1:
+        return _pool(workers).submit(fn, *args)
+    done: Future = Future()
+    done.set_result(fn(*args))
+    return done
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One pool per worker count, per process (a forked child has none of its parent's threads)."""
+    key = (os.getpid(), workers)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="maskd-tiles")
+    return _POOLS[key]
+
+
+def _back_project(alpha, matte, tiles, band, steps, max_share=BP_MAX_SHARE, state=None):
     """Correct ``alpha`` in the band until its area average on the matte's grid is the matte.
 
     The residual of each model pixel is shared among its full-resolution pixels in proportion
@@ -492,29 +632,38 @@ def _back_project(alpha, matte, tiles, band, steps, max_share=BP_MAX_SHARE):
     cell slightly off the matte instead. An exact matte (``core.trimap.is_exact``: ground truth
     shrunk, whose residual is the truth's own) passes ``max_share=None``: no cap, since there one
     soft pixel among opaque ones really does hold its cell's whole residual.
+
+    ``state`` (a ``_BackProjection`` for these tiles): its weights and area averages carried from
+    one round to the next, for as long as ``alpha`` changes only inside ``tiles``.
     """
     height, width = alpha.shape
-    h, w = matte.shape
     if not steps or not tiles:
         return
-    weight = np.full(alpha.shape, BP_FLOOR, dtype=np.float32)  # outside the tiles α is 0 or 1
+    state = state or _BackProjection(alpha.shape, matte.shape, tiles)
+    weight = state.weight
+
+    def weigh(box):
+        y0, y1, x0, x1 = box
+        view = alpha[y0:y1, x0:x1]
+        cv2.multiply(view, cv2.subtract(1.0, view), dst=weight[y0:y1, x0:x1])
+        weight[y0:y1, x0:x1] += BP_FLOOR
+
+    def correct(box):
+        y0, y1, x0, x1 = box
+        view = alpha[y0:y1, x0:x1]
+        rg = _warp(both, box, (height, width))
+        updated = cv2.multiply(rg[..., 0], weight[y0:y1, x0:x1])
+        if max_share is not None:
+            limit = cv2.multiply(rg[..., 1], max_share)
+            np.clip(updated, -limit, limit, out=updated)
+        cv2.add(updated, view, dst=updated)
+        np.copyto(view, np.clip(updated, 0.0, 1.0, out=updated), where=band[y0:y1, x0:x1])
+
     for _ in range(steps):
-        for y0, y1, x0, x1 in tiles:
-            view = alpha[y0:y1, x0:x1]
-            cv2.multiply(view, cv2.subtract(1.0, view), dst=weight[y0:y1, x0:x1])
-            weight[y0:y1, x0:x1] += BP_FLOOR
-        residual = cv2.subtract(matte, _downsample(alpha, (h, w)))
-        both = cv2.merge([cv2.divide(residual, _downsample(weight, (h, w))), np.abs(residual)])
-        for box in tiles:
-            y0, y1, x0, x1 = box
-            view = alpha[y0:y1, x0:x1]
-            rg = _warp(both, box, (height, width))
-            updated = cv2.multiply(rg[..., 0], weight[y0:y1, x0:x1])
-            if max_share is not None:
-                limit = cv2.multiply(rg[..., 1], max_share)
-                np.clip(updated, -limit, limit, out=updated)
-            cv2.add(updated, view, dst=updated)
-            np.copyto(view, np.clip(updated, 0.0, 1.0, out=updated), where=band[y0:y1, x0:x1])
+        _each_tile(weigh, tiles)
+        residual = cv2.subtract(matte, state.averages.of("alpha", alpha))
+        both = cv2.merge([cv2.divide(residual, state.averages.of("weight", weight)), np.abs(residual)])
+        _each_tile(correct, tiles)
 
 
 def _drop_isolated(alpha, matte, tiles, band):
@@ -531,7 +680,8 @@ def _drop_isolated(alpha, matte, tiles, band):
     height, width = alpha.shape
     src = alpha.copy()
     level = np.float32(ISOLATED_LEVEL)
-    for box in tiles:
+
+    def drop(box):
         y0, y1, x0, x1 = box
         hy0, hy1 = max(0, y0 - 1), min(height, y1 + 1)
         hx0, hx1 = max(0, x0 - 1), min(width, x1 + 1)
@@ -540,6 +690,8 @@ def _drop_isolated(alpha, matte, tiles, band):
         base = _warp(matte, box, (height, width))
         lone = (np.abs(view - med) > level) & (np.abs(view - base) > level) & band[y0:y1, x0:x1]
         np.copyto(view, med, where=lone)
+
+    _each_tile(drop, tiles)
 
 
 def _median3(x: np.ndarray) -> np.ndarray:
@@ -567,7 +719,8 @@ def _sharpen(sub, alpha, tiles, band, linear, weighted=False):
     reach = max(r, SHARPEN_WIDE_RADIUS) if weighted else r
     halo = 2 * reach  # the filter reads r around each pixel, its averaged coefficients r more
     src = alpha.copy()
-    for box in tiles:
+
+    def sharpen(box):
         y0, y1, x0, x1 = box
         hy0, hy1 = max(0, y0 - halo), min(height, y1 + halo)
         hx0, hx1 = max(0, x0 - halo), min(width, x1 + halo)
@@ -584,6 +737,8 @@ def _sharpen(sub, alpha, tiles, band, linear, weighted=False):
         q = q[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
         np.copyto(alpha[y0:y1, x0:x1], q, where=band[y0:y1, x0:x1])
 
+    _each_tile(sharpen, tiles)
+
 
 def _foreground(sub, alpha, grid_blend, opts, clock):
     """Decontaminated straight colours for ``sub`` (input's transfer), float32 H×W×3.
@@ -595,7 +750,7 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     h, w = grid_blend.shape[:2]
     full_small_pass = _mode(opts)[3]
     colour, _ = imageio.split_channels(sub)
-    fg = imageio.to_float(colour)
+    fg = _to_float(colour)
     if fg.shape[2] == 1:
         fg = np.repeat(fg, 3, axis=2)
     soft = (alpha > 0.0) & (alpha < 1.0)
@@ -607,21 +762,27 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     scale = max(h / height, w / width)
     alpha_low = _downsample(alpha, (h, w))
     rl, rs = max(1, round(r_large * scale)), max(1, round(r_small * scale))
+    # The nearest background colour on the grid (far reach); tiles refine it at full resolution.
+    # It does not depend on the blurred means: it runs on a second core while they are computed.
+    reach_low = max(1, round(fgmod.FILL_COARSE * long_side * scale))
+    search = _alongside(
+        fgmod.nearest_background,
+        grid_blend,
+        fgmod.background_weight(alpha_low),
+        fgmod.fill_radii(reach_low),
+    )
     if full_small_pass:
         f_mean1, b_mean1 = fgmod._weighted_means(grid_blend, grid_blend, alpha_low, rl)
     else:
         f_mean, b_mean = fgmod.fusion_means(grid_blend, alpha_low, rl, rs)
-    # The nearest background colour on the grid (far reach); tiles refine it at full resolution.
-    reach_low = max(1, round(fgmod.FILL_COARSE * long_side * scale))
-    bg_low, found = fgmod.nearest_background(
-        grid_blend, fgmod.background_weight(alpha_low), fgmod.fill_radii(reach_low)
-    )
+    bg_low, found = search.result()
     fallback = b_mean1 if full_small_pass else b_mean  # no background anywhere near: blur-fusion's B̄
     bg_low[~found] = fallback[~found]
     fine = max(1, round(fgmod.FILL_FINE * long_side))
     halo = max(r_small, fine) if full_small_pass else 0
     clock.lap("foreground-grid")
-    for k, box in enumerate(tiles):
+
+    def decontaminate(box):
         y0, y1, x0, x1 = box
         # The tile plus a halo: the small blur-fusion pass and the fine background search read it.
         hy0, hy1 = max(0, y0 - halo), min(height, y1 + halo)
@@ -653,8 +814,12 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
             )
         f = fgmod.unmix(np.ascontiguousarray(blend[centre]), a_tile, background, f)
         np.copyto(fg[y0:y1, x0:x1], f, where=soft[y0:y1, x0:x1, None])
+
+    def report(k):
         if k % 16 == 0:
             clock.report("foreground", k / len(tiles))
+
+    _each_tile(decontaminate, tiles, report)
     clock.lap("foreground")
     return fg
 

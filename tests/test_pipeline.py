@@ -68,6 +68,48 @@ def test_back_projection_matches_the_matte_by_moving_soft_pixels_only():
     assert np.abs(alpha - start)[~hard].mean() > 0.02  # the soft pixels took the correction
 
 
+@pytest.mark.parametrize(
+    "full_hw, low_hw",
+    [
+        ((4000, 4000), (1024, 1024)),
+        ((1003, 757), (256, 192)),
+        ((900, 700), (300, 233)),
+        ((512, 768), (256, 384)),
+    ],
+)
+def test_area_averages_by_blocks_are_the_whole_resize_bit_for_bit(full_hw, low_hw):
+    """Back-projection re-averages only the blocks that hold a band tile (``_AreaAverages``): after
+    the tiles change, its averages must be exactly what one whole INTER_AREA resize gives, for
+    sizes that share a factor (blocks), share none (one block: the whole image), or an integer ratio."""
+    rng = np.random.default_rng(3)
+    full = rng.random(full_hw, dtype=np.float32)
+    height, width = full_hw
+    tiles = [(0, min(height, 256), 256, min(width, 512)), (height - 100, height, width - 300, width)]
+    averages = pipeline._AreaAverages(full_hw, low_hw, tiles)
+    first = averages.of("x", full)
+    assert np.array_equal(first, pipeline._downsample(full, low_hw))
+    for y0, y1, x0, x1 in tiles:
+        full[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0), dtype=np.float32)
+    assert np.array_equal(averages.of("x", full), pipeline._downsample(full, low_hw))
+    if full_hw == (4000, 4000):
+        assert averages.runs  # the common case (a 1024² matte) really goes by blocks
+
+
+def test_tiles_in_threads_give_the_one_thread_result():
+    """The band's tiles run on OpenCV's thread count (``_each_tile``): the same bits as one thread."""
+    image, alpha, _ = _hair_scene(600)
+    coarse = _coarse(alpha)
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(1)
+        one = pipeline.refine(image, coarse)
+        cv2.setNumThreads(4)
+        many = pipeline.refine(image, coarse)
+    finally:
+        cv2.setNumThreads(threads)
+    assert np.array_equal(one.alpha, many.alpha) and np.array_equal(one.foreground, many.foreground)
+
+
 def test_gray_layers_refine_as_well_as_colour_ones():
     """A gray layer's guide has three equal channels; its alpha must be as good as the colour one's
     (the guided filter's 3×3 solve is near-singular there, see test_guided_filter)."""

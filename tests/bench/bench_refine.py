@@ -549,7 +549,8 @@ def main(argv=None) -> int:
     if not args.skip_speed:
         print(
             f"\n### speed: refine() of a {args.size}² image from a 1024² matte (after the model), "
-            f"device {args.device}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n"
+            f"device {args.device}, {os.cpu_count()} CPUs ({cv2.getNumThreads()} OpenCV threads: the band's "
+            f"tiles run on them), load {os.getloadavg()[0]:.1f}\n"
         )
         print(
             "| mode | image | first s | best s | median s | median CPU s | peak extra MiB "
