@@ -740,6 +740,19 @@ def _sharpen(sub, alpha, tiles, band, linear, weighted=False):
     _each_tile(sharpen, tiles)
 
 
+def _straight_colours(sub) -> np.ndarray:
+    """The image's colours as float32 H×W×3 (grey repeated), the starting point of the foreground."""
+    colour, _ = imageio.split_channels(sub)
+    fg = _to_float(colour)
+    return np.repeat(fg, 3, axis=2) if fg.shape[2] == 1 else fg
+
+
+def _with_halo(box, halo: int, hw) -> tuple[int, int, int, int]:
+    """``box`` (y0, y1, x0, x1) grown by ``halo`` pixels on each side, within an image of size ``hw``."""
+    y0, y1, x0, x1 = box
+    return max(0, y0 - halo), min(hw[0], y1 + halo), max(0, x0 - halo), min(hw[1], x1 + halo)
+
+
 def _foreground(sub, alpha, grid_blend, opts, clock):
     """Decontaminated straight colours for ``sub`` (input's transfer), float32 H×W×3.
 
@@ -749,10 +762,7 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     height, width = alpha.shape
     h, w = grid_blend.shape[:2]
     full_small_pass = _mode(opts)[3]
-    colour, _ = imageio.split_channels(sub)
-    fg = _to_float(colour)
-    if fg.shape[2] == 1:
-        fg = np.repeat(fg, 3, axis=2)
+    fg = _straight_colours(sub)
     soft = (alpha > 0.0) & (alpha < 1.0)
     tiles = _band_tiles(soft)
     if not tiles:
@@ -785,9 +795,7 @@ def _foreground(sub, alpha, grid_blend, opts, clock):
     def decontaminate(box):
         y0, y1, x0, x1 = box
         # The tile plus a halo: the small blur-fusion pass and the fine background search read it.
-        hy0, hy1 = max(0, y0 - halo), min(height, y1 + halo)
-        hx0, hx1 = max(0, x0 - halo), min(width, x1 + halo)
-        hbox = (hy0, hy1, hx0, hx1)
+        hbox = hy0, hy1, hx0, hx1 = _with_halo(box, halo, (height, width))
         _, blend = _tile_pixels(sub, hy0, hy1, hx0, hx1, False)
         centre = (slice(y0 - hy0, y1 - hy0), slice(x0 - hx0, x1 - hx0))
         a_tile = alpha[y0:y1, x0:x1]

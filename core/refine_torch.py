@@ -297,16 +297,7 @@ def refine_alpha(
         steps = 0
 
     def sharpen(alpha):
-        if confidence_floor is None:
-            q = _apply(guided_coefficients(guide, alpha, sharpen_radius, sharpen_eps), guide)
-        else:
-            weight = gf.confidence_weight(alpha, confidence_floor)
-            q = _apply(weighted_guided_coefficients(guide, alpha, weight, sharpen_radius, sharpen_eps), guide)
-            wide = _apply(weighted_guided_coefficients(guide, alpha, weight, wide_radius, sharpen_eps), guide)
-            near = (
-                (box_mean(weight[None], sharpen_radius)[0] - confidence_floor) / (1.0 - confidence_floor)
-            ).clamp(0.0, 1.0)
-            q = near * q + (1.0 - near) * wide
+        q = _sharpened(guide, alpha, sharpen_radius, sharpen_eps, confidence_floor, wide_radius)
         return torch.where(band, q, alpha)
 
     def back_project(alpha):
@@ -328,13 +319,29 @@ def refine_alpha(
             alpha = back_project(alpha)
             if rnd < rounds:
                 alpha = sharpen(alpha)
-    # core.pipeline._drop_isolated: lone values the matte does not support go back to the median
     if isolated_level is not None and not hard:
-        med = median3(alpha)
-        lone = ((alpha - med).abs() > isolated_level) & ((alpha - grid.up(m)).abs() > isolated_level) & band
-        alpha = torch.where(lone, med, alpha)
+        alpha = _drop_isolated(alpha, grid.up(m), band, isolated_level)
     alpha = torch.where(alpha < snap, torch.zeros_like(alpha), alpha)
     return torch.where(alpha > 1.0 - snap, torch.ones_like(alpha), alpha)
+
+
+def _sharpened(guide, alpha, radius: int, eps: float, confidence_floor: float | None, wide_radius: int):
+    """``core.pipeline._sharpen``: the guided filter of ``alpha`` on the image (None: plain), or a
+    network matte's confidence-weighted fit on two scales, blended by the small window's confidence."""
+    if confidence_floor is None:
+        return _apply(guided_coefficients(guide, alpha, radius, eps), guide)
+    weight = gf.confidence_weight(alpha, confidence_floor)
+    near_fit = _apply(weighted_guided_coefficients(guide, alpha, weight, radius, eps), guide)
+    wide_fit = _apply(weighted_guided_coefficients(guide, alpha, weight, wide_radius, eps), guide)
+    near = ((box_mean(weight[None], radius)[0] - confidence_floor) / (1.0 - confidence_floor)).clamp(0.0, 1.0)
+    return near * near_fit + (1.0 - near) * wide_fit
+
+
+def _drop_isolated(alpha, matte_up, band, level: float):
+    """``core.pipeline._drop_isolated``: lone values the matte does not support go back to the median."""
+    med = median3(alpha)
+    lone = ((alpha - med).abs() > level) & ((alpha - matte_up).abs() > level) & band
+    return torch.where(lone, med, alpha)
 
 
 def median3(x: torch.Tensor) -> torch.Tensor:

@@ -196,7 +196,7 @@ def _flood(d) -> None:
     sock.close(0)
     for _ in range(300):
         keyless = raw_socket(d, authenticated=False)
-        keyless.send_multipart(signed(d, {"op": "ping"}))
+        send_keyless(keyless, signed(d, {"op": "ping"}))
         keyless.close(0)
     with d.client() as c:
         assert c.status()["counters"]["rejected"] >= 10_000
@@ -205,12 +205,23 @@ def _flood(d) -> None:
     assert_healthy(d)
 
 
+def send_keyless(sock, frames) -> None:
+    """Send without waiting: a refused handshake can leave the socket with no peer to queue for,
+    and a blocking send would then wait for ever (a hang seen in CI)."""
+    import zmq
+
+    try:
+        sock.send_multipart(frames, flags=zmq.NOBLOCK)
+    except zmq.Again:
+        pass
+
+
 def test_wrong_key_is_refused_at_the_handshake(tmp_path_factory):
     """A client with a stale key (another daemon's) is refused before any request, on both backends."""
     d = start_daemon(short_tmp(tmp_path_factory, "key"))
     try:
         s = raw_socket(d, authenticated=False)
-        s.send_multipart(signed(d, {"op": "ping"}))
+        send_keyless(s, signed(d, {"op": "ping"}))
         assert recv_reply(s, timeout=1.0) is None
         s.close(0)
         info = d.info

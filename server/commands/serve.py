@@ -322,6 +322,8 @@ def _spawn(args, cfile: Path) -> int:
         if st is not None:
             state = st.get("model_state")
             if state in ("ready", "unloaded"):
+                if st.get("pid") != proc.pid:  # another daemon won the lock: ours sees it and exits
+                    _let_exit(proc)
                 print(f"maskd is ready ({_describe(st)}). Stop it with `maskd stop`.")
                 return 0
             if state == "loading" and not said_loading:
@@ -352,6 +354,15 @@ def _spawn(args, cfile: Path) -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def _let_exit(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """Wait (bounded) for a daemon that lost the lock race to exit by itself, so that when
+    ``maskd serve`` returns only the daemon that serves is left."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _log_tail(path: str, start: int) -> str:
