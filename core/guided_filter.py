@@ -52,6 +52,10 @@ def solve_sym3(s11, s12, s13, s22, s23, s33, c1, c2, c3):
     return a1, a2, a3
 
 
+# the six (i, j) channel pairs of a 3×3 symmetric colour covariance, in solve_sym3's order
+PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
+
+
 def guided_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
     """Window-averaged coefficients ``(mean a_R, mean a_G, mean a_B, mean b)`` as an H×W×4 array.
 
@@ -70,16 +74,22 @@ def guided_coefficients(guide: np.ndarray, src: np.ndarray, r: int, eps: float) 
     ch = [guide[..., c] for c in range(3)]
     mean_i = [box_mean(c, r) for c in ch]
     cov_ip = [box_mean(c * p, r) - m * mean_p for c, m in zip(ch, mean_i)]
+    second = [box_mean(ch[i] * ch[j], r) for i, j in PAIRS]
+    return _window_lines(mean_i, mean_p, cov_ip, second, eps, r)
+
+
+def _window_lines(mean_i, mean_p, cov_ip, second, eps: float, r: int) -> np.ndarray:
+    """Each window's colour → alpha line from its (weighted) moments — colour means ``mean_i``,
+    alpha mean ``mean_p``, colour–alpha covariances ``cov_ip``, second colour moments ``second``
+    (``PAIRS`` order) — regularised by ``eps``, then box-averaged: H×W×4 (a_r, a_g, a_b, b)."""
     e = np.float32(eps)
-    s11 = box_mean(ch[0] * ch[0], r) - mean_i[0] * mean_i[0] + e
-    s12 = box_mean(ch[0] * ch[1], r) - mean_i[0] * mean_i[1]
-    s13 = box_mean(ch[0] * ch[2], r) - mean_i[0] * mean_i[2]
-    s22 = box_mean(ch[1] * ch[1], r) - mean_i[1] * mean_i[1] + e
-    s23 = box_mean(ch[1] * ch[2], r) - mean_i[1] * mean_i[2]
-    s33 = box_mean(ch[2] * ch[2], r) - mean_i[2] * mean_i[2] + e
-    a_r, a_g, a_b = solve_sym3(s11, s12, s13, s22, s23, s33, *cov_ip)
+    s = [
+        (m - mean_i[i] * mean_i[j] + e) if i == j else (m - mean_i[i] * mean_i[j])
+        for m, (i, j) in zip(second, PAIRS)
+    ]
+    a_r, a_g, a_b = solve_sym3(*s, *cov_ip)
     b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
-    out = np.empty(p.shape + (4,), dtype=np.float32)
+    out = np.empty(mean_p.shape + (4,), dtype=np.float32)
     for k, plane in enumerate((a_r, a_g, a_b, b)):
         out[..., k] = box_mean(plane, r)
     return out
@@ -123,19 +133,8 @@ def weighted_guided_coefficients(
     mean_i = [box_mean(c, r) * inv for c in wch]
     mean_p = box_mean(w * p, r) * inv
     cov_ip = [box_mean(c * p, r) * inv - m * mean_p for c, m in zip(wch, mean_i)]
-    e = np.float32(eps)
-    s11 = box_mean(wch[0] * ch[0], r) * inv - mean_i[0] * mean_i[0] + e
-    s12 = box_mean(wch[0] * ch[1], r) * inv - mean_i[0] * mean_i[1]
-    s13 = box_mean(wch[0] * ch[2], r) * inv - mean_i[0] * mean_i[2]
-    s22 = box_mean(wch[1] * ch[1], r) * inv - mean_i[1] * mean_i[1] + e
-    s23 = box_mean(wch[1] * ch[2], r) * inv - mean_i[1] * mean_i[2]
-    s33 = box_mean(wch[2] * ch[2], r) * inv - mean_i[2] * mean_i[2] + e
-    a_r, a_g, a_b = solve_sym3(s11, s12, s13, s22, s23, s33, *cov_ip)
-    b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
-    out = np.empty(p.shape + (4,), dtype=np.float32)
-    for k, plane in enumerate((a_r, a_g, a_b, b)):
-        out[..., k] = box_mean(plane, r)
-    return out
+    second = [box_mean(wch[i] * ch[j], r) * inv for i, j in PAIRS]
+    return _window_lines(mean_i, mean_p, cov_ip, second, eps, r)
 
 
 def apply_coefficients(guide: np.ndarray, coef: np.ndarray) -> np.ndarray:

@@ -140,26 +140,8 @@ def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, r: int, eps: flo
     mean_i = box_mean(guide, r)
     mean_p = box_mean(src[None], r)[0]
     cov_ip = box_mean(guide * src[None], r) - mean_i * mean_p[None]
-    pairs = torch.stack(
-        [
-            guide[0] * guide[0],
-            guide[0] * guide[1],
-            guide[0] * guide[2],
-            guide[1] * guide[1],
-            guide[1] * guide[2],
-            guide[2] * guide[2],
-        ]
-    )
-    m = box_mean(pairs, r)
-    s11 = m[0] - mean_i[0] * mean_i[0] + eps
-    s12 = m[1] - mean_i[0] * mean_i[1]
-    s13 = m[2] - mean_i[0] * mean_i[2]
-    s22 = m[3] - mean_i[1] * mean_i[1] + eps
-    s23 = m[4] - mean_i[1] * mean_i[2]
-    s33 = m[5] - mean_i[2] * mean_i[2] + eps
-    a_r, a_g, a_b = gf.solve_sym3(s11, s12, s13, s22, s23, s33, cov_ip[0], cov_ip[1], cov_ip[2])
-    b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
-    return box_mean(torch.stack([a_r, a_g, a_b, b]), r)
+    pairs = torch.stack([guide[i] * guide[j] for i, j in gf.PAIRS])
+    return _window_lines(mean_i, mean_p, cov_ip, box_mean(pairs, r), eps, r)
 
 
 def weighted_guided_coefficients(
@@ -172,24 +154,18 @@ def weighted_guided_coefficients(
     mean_i = box_mean(wg, r) * inv[None]
     mean_p = (box_mean((w[0] * src)[None], r)[0]) * inv
     cov_ip = box_mean(wg * src[None], r) * inv[None] - mean_i * mean_p[None]
-    pairs = torch.stack(
-        [
-            wg[0] * guide[0],
-            wg[0] * guide[1],
-            wg[0] * guide[2],
-            wg[1] * guide[1],
-            wg[1] * guide[2],
-            wg[2] * guide[2],
-        ]
-    )
-    m = box_mean(pairs, r) * inv[None]
-    s11 = m[0] - mean_i[0] * mean_i[0] + eps
-    s12 = m[1] - mean_i[0] * mean_i[1]
-    s13 = m[2] - mean_i[0] * mean_i[2]
-    s22 = m[3] - mean_i[1] * mean_i[1] + eps
-    s23 = m[4] - mean_i[1] * mean_i[2]
-    s33 = m[5] - mean_i[2] * mean_i[2] + eps
-    a_r, a_g, a_b = gf.solve_sym3(s11, s12, s13, s22, s23, s33, cov_ip[0], cov_ip[1], cov_ip[2])
+    pairs = torch.stack([wg[i] * guide[j] for i, j in gf.PAIRS])
+    return _window_lines(mean_i, mean_p, cov_ip, box_mean(pairs, r) * inv[None], eps, r)
+
+
+def _window_lines(mean_i, mean_p, cov_ip, m, eps: float, r: int) -> torch.Tensor:
+    """``core.guided_filter._window_lines``: each window's colour → alpha line from its moments
+    (second colour moments ``m`` in ``gf.PAIRS`` order), box-averaged: 4×H×W."""
+    s = [
+        (m[k] - mean_i[i] * mean_i[j] + eps) if i == j else (m[k] - mean_i[i] * mean_i[j])
+        for k, (i, j) in enumerate(gf.PAIRS)
+    ]
+    a_r, a_g, a_b = gf.solve_sym3(*s, cov_ip[0], cov_ip[1], cov_ip[2])
     b = mean_p - a_r * mean_i[0] - a_g * mean_i[1] - a_b * mean_i[2]
     return box_mean(torch.stack([a_r, a_g, a_b, b]), r)
 
