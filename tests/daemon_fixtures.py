@@ -21,7 +21,7 @@ import pytest
 from maskd.plugins import maskd_client as mc
 from maskd.server import protocol as P
 
-from tests.helpers import REPO, maskd_command, standin_env
+from tests.helpers import run_maskd, standin_env
 
 BACKENDS = ["pyzmq", "zmtp"]
 
@@ -47,13 +47,10 @@ class RunningDaemon:
         return standin_env(MASKD_CONNECTION_FILE=self.connection_file, **extra)
 
     def cli(self, *args, timeout=120, preexec_fn=None, **env) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            maskd_command() + list(args),
-            capture_output=True,
-            text=True,
+        return run_maskd(
+            *args,
             env=self.env(**env),
             timeout=timeout,
-            cwd=REPO,
             preexec_fn=preexec_fn,
         )
 

@@ -84,6 +84,20 @@ def maskd_command() -> list[str]:
     return [sys.executable, "-m", "maskd.server"]
 
 
+def run_maskd(*args, env: dict, timeout: float = 300, cwd=None, **popen) -> subprocess.CompletedProcess:
+    """``maskd ARGS…`` as a subprocess (arguments as strings, text output captured), run from the
+    repository unless ``cwd`` says otherwise."""
+    return subprocess.run(
+        maskd_command() + [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=cwd or REPO,
+        **popen,
+    )
+
+
 def maskd_env(**extra) -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")

@@ -25,7 +25,7 @@ import pytest
 
 from tests.conftest import REPO, maskd_command, maskd_env
 from tests.daemon_fixtures import short_tmp, start_daemon
-from tests.helpers import standin_env
+from tests.helpers import run_maskd, standin_env
 from tests.test_remove import disc
 
 
@@ -37,14 +37,7 @@ def daemon(tmp_path_factory):
 
 
 def run_cli(env, *args, timeout=300):
-    return subprocess.run(
-        maskd_command() + [*map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return run_maskd(*args, env=env, timeout=timeout)
 
 
 def jobs_seen(daemon) -> int:

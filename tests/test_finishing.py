@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import cv2
 import numpy as np
 import pytest
 
 from tests.daemon_fixtures import short_tmp, start_daemon
-from tests.helpers import REPO, maskd_command, maskd_env
+from tests.helpers import maskd_env, run_maskd
 
 H, W = 120, 160
 CY, CX, R = 60, 70, 30  # the subject: a disc
@@ -37,14 +36,7 @@ def daemon(tmp_path_factory):
 
 
 def cli(env, *args, timeout=300):
-    return subprocess.run(
-        maskd_command() + [str(a) for a in args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return run_maskd(*args, env=env, timeout=timeout)
 
 
 def test_marketplace_batch_writes_finished_files_and_sidecars(daemon, tmp_path):

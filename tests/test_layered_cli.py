@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 from maskd.core.layered import open_layered
 
 from tests.daemon_fixtures import short_tmp, start_daemon
-from tests.helpers import REPO, daemon_alpha, maskd_command
+from tests.helpers import daemon_alpha, run_maskd
 
 FIXTURES = Path(__file__).parent / "editors" / "layered" / "fixtures"
 
@@ -30,14 +29,7 @@ def daemon(tmp_path_factory):
 
 
 def remove(daemon, *args, timeout=300):
-    return subprocess.run(
-        maskd_command() + ["remove", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=daemon.env(),
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return run_maskd("remove", *args, env=daemon.env(), timeout=timeout)
 
 
 def digest(path: Path) -> str:

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import REPO, maskd_command
 from tests.daemon_fixtures import short_tmp
-from tests.helpers import standin_env
+from tests.helpers import run_maskd, standin_env
 
 MODEL = ["--model", "stand-in", "--resolution", "128"]
 FINISH = ["--margin", "5%"]  # finishing runs too (crop to the subject, 5 % margin)
@@ -70,14 +70,7 @@ def make_catalogue(root):
 
 
 def cli(*args, env, timeout=600):
-    return subprocess.run(
-        maskd_command() + ["remove", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return run_maskd("remove", *args, env=env, timeout=timeout)
 
 
 def outputs(folder):

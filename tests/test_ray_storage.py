@@ -9,14 +9,12 @@ key may be left, and without ``--ray`` a URI gets one clear line.
 from __future__ import annotations
 
 import os
-import subprocess
 
 import cv2
 import pytest
 
-from tests.conftest import REPO, maskd_command
 from tests.daemon_fixtures import short_tmp
-from tests.helpers import standin_env
+from tests.helpers import run_maskd, standin_env
 from tests.test_ray_batch import FINISH, MODEL, _disc, outputs
 
 CREDENTIALS = {
@@ -27,14 +25,7 @@ CREDENTIALS = {
 
 
 def cli(*args, timeout=600):
-    return subprocess.run(
-        maskd_command() + ["remove", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=standin_env(**CREDENTIALS),
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return run_maskd("remove", *args, env=standin_env(**CREDENTIALS), timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.daemon_fixtures import short_tmp, start_daemon
-from tests.helpers import REPO, maskd_command, standin_env
+from tests.helpers import REPO, maskd_command, run_maskd, standin_env
 
 
 def disc(path, h=90, w=120, depth=8):
@@ -33,14 +33,7 @@ def daemon(tmp_path_factory):
 
 
 def remove(daemon_env, *args, timeout=300):
-    return subprocess.run(
-        maskd_command() + ["remove", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=daemon_env,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return run_maskd("remove", *args, env=daemon_env, timeout=timeout)
 
 
 def test_folder_batch_with_a_bad_file_skip_and_overwrite(daemon, tmp_path):

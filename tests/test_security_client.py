@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 from maskd.plugins import maskd_client as mc
 
-from tests.conftest import REPO, maskd_command
-from tests.helpers import standin_env
+from tests.helpers import run_maskd, standin_env
 from tests.second_user import attacker_ids, run_as_attacker
 
 PLANT = """
@@ -87,9 +86,7 @@ def _env(shared_tmp, **extra) -> dict:
 
 
 def _cli(env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        maskd_command() + list(args), capture_output=True, text=True, env=env, timeout=120, cwd=REPO
-    )
+    return run_maskd(*args, env=env, timeout=120)
 
 
 def test_clients_refuse_a_fallback_folder_planted_by_another_user(planted, shared_tmp, monkeypatch):

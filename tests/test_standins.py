@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 from tests.daemon_fixtures import short_tmp, start_daemon
-from tests.helpers import REPO, STANDINS_ENV, maskd_command, maskd_env, product_files
+from tests.helpers import REPO, STANDINS_ENV, maskd_env, product_files, run_maskd
 
 TEST_ONLY_NAME = re.compile(r"(?i)stand_?in(?!g)|null_?(work|delay|worker)")
 TEST_ONLY_STRING = re.compile(r"(?i)^(stand-in|null)$|null_delay")
@@ -54,9 +54,7 @@ def _product_env() -> dict:
 
 
 def _run(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        maskd_command() + list(args), capture_output=True, text=True, env=env, cwd=REPO, timeout=120
-    )
+    return run_maskd(*args, env=env, timeout=120)
 
 
 def test_the_cli_names_no_test_only_model_or_worker(tmp_path):
